@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The GPA dirty log of one VM (session): one bitmap per guest memory region at the log's
+ * page size (default 4 KiB), shared by all devices of the VM.
+ *
+ * The log lives in a memfd so that it can be handed to a client (fd passing) and kept in
+ * systemd's fd store across a daemon restart. The memfd holds two planes per region:
+ *  - the *accumulating* plane, into which harvests merge translated bitmaps;
+ *  - the *round* plane: what the current, not yet acknowledged round delivers.
+ * iod_log_snapshot() ORs the accumulating plane into the round plane and clears the
+ * accumulating plane; iod_log_ack() clears the round plane. A round that is never
+ * acknowledged therefore keeps growing and loses nothing.
+ *
+ * memfd layout (all little-endian, offsets in bytes, every bitmap 8-byte aligned):
+ *   struct iod_log_header                     at 0
+ *   struct iod_log_region[max_regions]        at header.regions_offset
+ *   bitmaps                                   at each region's accum_offset / round_offset
+ * The memfd grows (ftruncate) as regions are added; a region's offsets never move while it
+ * exists. iod_log_open_fd() validates all of it (magic, version, sizes, overlaps, bounds)
+ * before trusting it.
+ */
+#ifndef IOD_DIRTY_LOG_H
+#define IOD_DIRTY_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iod-bitmap.h"
+
+#define IOD_LOG_MAGIC UINT64_C(0x31474f4c59524944) /* "DIRYLOG1" */
+#define IOD_LOG_VERSION 1
+#define IOD_LOG_MAX_REGIONS 256
+
+struct iod_log_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t page_shift;     /* log page size = 1 << page_shift, 12 by default */
+	uint32_t max_regions;    /* entries in the region table */
+	uint32_t n_regions;      /* entries in use (the first n_regions, sorted by gpa) */
+	uint64_t regions_offset; /* offset of the region table */
+	uint64_t size;           /* bytes of the memfd in use */
+	uint64_t rounds;         /* snapshots taken */
+	uint64_t flags;          /* IOD_LOG_F_* */
+};
+
+/* The log missed dirty state (a failed pre-unmap harvest): no longer complete. */
+#define IOD_LOG_F_INCOMPLETE (UINT64_C(1) << 0)
+
+struct iod_log_region {
+	uint64_t gpa;          /* page aligned */
+	uint64_t length;       /* bytes, page aligned, > 0 */
+	uint64_t accum_offset; /* accumulating plane */
+	uint64_t round_offset; /* round plane */
+};
+
+struct iod_dirty_log;
+
+/* A new empty log with pages of 1 << page_shift bytes (12..30). */
+int iod_log_new(unsigned page_shift, struct iod_dirty_log **ret);
+/*
+ * Take over a memfd written by a log (after a restart). The fd is dup'ed; the caller keeps
+ * its own. -EBADMSG for a memfd whose contents are not a valid log (with a debug message
+ * saying why), -EPROTO for an unknown version.
+ */
+int iod_log_open_fd(int fd, struct iod_dirty_log **ret);
+struct iod_dirty_log *iod_log_free(struct iod_dirty_log *log);
+
+/* The memfd (owned by the log; dup it to keep it). */
+int iod_log_fd(const struct iod_dirty_log *log);
+unsigned iod_log_page_shift(const struct iod_dirty_log *log);
+
+/*
+ * Add a guest memory region. -EINVAL: zero length or not page aligned; -EOVERFLOW: wraps;
+ * -EEXIST: overlaps a region; -ENOSPC: IOD_LOG_MAX_REGIONS reached; -ENOMEM / -errno of
+ * ftruncate/mmap. Unchanged on error.
+ */
+int iod_log_add_region(struct iod_dirty_log *log, uint64_t gpa, uint64_t length);
+/* Remove the region starting at gpa (-ENOENT if none). Its dirty bits are dropped. */
+int iod_log_remove_region(struct iod_dirty_log *log, uint64_t gpa);
+
+size_t iod_log_region_count(const struct iod_dirty_log *log);
+/* Region i (0 <= i < count, sorted by gpa); NULL past the end. */
+const struct iod_log_region *iod_log_region(const struct iod_dirty_log *log, size_t i);
+/* Total bytes of guest memory covered by regions. */
+uint64_t iod_log_tracked_bytes(const struct iod_dirty_log *log);
+
+/*
+ * Mark [gpa, gpa + length) dirty in the accumulating plane (partial pages count whole).
+ * The whole range must lie inside regions: -ERANGE otherwise, and nothing is marked.
+ * -EINVAL: length 0; -EOVERFLOW: wraps.
+ */
+int iod_log_mark(struct iod_dirty_log *log, uint64_t gpa, uint64_t length);
+
+/*
+ * OR a bitmap into the accumulating plane. src has nbits bits of (1 << src_shift)-byte
+ * pages starting at src_off (a bit offset into src); its first page is at guest address
+ * gpa, which must be aligned to min(src page, log page). The covered GPA range must lie
+ * inside regions (it may span several adjacent regions): -ERANGE otherwise, with nothing
+ * merged. Pages of a different size are rescaled (a larger log page is dirty when any
+ * smaller page in it is).
+ */
+int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src,
+		  uint64_t src_off, uint64_t nbits, unsigned src_shift);
+
+/*
+ * Start a round: round |= accumulating, accumulating = 0, rounds++. *ret_dirty_pages (may
+ * be NULL) gets the number of set bits in the round plane afterwards.
+ */
+int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages);
+/* The client has the round: clear the round plane. */
+int iod_log_ack(struct iod_dirty_log *log);
+
+/* Read access to a region's planes (NULL for a bad index). Bits: length >> page_shift. */
+const uint64_t *iod_log_accum_bitmap(const struct iod_dirty_log *log, size_t region);
+const uint64_t *iod_log_round_bitmap(const struct iod_dirty_log *log, size_t region);
+
+/* Count set bits of a plane over all regions. */
+uint64_t iod_log_count_accum(const struct iod_dirty_log *log);
+uint64_t iod_log_count_round(const struct iod_dirty_log *log);
+
+uint64_t iod_log_flags(const struct iod_dirty_log *log);
+void iod_log_set_flags(struct iod_dirty_log *log, uint64_t flags);
+uint64_t iod_log_rounds(const struct iod_dirty_log *log);
+
+#endif

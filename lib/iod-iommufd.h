@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * iommufd: the context (/dev/iommu or an adopted fd), IOAS, HWPT and dirty tracking.
+ *
+ * Errors with a meaning of their own (iod_strerror() describes them):
+ *   -ENODEV      /dev/iommu does not exist: the kernel has no iommufd (CONFIG_IOMMUFD).
+ *   -ENOTTY      the kernel's iommufd lacks the ioctl (too old for dirty tracking), or an
+ *                adopted fd is not an iommufd.
+ *   -EOPNOTSUPP  the IOMMU behind the device cannot track dirty pages ("not dirty capable").
+ * Everything else is the kernel's errno.
+ *
+ * Object ids are the kernel's; there is no ioctl to list them, so callers must remember
+ * every id they allocate or adopt.
+ */
+#ifndef IOD_IOMMUFD_H
+#define IOD_IOMMUFD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iod-bitmap.h"
+
+struct iod_iommufd;
+
+/* Open /dev/iommu (path overridable for tests: NULL means /dev/iommu). */
+int iod_iommufd_open(const char *path, struct iod_iommufd **ret);
+/*
+ * Use an iommufd that somebody else opened (passed over a socket, or restored from the fd
+ * store). The fd is dup'ed (CLOEXEC); the caller keeps its own. -ENOTTY if it is not an
+ * iommufd, -EBADF if it is not an fd.
+ */
+int iod_iommufd_adopt(int fd, struct iod_iommufd **ret);
+struct iod_iommufd *iod_iommufd_free(struct iod_iommufd *ictx);
+int iod_iommufd_fd(const struct iod_iommufd *ictx);
+
+/* IOMMU_GET_HW_INFO for a bound device. */
+struct iod_hw_info {
+	uint32_t type;          /* enum iommu_hw_info_type (NONE, INTEL_VTD, ARM_SMMUV3, ...) */
+	uint64_t capabilities;  /* IOMMU_HW_CAP_* */
+	bool dirty_tracking;    /* capabilities & IOMMU_HW_CAP_DIRTY_TRACKING */
+};
+int iod_iommufd_hw_info(struct iod_iommufd *ictx, uint32_t dev_id, struct iod_hw_info *ret);
+
+/* Destroy any iommufd object (IOMMU_DESTROY). */
+int iod_iommufd_destroy(struct iod_iommufd *ictx, uint32_t id);
+
+/* IOAS */
+int iod_ioas_alloc(struct iod_iommufd *ictx, uint32_t *ret_ioas_id);
+/*
+ * IOMMU_OPTION_HUGE_PAGES on an IOAS. Turn it off before anything is mapped to keep IOMMU
+ * mappings (and so dirty tracking) at base page granularity.
+ */
+int iod_ioas_set_huge_pages(struct iod_iommufd *ictx, uint32_t ioas_id, bool enable);
+int iod_ioas_get_huge_pages(struct iod_iommufd *ictx, uint32_t ioas_id, bool *ret_enabled);
+
+#define IOD_MAP_READ (1u << 0)
+#define IOD_MAP_WRITE (1u << 1)
+/*
+ * Map user memory [va, va + length) at exactly iova (IOMMU_IOAS_MAP with FIXED_IOVA).
+ * -EINVAL for zero length, unknown flags or unaligned arguments; -EOVERFLOW for wrapping.
+ */
+int iod_ioas_map(struct iod_iommufd *ictx, uint32_t ioas_id, void *va, uint64_t length,
+		 uint64_t iova, unsigned flags);
+/* Unmap [iova, iova + length); *ret_unmapped (may be NULL) gets the bytes the kernel unmapped. */
+int iod_ioas_unmap(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t iova, uint64_t length,
+		   uint64_t *ret_unmapped);
+/*
+ * The usable IOVA ranges (inclusive 'last' turned into start/length) and the required IOVA
+ * alignment. *ret_ranges is malloc'ed (free() it); written only on success.
+ */
+int iod_ioas_iova_ranges(struct iod_iommufd *ictx, uint32_t ioas_id, struct iod_range **ret_ranges,
+			 size_t *ret_n, uint64_t *ret_alignment);
+
+/* HWPT */
+#define IOD_HWPT_DIRTY (1u << 0) /* allocate with IOMMU_HWPT_ALLOC_DIRTY_TRACKING */
+/* -EOPNOTSUPP with IOD_HWPT_DIRTY when the IOMMU cannot track dirty pages. */
+int iod_hwpt_alloc(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t pt_id, unsigned flags,
+		   uint32_t *ret_hwpt_id);
+
+/*
+ * A HWPT whose dirty tracking state the library remembers, so that enabling is idempotent:
+ * IOMMU_HWPT_SET_DIRTY_TRACKING(ENABLE) clears every dirty bit in the kernel, even when
+ * tracking is already on; iod_hwpt_set_tracking() therefore only issues the ioctl on a
+ * change of state. A HWPT taken over after a restart is created with its known state.
+ */
+struct iod_hwpt {
+	uint32_t id;
+	bool dirty_capable; /* allocated with IOD_HWPT_DIRTY (or known to be) */
+	bool tracking;      /* dirty tracking is on in the kernel */
+};
+int iod_hwpt_set_tracking(struct iod_iommufd *ictx, struct iod_hwpt *hwpt, bool enable);
+
+#define IOD_READ_NO_CLEAR (1u << 0) /* IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR */
+/*
+ * Read (and unless IOD_READ_NO_CLEAR, clear) the dirty bits of [iova, iova + length) into
+ * bitmap, one bit per page_size bytes (a power of two). The kernel only sets bits: the
+ * caller zeroes the bitmap. iova and length must be page_size aligned (-EINVAL) and must
+ * cover mapped IOVA only: the kernel silently drops bits of a range that starts in or
+ * crosses a hole, so callers harvest exactly the areas they mapped.
+ */
+int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iova,
+			uint64_t length, uint64_t page_size, uint64_t *bitmap, unsigned flags);
+
+#endif

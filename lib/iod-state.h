@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The daemon's persistent state as JSON (json-c): every session with its kernel object ids,
+ * devices, guest memory regions and IOVA->GPA mappings. The daemon keeps this document in a
+ * memfd in systemd's fd store, next to the fds it names, and rebuilds its sessions from it
+ * after a restart. The schema is proto/iodirty-state.schema.json.
+ *
+ * Parsing is strict: unknown keys, wrong types, out-of-range numbers, duplicate names or
+ * ids, overlapping regions or mappings, unaligned addresses and references to unknown
+ * objects are all rejected with a reason.
+ */
+#ifndef IOD_STATE_H
+#define IOD_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iod-iova-map.h"
+
+#define IOD_STATE_VERSION 1
+#define IOD_NAME_MAX 64 /* session names: [A-Za-z0-9_-], 1..64 characters */
+
+enum iod_session_mode {
+	IOD_MODE_OWNER, /* the daemon opened /dev/iommu and owns every object */
+	IOD_MODE_ADOPT, /* the client's iommufd and objects; the daemon only tracks */
+};
+
+/* Session flags */
+#define IOD_SESSION_F_TRACKING (UINT64_C(1) << 0)   /* tracking started */
+#define IOD_SESSION_F_FAILED (UINT64_C(1) << 1)     /* the log is incomplete */
+#define IOD_SESSION_F_HUGE_PAGES (UINT64_C(1) << 2) /* IOAS keeps huge IOPTEs */
+#define IOD_SESSION_F_VIOMMU (UINT64_C(1) << 3)     /* IOVA != GPA, map from vIOMMU events */
+#define IOD_SESSION_F_ALL (UINT64_C(0xf))
+
+struct iod_state_hwpt {
+	uint32_t id;
+	bool dirty_capable;
+	bool tracking;
+	bool owned; /* allocated by the daemon (destroyed with the session) */
+};
+
+struct iod_state_device {
+	uint32_t index;  /* object path .../device/<index> */
+	char *name;      /* PCI address, cdev path or "fd" */
+	char *fdname;    /* fd-store name of the device fd; NULL in adopt mode */
+	uint32_t dev_id; /* iommufd device id; 0 when unknown (adopt) */
+	uint32_t hwpt_id;
+	bool dirty_capable;
+};
+
+struct iod_state_region {
+	uint64_t gpa;
+	uint64_t length;
+	uint64_t offset; /* into the memfd */
+	char *fdname;    /* fd-store name of the guest memory memfd; NULL in adopt mode */
+};
+
+struct iod_state_session {
+	char *name;
+	uint32_t uid;
+	char *owner; /* unique bus name of the creator at the time (may be gone) */
+	enum iod_session_mode mode;
+	uint32_t ioas_id;
+	unsigned page_shift; /* log page size */
+	uint64_t flags;      /* IOD_SESSION_F_* */
+	uint64_t rounds;
+	char *iommufd_fdname;
+	char *log_fdname;
+	struct iod_state_hwpt *hwpts;
+	size_t n_hwpts;
+	struct iod_state_device *devices;
+	size_t n_devices;
+	struct iod_state_region *regions;
+	size_t n_regions;
+	struct iod_mapping *mappings;
+	size_t n_mappings;
+};
+
+struct iod_state {
+	uint64_t generation; /* bumped on every save */
+	struct iod_state_session *sessions;
+	size_t n_sessions;
+};
+
+struct iod_state *iod_state_free(struct iod_state *st);
+/* Free the members of one session (not the struct itself). */
+void iod_state_session_clear(struct iod_state_session *s);
+
+bool iod_session_name_valid(const char *name);
+
+/* Serialise to a JSON string (malloc'ed). -EINVAL if st itself is inconsistent. */
+int iod_state_to_json(const struct iod_state *st, char **ret_json);
+/*
+ * Parse and validate. On -EBADMSG (malformed or inconsistent) or -EPROTO (unknown version),
+ * *ret_reason (may be NULL) gets a malloc'ed sentence saying what is wrong and where.
+ */
+int iod_state_from_json(const char *json, struct iod_state **ret, char **ret_reason);
+
+/* Check a state in memory with the same rules as the parser. */
+int iod_state_validate(const struct iod_state *st, char **ret_reason);
+
+#endif

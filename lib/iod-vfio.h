@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * VFIO device cdevs (/dev/vfio/devices/vfioN) bound to an iommufd.
+ */
+#ifndef IOD_VFIO_H
+#define IOD_VFIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * true if s is a full PCI address "DDDD:BB:DD.F" (hex, lower or upper case).
+ */
+bool iod_pci_address_valid(const char *s);
+
+/*
+ * Resolve a PCI address to its VFIO cdev path through sysfs:
+ * <sysfs>/bus/pci/devices/<addr>/vfio-dev/vfioN -> /dev/vfio/devices/vfioN.
+ * sysfs_root NULL means "/sys". -EINVAL: malformed address; -ENODEV: no such PCI device;
+ * -ENXIO: the device is not bound to a VFIO driver with cdev support.
+ * *ret_path is malloc'ed.
+ */
+int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **ret_path);
+
+/* Open a cdev read-write, CLOEXEC. -ENOTTY if path is not a VFIO device cdev. */
+int iod_vfio_open(const char *path, int *ret_fd);
+/* Check that fd is a VFIO device cdev (character device of the vfio-dev class). */
+int iod_vfio_check_fd(int fd);
+
+/* VFIO_DEVICE_BIND_IOMMUFD: bind the device to iommufd; *ret_dev_id is the iommufd device id. */
+int iod_vfio_bind(int device_fd, int iommufd, uint32_t *ret_dev_id);
+/* VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS or HWPT; *ret_pt_id (may be NULL) gets the
+ * HWPT the kernel attached to (an auto-domain when pt_id is an IOAS). */
+int iod_vfio_attach(int device_fd, uint32_t pt_id, uint32_t *ret_pt_id);
+/* VFIO_DEVICE_DETACH_IOMMUFD_PT */
+int iod_vfio_detach(int device_fd);
+
+/* What a device offers beyond the IOMMU. */
+struct iod_vfio_features {
+	bool dma_logging;        /* VFIO_DEVICE_FEATURE_DMA_LOGGING_START probes OK */
+	bool migration;          /* VFIO_DEVICE_FEATURE_MIGRATION supported */
+	uint64_t migration_flags; /* VFIO_MIGRATION_STOP_COPY | _P2P | _PRE_COPY */
+};
+/* Probe with VFIO_DEVICE_FEATURE_PROBE; ENOTTY from the kernel means "not supported". */
+int iod_vfio_probe_features(int device_fd, struct iod_vfio_features *ret);
+
+#endif
