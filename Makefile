@@ -107,7 +107,7 @@ $(B)/bench/bench-%: $(B)/bench/bench-%.o $(LIBIODIRTY)
 
 # --- top-level targets -------------------------------------------------------------------
 .DEFAULT_GOAL := all
-.PHONY: all lib tests check check-unit check-bus check-vm bench install uninstall deps \
+.PHONY: all lib tests check check-unit check-asan check-bus check-vm bench install uninstall deps \
 	format format-check clean help demo valgrind
 
 all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNIT_BINS) $(BENCH_BINS) ## build everything into $(B)/
@@ -116,10 +116,13 @@ lib: $(LIBIODIRTY) ## build libiodirty only
 
 tests: $(UNIT_BINS) $(BENCH_BINS)
 
-check: check-unit $(if $(wildcard tests/bus/run),check-bus) $(if $(wildcard tests/vm/run),check-vm) ## run every test tier
+check: check-unit check-asan $(if $(wildcard tests/bus/run),check-bus) $(if $(wildcard tests/vm/run),check-vm) ## run every test tier
 
 check-unit: $(UNIT_BINS) ## unit tests (check)
 	@sh tests/run-unit.sh $(UNIT_BINS)
+
+check-asan: ## unit tests again in a sanitizer build (address,undefined) in $(B)-asan/
+	@$(MAKE) --no-print-directory B=$(B)-asan SANITIZE=address,undefined check-unit
 
 valgrind: $(UNIT_BINS) ## unit tests under valgrind (memcheck, leaks are errors)
 	@VALGRIND=1 sh tests/run-unit.sh $(UNIT_BINS)

@@ -1,0 +1,16 @@
+#!/bin/sh
+# The guest itself is what the other tests assume: fail loudly if it is not.
+shape=$1
+rc=0
+check() {
+	if eval "$2"; then echo "ok: $1"; else echo "not ok: $1"; rc=1; fi
+}
+check "/dev/iommu exists" "[ -c /dev/iommu ]"
+check "memfd works" "[ -d /proc/self/fd ]"
+check "fail-nth is available" "[ -e /proc/self/task/\$\$/fail-nth ]"
+if [ "$shape" = vfio ]; then
+	check "the edu device is bound to vfio-pci" "[ -n \"\${IOD_EDU_PCI:-}\" ] && [ \"\$(basename \"\$(readlink /sys/bus/pci/devices/\$IOD_EDU_PCI/driver)\")\" = vfio-pci ]"
+	check "its VFIO cdev exists" "ls /sys/bus/pci/devices/\$IOD_EDU_PCI/vfio-dev/ | grep -q vfio && [ -c /dev/vfio/devices/vfio0 ]"
+	check "the IOMMU is VT-d" "ls /sys/class/iommu/ | grep -q dmar"
+fi
+exit $rc
