@@ -105,12 +105,15 @@ $(B)/bench/%.o: tests/bench/%.c $(UAPI_STAMP)
 $(B)/bench/bench-%: $(B)/bench/bench-%.o $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(JSON_LIBS)
 
+include tests/vm/tests.mk
+include tests/bus/bus.mk
+
 # --- top-level targets -------------------------------------------------------------------
 .DEFAULT_GOAL := all
 .PHONY: all lib tests check check-unit check-asan check-bus check-vm bench install uninstall deps \
 	format format-check clean help demo valgrind
 
-all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNIT_BINS) $(BENCH_BINS) ## build everything into $(B)/
+all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) ## build everything into $(B)/
 
 lib: $(LIBIODIRTY) ## build libiodirty only
 

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "logging.h"
+
+bool iod_device_spec_valid(const char *spec)
+{
+	if (!spec || !*spec || strlen(spec) >= 4096)
+		return false;
+	if (spec[0] == '/')
+		return true;
+	return iod_pci_address_valid(spec);
+}
+
+int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
+		    struct iod_device **ret, struct iod_reason *why)
+{
+	_cleanup_(iod_device_freep) struct iod_device *d = NULL;
+	int r;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->fd = -EBADF;
+
+	if (!spec) {
+		r = iod_vfio_check_fd(passed_fd);
+		if (r < 0)
+			return iod_reasonf(
+				why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				"The passed fd is not a VFIO device cdev (/dev/vfio/devices/vfioN): %s",
+				iod_strerror(r));
+		d->fd = fcntl(passed_fd, F_DUPFD_CLOEXEC, 3);
+		if (d->fd < 0)
+			return -errno;
+		d->name = strdup("fd");
+		if (!d->name)
+			return -ENOMEM;
+	} else {
+		if (!iod_device_spec_valid(spec))
+			return iod_reasonf(
+				why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
+				spec);
+		d->name = strdup(spec);
+		if (!d->name)
+			return -ENOMEM;
+		if (spec[0] == '/') {
+			d->cdev = strdup(spec);
+			if (!d->cdev)
+				return -ENOMEM;
+		} else {
+			r = iod_vfio_cdev_path(sysfs_root, spec, &d->cdev);
+			if (r == -ENODEV)
+				return iod_reasonf(why, r, IOD_ERROR_NO_SUCH_DEVICE,
+						   "There is no PCI device %s", spec);
+			if (r == -ENXIO)
+				return iod_reasonf(
+					why, r, IOD_ERROR_NO_SUCH_DEVICE,
+					"PCI device %s is not bound to a VFIO driver with cdev support (vfio-pci, CONFIG_VFIO_DEVICE_CDEV)",
+					spec);
+			if (r < 0)
+				return iod_reason_kernel(why, r, "Failed to resolve PCI device %s",
+							 spec);
+		}
+		r = iod_vfio_open(d->cdev, &d->fd);
+		if (r == -ENOENT)
+			return iod_reasonf(why, -ENXIO, IOD_ERROR_NO_SUCH_DEVICE,
+					   "%s does not exist", d->cdev);
+		if (r == -ENOTTY)
+			return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+					   "%s is not a VFIO device cdev", d->cdev);
+		if (r < 0)
+			return iod_reason_kernel(why, r, "Failed to open %s", d->cdev);
+	}
+
+	*ret = TAKE_PTR(d);
+	return 0;
+}
+
+struct iod_device *iod_device_free(struct iod_device *d)
+{
+	if (!d)
+		return NULL;
+	iod_close(d->fd);
+	free(d->name);
+	free(d->cdev);
+	free(d->path);
+	free(d->fdname);
+	free(d);
+	return NULL;
+}
+
+int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_reason *why)
+{
+	int r;
+
+	r = iod_vfio_bind(d->fd, iod_iommufd_fd(ictx), &d->dev_id);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to bind device %s to iommufd", d->name);
+	d->bound = true;
+
+	r = iod_iommufd_hw_info(ictx, d->dev_id, &d->hw);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to read the IOMMU capabilities of %s",
+					 d->name);
+
+	r = iod_vfio_probe_features(d->fd, &d->features);
+	if (r < 0) {
+		log_debug_errno(r, "Failed to probe the VFIO features of %s, assuming none: %m",
+				d->name);
+		d->features = (struct iod_vfio_features){};
+	}
+	return 0;
+}
+
+const char *iod_iommu_type_to_string(uint32_t type)
+{
+	switch (type) {
+	case 0:
+		return "none";
+	case 1:
+		return "intel-vtd";
+	case 2:
+		return "arm-smmuv3";
+	case 3:
+		return "tegra241-cmdqv";
+	case 0xfeedbeef:
+		return "selftest";
+	default:
+		return "unknown";
+	}
+}
+
+const char *iod_migration_flag_name(uint64_t flags, unsigned i)
+{
+	static const struct {
+		uint64_t flag;
+		const char *name;
+	} table[] = {
+		{1u << 0, "stop-copy"},
+		{1u << 1, "p2p"},
+		{1u << 2, "pre-copy"},
+	};
+	unsigned n = 0;
+
+	for (size_t k = 0; k < ELEMENTSOF(table); k++)
+		if (flags & table[k].flag) {
+			if (n == i)
+				return table[k].name;
+			n++;
+		}
+	return NULL;
+}

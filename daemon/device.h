@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A VFIO device of an owner-mode session: its cdev fd, its iommufd binding and what it can
+ * do. The session attaches it to one of its HWPTs (session.c).
+ */
+#ifndef IOD_DEVICE_H
+#define IOD_DEVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "errors.h"
+#include "iodirty.h"
+
+struct iod_session;
+
+struct iod_device {
+	struct iod_session *session;
+	uint32_t index; /* object path .../device/<index>, never reused within a session */
+	char *name; /* as the client named it: PCI address, cdev path, or "fd" */
+	char *cdev; /* the cdev path when known */
+	char *path; /* D-Bus object path */
+	int fd; /* the cdev, bound to the session's iommufd */
+	char *fdname; /* its fd-store name */
+	uint32_t dev_id;
+	uint32_t hwpt_id; /* the HWPT it is attached to, 0 if none */
+	bool bound;
+	struct iod_hw_info hw;
+	struct iod_vfio_features features;
+	bool lost; /* the device went away (hot-unplug) */
+};
+
+/*
+ * Open a device named by spec (a PCI address "DDDD:BB:DD.F" or a cdev path) or, with
+ * spec NULL, take over passed_fd (dup'ed). Checks that it is a VFIO device cdev.
+ * Errors carry a reason: InvalidArgs for a malformed name or an fd of the wrong type,
+ * NoSuchDevice for a device that does not exist or is not bound to vfio-pci.
+ */
+int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
+		    struct iod_device **ret, struct iod_reason *why);
+/* Close the device (the kernel unbinds it from iommufd). Does not detach from the session. */
+struct iod_device *iod_device_free(struct iod_device *d);
+IOD_DEFINE_FREEP(struct iod_device, iod_device_free)
+
+/* Bind to ictx, then read the IOMMU's capabilities and the device's features. */
+int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_reason *why);
+
+/* true if spec is syntactically a device name AttachDevice accepts. */
+bool iod_device_spec_valid(const char *spec);
+
+/* "none", "intel-vtd", "arm-smmuv3", ... or "unknown". */
+const char *iod_iommu_type_to_string(uint32_t type);
+/* Names of VFIO migration flags: "stop-copy", "p2p", "pre-copy"; NULL past the end. */
+const char *iod_migration_flag_name(uint64_t flags, unsigned i);
+
+#endif

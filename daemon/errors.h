@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The named D-Bus errors of org.iodirty.Tracker1 (documented in org.iodirty.Tracker1(5)).
+ * Bad arguments use org.freedesktop.DBus.Error.InvalidArgs and callers that may not touch a
+ * session org.freedesktop.DBus.Error.AccessDenied; everything the service itself has to say
+ * is one of these.
+ */
+#ifndef IOD_ERRORS_H
+#define IOD_ERRORS_H
+
+#include <systemd/sd-bus.h>
+
+#define IOD_ERROR_PREFIX "org.iodirty.Error."
+#define IOD_ERROR_INVALID_RANGE IOD_ERROR_PREFIX "InvalidRange"
+#define IOD_ERROR_NOT_DIRTY_CAPABLE IOD_ERROR_PREFIX "NotDirtyCapable"
+#define IOD_ERROR_NO_IOMMUFD IOD_ERROR_PREFIX "NoIommufd"
+#define IOD_ERROR_NO_SUCH_SESSION IOD_ERROR_PREFIX "NoSuchSession"
+#define IOD_ERROR_NO_SUCH_DEVICE IOD_ERROR_PREFIX "NoSuchDevice"
+#define IOD_ERROR_SESSION_EXISTS IOD_ERROR_PREFIX "SessionExists"
+#define IOD_ERROR_LIMIT_EXCEEDED IOD_ERROR_PREFIX "LimitExceeded"
+#define IOD_ERROR_BUSY IOD_ERROR_PREFIX "Busy"
+#define IOD_ERROR_SESSION_FAILED IOD_ERROR_PREFIX "SessionFailed"
+#define IOD_ERROR_WRONG_MODE IOD_ERROR_PREFIX "WrongMode"
+#define IOD_ERROR_NOT_TRACKING IOD_ERROR_PREFIX "NotTracking"
+#define IOD_ERROR_NO_SUCH_ROUND IOD_ERROR_PREFIX "NoSuchRound"
+#define IOD_ERROR_KERNEL IOD_ERROR_PREFIX "Kernel"
+
+/*
+ * Why a request was refused or failed: the error name and a sentence a person can act on.
+ * Model code (session.c, device.c) fills it; the D-Bus handler turns it into the reply.
+ */
+struct iod_reason {
+	const char *name; /* an error name above, or a standard D-Bus one */
+	char text[256];
+};
+
+/* Fill why (may be NULL) and return err (a negative errno). */
+int iod_reasonf(struct iod_reason *why, int err, const char *name, const char *format, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Same for an error from the kernel or libiodirty while doing what (a printf format). */
+int iod_reason_kernel(struct iod_reason *why, int err, const char *format, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Set *error from why (or from err alone when why is empty); returns err. */
+int iod_bus_error_from_reason(sd_bus_error *error, int err, const struct iod_reason *why);
+
+/* Register the errno mapping of the names above (for sd_bus_error_get_errno() on clients). */
+int iod_errors_register(void);
+
+/*
+ * Set *error from a negative errno that came back from the kernel or libiodirty while doing
+ * what, choosing the named error that fits (-ENODEV from /dev/iommu is NoIommufd,
+ * -EOPNOTSUPP is NotDirtyCapable, -ENOSPC/-E2BIG are LimitExceeded, -EBUSY is Busy, ...).
+ * Returns a negative errno for the handler to return.
+ */
+int iod_bus_error_kernel(sd_bus_error *error, int err, const char *what);
+
+#endif

@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-util.h"
+#include "device.h"
+#include "errors.h"
+#include "logging.h"
+#include "manager.h"
+#include "session.h"
+
+struct create_options {
+	uint64_t page_size;
+	bool huge_pages;
+	bool viommu;
+	const char *disconnect_policy;
+};
+
+static const struct iod_bus_option create_options_table[] = {
+	{"page_size", 't', offsetof(struct create_options, page_size)},
+	{"huge_pages", 'b', offsetof(struct create_options, huge_pages)},
+	{"viommu", 'b', offsetof(struct create_options, viommu)},
+	{"disconnect_policy", 's', offsetof(struct create_options, disconnect_policy)},
+	{},
+};
+
+/* Adopt mode: the IOAS is the client's, so its huge page option is too. */
+static const struct iod_bus_option adopt_options_table[] = {
+	{"page_size", 't', offsetof(struct create_options, page_size)},
+	{"viommu", 'b', offsetof(struct create_options, viommu)},
+	{"disconnect_policy", 's', offsetof(struct create_options, disconnect_policy)},
+	{},
+};
+
+static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
+				const struct iod_bus_option *table, struct iod_session_options *ret,
+				sd_bus_error *error)
+{
+	struct create_options o = {
+		.page_size = mgr->config.page_size,
+		.huge_pages = mgr->config.huge_pages,
+		.disconnect_policy = iod_disconnect_policy_to_string(mgr->config.disconnect_policy),
+	};
+	int r, policy;
+
+	r = iod_bus_read_options(m, table, &o, error);
+	if (r < 0)
+		return r;
+	if (!iod_page_size_valid(o.page_size))
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Option \"page_size\" must be a power of two from 4096 to 1073741824");
+	policy = iod_disconnect_policy_from_string(o.disconnect_policy);
+	if (policy < 0)
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Option \"disconnect_policy\" must be \"destroy\" or \"keep\", not \"%s\"",
+			o.disconnect_policy);
+	*ret = (struct iod_session_options){
+		.page_size = o.page_size,
+		.huge_pages = o.huge_pages,
+		.viommu = o.viommu,
+		.disconnect_policy = policy,
+	};
+	return 0;
+}
+
+static int check_name(const char *name, sd_bus_error *error)
+{
+	if (!iod_session_name_valid(name))
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Session name \"%s\" is not 1 to %d characters of A-Z, a-z, 0-9, _ and -",
+			name, IOD_NAME_MAX);
+	return 0;
+}
+
+/* May uid have one more session? */
+static int check_session_limits(struct iod_manager *m, const char *name, uid_t uid,
+				sd_bus_error *error)
+{
+	if (iod_manager_find_session(m, name))
+		return sd_bus_error_setf(error, IOD_ERROR_SESSION_EXISTS,
+					 "Session %s already exists", name);
+	if (m->n_sessions >= m->config.limits.sessions)
+		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
+					 "There are already %zu sessions (limit \"sessions\")",
+					 m->n_sessions);
+	if (uid != 0 && iod_manager_sessions_of(m, uid) >= m->config.limits.sessions_per_user)
+		return sd_bus_error_setf(
+			error, IOD_ERROR_LIMIT_EXCEEDED,
+			"uid %u already has %u sessions (limit \"sessions_per_user\")",
+			(unsigned)uid, iod_manager_sessions_of(m, uid));
+	return 0;
+}
+
+static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct iod_session *s)
+{
+	int r;
+
+	r = iod_session_set_owner(s, sd_bus_message_get_bus(m), sd_bus_message_get_sender(m));
+	if (r < 0)
+		return r;
+	r = iod_manager_add_session(mgr, s);
+	if (r < 0)
+		return r;
+	log_info("Session %s created (%s mode) for uid %u, owner %s.", s->name,
+		 iod_session_mode_to_string(s->mode), (unsigned)s->uid, s->owner);
+	(void)iod_manager_send_session_new(mgr, s);
+	return 0;
+}
+
+static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(iod_session_freep) struct iod_session *s = NULL;
+	struct iod_manager *mgr = userdata;
+	struct iod_session_options o;
+	const char *name;
+	uid_t uid;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &name);
+	if (r < 0)
+		return r;
+	r = read_session_options(m, mgr, create_options_table, &o, error);
+	if (r < 0)
+		return r;
+	r = check_name(name, error);
+	if (r < 0)
+		return r;
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	r = check_session_limits(mgr, name, uid, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_new(mgr, name, IOD_MODE_OWNER, uid, &o, &s);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
+					       strerror(-r));
+	r = publish_session(m, mgr, s);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
+					       strerror(-r));
+
+	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
+}
+
+static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(iod_session_freep) struct iod_session *s = NULL;
+	struct iod_manager *mgr = userdata;
+	struct iod_session_options o;
+	struct iod_reason why = {};
+	const uint32_t *hwpts;
+	uint32_t ioas_id;
+	const char *name;
+	size_t size, n;
+	int fd, r;
+	uid_t uid;
+
+	r = sd_bus_message_read(m, "shu", &name, &fd, &ioas_id);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read_array(m, 'u', (const void **)&hwpts, &size);
+	if (r < 0)
+		return r;
+	n = size / sizeof(uint32_t);
+	r = read_session_options(m, mgr, adopt_options_table, &o, error);
+	if (r < 0)
+		return r;
+	r = check_name(name, error);
+	if (r < 0)
+		return r;
+	if (ioas_id == 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "ioas_id 0 is not an iommufd object id");
+	if (n > mgr->config.limits.devices)
+		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
+					 "%zu HWPTs are more than the limit \"devices\" of %u", n,
+					 mgr->config.limits.devices);
+	for (size_t i = 0; i < n; i++) {
+		if (hwpts[i] == 0 || hwpts[i] == ioas_id)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "hwpt id %u is not a HWPT id", hwpts[i]);
+		for (size_t k = 0; k < i; k++)
+			if (hwpts[k] == hwpts[i])
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "hwpt id %u is given twice", hwpts[i]);
+	}
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	r = check_session_limits(mgr, name, uid, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_new(mgr, name, IOD_MODE_ADOPT, uid, &o, &s);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
+					       strerror(-r));
+	r = iod_session_adopt(s, fd, ioas_id, hwpts, n, &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
+	r = publish_session(m, mgr, s);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
+					       strerror(-r));
+
+	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
+}
+
+static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_manager *mgr = userdata;
+	struct iod_session *s;
+	const char *name;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &name);
+	if (r < 0)
+		return r;
+	r = check_name(name, error);
+	if (r < 0)
+		return r;
+
+	s = iod_manager_find_session(mgr, name);
+	if (!s)
+		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_SESSION, "No session %s", name);
+	return sd_bus_reply_method_return(m, "o", s->path);
+}
+
+static int method_list_sessions(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct iod_manager *mgr = userdata;
+	int r;
+
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(sosu)");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < mgr->n_sessions; i++) {
+		struct iod_session *s = mgr->sessions[i];
+
+		r = sd_bus_message_append(reply, "(sosu)", s->name, s->path,
+					  iod_session_state_string(s), (uint32_t)s->uid);
+		if (r < 0)
+			return r;
+	}
+	r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_manager *mgr = userdata;
+	struct iod_session *s;
+	const char *name, *sender = sd_bus_message_get_sender(m);
+	uid_t uid;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &name);
+	if (r < 0)
+		return r;
+	r = check_name(name, error);
+	if (r < 0)
+		return r;
+
+	s = iod_manager_find_session(mgr, name);
+	if (!s)
+		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_SESSION, "No session %s", name);
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	/* The owner, or its uid once it is orphaned, or root. */
+	if (uid != 0 && (uid != s->uid || (s->owner && (!sender || strcmp(sender, s->owner) != 0))))
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "Session %s belongs to uid %u (%s)", s->name,
+					 (unsigned)s->uid, s->owner ? s->owner : "no bus name");
+
+	iod_manager_destroy_session(mgr, s);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int append_probe(sd_bus_message *reply, const struct iod_device *d)
+{
+	const char *name;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "{sv}");
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(
+		reply, "{sv}{sv}{sv}{sv}{sv}", "cdev", "s", d->cdev ? d->cdev : "", "iommu_type",
+		"s", iod_iommu_type_to_string(d->hw.type), "iommu_dirty_tracking", "b",
+		(int)d->hw.dirty_tracking, "dma_logging", "b", (int)d->features.dma_logging,
+		"migration", "b", (int)d->features.migration);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'e', "sv");
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "s", "migration_flags");
+	if (r >= 0)
+		r = sd_bus_message_open_container(reply, 'v', "as");
+	if (r >= 0)
+		r = sd_bus_message_open_container(reply, 'a', "s");
+	for (unsigned i = 0;
+	     r >= 0 && (name = iod_migration_flag_name(d->features.migration_flags, i)); i++)
+		r = sd_bus_message_append(reply, "s", name);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_message_close_container(reply);
+}
+
+static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *spec, int fd,
+			sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_(iod_device_freep) struct iod_device *d = NULL;
+	struct iod_iommufd *ictx = NULL;
+	struct iod_reason why = {};
+	uid_t uid;
+	int r;
+
+	if (spec && !iod_device_spec_valid(spec))
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
+			spec);
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	if (spec && uid != 0)
+		return sd_bus_error_set(
+			error, SD_BUS_ERROR_ACCESS_DENIED,
+			"Only root may name a device; pass an open cdev fd to ProbeDeviceFd instead");
+
+	r = iod_device_open(mgr->config.sysfs_root, spec, fd, &d, &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
+
+	r = iod_iommufd_open(mgr->config.iommufd_path, &ictx);
+	if (r == -ENODEV || r == -ENOENT)
+		return sd_bus_error_setf(
+			error, IOD_ERROR_NO_IOMMUFD,
+			"%s does not exist: this kernel has no iommufd (CONFIG_IOMMUFD)",
+			mgr->config.iommufd_path ? mgr->config.iommufd_path : "/dev/iommu");
+	if (r < 0)
+		return iod_bus_error_kernel(error, r, "Failed to open /dev/iommu");
+	r = iod_device_bind(d, ictx, &why);
+	if (r >= 0)
+		r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = append_probe(reply, d);
+	/* Unbind (close the device) before the context goes. */
+	d = iod_device_free(d);
+	iod_iommufd_free(ictx);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_probe_device(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	const char *spec;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &spec);
+	if (r < 0)
+		return r;
+	return probe_common(m, userdata, spec, -EBADF, error);
+}
+
+static int method_probe_device_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	int fd, r;
+
+	r = sd_bus_message_read(m, "h", &fd);
+	if (r < 0)
+		return r;
+	return probe_common(m, userdata, NULL, fd, error);
+}
+
+static int method_dump_state(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_manager *mgr = userdata;
+	_cleanup_free_ char *json = NULL, *reason = NULL;
+	struct iod_state *st = NULL;
+	uid_t uid;
+	int r;
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	if (uid != 0)
+		return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
+					"Only root may read the daemon's state");
+
+	r = iod_manager_to_state(mgr, &st);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to collect the state: %s",
+					       strerror(-r));
+	r = iod_state_validate(st, &reason);
+	if (r >= 0)
+		r = iod_state_to_json(st, &json);
+	iod_state_free(st);
+	if (reason)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED,
+					 "The daemon's state is inconsistent: %s", reason);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to serialise the state: %s",
+					       iod_strerror(r));
+	return sd_bus_reply_method_return(m, "s", json);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	return sd_bus_message_append(reply, "s", IOD_VERSION);
+}
+
+static int property_get_kernel(sd_bus *bus, const char *path, const char *interface,
+			       const char *property, sd_bus_message *reply, void *userdata,
+			       sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+	bool v;
+
+	if (strcmp(property, "IommufdAvailable") == 0)
+		v = iod_manager_iommufd_available(m);
+	else
+		v = iod_manager_dirty_tracking_supported(m);
+	return sd_bus_message_append(reply, "b", (int)v);
+}
+
+static int property_get_sessions(sd_bus *bus, const char *path, const char *interface,
+				 const char *property, sd_bus_message *reply, void *userdata,
+				 sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "o");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < m->n_sessions; i++) {
+		r = sd_bus_message_append(reply, "o", m->sessions[i]->path);
+		if (r < 0)
+			return r;
+	}
+	return sd_bus_message_close_container(reply);
+}
+
+static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
+			       const char *property, sd_bus_message *reply, void *userdata,
+			       sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+
+	return sd_bus_message_append(reply, "s",
+				     iod_disconnect_policy_to_string(m->config.disconnect_policy));
+}
+
+#define MGR_OFF(f) offsetof(struct iod_manager, f)
+#define CONST SD_BUS_VTABLE_PROPERTY_CONST
+#define UNPRIV SD_BUS_VTABLE_UNPRIVILEGED
+
+const sd_bus_vtable iod_manager_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+
+	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, CONST),
+	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_kernel, 0, 0),
+	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_kernel, 0, 0),
+	SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,
+			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("DefaultPageSize", "t", NULL, MGR_OFF(config.page_size), CONST),
+	SD_BUS_PROPERTY("DefaultHugePages", "b", iod_bus_property_get_bool,
+			MGR_OFF(config.huge_pages), CONST),
+	SD_BUS_PROPERTY("MaxSessions", "u", NULL, MGR_OFF(config.limits.sessions), CONST),
+	SD_BUS_PROPERTY("MaxSessionsPerUser", "u", NULL, MGR_OFF(config.limits.sessions_per_user),
+			CONST),
+	SD_BUS_PROPERTY("MaxDevices", "u", NULL, MGR_OFF(config.limits.devices), CONST),
+	SD_BUS_PROPERTY("MaxRegions", "u", NULL, MGR_OFF(config.limits.regions), CONST),
+	SD_BUS_PROPERTY("MaxMappings", "u", NULL, MGR_OFF(config.limits.mappings), CONST),
+	SD_BUS_PROPERTY("MaxLogBytes", "t", NULL, MGR_OFF(config.limits.log_bytes), CONST),
+	SD_BUS_PROPERTY("MaxRanges", "u", NULL, MGR_OFF(config.limits.ranges), CONST),
+
+	SD_BUS_METHOD_WITH_ARGS("CreateSession", SD_BUS_ARGS("s", name, "a{sv}", options),
+				SD_BUS_RESULT("o", path), method_create_session, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("AdoptSession",
+				SD_BUS_ARGS("s", name, "h", iommufd, "u", ioas_id, "au", hwpt_ids,
+					    "a{sv}", options),
+				SD_BUS_RESULT("o", path), method_adopt_session, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("GetSession", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", path),
+				method_get_session, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("ListSessions", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sosu)", sessions),
+				method_list_sessions, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("DestroySession", SD_BUS_ARGS("s", name), SD_BUS_NO_RESULT,
+				method_destroy_session, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("ProbeDevice", SD_BUS_ARGS("s", device),
+				SD_BUS_RESULT("a{sv}", info), method_probe_device, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("ProbeDeviceFd", SD_BUS_ARGS("h", fd), SD_BUS_RESULT("a{sv}", info),
+				method_probe_device_fd, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("DumpState", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", json),
+				method_dump_state, UNPRIV),
+
+	SD_BUS_SIGNAL_WITH_ARGS("SessionNew", SD_BUS_ARGS("s", name, "o", path), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("SessionRemoved", SD_BUS_ARGS("s", name, "o", path), 0),
+
+	SD_BUS_VTABLE_END,
+};
+
+int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
+{
+	int r;
+
+	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionNew", "so",
+			       s->name, s->path);
+	if (r < 0)
+		return r;
+	return sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+					      "Sessions", NULL);
+}
+
+int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path)
+{
+	int r;
+
+	if (!m->bus)
+		return 0;
+	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionRemoved",
+			       "so", name, path);
+	if (r < 0)
+		return r;
+	return sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+					      "Sessions", NULL);
+}

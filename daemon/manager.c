@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "logging.h"
+#include "manager.h"
+#include "session.h"
+#include "uevent.h"
+
+int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
+{
+	_cleanup_(iod_manager_freep) struct iod_manager *m = NULL;
+	int r;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->config = *config;
+	config->iommufd_path = config->sysfs_root = NULL;
+
+	r = sd_event_default(&m->event);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(m);
+	return 0;
+}
+
+struct iod_manager *iod_manager_free(struct iod_manager *m)
+{
+	if (!m)
+		return NULL;
+	/* Newest first: release every kernel object before the bus goes. */
+	while (m->n_sessions > 0)
+		iod_session_free(m->sessions[--m->n_sessions]);
+	free(m->sessions);
+	iod_uevent_free(m->uevent);
+	sd_bus_flush_close_unref(m->bus);
+	sd_event_unref(m->event);
+	iod_config_clear(&m->config);
+	free(m);
+	return NULL;
+}
+
+static int name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+	struct iod_manager *m = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+	if (e) {
+		log_error("Failed to acquire the bus name %s: %s", IOD_BUS_NAME, e->message);
+		sd_event_exit(m->event, EXIT_FAILURE);
+		return 0;
+	}
+	m->ready = true;
+	log_info("Acquired %s, ready.", IOD_BUS_NAME);
+	(void)sd_notify(false, "READY=1\nSTATUS=Serving " IOD_BUS_NAME);
+	return 0;
+}
+
+int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
+{
+	sd_bus *bus = NULL;
+	int r;
+
+	if (address) {
+		r = sd_bus_new(&bus);
+		if (r < 0)
+			return r;
+		r = sd_bus_set_address(bus, address);
+		if (r >= 0)
+			r = sd_bus_set_bus_client(bus, true);
+		if (r >= 0)
+			r = sd_bus_start(bus);
+	} else if (user) {
+		r = sd_bus_open_user(&bus);
+	} else {
+		r = sd_bus_open_system(&bus);
+	}
+	if (r < 0) {
+		sd_bus_unref(bus);
+		return log_error_errno(r, "Failed to connect to the %s bus: %m",
+				       address ? address
+				       : user  ? "user"
+					       : "system");
+	}
+	m->bus = bus;
+
+	r = sd_bus_add_object_vtable(bus, NULL, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+				     iod_manager_vtable, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the manager object: %m");
+	r = sd_bus_add_fallback_vtable(bus, NULL, IOD_SESSION_PREFIX, IOD_SESSION_INTERFACE,
+				       iod_session_vtable, iod_session_object_find, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the session objects: %m");
+	r = sd_bus_add_fallback_vtable(bus, NULL, IOD_SESSION_PREFIX, IOD_DEVICE_INTERFACE,
+				       iod_device_vtable, iod_device_object_find, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the device objects: %m");
+	r = sd_bus_add_node_enumerator(bus, NULL, IOD_SESSION_PREFIX, iod_session_node_enumerator,
+				       m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the node enumerator: %m");
+
+	r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+	if (r < 0)
+		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+	r = sd_bus_set_exit_on_disconnect(bus, true);
+	if (r < 0)
+		return r;
+
+	r = iod_uevent_start(m, &m->uevent);
+	if (r < 0)
+		log_warning_errno(
+			r, "Failed to watch kernel uevents, device removal will go unnoticed: %m");
+
+	r = sd_bus_request_name_async(bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to request the bus name %s: %m", IOD_BUS_NAME);
+	return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct iod_manager *m = userdata;
+
+	log_info("Received %s, shutting down.", strsignal((int)si->ssi_signo));
+	(void)sd_notify(false, "STOPPING=1");
+	sd_event_exit(m->event, 0);
+	return 0;
+}
+
+int iod_manager_run(struct iod_manager *m)
+{
+	sigset_t mask;
+	int r;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+
+	r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
+	if (r >= 0)
+		r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to watch signals: %m");
+	r = sd_event_set_watchdog(m->event, true);
+	if (r < 0)
+		log_warning_errno(r, "Failed to enable the watchdog, ignoring: %m");
+
+	r = sd_event_loop(m->event);
+	if (r < 0)
+		return log_error_errno(r, "Event loop failed: %m");
+
+	log_info("Releasing %zu session(s).", m->n_sessions);
+	while (m->n_sessions > 0)
+		iod_session_free(m->sessions[--m->n_sessions]);
+	return r;
+}
+
+struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_sessions; i++)
+		if (strcmp(m->sessions[i]->name, name) == 0)
+			return m->sessions[i];
+	return NULL;
+}
+
+struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path)
+{
+	for (size_t i = 0; i < m->n_sessions; i++)
+		if (strcmp(m->sessions[i]->path, path) == 0)
+			return m->sessions[i];
+	return NULL;
+}
+
+struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path)
+{
+	for (size_t i = 0; i < m->n_sessions; i++) {
+		struct iod_session *s = m->sessions[i];
+		size_t n = strlen(s->path);
+
+		if (strncmp(path, s->path, n) != 0 || path[n] != '/')
+			continue;
+		for (size_t k = 0; k < s->n_devices; k++)
+			if (strcmp(s->devices[k]->path, path) == 0)
+				return s->devices[k];
+	}
+	return NULL;
+}
+
+unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->n_sessions; i++)
+		if (m->sessions[i]->uid == uid)
+			n++;
+	return n;
+}
+
+int iod_manager_add_session(struct iod_manager *m, struct iod_session *s)
+{
+	struct iod_session **p = realloc(m->sessions, (m->n_sessions + 1) * sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	m->sessions = p;
+	m->sessions[m->n_sessions++] = s;
+	return 0;
+}
+
+void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s)
+{
+	_cleanup_free_ char *name = NULL, *path = NULL;
+
+	for (size_t i = 0; i < m->n_sessions; i++)
+		if (m->sessions[i] == s) {
+			memmove(&m->sessions[i], &m->sessions[i + 1],
+				(m->n_sessions - i - 1) * sizeof(*m->sessions));
+			m->n_sessions--;
+			break;
+		}
+	name = strdup(s->name);
+	path = strdup(s->path);
+	log_info("Session %s destroyed.", s->name);
+	iod_session_free(s);
+	if (name && path)
+		(void)iod_manager_send_session_removed(m, name, path);
+}
+
+int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)
+{
+	static uint64_t generation;
+	struct iod_state *st;
+	int r;
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->sessions = calloc(m->n_sessions + 1, sizeof(*st->sessions));
+	if (!st->sessions) {
+		free(st);
+		return -ENOMEM;
+	}
+	st->generation = ++generation;
+	for (size_t i = 0; i < m->n_sessions; i++) {
+		r = iod_session_to_state(m->sessions[i], &st->sessions[i]);
+		if (r < 0) {
+			iod_state_free(st);
+			return r;
+		}
+		st->n_sessions++;
+	}
+	*ret = st;
+	return 0;
+}
+
+bool iod_manager_iommufd_available(struct iod_manager *m)
+{
+	return access(m->config.iommufd_path ? m->config.iommufd_path : "/dev/iommu", F_OK) == 0;
+}
+
+bool iod_manager_dirty_tracking_supported(struct iod_manager *m)
+{
+	struct iod_iommufd *ictx = NULL;
+	uint64_t word = 0;
+	int r;
+
+	if (iod_iommufd_open(m->config.iommufd_path, &ictx) < 0)
+		return false;
+	/* No HWPT has id 0: a kernel that knows the ioctl says ENOENT, an old one ENOTTY. */
+	r = iod_hwpt_read_dirty(ictx, 0, 0, 4096, 4096, &word, 0);
+	iod_iommufd_free(ictx);
+	return r != -ENOTTY;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The manager: iodirtyd's event loop, bus connection, configuration and sessions.
+ */
+#ifndef IOD_MANAGER_H
+#define IOD_MANAGER_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "iodirty.h"
+
+#define IOD_BUS_NAME "org.iodirty.Tracker1"
+#define IOD_MANAGER_PATH "/org/iodirty/Tracker1"
+#define IOD_SESSION_PREFIX "/org/iodirty/Tracker1/session"
+#define IOD_MANAGER_INTERFACE "org.iodirty.Manager1"
+#define IOD_SESSION_INTERFACE "org.iodirty.Session1"
+#define IOD_DEVICE_INTERFACE "org.iodirty.Device1"
+
+struct iod_session;
+struct iod_device;
+struct iod_uevent;
+
+struct iod_manager {
+	sd_event *event;
+	sd_bus *bus;
+	struct iod_config config;
+	struct iod_session **sessions;
+	size_t n_sessions;
+	struct iod_uevent *uevent;
+	bool ready;
+};
+
+/* Takes over config (its strings are moved). */
+int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
+struct iod_manager *iod_manager_free(struct iod_manager *m);
+IOD_DEFINE_FREEP(struct iod_manager, iod_manager_free)
+
+/* Connect (system bus, user bus, or address), publish the objects, request the name. */
+int iod_manager_connect(struct iod_manager *m, const char *address, bool user);
+/* Run until SIGTERM/SIGINT, then release every session. */
+int iod_manager_run(struct iod_manager *m);
+
+struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *name);
+struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path);
+struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path);
+unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid);
+
+int iod_manager_add_session(struct iod_manager *m, struct iod_session *s);
+/* Unlink, announce SessionRemoved and free the session. */
+void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s);
+
+/* The live sessions as persistent state. */
+int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret);
+
+/* Is /dev/iommu there; does its kernel know the dirty tracking ioctls. */
+bool iod_manager_iommufd_available(struct iod_manager *m);
+bool iod_manager_dirty_tracking_supported(struct iod_manager *m);
+
+/* manager-dbus.c */
+extern const sd_bus_vtable iod_manager_vtable[];
+int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);
+int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path);
+
+/* device-dbus.c */
+extern const sd_bus_vtable iod_device_vtable[];
+int iod_device_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+			   void **found, sd_bus_error *error);
+
+#endif

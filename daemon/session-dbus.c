@@ -1,0 +1,803 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-util.h"
+#include "errors.h"
+#include "logging.h"
+#include "manager.h"
+#include "session.h"
+
+/* The owner (uid and bus name) and root may act on a session; nobody else. */
+static int check_caller(struct iod_session *s, sd_bus_message *m, sd_bus_error *error)
+{
+	const char *sender = sd_bus_message_get_sender(m);
+	uid_t uid;
+	int r;
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	if (uid == 0)
+		return 0;
+	if (uid == s->uid && s->owner && sender && strcmp(sender, s->owner) == 0)
+		return 0;
+	if (uid == s->uid && !s->owner)
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_ACCESS_DENIED,
+			"Session %s has no owner since its creator left the bus: call Claim first",
+			s->name);
+	return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+				 "Session %s belongs to uid %u (%s)", s->name, (unsigned)s->uid,
+				 s->owner ? s->owner : "no bus name");
+}
+
+static int reply_reason(sd_bus_error *error, int r, const struct iod_reason *why)
+{
+	return iod_bus_error_from_reason(error, r, why);
+}
+
+static int method_add_memory(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t offset, size, gpa;
+	int fd, r;
+
+	r = sd_bus_message_read(m, "httt", &fd, &offset, &size, &gpa);
+	if (r < 0)
+		return r;
+
+	r = iod_session_check_range(s, "gpa", gpa, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_add_memory(s, fd, offset, size, gpa, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
+				       "Mappings", "IoasId", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t size, gpa;
+	int r;
+
+	r = sd_bus_message_read(m, "tt", &gpa, &size);
+	if (r < 0)
+		return r;
+
+	r = iod_session_check_range(s, "gpa", gpa, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_add_region(s, gpa, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
+				       "Mappings", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+struct attach_options {
+	bool dirty_tracking;
+};
+
+static const struct iod_bus_option attach_options_table[] = {
+	{"dirty_tracking", 'b', offsetof(struct attach_options, dirty_tracking)},
+	{},
+};
+
+static int attach_common(sd_bus_message *m, struct iod_session *s, const char *spec, int fd,
+			 sd_bus_error *error)
+{
+	struct attach_options o = {.dirty_tracking = true};
+	struct iod_device *d = NULL;
+	struct iod_reason why = {};
+	int r;
+
+	r = iod_bus_read_options(m, attach_options_table, &o, error);
+	if (r < 0)
+		return r;
+	if (spec && !iod_device_spec_valid(spec))
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
+			spec);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_check_device_limit(s, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = iod_device_open(s->manager->config.sysfs_root, spec, fd, &d, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = iod_session_attach_device(s, d, o.dirty_tracking, &why);
+	if (r < 0) {
+		iod_device_free(d);
+		return reply_reason(error, r, &why);
+	}
+
+	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", "IoasId",
+				       NULL);
+	return sd_bus_reply_method_return(m, "o", d->path);
+}
+
+static int method_attach_device(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	const char *spec;
+	int r;
+
+	r = sd_bus_message_read(m, "s", &spec);
+	if (r < 0)
+		return r;
+	return attach_common(m, userdata, spec, -EBADF, error);
+}
+
+static int method_attach_device_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	int fd, r;
+
+	r = sd_bus_message_read(m, "h", &fd);
+	if (r < 0)
+		return r;
+	return attach_common(m, userdata, NULL, fd, error);
+}
+
+static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	struct iod_device *d;
+	const char *path;
+	int r;
+
+	r = sd_bus_message_read(m, "o", &path);
+	if (r < 0)
+		return r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	d = iod_manager_find_device_by_path(s->manager, path);
+	if (!d || d->session != s)
+		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_DEVICE,
+					 "Session %s has no device %s", s->name, path);
+
+	r = iod_session_detach_device(s, d, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_map(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t iova, gpa, size;
+	int r;
+
+	r = sd_bus_message_read(m, "ttt", &iova, &gpa, &size);
+	if (r < 0)
+		return r;
+
+	r = iod_session_check_range(s, "iova", iova, size, &why);
+	if (r >= 0)
+		r = iod_session_check_range(s, "gpa", gpa, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_map(s, iova, gpa, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "Mappings", "MappedBytes", "IoasId", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t iova, size;
+	int r;
+
+	r = sd_bus_message_read(m, "tt", &iova, &size);
+	if (r < 0)
+		return r;
+
+	r = iod_session_check_range(s, "iova", iova, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_unmap(s, iova, size, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "Mappings", "MappedBytes", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	bool was = s->tracking;
+	int r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_start(s, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	if (!was)
+		(void)iod_session_send_changed(s, "State", "Tracking", "TrackingMode", "Precise",
+					       "Hwpts", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	bool was = s->tracking;
+	int r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_stop(s, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	if (was)
+		(void)iod_session_send_changed(s, "State", "Tracking", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+struct harvest_options {
+	bool peek;
+	const char *space;
+	uint32_t max_ranges;
+};
+
+static const struct iod_bus_option harvest_options_table[] = {
+	{"peek", 'b', offsetof(struct harvest_options, peek)},
+	{},
+};
+
+static const struct iod_bus_option ranges_options_table[] = {
+	{"peek", 'b', offsetof(struct harvest_options, peek)},
+	{"space", 's', offsetof(struct harvest_options, space)},
+	{"max_ranges", 'u', offsetof(struct harvest_options, max_ranges)},
+	{},
+};
+
+static void send_round_changed(struct iod_session *s, bool peek)
+{
+	if (!peek)
+		(void)iod_session_send_changed(s, "Rounds", "PendingRound", "LastRoundDirtyPages",
+					       "LastRoundDurationUSec", "DirtyRate", NULL);
+}
+
+static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct harvest_options o = {};
+	struct iod_session *s = userdata;
+	struct iod_harvest_result res;
+	struct iod_reason why = {};
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	r = iod_bus_read_options(m, harvest_options_table, &o, error);
+	if (r < 0)
+		return r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_harvest(s, o.peek, &res, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	fd = iod_session_open_log_ro(s);
+	if (fd < 0)
+		return iod_bus_error_kernel(error, fd,
+					    "Failed to open the dirty log for the client");
+
+	send_round_changed(s, o.peek);
+	return sd_bus_reply_method_return(m, "thtbt", res.round, fd, res.dirty_pages,
+					  (int)res.precise, res.duration_usec);
+}
+
+static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct iod_session *s = userdata;
+	struct harvest_options o = {.space = "gpa", .max_ranges = s->manager->config.limits.ranges};
+	_cleanup_free_ struct iod_range *ranges = NULL;
+	struct iod_harvest_result res;
+	struct iod_reason why = {};
+	bool iova, truncated;
+	size_t n;
+	int r;
+
+	r = iod_bus_read_options(m, ranges_options_table, &o, error);
+	if (r < 0)
+		return r;
+	if (strcmp(o.space, "gpa") == 0)
+		iova = false;
+	else if (strcmp(o.space, "iova") == 0)
+		iova = true;
+	else
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Option \"space\" must be \"gpa\" or \"iova\", not \"%s\"",
+					 o.space);
+	if (o.max_ranges == 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Option \"max_ranges\" must be at least 1");
+	if (o.max_ranges > s->manager->config.limits.ranges)
+		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
+					 "Option \"max_ranges\" %" PRIu32
+					 " is over the limit \"ranges\" of %" PRIu32,
+					 o.max_ranges, s->manager->config.limits.ranges);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_harvest(s, o.peek, &res, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = iod_session_dirty_ranges(s, o.peek, iova, o.max_ranges, &ranges, &n, &truncated);
+	if (r < 0)
+		return iod_bus_error_kernel(error, r, "Failed to encode the dirty ranges");
+
+	/* Everything delivered: the round is done. A truncated one stays pending. */
+	if (!o.peek && !truncated) {
+		r = iod_session_acknowledge(s, res.round, &why);
+		if (r < 0)
+			return reply_reason(error, r, &why);
+	}
+
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(reply, "t", res.round);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(tt)");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = sd_bus_message_append(reply, "(tt)", ranges[i].start, ranges[i].length);
+		if (r < 0)
+			return r;
+	}
+	r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(reply, "btbt", (int)truncated, res.dirty_pages, (int)res.precise,
+				  res.duration_usec);
+	if (r < 0)
+		return r;
+
+	send_round_changed(s, o.peek);
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t round;
+	int r;
+
+	r = sd_bus_message_read(m, "t", &round);
+	if (r < 0)
+		return r;
+	if (round == 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Round 0 does not exist: rounds count from 1");
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_acknowledge(s, round, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	(void)iod_session_send_changed(s, "PendingRound", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	const char *sender = sd_bus_message_get_sender(m);
+	uid_t uid;
+	int r;
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	if (uid != 0 && uid != s->uid)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+					 "Session %s belongs to uid %u", s->name, (unsigned)s->uid);
+	if (s->owner && sender && strcmp(s->owner, sender) == 0)
+		return sd_bus_reply_method_return(m, NULL);
+	if (s->owner && uid != 0)
+		return sd_bus_error_setf(error, IOD_ERROR_BUSY,
+					 "Session %s is owned by %s, which is still connected",
+					 s->name, s->owner);
+
+	r = iod_session_set_owner(s, sd_bus_message_get_bus(m), sender);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to track the new owner: %s",
+					       strerror(-r));
+	log_info("Session %s claimed by %s (uid %u).", s->name, sender, (unsigned)uid);
+
+	(void)iod_session_send_changed(s, "Owner", "State", NULL);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	int r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	iod_manager_destroy_session(s->manager, s);
+	return sd_bus_reply_method_return(m, NULL);
+}
+
+/* --- properties ------------------------------------------------------------------------- */
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface,
+			      const char *property, sd_bus_message *reply, void *userdata,
+			      sd_bus_error *error)
+{
+	return sd_bus_message_append(reply, "s", iod_session_state_string(userdata));
+}
+
+static int property_get_mode(sd_bus *bus, const char *path, const char *interface,
+			     const char *property, sd_bus_message *reply, void *userdata,
+			     sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+
+	return sd_bus_message_append(reply, "s", iod_session_mode_to_string(s->mode));
+}
+
+static int property_get_tracking_mode(sd_bus *bus, const char *path, const char *interface,
+				      const char *property, sd_bus_message *reply, void *userdata,
+				      sd_bus_error *error)
+{
+	return sd_bus_message_append(reply, "s", iod_session_tracking_mode_string(userdata));
+}
+
+static int property_get_owner(sd_bus *bus, const char *path, const char *interface,
+			      const char *property, sd_bus_message *reply, void *userdata,
+			      sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+
+	return sd_bus_message_append(reply, "s", s->owner ? s->owner : "");
+}
+
+static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
+			       const char *property, sd_bus_message *reply, void *userdata,
+			       sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+
+	return sd_bus_message_append(reply, "s",
+				     iod_disconnect_policy_to_string(s->options.disconnect_policy));
+}
+
+static int property_get_failure(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+
+	return sd_bus_message_append(reply, "s", s->failure ? s->failure : "");
+}
+
+static int property_get_devices(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "o");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < s->n_devices; i++) {
+		r = sd_bus_message_append(reply, "o", s->devices[i]->path);
+		if (r < 0)
+			return r;
+	}
+	return sd_bus_message_close_container(reply);
+}
+
+static int property_get_regions(sd_bus *bus, const char *path, const char *interface,
+				const char *property, sd_bus_message *reply, void *userdata,
+				sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "(ttt)");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < s->n_regions; i++) {
+		r = sd_bus_message_append(reply, "(ttt)", s->regions[i].gpa, s->regions[i].length,
+					  s->regions[i].offset);
+		if (r < 0)
+			return r;
+	}
+	return sd_bus_message_close_container(reply);
+}
+
+static int property_get_hwpts(sd_bus *bus, const char *path, const char *interface,
+			      const char *property, sd_bus_message *reply, void *userdata,
+			      sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	int r;
+
+	r = sd_bus_message_open_container(reply, 'a', "(ubbu)");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < s->n_hwpts; i++) {
+		const struct iod_session_hwpt *h = &s->hwpts[i];
+
+		r = sd_bus_message_append(reply, "(ubbu)", h->hw.id, (int)h->hw.dirty_capable,
+					  (int)h->hw.tracking, h->users);
+		if (r < 0)
+			return r;
+	}
+	return sd_bus_message_close_container(reply);
+}
+
+static int property_get_u64(sd_bus *bus, const char *path, const char *interface,
+			    const char *property, sd_bus_message *reply, void *userdata,
+			    sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	uint64_t v = 0;
+
+	if (strcmp(property, "TrackedBytes") == 0)
+		v = iod_log_tracked_bytes(s->log);
+	else if (strcmp(property, "MappedBytes") == 0)
+		v = iod_iova_map_bytes(s->map);
+	else if (strcmp(property, "Rounds") == 0)
+		v = iod_log_rounds(s->log);
+	else if (strcmp(property, "PendingRound") == 0)
+		v = s->round_pending ? iod_log_rounds(s->log) : 0;
+	else if (strcmp(property, "LogBytes") == 0)
+		v = s->log_bytes;
+	return sd_bus_message_append(reply, "t", v);
+}
+
+static int property_get_mappings(sd_bus *bus, const char *path, const char *interface,
+				 const char *property, sd_bus_message *reply, void *userdata,
+				 sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+
+	return sd_bus_message_append(reply, "u", (uint32_t)iod_iova_map_count(s->map));
+}
+
+static int property_get_bool(sd_bus *bus, const char *path, const char *interface,
+			     const char *property, sd_bus_message *reply, void *userdata,
+			     sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	bool v = false;
+
+	if (strcmp(property, "Precise") == 0)
+		v = iod_session_precise(s);
+	else if (strcmp(property, "LogComplete") == 0)
+		v = !(iod_log_flags(s->log) & IOD_LOG_F_INCOMPLETE);
+	return sd_bus_message_append(reply, "b", (int)v);
+}
+
+#define SESSION_OFF(f) offsetof(struct iod_session, f)
+#define EMITS SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+#define CONST SD_BUS_VTABLE_PROPERTY_CONST
+#define UNPRIV SD_BUS_VTABLE_UNPRIVILEGED
+
+const sd_bus_vtable iod_session_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+
+	SD_BUS_PROPERTY("Name", "s", NULL, SESSION_OFF(name), CONST),
+	SD_BUS_PROPERTY("Mode", "s", property_get_mode, 0, CONST),
+	SD_BUS_PROPERTY("State", "s", property_get_state, 0, EMITS),
+	SD_BUS_PROPERTY("Tracking", "b", iod_bus_property_get_bool, SESSION_OFF(tracking), EMITS),
+	SD_BUS_PROPERTY("TrackingMode", "s", property_get_tracking_mode, 0, EMITS),
+	SD_BUS_PROPERTY("Precise", "b", property_get_bool, 0, EMITS),
+	SD_BUS_PROPERTY("LogComplete", "b", property_get_bool, 0, EMITS),
+	SD_BUS_PROPERTY("FailureReason", "s", property_get_failure, 0, EMITS),
+	SD_BUS_PROPERTY("Owner", "s", property_get_owner, 0, EMITS),
+	SD_BUS_PROPERTY("OwnerUID", "u", NULL, SESSION_OFF(uid), CONST),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("VIommu", "b", iod_bus_property_get_bool, SESSION_OFF(options.viommu),
+			CONST),
+	SD_BUS_PROPERTY("HugePages", "b", iod_bus_property_get_bool,
+			SESSION_OFF(options.huge_pages), CONST),
+	SD_BUS_PROPERTY("PageSize", "t", NULL, SESSION_OFF(options.page_size), CONST),
+	SD_BUS_PROPERTY("IoasId", "u", NULL, SESSION_OFF(ioas_id), EMITS),
+	SD_BUS_PROPERTY("Hwpts", "a(ubbu)", property_get_hwpts, 0, EMITS),
+	SD_BUS_PROPERTY("Devices", "ao", property_get_devices, 0, EMITS),
+	SD_BUS_PROPERTY("Regions", "a(ttt)", property_get_regions, 0, EMITS),
+	SD_BUS_PROPERTY("Mappings", "u", property_get_mappings, 0, EMITS),
+	SD_BUS_PROPERTY("MappedBytes", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("TrackedBytes", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("LogBytes", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("Rounds", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("PendingRound", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("LastRoundDirtyPages", "t", NULL, SESSION_OFF(last_dirty_pages), EMITS),
+	SD_BUS_PROPERTY("LastRoundDurationUSec", "t", NULL, SESSION_OFF(last_duration_usec), EMITS),
+	SD_BUS_PROPERTY("DirtyRate", "t", NULL, SESSION_OFF(dirty_rate), EMITS),
+
+	SD_BUS_METHOD_WITH_ARGS("AddMemory",
+				SD_BUS_ARGS("h", memfd, "t", offset, "t", size, "t", gpa),
+				SD_BUS_NO_RESULT, method_add_memory, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("AddRegion", SD_BUS_ARGS("t", gpa, "t", size), SD_BUS_NO_RESULT,
+				method_add_region, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("AttachDevice", SD_BUS_ARGS("s", device, "a{sv}", options),
+				SD_BUS_RESULT("o", path), method_attach_device, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("AttachDeviceFd", SD_BUS_ARGS("h", fd, "a{sv}", options),
+				SD_BUS_RESULT("o", path), method_attach_device_fd, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("DetachDevice", SD_BUS_ARGS("o", path), SD_BUS_NO_RESULT,
+				method_detach_device, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Map", SD_BUS_ARGS("t", iova, "t", gpa, "t", size),
+				SD_BUS_NO_RESULT, method_map, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Unmap", SD_BUS_ARGS("t", iova, "t", size), SD_BUS_NO_RESULT,
+				method_unmap, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_stop, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Harvest", SD_BUS_ARGS("a{sv}", options),
+				SD_BUS_RESULT("t", round, "h", log, "t", dirty_pages, "b", precise,
+					      "t", duration_usec),
+				method_harvest, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("HarvestRanges", SD_BUS_ARGS("a{sv}", options),
+				SD_BUS_RESULT("t", round, "a(tt)", ranges, "b", truncated, "t",
+					      dirty_pages, "b", precise, "t", duration_usec),
+				method_harvest_ranges, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Acknowledge", SD_BUS_ARGS("t", round), SD_BUS_NO_RESULT,
+				method_acknowledge, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Claim", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_claim, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("Destroy", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_destroy,
+				UNPRIV),
+
+	SD_BUS_SIGNAL_WITH_ARGS("Failed", SD_BUS_ARGS("s", reason), 0),
+	SD_BUS_SIGNAL_WITH_ARGS("DeviceLost", SD_BUS_ARGS("o", device, "s", reason), 0),
+
+	SD_BUS_VTABLE_END,
+};
+
+int iod_session_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+			    void **found, sd_bus_error *error)
+{
+	struct iod_session *s = iod_manager_find_session_by_path(userdata, path);
+
+	if (!s)
+		return 0;
+	*found = s;
+	return 1;
+}
+
+int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+				sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+	char **l;
+	size_t n = 0, k = 0;
+
+	for (size_t i = 0; i < m->n_sessions; i++)
+		n += 1 + m->sessions[i]->n_devices;
+	l = calloc(n + 1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_sessions; i++) {
+		struct iod_session *s = m->sessions[i];
+
+		l[k] = strdup(s->path);
+		if (!l[k])
+			goto oom;
+		k++;
+		for (size_t j = 0; j < s->n_devices; j++) {
+			l[k] = strdup(s->devices[j]->path);
+			if (!l[k])
+				goto oom;
+			k++;
+		}
+	}
+	*nodes = l;
+	return 0;
+
+oom:
+	while (k > 0)
+		free(l[--k]);
+	free(l);
+	return -ENOMEM;
+}
+
+int iod_session_send_changed(struct iod_session *s, const char *property, ...)
+{
+	sd_bus *bus = s->manager->bus;
+	char *names[16];
+	va_list ap;
+	size_t n = 0;
+
+	if (!bus)
+		return 0;
+	va_start(ap, property);
+	for (const char *p = property; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
+		names[n++] = (char *)p;
+	va_end(ap);
+	names[n] = NULL;
+	return sd_bus_emit_properties_changed_strv(bus, s->path, IOD_SESSION_INTERFACE, names);
+}
+
+int iod_session_send_failed(struct iod_session *s)
+{
+	if (!s->manager->bus)
+		return 0;
+	return sd_bus_emit_signal(s->manager->bus, s->path, IOD_SESSION_INTERFACE, "Failed", "s",
+				  s->failure ? s->failure : "");
+}
+
+int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d)
+{
+	if (!s->manager->bus)
+		return 0;
+	return sd_bus_emit_signal(s->manager->bus, s->path, IOD_SESSION_INTERFACE, "DeviceLost",
+				  "os", d->path, "the device was removed from the system");
+}

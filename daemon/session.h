@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A session: the dirty tracking of one VM. One iommufd context, one IOAS, the HWPTs of its
+ * devices, the IOVA->GPA map, the guest memory regions and one GPA dirty log.
+ *
+ * Owner mode opens /dev/iommu lazily, at the first operation that needs a kernel object, so
+ * that a session can be created (and its arguments checked) on a machine without iommufd.
+ * Adopt mode works on the client's iommufd, IOAS and HWPTs and never destroys them.
+ *
+ * Every kernel object id is remembered and every fd carries an fd-store name, so that the
+ * whole session can be written to a struct iod_state and rebuilt from it and its fds.
+ *
+ * Operations return 0 or a negative errno and, on error, fill a struct iod_reason with the
+ * D-Bus error name and a sentence; state is unchanged on error unless stated otherwise.
+ */
+#ifndef IOD_SESSION_H
+#define IOD_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-bus.h>
+
+#include "config.h"
+#include "device.h"
+#include "errors.h"
+#include "iodirty.h"
+
+struct iod_manager;
+
+struct iod_region {
+	uint64_t gpa;
+	uint64_t length;
+	uint64_t offset; /* into fd */
+	int fd; /* guest memory (owner mode); -EBADF in adopt mode */
+	char *fdname;
+	void *va; /* MAP_SHARED mapping of [offset, offset + length) (owner mode) */
+	bool mapped; /* mapped IOVA = GPA in the IOAS by the daemon */
+};
+
+struct iod_session_hwpt {
+	struct iod_hwpt hw;
+	bool owned; /* allocated by the daemon */
+	unsigned users; /* devices attached (owner mode) */
+};
+
+struct iod_session_options {
+	uint64_t page_size;
+	bool huge_pages;
+	bool viommu;
+	enum iod_disconnect_policy disconnect_policy;
+};
+
+struct iod_session {
+	struct iod_manager *manager;
+	char *name;
+	char *path; /* D-Bus object path */
+	enum iod_session_mode mode;
+	struct iod_session_options options;
+
+	uid_t uid;
+	char *owner; /* unique bus name of the owner; NULL while orphaned */
+	sd_bus_track *track;
+
+	bool tracking;
+	bool failed;
+	char *failure; /* why the log is incomplete */
+
+	struct iod_iommufd *ictx; /* NULL until needed (owner mode) */
+	char *iommufd_fdname;
+	uint32_t ioas_id; /* 0: none yet */
+	bool ioas_owned;
+
+	struct iod_session_hwpt *hwpts;
+	size_t n_hwpts;
+	struct iod_device **devices;
+	size_t n_devices;
+	uint32_t next_device_index;
+	struct iod_region *regions;
+	size_t n_regions;
+	uint64_t log_bytes; /* bitmap bytes of both planes of all regions */
+
+	struct iod_iova_map *map;
+	struct iod_dirty_log *log;
+	char *log_fdname;
+	uint64_t *harvest_buf; /* one chunk of a HWPT's bitmap */
+
+	/* statistics of the last round */
+	bool round_pending;
+	bool last_precise;
+	uint64_t last_dirty_pages;
+	uint64_t last_duration_usec;
+	uint64_t last_round_usec; /* CLOCK_MONOTONIC of the last round (or of Start) */
+	uint64_t dirty_rate; /* bytes per second over the last round */
+};
+
+int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mode mode, uid_t uid,
+		    const struct iod_session_options *options, struct iod_session **ret);
+/* Release everything in reverse order: devices, owned HWPTs, the IOAS, memory, fds. */
+struct iod_session *iod_session_free(struct iod_session *s);
+IOD_DEFINE_FREEP(struct iod_session, iod_session_free)
+
+/* Set (or, with NULL, drop) the owner's bus name and watch it with sd_bus_track. */
+int iod_session_set_owner(struct iod_session *s, sd_bus *bus, const char *owner);
+
+/* Adopt mode: take over the client's iommufd (dup'ed) and name its IOAS and HWPTs. */
+int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
+		      const uint32_t *hwpt_ids, size_t n_hwpts, struct iod_reason *why);
+
+/* Owner mode: guest memory [offset, offset + size) of fd at gpa (mapped IOVA = GPA unless
+ * the session has a vIOMMU). */
+int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint64_t size,
+			   uint64_t gpa, struct iod_reason *why);
+/* Adopt mode: guest memory the client mapped itself. */
+int iod_session_add_region(struct iod_session *s, uint64_t gpa, uint64_t size,
+			   struct iod_reason *why);
+
+/* vIOMMU events. Unmap harvests the range (no clear) into the log before removing it; if
+ * that fails the session fails, and the unmap still happens (returns 0). */
+int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
+		    struct iod_reason *why);
+int iod_session_unmap(struct iod_session *s, uint64_t iova, uint64_t length,
+		      struct iod_reason *why);
+
+/*
+ * Owner mode: attach an opened device (the session takes it over on success). With
+ * allow_dirty false the device goes on a plain HWPT even if its IOMMU could track.
+ */
+int iod_session_attach_device(struct iod_session *s, struct iod_device *d, bool allow_dirty,
+			      struct iod_reason *why);
+/* Detach and free a device; a last user of a HWPT has it harvested first. */
+int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struct iod_reason *why);
+struct iod_device *iod_session_find_device(struct iod_session *s, uint32_t index);
+int iod_session_check_device_limit(struct iod_session *s, struct iod_reason *why);
+
+/* Alignment of every address and size of the session (log page and system page). */
+uint64_t iod_session_alignment(const struct iod_session *s);
+/* Stateless checks of [addr, addr + size): not empty, aligned, no overflow. */
+int iod_session_check_range(const struct iod_session *s, const char *what, uint64_t addr,
+			    uint64_t size, struct iod_reason *why);
+
+/* Idempotent: a second Start never re-enables (and so never wipes) anything. */
+int iod_session_start(struct iod_session *s, struct iod_reason *why);
+/* Harvest what the hardware has into the log, then turn tracking off. */
+int iod_session_stop(struct iod_session *s, struct iod_reason *why);
+
+struct iod_harvest_result {
+	uint64_t round;
+	uint64_t dirty_pages;
+	uint64_t duration_usec;
+	bool precise;
+};
+/*
+ * One round: read-and-clear every HWPT per mapped area into the log, mark the mapped areas
+ * of fallback devices dirty, then snapshot the log into its round plane. With peek, the
+ * hardware is read without clearing, no round starts, and dirty_pages counts the round
+ * plane and the accumulating plane together.
+ */
+int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
+			struct iod_reason *why);
+/*
+ * The dirty pages of the current round (with peek: of both planes) as ranges of bytes, in
+ * GPA space or (iova_space) translated back through the IOVA map. At most max ranges;
+ * *ret_truncated says that more were left. *ret_ranges is malloc'ed.
+ */
+int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, size_t max,
+			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated);
+/* The client has round: clear the round plane. -ESTALE for another round. */
+int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why);
+
+/* Mark the log incomplete and the session failed (idempotent); emits the Failed signal. */
+void iod_session_fail(struct iod_session *s, const char *format, ...) _printf_(2, 3);
+
+/* A read-only fd of the dirty log memfd, for the client. */
+int iod_session_open_log_ro(struct iod_session *s);
+
+const char *iod_session_state_string(const struct iod_session *s);
+/* "none" (no HWPT), "hardware", "fallback" or "mixed". */
+const char *iod_session_tracking_mode_string(const struct iod_session *s);
+bool iod_session_precise(const struct iod_session *s);
+const char *iod_session_mode_to_string(enum iod_session_mode mode);
+
+/* Serialise to / rebuild from the persistent state (restart survival). */
+int iod_session_to_state(const struct iod_session *s, struct iod_state_session *ret);
+typedef int (*iod_fd_lookup_fn)(const char *fdname, void *userdata);
+int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
+			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret);
+
+/* session-dbus.c */
+extern const sd_bus_vtable iod_session_vtable[];
+int iod_session_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+			    void **found, sd_bus_error *error);
+int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+				sd_bus_error *error);
+int iod_session_send_changed(struct iod_session *s, const char *property, ...);
+int iod_session_send_failed(struct iod_session *s);
+int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d);
+
+#endif

@@ -1,0 +1,10 @@
+# Bus tier (tests/bus): the sd-bus test client. Included by the top-level Makefile;
+# tests/bus/run builds the client itself when it is missing.
+BUS_CLIENT := $(B)/tests/bus/test-bus-client
+
+$(BUS_CLIENT): tests/bus/test-bus-client.c $(UAPI_STAMP) $(LIB_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(SYSTEMD_LIBS)
+
+tests: $(BUS_CLIENT)
+check-bus: $(BUS_CLIENT)

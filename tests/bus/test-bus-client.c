@@ -1,0 +1,822 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Bus tier: an sd-bus client that drives iodirtyd on a private bus and checks what
+ * busctl cannot: named errors, fd passing (memfds, wrong fds, the harvested log), access
+ * control between uids, the disconnect policy and the limits.
+ *
+ *   test-bus-client ADDRESS OTHER_UID DENIED_UID
+ *   test-bus-client --notify SOCKET ADDRESS
+ *
+ * The second form listens on SOCKET as a service manager would (NOTIFY_SOCKET) and, when
+ * READY=1 arrives, checks that the bus name is already owned.
+ *
+ * OTHER_UID may call the service (the stand-in for the group "iodirty"), DENIED_UID may
+ * only introspect it (the bus policy refuses its calls). The daemon runs with
+ * tests/bus/iodirtyd-test.conf. Prints "PASS: ..." / "FAIL: ..." per check; tests/bus/run
+ * counts them. Exits non-zero if any check failed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#include "iod-dirty-log.h"
+
+#define DEST "org.iodirty.Tracker1"
+#define MANAGER "/org/iodirty/Tracker1"
+#define MGR_IFACE "org.iodirty.Manager1"
+#define SES_IFACE "org.iodirty.Session1"
+
+#define E_INVALID_ARGS "org.freedesktop.DBus.Error.InvalidArgs"
+#define E_ACCESS_DENIED "org.freedesktop.DBus.Error.AccessDenied"
+#define E_PREFIX "org.iodirty.Error."
+
+/* Limits of tests/bus/iodirtyd-test.conf (and the --limit on run's command line). */
+#define LIMIT_SESSIONS 6
+#define LIMIT_PER_USER 2
+#define LIMIT_DEVICES 2
+#define LIMIT_REGIONS 3
+#define LIMIT_MAPPINGS 4
+#define LIMIT_LOG_BYTES 65536
+#define LIMIT_RANGES 16
+
+static const char *address;
+static uid_t other_uid, denied_uid;
+static unsigned passed, failed;
+
+static void result(bool ok, const char *name, const char *format, ...)
+{
+	va_list ap;
+
+	if (ok) {
+		passed++;
+		printf("PASS: %s\n", name);
+		return;
+	}
+	failed++;
+	printf("FAIL: %s (", name);
+	va_start(ap, format);
+	vprintf(format, ap);
+	va_end(ap);
+	printf(")\n");
+}
+
+static sd_bus *connect_bus(void)
+{
+	sd_bus *bus = NULL;
+	int r;
+
+	r = sd_bus_new(&bus);
+	if (r >= 0)
+		r = sd_bus_set_address(bus, address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	if (r < 0) {
+		fprintf(stderr, "cannot connect to %s: %s\n", address, strerror(-r));
+		exit(2);
+	}
+	return bus;
+}
+
+static const char *session_path(const char *name, char *buf, size_t size)
+{
+	char *p = NULL;
+
+	if (sd_bus_path_encode(MANAGER "/session", name, &p) < 0)
+		abort();
+	snprintf(buf, size, "%s", p);
+	free(p);
+	return buf;
+}
+
+/* Call and expect success; returns the reply (or NULL after a FAIL). */
+static sd_bus_message *call_ok(sd_bus *bus, const char *name, const char *path, const char *iface,
+			       const char *member, const char *types, ...)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	va_list ap;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
+	if (r >= 0 && types) {
+		va_start(ap, types);
+		r = sd_bus_message_appendv(m, types, ap);
+		va_end(ap);
+	}
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	sd_bus_message_unref(m);
+	if (name)
+		result(r >= 0, name, "%s: %s", error.name ? error.name : strerror(-r),
+		       error.message ? error.message : "");
+	sd_bus_error_free(&error);
+	return r >= 0 ? reply : NULL;
+}
+
+/* Call and expect the error named want, whose message contains needle (if not NULL). */
+static void call_err(sd_bus *bus, const char *name, const char *want, const char *needle,
+		     const char *path, const char *iface, const char *member, const char *types,
+		     ...)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	va_list ap;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
+	if (r >= 0 && types) {
+		va_start(ap, types);
+		r = sd_bus_message_appendv(m, types, ap);
+		va_end(ap);
+	}
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	sd_bus_message_unref(m);
+	sd_bus_message_unref(reply);
+	if (r >= 0)
+		result(false, name, "succeeded, expected %s", want);
+	else if (!error.name || strcmp(error.name, want) != 0)
+		result(false, name, "got %s (%s), expected %s", error.name ? error.name : "?",
+		       error.message ? error.message : strerror(-r), want);
+	else if (needle && (!error.message || !strstr(error.message, needle)))
+		result(false, name, "message \"%s\" lacks \"%s\"", error.message, needle);
+	else
+		result(true, name, NULL);
+	sd_bus_error_free(&error);
+}
+
+static uint64_t get_u64(sd_bus *bus, const char *path, const char *iface, const char *prop,
+			char type)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	char sig[2] = {type, 0};
+	uint64_t v = UINT64_MAX;
+	uint32_t u;
+	int b, r;
+
+	r = sd_bus_get_property(bus, DEST, path, iface, prop, &error, &reply, sig);
+	if (r >= 0) {
+		if (type == 't')
+			r = sd_bus_message_read(reply, "t", &v);
+		else if (type == 'u' && (r = sd_bus_message_read(reply, "u", &u)) >= 0)
+			v = u;
+		else if (type == 'b' && (r = sd_bus_message_read(reply, "b", &b)) >= 0)
+			v = (uint64_t)b;
+	}
+	sd_bus_message_unref(reply);
+	sd_bus_error_free(&error);
+	return v;
+}
+
+static char *get_string(sd_bus *bus, const char *path, const char *iface, const char *prop)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	char *s = NULL;
+
+	if (sd_bus_get_property_string(bus, DEST, path, iface, prop, &error, &s) < 0)
+		s = strdup("(error)");
+	sd_bus_error_free(&error);
+	return s;
+}
+
+static void expect_string(sd_bus *bus, const char *name, const char *path, const char *iface,
+			  const char *prop, const char *want)
+{
+	char *s = get_string(bus, path, iface, prop);
+
+	result(s && strcmp(s, want) == 0, name, "%s is \"%s\", expected \"%s\"", prop, s, want);
+	free(s);
+}
+
+static void expect_u64(sd_bus *bus, const char *name, const char *path, const char *iface,
+		       const char *prop, char type, uint64_t want)
+{
+	uint64_t v = get_u64(bus, path, iface, prop, type);
+
+	result(v == want, name, "%s is %" PRIu64 ", expected %" PRIu64, prop, v, want);
+}
+
+static void create(sd_bus *bus, const char *name, const char *session, bool viommu,
+		   const char *policy)
+{
+	sd_bus_message *reply = call_ok(bus, name, MANAGER, MGR_IFACE, "CreateSession", "sa{sv}",
+					session, 2, "viommu", "b", (int)viommu, "disconnect_policy",
+					"s", policy);
+	sd_bus_message_unref(reply);
+}
+
+static void destroy(sd_bus *bus, const char *session)
+{
+	sd_bus_message_unref(
+		call_ok(bus, NULL, MANAGER, MGR_IFACE, "DestroySession", "s", session));
+}
+
+static int make_memfd(uint64_t size, bool read_only)
+{
+	int fd = memfd_create("iodirty-test-guest", MFD_CLOEXEC), ro;
+	char path[64];
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		abort();
+	if (!read_only)
+		return fd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	close(fd);
+	return ro;
+}
+
+/* --- argument validation ------------------------------------------------------------------- */
+
+static void test_create_validation(sd_bus *bus)
+{
+	call_err(bus, "create: empty name", E_INVALID_ARGS, "not 1 to 64", MANAGER, MGR_IFACE,
+		 "CreateSession", "sa{sv}", "", 0);
+	call_err(bus, "create: name with a slash", E_INVALID_ARGS, "a/b", MANAGER, MGR_IFACE,
+		 "CreateSession", "sa{sv}", "a/b", 0);
+	call_err(bus, "create: name of 65 characters", E_INVALID_ARGS, NULL, MANAGER, MGR_IFACE,
+		 "CreateSession", "sa{sv}",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0);
+	call_err(bus, "create: unknown option", E_INVALID_ARGS, "Unknown option \"bogus\"", MANAGER,
+		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "bogus", "b", 1);
+	call_err(bus, "create: option of the wrong type", E_INVALID_ARGS, "page_size", MANAGER,
+		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "u", 4096);
+	call_err(bus, "create: option given twice", E_INVALID_ARGS, "twice", MANAGER, MGR_IFACE,
+		 "CreateSession", "sa{sv}", "v1", 2, "viommu", "b", 1, "viommu", "b", 0);
+	call_err(bus, "create: page size not a power of two", E_INVALID_ARGS, "power of two",
+		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "t",
+		 (uint64_t)12288);
+	call_err(bus, "create: page size too small", E_INVALID_ARGS, "power of two", MANAGER,
+		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "t", (uint64_t)2048);
+	call_err(bus, "create: bad disconnect policy", E_INVALID_ARGS, "\"later\"", MANAGER,
+		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "disconnect_policy", "s", "later");
+	call_err(bus, "adopt: huge_pages is not an adopt option", E_INVALID_ARGS, "huge_pages",
+		 MANAGER, MGR_IFACE, "AdoptSession", "shuaua{sv}", "v1", 0, 1, 0, 1, "huge_pages",
+		 "b", 0);
+	call_err(bus, "get: no such session", E_PREFIX "NoSuchSession", "nothere", MANAGER,
+		 MGR_IFACE, "GetSession", "s", "nothere");
+	call_err(bus, "destroy: no such session", E_PREFIX "NoSuchSession", NULL, MANAGER,
+		 MGR_IFACE, "DestroySession", "s", "nothere");
+	expect_u64(bus, "create: failures left no session", MANAGER, MGR_IFACE, "MaxSessions", 'u',
+		   LIMIT_SESSIONS);
+
+	create(bus, "create: v1", "v1", false, "keep");
+	call_err(bus, "create: duplicate name", E_PREFIX "SessionExists", "v1", MANAGER, MGR_IFACE,
+		 "CreateSession", "sa{sv}", "v1", 0);
+	destroy(bus, "v1");
+}
+
+static void test_adopt_validation(sd_bus *bus)
+{
+	int memfd = make_memfd(4096, false), p[2];
+	uint32_t hwpts[LIMIT_DEVICES + 1] = {2, 3, 4};
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL;
+	int r;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		abort();
+	call_err(bus, "adopt: a memfd is not an iommufd", E_INVALID_ARGS, "not an iommufd", MANAGER,
+		 MGR_IFACE, "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 0, 0);
+	call_err(bus, "adopt: a pipe is not an iommufd", E_INVALID_ARGS, "not an iommufd", MANAGER,
+		 MGR_IFACE, "AdoptSession", "shuaua{sv}", "a1", p[0], 1, 0, 0);
+	call_err(bus, "adopt: ioas 0", E_INVALID_ARGS, "ioas_id 0", MANAGER, MGR_IFACE,
+		 "AdoptSession", "shuaua{sv}", "a1", memfd, 0, 0, 0);
+	call_err(bus, "adopt: hwpt given twice", E_INVALID_ARGS, "twice", MANAGER, MGR_IFACE,
+		 "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 2, 5, 5, 0);
+	call_err(bus, "adopt: hwpt id = ioas id", E_INVALID_ARGS, "not a HWPT", MANAGER, MGR_IFACE,
+		 "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 1, 1, 0);
+
+	/* More HWPTs than the device limit. */
+	r = sd_bus_message_new_method_call(bus, &m, DEST, MANAGER, MGR_IFACE, "AdoptSession");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "shu", "a1", memfd, 1);
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'u', hwpts, sizeof(hwpts));
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a{sv}", 0);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, NULL);
+	result(r < 0 && sd_bus_error_has_name(&error, E_PREFIX "LimitExceeded"),
+	       "adopt: more HWPTs than the device limit", "got %s", error.name);
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+
+	call_err(bus, "get: failed adopts left no session", E_PREFIX "NoSuchSession", NULL, MANAGER,
+		 MGR_IFACE, "GetSession", "s", "a1");
+	close(memfd);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void test_memory_validation(sd_bus *bus)
+{
+	char path[256];
+	int good = make_memfd(4 * 65536, false), ro = make_memfd(65536, true), p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		abort();
+	session_path("mem", path, sizeof(path));
+	create(bus, "memory: create viommu session", "mem", true, "keep");
+
+	call_err(bus, "memory: size 0", E_INVALID_ARGS, "must not be 0", path, SES_IFACE,
+		 "AddMemory", "httt", good, 0, 0, 0);
+	call_err(bus, "memory: unaligned gpa", E_INVALID_ARGS, "aligned", path, SES_IFACE,
+		 "AddMemory", "httt", good, 0, 4096, 100);
+	call_err(bus, "memory: unaligned size", E_INVALID_ARGS, "aligned", path, SES_IFACE,
+		 "AddMemory", "httt", good, 0, 4097, 0);
+	call_err(bus, "memory: unaligned offset", E_INVALID_ARGS, "offset", path, SES_IFACE,
+		 "AddMemory", "httt", good, 12, 4096, 0);
+	call_err(bus, "memory: gpa + size overflows", E_PREFIX "InvalidRange", "overflows", path,
+		 SES_IFACE, "AddMemory", "httt", good, 0, 8192, UINT64_MAX - 4095);
+	call_err(bus, "memory: offset + size overflows", E_PREFIX "InvalidRange", "overflows", path,
+		 SES_IFACE, "AddMemory", "httt", good, UINT64_MAX - 4095, 8192, 0);
+	call_err(bus, "memory: a pipe is not memory", E_INVALID_ARGS, "not a memfd", path,
+		 SES_IFACE, "AddMemory", "httt", p[0], 0, 4096, 0);
+	call_err(bus, "memory: a read-only memfd", E_INVALID_ARGS, "reading and writing", path,
+		 SES_IFACE, "AddMemory", "httt", ro, 0, 4096, 0);
+	call_err(bus, "memory: past the end of the memfd", E_PREFIX "InvalidRange", "less than",
+		 path, SES_IFACE, "AddMemory", "httt", good, 65536, 4 * 65536, 0);
+	expect_u64(bus, "memory: failures left no region", path, SES_IFACE, "TrackedBytes", 't', 0);
+
+	sd_bus_message_unref(call_ok(bus, "memory: region at 1 MiB", path, SES_IFACE, "AddMemory",
+				     "httt", good, 0, 65536, 0x100000));
+	call_err(bus, "memory: overlapping region", E_PREFIX "InvalidRange", "overlaps", path,
+		 SES_IFACE, "AddMemory", "httt", good, 0, 8192, 0x10f000);
+	call_err(bus, "memory: region containing another", E_PREFIX "InvalidRange", "overlaps",
+		 path, SES_IFACE, "AddMemory", "httt", good, 0, 4 * 65536, 0xf0000);
+	sd_bus_message_unref(call_ok(bus, "memory: adjacent region", path, SES_IFACE, "AddMemory",
+				     "httt", good, 65536, 65536, 0x110000));
+	expect_u64(bus, "memory: tracked bytes", path, SES_IFACE, "TrackedBytes", 't', 131072);
+	call_err(bus, "memory: AddRegion is for adopt mode", E_PREFIX "WrongMode", "owner mode",
+		 path, SES_IFACE, "AddRegion", "tt", 0, 4096);
+
+	/* vIOMMU events: validation before the kernel. */
+	call_err(bus, "map: size 0", E_INVALID_ARGS, NULL, path, SES_IFACE, "Map", "ttt", 0,
+		 0x100000, 0);
+	call_err(bus, "map: unaligned iova", E_INVALID_ARGS, "iova", path, SES_IFACE, "Map", "ttt",
+		 0x800, 0x100000, 4096);
+	call_err(bus, "map: iova + size overflows", E_PREFIX "InvalidRange", "overflows", path,
+		 SES_IFACE, "Map", "ttt", UINT64_MAX - 4095, 0x100000, 8192);
+	call_err(bus, "map: gpa outside guest memory", E_PREFIX "InvalidRange",
+		 "not inside one guest memory region", path, SES_IFACE, "Map", "ttt", 0, 0, 4096);
+	call_err(bus, "map: gpa across two regions", E_PREFIX "InvalidRange", NULL, path, SES_IFACE,
+		 "Map", "ttt", 0, 0x10f000, 8192);
+	call_err(bus, "map: needs the kernel", E_PREFIX "NoIommufd", "/dev/iommu", path, SES_IFACE,
+		 "Map", "ttt", 0x4000000, 0x100000, 4096);
+	expect_u64(bus, "map: failures left no mapping", path, SES_IFACE, "Mappings", 'u', 0);
+	sd_bus_message_unref(call_ok(bus, "unmap: nothing mapped is fine", path, SES_IFACE, "Unmap",
+				     "tt", 0, 65536));
+	call_err(bus, "unmap: unaligned", E_INVALID_ARGS, NULL, path, SES_IFACE, "Unmap", "tt", 1,
+		 4096);
+	destroy(bus, "mem");
+
+	/* Without a vIOMMU AddMemory maps IOVA = GPA at once: that needs /dev/iommu. */
+	session_path("flat", path, sizeof(path));
+	create(bus, "memory: create flat session", "flat", false, "keep");
+	call_err(bus, "memory: flat session needs the kernel", E_PREFIX "NoIommufd",
+		 "CONFIG_IOMMUFD", path, SES_IFACE, "AddMemory", "httt", good, 0, 65536, 0);
+	expect_u64(bus, "memory: NoIommufd left no region", path, SES_IFACE, "TrackedBytes", 't',
+		   0);
+	expect_u64(bus, "memory: NoIommufd left no IOAS", path, SES_IFACE, "IoasId", 'u', 0);
+	call_err(bus, "map: no vIOMMU", E_PREFIX "WrongMode", "viommu", path, SES_IFACE, "Map",
+		 "ttt", 0, 0, 4096);
+	call_err(bus, "device: bad name", E_INVALID_ARGS, "neither a PCI address", path, SES_IFACE,
+		 "AttachDevice", "sa{sv}", "eth0", 0);
+	call_err(bus, "device: bad PCI address", E_INVALID_ARGS, NULL, path, SES_IFACE,
+		 "AttachDevice", "sa{sv}", "0000:00:1g.0", 0);
+	call_err(bus, "device: unknown option", E_INVALID_ARGS, "Unknown option", path, SES_IFACE,
+		 "AttachDevice", "sa{sv}", "0000:00:01.0", 1, "bogus", "b", 1);
+	call_err(bus, "device: a pipe is not a VFIO cdev", E_INVALID_ARGS, "not a VFIO device",
+		 path, SES_IFACE, "AttachDeviceFd", "ha{sv}", p[0], 0);
+	call_err(bus, "device: /dev/null is not a VFIO cdev", E_INVALID_ARGS, NULL, path, SES_IFACE,
+		 "AttachDevice", "sa{sv}", "/dev/null", 0);
+	call_err(bus, "device: no such PCI device", E_PREFIX "NoSuchDevice", NULL, path, SES_IFACE,
+		 "AttachDevice", "sa{sv}", "00ff:ff:1f.7", 0);
+	call_err(bus, "device: no such device object", E_PREFIX "NoSuchDevice", NULL, path,
+		 SES_IFACE, "DetachDevice", "o", "/org/iodirty/Tracker1/session/flat/device/9");
+	call_err(bus, "probe: bad name", E_INVALID_ARGS, NULL, MANAGER, MGR_IFACE, "ProbeDevice",
+		 "s", "nope");
+	call_err(bus, "probe: a pipe is not a VFIO cdev", E_INVALID_ARGS, "not a VFIO device",
+		 MANAGER, MGR_IFACE, "ProbeDeviceFd", "h", p[0]);
+	destroy(bus, "flat");
+
+	close(good);
+	close(ro);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* --- tracking and harvest ------------------------------------------------------------------ */
+
+static void test_harvest(sd_bus *bus)
+{
+	const struct iod_log_header *h;
+	const struct iod_log_region *regions;
+	sd_bus_message *reply;
+	uint64_t round = 0, dirty = 9, usec, n;
+	int fd = -1, precise = 0, truncated = 1, mem = make_memfd(2 * 65536, false);
+	char path[256];
+	void *p;
+
+	session_path("hv", path, sizeof(path));
+	create(bus, "harvest: create", "hv", true, "keep");
+	sd_bus_message_unref(call_ok(bus, "harvest: memory", path, SES_IFACE, "AddMemory", "httt",
+				     mem, 0, 2 * 65536, 0x200000));
+
+	call_err(bus, "harvest: before Start", E_PREFIX "NotTracking", "Start", path, SES_IFACE,
+		 "Harvest", "a{sv}", 0);
+	call_err(bus, "harvest: unknown option", E_INVALID_ARGS, "Unknown option", path, SES_IFACE,
+		 "Harvest", "a{sv}", 1, "clear", "b", 1);
+	sd_bus_message_unref(call_ok(bus, "start", path, SES_IFACE, "Start", NULL));
+	sd_bus_message_unref(
+		call_ok(bus, "start again is a no-op", path, SES_IFACE, "Start", NULL));
+	expect_string(bus, "start: state", path, SES_IFACE, "State", "tracking");
+
+	reply = call_ok(bus, "harvest: round 1", path, SES_IFACE, "Harvest", "a{sv}", 0);
+	if (reply &&
+	    sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) >= 0) {
+		result(round == 1 && dirty == 0 && precise, "harvest: round 1 result",
+		       "round %" PRIu64 " dirty %" PRIu64 " precise %d", round, dirty, precise);
+		p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+		result(p != MAP_FAILED, "harvest: the log fd maps", "%s", strerror(errno));
+		if (p != MAP_FAILED) {
+			h = p;
+			regions = (const void *)((const char *)p + h->regions_offset);
+			result(h->magic == IOD_LOG_MAGIC && h->version == IOD_LOG_VERSION,
+			       "harvest: log header", "magic %" PRIx64, h->magic);
+			result(h->n_regions == 1 && h->page_shift == 12 && h->rounds == 1,
+			       "harvest: log region table", "%u regions, shift %u, rounds %" PRIu64,
+			       h->n_regions, h->page_shift, h->rounds);
+			result(h->regions_offset + sizeof(*regions) <= 4096 &&
+				       regions[0].gpa == 0x200000 && regions[0].length == 2 * 65536,
+			       "harvest: log region", "gpa %" PRIx64, regions[0].gpa);
+			munmap(p, 4096);
+		}
+		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		result(p == MAP_FAILED && errno == EACCES, "harvest: the log fd is read-only",
+		       "mmap for writing: %s", p == MAP_FAILED ? strerror(errno) : "succeeded");
+		if (p != MAP_FAILED)
+			munmap(p, 4096);
+	}
+	sd_bus_message_unref(reply);
+	expect_u64(bus, "harvest: pending round", path, SES_IFACE, "PendingRound", 't', 1);
+	expect_u64(bus, "harvest: rounds", path, SES_IFACE, "Rounds", 't', 1);
+
+	reply = call_ok(bus, "harvest: peek", path, SES_IFACE, "Harvest", "a{sv}", 1, "peek", "b",
+			1);
+	if (reply && sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) >= 0)
+		result(round == 1, "harvest: peek starts no round", "round %" PRIu64, round);
+	sd_bus_message_unref(reply);
+
+	call_err(bus, "acknowledge: round 0", E_INVALID_ARGS, NULL, path, SES_IFACE, "Acknowledge",
+		 "t", (uint64_t)0);
+	call_err(bus, "acknowledge: wrong round", E_PREFIX "NoSuchRound", "round 1", path,
+		 SES_IFACE, "Acknowledge", "t", (uint64_t)7);
+	reply = call_ok(bus, "harvest: round 2 without acknowledging", path, SES_IFACE, "Harvest",
+			"a{sv}", 0);
+	sd_bus_message_unref(reply);
+	call_err(bus, "acknowledge: a merged round", E_PREFIX "NoSuchRound", "round 2", path,
+		 SES_IFACE, "Acknowledge", "t", (uint64_t)1);
+	sd_bus_message_unref(call_ok(bus, "acknowledge: round 2", path, SES_IFACE, "Acknowledge",
+				     "t", (uint64_t)2));
+	expect_u64(bus, "acknowledge: nothing pending", path, SES_IFACE, "PendingRound", 't', 0);
+
+	call_err(bus, "ranges: bad space", E_INVALID_ARGS, "\"gpa\" or \"iova\"", path, SES_IFACE,
+		 "HarvestRanges", "a{sv}", 1, "space", "s", "hpa");
+	call_err(bus, "ranges: max_ranges 0", E_INVALID_ARGS, "at least 1", path, SES_IFACE,
+		 "HarvestRanges", "a{sv}", 1, "max_ranges", "u", 0);
+	call_err(bus, "ranges: max_ranges over the limit", E_PREFIX "LimitExceeded", "ranges", path,
+		 SES_IFACE, "HarvestRanges", "a{sv}", 1, "max_ranges", "u", LIMIT_RANGES + 1);
+	reply = call_ok(bus, "ranges: iova space", path, SES_IFACE, "HarvestRanges", "a{sv}", 2,
+			"space", "s", "iova", "max_ranges", "u", LIMIT_RANGES);
+	if (reply) {
+		int r = sd_bus_message_read(reply, "t", &round);
+
+		if (r >= 0)
+			r = sd_bus_message_enter_container(reply, 'a', "(tt)");
+		for (n = 0; r > 0 && (r = sd_bus_message_skip(reply, "(tt)")) > 0;)
+			n++;
+		if (r >= 0)
+			r = sd_bus_message_exit_container(reply);
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "btbt", &truncated, &dirty, &precise, &usec);
+		result(r >= 0 && round == 3 && n == 0 && !truncated && dirty == 0 && precise,
+		       "ranges: empty round", "r %d round %" PRIu64 " n %" PRIu64, r, round, n);
+	}
+	sd_bus_message_unref(reply);
+	expect_u64(bus, "ranges: a complete round is acknowledged", path, SES_IFACE, "PendingRound",
+		   't', 0);
+
+	reply = call_ok(bus, "DumpState as root", MANAGER, MGR_IFACE, "DumpState", NULL);
+	if (reply) {
+		const char *json = NULL;
+
+		(void)sd_bus_message_read(reply, "s", &json);
+		result(json && strstr(json, "\"name\":\"hv\"") && strstr(json, "\"hv/log\"") &&
+			       strstr(json, "\"gpa\":\"0x200000\""),
+		       "DumpState: names the session, its log and its memory", "%s", json);
+	}
+	sd_bus_message_unref(reply);
+
+	sd_bus_message_unref(call_ok(bus, "stop", path, SES_IFACE, "Stop", NULL));
+	sd_bus_message_unref(call_ok(bus, "stop again is a no-op", path, SES_IFACE, "Stop", NULL));
+	call_err(bus, "harvest: after Stop", E_PREFIX "NotTracking", NULL, path, SES_IFACE,
+		 "Harvest", "a{sv}", 0);
+	sd_bus_message_unref(
+		call_ok(bus, "destroy via Session1.Destroy", path, SES_IFACE, "Destroy", NULL));
+	call_err(bus, "destroy: the object is gone", "org.freedesktop.DBus.Error.UnknownObject",
+		 NULL, path, SES_IFACE, "Start", NULL);
+	close(mem);
+}
+
+/* --- limits -------------------------------------------------------------------------------- */
+
+static void test_limits(sd_bus *bus)
+{
+	int mem = make_memfd(8 * 65536, false);
+	char path[256], name[32];
+
+	session_path("lim", path, sizeof(path));
+	create(bus, "limits: create", "lim", true, "keep");
+	for (int i = 0; i < LIMIT_REGIONS; i++)
+		sd_bus_message_unref(call_ok(bus, "limits: region", path, SES_IFACE, "AddMemory",
+					     "httt", mem, (uint64_t)i * 4096, 4096,
+					     (uint64_t)i * 0x100000));
+	call_err(bus, "limits: one region too many", E_PREFIX "LimitExceeded", "regions", path,
+		 SES_IFACE, "AddMemory", "httt", mem, 0, 4096, 0x10000000);
+	destroy(bus, "lim");
+
+	/* 65536 bytes of log = 32 KiB per plane = 262144 pages = 1 GiB of guest memory. */
+	create(bus, "limits: create for log bytes", "lim", true, "keep");
+	call_err(bus, "limits: log bytes", E_PREFIX "LimitExceeded", "log_bytes", path, SES_IFACE,
+		 "AddMemory", "httt", mem, 0, (uint64_t)2 << 30, 0);
+	destroy(bus, "lim");
+
+	for (int i = 0; i < LIMIT_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "many%d", i);
+		create(bus, "limits: session", name, false, "keep");
+	}
+	call_err(bus, "limits: one session too many", E_PREFIX "LimitExceeded", "sessions", MANAGER,
+		 MGR_IFACE, "CreateSession", "sa{sv}", "onemore", 0);
+	for (int i = 0; i < LIMIT_SESSIONS; i++) {
+		snprintf(name, sizeof(name), "many%d", i);
+		destroy(bus, name);
+	}
+	close(mem);
+}
+
+/* --- other uids and the disconnect policy ------------------------------------------------ */
+
+/* Run fn(bus) in a child as uid; its checks print like ours. */
+static void run_as(uid_t uid, void (*fn)(sd_bus *bus, void *userdata), void *userdata)
+{
+	pid_t pid;
+	int status;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		sd_bus *bus;
+
+		if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+		    setresuid(uid, uid, uid) < 0) {
+			printf("FAIL: cannot become uid %u: %s\n", (unsigned)uid, strerror(errno));
+			_exit(1);
+		}
+		bus = connect_bus();
+		fn(bus, userdata);
+		sd_bus_flush_close_unref(bus);
+		fflush(stdout);
+		_exit(failed ? 1 : 0);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		abort();
+	/* The child's lines are counted by tests/bus/run; keep our own tally in step. */
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		failed++;
+}
+
+static void other_acts_on_root_session(sd_bus *bus, void *userdata)
+{
+	const char *path = userdata;
+
+	call_err(bus, "other uid: Start on root's session", E_ACCESS_DENIED, "belongs to uid 0",
+		 path, SES_IFACE, "Start", NULL);
+	call_err(bus, "other uid: Harvest on root's session", E_ACCESS_DENIED, NULL, path,
+		 SES_IFACE, "Harvest", "a{sv}", 0);
+	call_err(bus, "other uid: Claim of root's session", E_ACCESS_DENIED, NULL, path, SES_IFACE,
+		 "Claim", NULL);
+	call_err(bus, "other uid: Destroy of root's session", E_ACCESS_DENIED, NULL, path,
+		 SES_IFACE, "Destroy", NULL);
+	call_err(bus, "other uid: DestroySession of root's session", E_ACCESS_DENIED, NULL, MANAGER,
+		 MGR_IFACE, "DestroySession", "s", "rootvm");
+	call_err(bus, "other uid: DumpState", E_ACCESS_DENIED, "root", MANAGER, MGR_IFACE,
+		 "DumpState", NULL);
+	call_err(bus, "other uid: ProbeDevice by name", E_ACCESS_DENIED, "ProbeDeviceFd", MANAGER,
+		 MGR_IFACE, "ProbeDevice", "s", "0000:00:01.0");
+	expect_string(bus, "other uid: may read properties", path, SES_IFACE, "Name", "rootvm");
+}
+
+static void other_creates(sd_bus *bus, void *userdata)
+{
+	char path[256];
+
+	create(bus, "other uid: create own session", "nobodyvm", true, "keep");
+	session_path("nobodyvm", path, sizeof(path));
+	sd_bus_message_unref(
+		call_ok(bus, "other uid: Start own session", path, SES_IFACE, "Start", NULL));
+	expect_u64(bus, "other uid: OwnerUID", path, SES_IFACE, "OwnerUID", 'u', other_uid);
+	create(bus, "other uid: second session", "nobodyvm2", true, "destroy");
+	call_err(bus, "other uid: sessions_per_user", E_PREFIX "LimitExceeded", "sessions_per_user",
+		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "nobodyvm3", 0);
+	/* Leaving the bus now: nobodyvm is kept (orphaned), nobodyvm2 destroyed. */
+}
+
+static void other_reclaims(sd_bus *bus, void *userdata)
+{
+	char path[256];
+
+	session_path("nobodyvm", path, sizeof(path));
+	expect_string(bus, "keep: orphaned state", path, SES_IFACE, "State", "orphaned-tracking");
+	call_err(bus, "keep: same uid, other connection, before Claim", E_ACCESS_DENIED, "Claim",
+		 path, SES_IFACE, "Harvest", "a{sv}", 0);
+	sd_bus_message_unref(
+		call_ok(bus, "keep: Claim by the same uid", path, SES_IFACE, "Claim", NULL));
+	sd_bus_message_unref(
+		call_ok(bus, "keep: Harvest after Claim", path, SES_IFACE, "Harvest", "a{sv}", 0));
+	expect_string(bus, "keep: tracking again", path, SES_IFACE, "State", "tracking");
+	sd_bus_message_unref(
+		call_ok(bus, "keep: Claim again is a no-op", path, SES_IFACE, "Claim", NULL));
+	/* Stay connected while the parent checks that root can still act. */
+}
+
+static void denied_uid_checks(sd_bus *bus, void *userdata)
+{
+	const char *path = userdata;
+	char *s;
+
+	call_err(bus, "bus policy: a uid outside the group cannot create", E_ACCESS_DENIED, NULL,
+		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "denied", 0);
+	call_err(bus, "bus policy: a uid outside the group cannot Start", E_ACCESS_DENIED, NULL,
+		 path, SES_IFACE, "Start", NULL);
+	s = get_string(bus, MANAGER, MGR_IFACE, "Version");
+	result(s && strcmp(s, "(error)") != 0, "bus policy: anybody may read properties",
+	       "Version: %s", s);
+	free(s);
+}
+
+static bool session_exists(sd_bus *bus, const char *name)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	int r;
+
+	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "GetSession", &error, &reply, "s",
+			       name);
+	sd_bus_message_unref(reply);
+	sd_bus_error_free(&error);
+	return r >= 0;
+}
+
+/* The daemon sees the disconnect asynchronously: wait for it, a bounded while. */
+static bool wait_session_gone(sd_bus *bus, const char *name)
+{
+	for (int i = 0; i < 50; i++) {
+		struct timespec ts = {0, 20 * 1000 * 1000};
+
+		if (!session_exists(bus, name))
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+static void test_access(sd_bus *bus)
+{
+	char path[256], opath[256];
+
+	session_path("rootvm", path, sizeof(path));
+	create(bus, "access: root creates", "rootvm", true, "keep");
+	run_as(other_uid, other_acts_on_root_session, path);
+	run_as(denied_uid, denied_uid_checks, path);
+
+	run_as(other_uid, other_creates, NULL);
+	result(wait_session_gone(bus, "nobodyvm2"), "destroy policy: session gone with its owner",
+	       "nobodyvm2 still exists");
+	result(session_exists(bus, "nobodyvm"), "keep policy: session stays", "nobodyvm is gone");
+	session_path("nobodyvm", opath, sizeof(opath));
+	expect_string(bus, "keep policy: no owner", opath, SES_IFACE, "Owner", "");
+	expect_u64(bus, "keep policy: still tracking", opath, SES_IFACE, "Tracking", 'b', 1);
+
+	run_as(other_uid, other_reclaims, NULL);
+	sd_bus_message_unref(
+		call_ok(bus, "root may act on any session", opath, SES_IFACE, "Stop", NULL));
+	sd_bus_message_unref(
+		call_ok(bus, "root may claim any session", opath, SES_IFACE, "Claim", NULL));
+	expect_u64(bus, "claim: owner uid unchanged", opath, SES_IFACE, "OwnerUID", 'u', other_uid);
+	destroy(bus, "nobodyvm");
+	destroy(bus, "rootvm");
+}
+
+static int notify_listen(const char *socket_path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 20};
+	char buf[4096];
+	int fd;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || strlen(socket_path) >= sizeof(sa.sun_path))
+		return 2;
+	strcpy(sa.sun_path, socket_path);
+	unlink(socket_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		return 2;
+	/* Tell tests/bus/run that the socket is there. */
+	printf("listening\n");
+	fflush(stdout);
+
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+		sd_bus_error error = SD_BUS_ERROR_NULL;
+		sd_bus_message *reply = NULL;
+		const char *owner = NULL;
+		sd_bus *bus;
+		int r;
+
+		if (n < 0) {
+			result(false, "notify: READY=1 arrives", "%s", strerror(errno));
+			break;
+		}
+		buf[n] = '\0';
+		if (!strstr(buf, "READY=1"))
+			continue;
+		result(true, "notify: READY=1 arrives", NULL);
+		bus = connect_bus();
+		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "GetNameOwner", &error, &reply, "s",
+				       DEST);
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "s", &owner);
+		result(r >= 0, "notify: the name is owned when READY=1 comes", "%s",
+		       error.message ? error.message : strerror(-r));
+		sd_bus_message_unref(reply);
+		sd_bus_error_free(&error);
+		sd_bus_flush_close_unref(bus);
+		break;
+	}
+	close(fd);
+	unlink(socket_path);
+	return failed ? 1 : 0;
+}
+
+int main(int argc, char *argv[])
+{
+	sd_bus *bus;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 4 && strcmp(argv[1], "--notify") == 0) {
+		address = argv[3];
+		return notify_listen(argv[2]);
+	}
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s ADDRESS OTHER_UID DENIED_UID\n", argv[0]);
+		return 2;
+	}
+	address = argv[1];
+	other_uid = (uid_t)strtoul(argv[2], NULL, 10);
+	denied_uid = (uid_t)strtoul(argv[3], NULL, 10);
+
+	bus = connect_bus();
+	test_create_validation(bus);
+	test_adopt_validation(bus);
+	test_memory_validation(bus);
+	test_harvest(bus);
+	test_limits(bus);
+	test_access(bus);
+	sd_bus_flush_close_unref(bus);
+
+	printf("client: %u passed, %u failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
