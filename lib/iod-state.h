@@ -97,7 +97,10 @@ int iod_state_to_json(const struct iod_state *st, char **ret_json);
  */
 int iod_state_from_json(const char *json, struct iod_state **ret, char **ret_reason);
 
-/* Check a state in memory with the same rules as the parser. */
+/*
+ * Check a state in memory with the same rules as the parser. Returns 0, or -EINVAL with
+ * *ret_reason (may be NULL) set to a malloc'ed sentence naming the offending field.
+ */
 int iod_state_validate(const struct iod_state *st, char **ret_reason);
 
 #endif

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * VFIO device cdevs: finding them through sysfs, opening, binding to an iommufd,
+ * attaching to an IOAS or HWPT, and probing what a device offers for migration.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <linux/vfio.h>
+
+#include "iod-util.h"
+#include "iod-vfio.h"
+
+#define VFIO_CDEV_DIR "/dev/vfio/devices"
+#define VFIO_DEV_CLASS "vfio-dev"
+
+#define debug_fail(r, what, fmt, ...)                                                          \
+	({                                                                                     \
+		int _r = (r);                                                                  \
+		iod_debug("vfio: %s(" fmt ") failed: %s", what, ##__VA_ARGS__, strerror(-_r)); \
+		_r;                                                                            \
+	})
+
+static bool hex_run(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+static unsigned hex_value(const char *s, size_t n)
+{
+	unsigned v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v * 16 + (isdigit((unsigned char)s[i])
+				      ? s[i] - '0'
+				      : tolower((unsigned char)s[i]) - 'a' + 10);
+	return v;
+}
+
+/*
+ * "DDDD:BB:DD.F": a domain of four hex digits (Linux prints at least four; VMD domains
+ * have more, up to eight), bus of two, device of two (at most 0x1f), a function digit 0-7.
+ */
+bool iod_pci_address_valid(const char *s)
+{
+	const char *colon;
+	size_t dlen;
+
+	if (!s)
+		return false;
+	colon = strchr(s, ':');
+	if (!colon)
+		return false;
+	dlen = colon - s;
+	if (dlen < 4 || dlen > 8 || !hex_run(s, dlen))
+		return false;
+	s = colon + 1;
+	if (strlen(s) != 7)
+		return false;
+	if (!hex_run(s, 2) || s[2] != ':' || !hex_run(s + 3, 2) || s[5] != '.')
+		return false;
+	if (hex_value(s + 3, 2) > 0x1f)
+		return false;
+	return s[6] >= '0' && s[6] <= '7';
+}
+
+/* Accepts "vfio<decimal>" only. */
+static bool is_vfio_name(const char *name)
+{
+	const char *p;
+
+	if (strncmp(name, "vfio", 4) != 0)
+		return false;
+	p = name + 4;
+	if (!*p)
+		return false;
+	for (; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			return false;
+	return true;
+}
+
+int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **ret_path)
+{
+	_cleanup_free_ char *devdir = NULL, *vfiodir = NULL, *found = NULL;
+	char addr[32];
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int r = 0;
+
+	if (!ret_path || !iod_pci_address_valid(pci_address))
+		return -EINVAL;
+	if (!sysfs_root)
+		sysfs_root = "/sys";
+
+	/* sysfs names are lower case. */
+	for (size_t i = 0; i <= strlen(pci_address); i++)
+		addr[i] = tolower((unsigned char)pci_address[i]);
+
+	if (asprintf(&devdir, "%s/bus/pci/devices/%s", sysfs_root, addr) < 0) {
+		devdir = NULL;
+		return -ENOMEM;
+	}
+	if (stat(devdir, &st) < 0) {
+		r = errno == ENOENT || errno == ENOTDIR ? -ENODEV : -errno;
+		return debug_fail(r, "stat", "%s", devdir);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return debug_fail(-ENODEV, "stat", "%s: not a directory", devdir);
+
+	if (asprintf(&vfiodir, "%s/vfio-dev", devdir) < 0) {
+		vfiodir = NULL;
+		return -ENOMEM;
+	}
+	d = opendir(vfiodir);
+	if (!d) {
+		r = errno == ENOENT || errno == ENOTDIR ? -ENXIO : -errno;
+		return debug_fail(r, "opendir", "%s", vfiodir);
+	}
+
+	/* A VFIO device has exactly one cdev. */
+	errno = 0;
+	while ((de = readdir(d))) {
+		if (!is_vfio_name(de->d_name))
+			continue;
+		if (found) {
+			r = -EBADMSG;
+			break;
+		}
+		found = strdup(de->d_name);
+		if (!found) {
+			r = -ENOMEM;
+			break;
+		}
+	}
+	if (r == 0 && errno != 0)
+		r = -errno;
+	closedir(d);
+	if (r < 0)
+		return debug_fail(r, "readdir", "%s", vfiodir);
+	if (!found)
+		return debug_fail(-ENXIO, "readdir", "%s: no vfio cdev", vfiodir);
+
+	if (asprintf(ret_path, VFIO_CDEV_DIR "/%s", found) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* The character device major that /proc/devices lists for the vfio-dev class. */
+static int vfio_dev_major(unsigned *ret)
+{
+	_cleanup_free_ char *line = NULL;
+	bool chr = false;
+	size_t n = 0;
+	FILE *f;
+	int r = -ENOENT;
+
+	f = fopen("/proc/devices", "re");
+	if (!f)
+		return -errno;
+	while (getline(&line, &n, f) > 0) {
+		unsigned m;
+		char name[64];
+
+		if (strncmp(line, "Character devices:", 18) == 0) {
+			chr = true;
+			continue;
+		}
+		if (strncmp(line, "Block devices:", 14) == 0)
+			chr = false;
+		if (!chr || sscanf(line, "%u %63s", &m, name) != 2)
+			continue;
+		if (strcmp(name, VFIO_DEV_CLASS) == 0) {
+			*ret = m;
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+int iod_vfio_check_fd(int fd)
+{
+	char path[64], link[PATH_MAX];
+	const char *base;
+	struct stat st;
+	unsigned vfio_major = 0;
+	ssize_t n;
+	int r;
+
+	if (fd < 0)
+		return -EBADF;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISCHR(st.st_mode))
+		return -ENOTTY;
+
+	/* /sys/dev/char/MAJ:MIN/subsystem -> .../class/vfio-dev */
+	snprintf(path, sizeof(path), "/sys/dev/char/%u:%u/subsystem", major(st.st_rdev),
+		 minor(st.st_rdev));
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n >= 0) {
+		link[n] = '\0';
+		base = strrchr(link, '/');
+		base = base ? base + 1 : link;
+		return strcmp(base, VFIO_DEV_CLASS) == 0 ? 0 : -ENOTTY;
+	}
+	if (errno != ENOENT)
+		return debug_fail(-errno, "readlink", "%s", path);
+
+	/* No sysfs entry: either not a registered device at all, or no /sys in this mount
+	 * namespace. The major of the vfio-dev region tells. */
+	r = vfio_dev_major(&vfio_major);
+	if (r < 0)
+		return -ENOTTY;
+	return major(st.st_rdev) == vfio_major ? 0 : -ENOTTY;
+}
+
+int iod_vfio_open(const char *path, int *ret_fd)
+{
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	if (!path || !ret_fd)
+		return -EINVAL;
+
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return debug_fail(-errno, "open", "%s", path);
+
+	r = iod_vfio_check_fd(fd);
+	if (r < 0)
+		return debug_fail(r, "check", "%s", path);
+
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int iod_vfio_bind(int device_fd, int iommufd, uint32_t *ret_dev_id)
+{
+	struct vfio_device_bind_iommufd bind = {
+		.argsz = sizeof(bind),
+		.iommufd = iommufd,
+	};
+
+	if (!ret_dev_id)
+		return -EINVAL;
+	if (device_fd < 0 || iommufd < 0)
+		return -EBADF;
+
+	if (ioctl(device_fd, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
+		return debug_fail(-errno, "VFIO_DEVICE_BIND_IOMMUFD", "fd %d, iommufd %d",
+				  device_fd, iommufd);
+
+	*ret_dev_id = bind.out_devid;
+	return 0;
+}
+
+int iod_vfio_attach(int device_fd, uint32_t pt_id, uint32_t *ret_pt_id)
+{
+	struct vfio_device_attach_iommufd_pt attach = {
+		.argsz = sizeof(attach),
+		.pt_id = pt_id,
+	};
+
+	if (device_fd < 0)
+		return -EBADF;
+
+	if (ioctl(device_fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) < 0)
+		return debug_fail(-errno, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "fd %d, pt %u",
+				  device_fd, pt_id);
+
+	if (ret_pt_id)
+		*ret_pt_id = attach.pt_id;
+	return 0;
+}
+
+int iod_vfio_detach(int device_fd)
+{
+	struct vfio_device_detach_iommufd_pt detach = {
+		.argsz = sizeof(detach),
+	};
+
+	if (device_fd < 0)
+		return -EBADF;
+
+	if (ioctl(device_fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) < 0)
+		return debug_fail(-errno, "VFIO_DEVICE_DETACH_IOMMUFD_PT", "fd %d", device_fd);
+	return 0;
+}
+
+int iod_vfio_probe_features(int device_fd, struct iod_vfio_features *ret)
+{
+	/* struct vfio_device_feature ends in a flexible array: header and payload share one
+	 * suitably aligned buffer. */
+	uint64_t buf[(sizeof(struct vfio_device_feature) +
+		      sizeof(struct vfio_device_feature_migration) + 7) /
+		     8];
+	struct vfio_device_feature *feature = (struct vfio_device_feature *)buf;
+	struct vfio_device_feature_migration *mig = (void *)feature->data;
+	struct iod_vfio_features f = {};
+
+	if (!ret)
+		return -EINVAL;
+	if (device_fd < 0)
+		return -EBADF;
+
+	/* Device DMA logging: probing for SET support needs no payload. */
+	memset(buf, 0, sizeof(buf));
+	feature->argsz = sizeof(*feature);
+	feature->flags = VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET |
+			 VFIO_DEVICE_FEATURE_DMA_LOGGING_START;
+	if (ioctl(device_fd, VFIO_DEVICE_FEATURE, feature) == 0)
+		f.dma_logging = true;
+	else if (errno != ENOTTY)
+		return debug_fail(-errno, "VFIO_DEVICE_FEATURE", "fd %d, probe DMA_LOGGING_START",
+				  device_fd);
+
+	memset(buf, 0, sizeof(buf));
+	feature->argsz = sizeof(*feature) + sizeof(*mig);
+	feature->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION;
+	if (ioctl(device_fd, VFIO_DEVICE_FEATURE, feature) == 0) {
+		f.migration = true;
+		f.migration_flags = mig->flags;
+	} else if (errno != ENOTTY)
+		return debug_fail(-errno, "VFIO_DEVICE_FEATURE", "fd %d, get MIGRATION", device_fd);
+
+	*ret = f;
+	return 0;
+}
