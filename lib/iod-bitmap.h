@@ -100,7 +100,6 @@ int iod_bitmap_to_ranges(const uint64_t *map, uint64_t nbits, uint64_t start,
  * Set the bits of every range (OR). Validates all ranges first: a range that is empty,
  * overflows or runs past nbits gives -EINVAL and the bitmap is left unchanged.
  */
-int iod_bitmap_from_ranges(uint64_t *map, uint64_t nbits, const struct iod_range *ranges,
-			   size_t n);
+int iod_bitmap_from_ranges(uint64_t *map, uint64_t nbits, const struct iod_range *ranges, size_t n);
 
 #endif

@@ -35,21 +35,21 @@
 struct iod_log_header {
 	uint64_t magic;
 	uint32_t version;
-	uint32_t page_shift;     /* log page size = 1 << page_shift, 12 by default */
-	uint32_t max_regions;    /* entries in the region table */
-	uint32_t n_regions;      /* entries in use (the first n_regions, sorted by gpa) */
+	uint32_t page_shift; /* log page size = 1 << page_shift, 12 by default */
+	uint32_t max_regions; /* entries in the region table */
+	uint32_t n_regions; /* entries in use (the first n_regions, sorted by gpa) */
 	uint64_t regions_offset; /* offset of the region table */
-	uint64_t size;           /* bytes of the memfd in use */
-	uint64_t rounds;         /* snapshots taken */
-	uint64_t flags;          /* IOD_LOG_F_* */
+	uint64_t size; /* bytes of the memfd in use */
+	uint64_t rounds; /* snapshots taken */
+	uint64_t flags; /* IOD_LOG_F_* */
 };
 
 /* The log missed dirty state (a failed pre-unmap harvest): no longer complete. */
 #define IOD_LOG_F_INCOMPLETE (UINT64_C(1) << 0)
 
 struct iod_log_region {
-	uint64_t gpa;          /* page aligned */
-	uint64_t length;       /* bytes, page aligned, > 0 */
+	uint64_t gpa; /* page aligned */
+	uint64_t length; /* bytes, page aligned, > 0 */
 	uint64_t accum_offset; /* accumulating plane */
 	uint64_t round_offset; /* round plane */
 };
@@ -100,8 +100,8 @@ int iod_log_mark(struct iod_dirty_log *log, uint64_t gpa, uint64_t length);
  * merged. Pages of a different size are rescaled (a larger log page is dirty when any
  * smaller page in it is).
  */
-int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src,
-		  uint64_t src_off, uint64_t nbits, unsigned src_shift);
+int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src, uint64_t src_off,
+		  uint64_t nbits, unsigned src_shift);
 
 /*
  * Start a round: round |= accumulating, accumulating = 0, rounds++. *ret_dirty_pages (may

@@ -36,9 +36,9 @@ int iod_iommufd_fd(const struct iod_iommufd *ictx);
 
 /* IOMMU_GET_HW_INFO for a bound device. */
 struct iod_hw_info {
-	uint32_t type;          /* enum iommu_hw_info_type (NONE, INTEL_VTD, ARM_SMMUV3, ...) */
-	uint64_t capabilities;  /* IOMMU_HW_CAP_* */
-	bool dirty_tracking;    /* capabilities & IOMMU_HW_CAP_DIRTY_TRACKING */
+	uint32_t type; /* enum iommu_hw_info_type (NONE, INTEL_VTD, ARM_SMMUV3, ...) */
+	uint64_t capabilities; /* IOMMU_HW_CAP_* */
+	bool dirty_tracking; /* capabilities & IOMMU_HW_CAP_DIRTY_TRACKING */
 };
 int iod_iommufd_hw_info(struct iod_iommufd *ictx, uint32_t dev_id, struct iod_hw_info *ret);
 
@@ -87,7 +87,7 @@ int iod_hwpt_alloc(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t pt_id, un
 struct iod_hwpt {
 	uint32_t id;
 	bool dirty_capable; /* allocated with IOD_HWPT_DIRTY (or known to be) */
-	bool tracking;      /* dirty tracking is on in the kernel */
+	bool tracking; /* dirty tracking is on in the kernel */
 };
 int iod_hwpt_set_tracking(struct iod_iommufd *ictx, struct iod_hwpt *hwpt, bool enable);
 
@@ -99,7 +99,7 @@ int iod_hwpt_set_tracking(struct iod_iommufd *ictx, struct iod_hwpt *hwpt, bool 
  * cover mapped IOVA only: the kernel silently drops bits of a range that starts in or
  * crosses a hole, so callers harvest exactly the areas they mapped.
  */
-int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iova,
-			uint64_t length, uint64_t page_size, uint64_t *bitmap, unsigned flags);
+int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iova, uint64_t length,
+			uint64_t page_size, uint64_t *bitmap, unsigned flags);
 
 #endif

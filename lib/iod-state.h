@@ -27,10 +27,10 @@ enum iod_session_mode {
 };
 
 /* Session flags */
-#define IOD_SESSION_F_TRACKING (UINT64_C(1) << 0)   /* tracking started */
-#define IOD_SESSION_F_FAILED (UINT64_C(1) << 1)     /* the log is incomplete */
+#define IOD_SESSION_F_TRACKING (UINT64_C(1) << 0) /* tracking started */
+#define IOD_SESSION_F_FAILED (UINT64_C(1) << 1) /* the log is incomplete */
 #define IOD_SESSION_F_HUGE_PAGES (UINT64_C(1) << 2) /* IOAS keeps huge IOPTEs */
-#define IOD_SESSION_F_VIOMMU (UINT64_C(1) << 3)     /* IOVA != GPA, map from vIOMMU events */
+#define IOD_SESSION_F_VIOMMU (UINT64_C(1) << 3) /* IOVA != GPA, map from vIOMMU events */
 #define IOD_SESSION_F_ALL (UINT64_C(0xf))
 
 struct iod_state_hwpt {
@@ -41,9 +41,9 @@ struct iod_state_hwpt {
 };
 
 struct iod_state_device {
-	uint32_t index;  /* object path .../device/<index> */
-	char *name;      /* PCI address, cdev path or "fd" */
-	char *fdname;    /* fd-store name of the device fd; NULL in adopt mode */
+	uint32_t index; /* object path .../device/<index> */
+	char *name; /* PCI address, cdev path or "fd" */
+	char *fdname; /* fd-store name of the device fd; NULL in adopt mode */
 	uint32_t dev_id; /* iommufd device id; 0 when unknown (adopt) */
 	uint32_t hwpt_id;
 	bool dirty_capable;
@@ -53,7 +53,7 @@ struct iod_state_region {
 	uint64_t gpa;
 	uint64_t length;
 	uint64_t offset; /* into the memfd */
-	char *fdname;    /* fd-store name of the guest memory memfd; NULL in adopt mode */
+	char *fdname; /* fd-store name of the guest memory memfd; NULL in adopt mode */
 };
 
 struct iod_state_session {
@@ -63,7 +63,7 @@ struct iod_state_session {
 	enum iod_session_mode mode;
 	uint32_t ioas_id;
 	unsigned page_shift; /* log page size */
-	uint64_t flags;      /* IOD_SESSION_F_* */
+	uint64_t flags; /* IOD_SESSION_F_* */
 	uint64_t rounds;
 	char *iommufd_fdname;
 	char *log_fdname;

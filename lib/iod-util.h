@@ -23,17 +23,17 @@
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
 /* Hand a pointer (or fd) over to someone else: returns the value and resets the variable. */
-#define TAKE_PTR(p)                                  \
-	({                                           \
-		__typeof__(p) _take_ptr_tmp_ = (p);  \
-		(p) = NULL;                          \
-		_take_ptr_tmp_;                      \
+#define TAKE_PTR(p)                                 \
+	({                                          \
+		__typeof__(p) _take_ptr_tmp_ = (p); \
+		(p) = NULL;                         \
+		_take_ptr_tmp_;                     \
 	})
-#define TAKE_FD(fd)                                  \
-	({                                           \
-		int _take_fd_tmp_ = (fd);            \
-		(fd) = -EBADF;                       \
-		_take_fd_tmp_;                       \
+#define TAKE_FD(fd)                       \
+	({                                \
+		int _take_fd_tmp_ = (fd); \
+		(fd) = -EBADF;            \
+		_take_fd_tmp_;            \
 	})
 
 /* Close an fd (ignoring an invalid one), keeping errno; returns -EBADF for assignment. */
@@ -61,11 +61,11 @@ static inline void iod_freep(void *p)
 #define _cleanup_free_ _cleanup_(iod_freep)
 
 /* Define foo_freep() for a destructor foo_free() that accepts NULL and returns NULL. */
-#define IOD_DEFINE_FREEP(type, func)                \
-	static inline void func##p(type **p)        \
-	{                                           \
-		if (*p)                             \
-			func(*p);                   \
+#define IOD_DEFINE_FREEP(type, func)         \
+	static inline void func##p(type **p) \
+	{                                    \
+		if (*p)                      \
+			func(*p);            \
 	}
 
 /* true if a + b overflows 64 bits; otherwise *ret = a + b. */

@@ -38,8 +38,8 @@ int iod_vfio_detach(int device_fd);
 
 /* What a device offers beyond the IOMMU. */
 struct iod_vfio_features {
-	bool dma_logging;        /* VFIO_DEVICE_FEATURE_DMA_LOGGING_START probes OK */
-	bool migration;          /* VFIO_DEVICE_FEATURE_MIGRATION supported */
+	bool dma_logging; /* VFIO_DEVICE_FEATURE_DMA_LOGGING_START probes OK */
+	bool migration; /* VFIO_DEVICE_FEATURE_MIGRATION supported */
 	uint64_t migration_flags; /* VFIO_MIGRATION_STOP_COPY | _P2P | _PRE_COPY */
 };
 /* Probe with VFIO_DEVICE_FEATURE_PROBE; ENOTTY from the kernel means "not supported". */
