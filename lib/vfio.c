@@ -96,7 +96,7 @@ static bool is_vfio_name(const char *name)
 int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **ret_path)
 {
 	_cleanup_free_ char *devdir = NULL, *vfiodir = NULL, *found = NULL;
-	char addr[32];
+	char addr[32], *path;
 	struct dirent *de;
 	struct stat st;
 	DIR *d;
@@ -155,8 +155,9 @@ int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **r
 	if (!found)
 		return debug_fail(-ENXIO, "readdir", "%s: no vfio cdev", vfiodir);
 
-	if (asprintf(ret_path, VFIO_CDEV_DIR "/%s", found) < 0)
+	if (asprintf(&path, VFIO_CDEV_DIR "/%s", found) < 0)
 		return -ENOMEM;
+	*ret_path = path;
 	return 0;
 }
 
@@ -341,5 +342,36 @@ int iod_vfio_probe_features(int device_fd, struct iod_vfio_features *ret)
 		return debug_fail(-errno, "VFIO_DEVICE_FEATURE", "fd %d, get MIGRATION", device_fd);
 
 	*ret = f;
+	return 0;
+}
+
+int iod_vfio_set_req_eventfd(int device_fd, int eventfd)
+{
+	struct vfio_irq_info info = {.argsz = sizeof(info), .index = VFIO_PCI_REQ_IRQ_INDEX};
+	union {
+		struct vfio_irq_set set;
+		uint8_t buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
+	} u = {};
+	int32_t efd = eventfd;
+
+	if (ioctl(device_fd, VFIO_DEVICE_GET_IRQ_INFO, &info) < 0)
+		return errno == EINVAL ? -EOPNOTSUPP : -errno;
+	if (info.count < 1 || !(info.flags & VFIO_IRQ_INFO_EVENTFD))
+		return -EOPNOTSUPP;
+
+	u.set.argsz = sizeof(u.buf);
+	u.set.index = VFIO_PCI_REQ_IRQ_INDEX;
+	u.set.start = 0;
+	if (eventfd >= 0) {
+		u.set.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+		u.set.count = 1;
+		memcpy(u.set.data, &efd, sizeof(efd));
+	} else {
+		u.set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+		u.set.count = 0;
+		u.set.argsz = sizeof(u.set);
+	}
+	if (ioctl(device_fd, VFIO_DEVICE_SET_IRQS, &u.set) < 0)
+		return -errno;
 	return 0;
 }

@@ -411,8 +411,10 @@ static void *huge_buffer(uint64_t size, const char **ret_why)
 	}
 	if (p != MAP_FAILED) {
 		r = phys_contiguous(p, size, huge);
-		if (r != 0) /* hugetlb pages are contiguous; the check only confirms it */
+		if (r != 0) { /* hugetlb pages are contiguous; the check only confirms it */
+			printf("huge buffer: hugetlbfs\n");
 			return p;
+		}
 		munmap(p, size);
 	}
 
@@ -432,8 +434,10 @@ static void *huge_buffer(uint64_t size, const char **ret_why)
 	for (uint64_t off = 0; off < size; off += cpu_page)
 		aligned[off] = 1;
 	r = phys_contiguous(aligned, size, huge);
-	if (r == 1)
+	if (r == 1) {
+		printf("huge buffer: transparent huge page\n");
 		return aligned;
+	}
 	*ret_why = r < 0 ? "cannot read PFNs from /proc/self/pagemap to prove a huge page"
 			 : "no physically contiguous huge page was given";
 	munmap(aligned, size);
