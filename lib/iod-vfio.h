@@ -45,4 +45,12 @@ struct iod_vfio_features {
 /* Probe with VFIO_DEVICE_FEATURE_PROBE; ENOTTY from the kernel means "not supported". */
 int iod_vfio_probe_features(int device_fd, struct iod_vfio_features *ret);
 
+/*
+ * Have VFIO signal eventfd when the kernel wants the device back (PCI removal, driver
+ * unbind): the removal waits until every fd of the device is closed, asking again every
+ * 10 seconds. eventfd < 0 disarms. -EOPNOTSUPP for a device without the request channel
+ * (not PCI).
+ */
+int iod_vfio_set_req_eventfd(int device_fd, int eventfd);
+
 #endif
