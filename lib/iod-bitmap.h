@@ -45,7 +45,7 @@ int iod_bitmap_clear_range(uint64_t *map, uint64_t nbits, uint64_t start, uint64
 /*
  * OR-merge: dst[dst_off + i] |= src[src_off + i] for 0 <= i < n, where dst has dst_nbits
  * bits and src has src_nbits bits. Offsets may be any bit position (the IOVA->GPA shift);
- * bits of dst outside the target range are never changed.
+ * bits of dst outside the target range are never changed. src and dst must not overlap.
  */
 int iod_bitmap_or(uint64_t *dst, uint64_t dst_nbits, uint64_t dst_off, const uint64_t *src,
 		  uint64_t src_nbits, uint64_t src_off, uint64_t n);
@@ -78,7 +78,10 @@ uint64_t iod_bitmap_find_next_clear(const uint64_t *map, uint64_t nbits, uint64_
 int iod_bitmap_rescale(uint64_t *dst, uint64_t dst_nbits, unsigned dst_shift, const uint64_t *src,
 		       uint64_t src_nbits, unsigned src_shift);
 
-/* The number of dst bits iod_bitmap_rescale() expects for these sizes. */
+/*
+ * The number of dst bits iod_bitmap_rescale() expects for these sizes; UINT64_MAX when that
+ * number does not fit in 64 bits or a shift is above 63.
+ */
 uint64_t iod_bitmap_rescaled_nbits(uint64_t src_nbits, unsigned src_shift, unsigned dst_shift);
 
 /* A run of set bits (or, by extension, of pages or bytes): [start, start + length). */
@@ -91,7 +94,8 @@ struct iod_range {
  * Encode the runs of set bits of [start, nbits) as ranges, in order, into ranges[0..max).
  * Stops when the array is full: *ret_n is the number written and *ret_next the bit to
  * continue from (nbits when all runs were encoded). A run cut by a full array continues in
- * the next call. Returns 0, or -EINVAL for start > nbits or max == 0 with runs left.
+ * the next call (ret_next may be NULL). Returns 0, or -EINVAL for start > nbits or max == 0
+ * with runs left.
  */
 int iod_bitmap_to_ranges(const uint64_t *map, uint64_t nbits, uint64_t start,
 			 struct iod_range *ranges, size_t max, size_t *ret_n, uint64_t *ret_next);

@@ -66,6 +66,12 @@ static void ref_put(uint64_t *map, uint64_t bit, bool v)
 		map[bit / 64] &= ~(UINT64_C(1) << (bit % 64));
 }
 
+/* The valid bits of the last word of an nbits-bit bitmap. */
+static uint64_t last_mask_test(uint64_t nbits)
+{
+	return nbits % 64 ? (UINT64_C(1) << (nbits % 64)) - 1 : UINT64_MAX;
+}
+
 static uint64_t ref_count(const uint64_t *map, uint64_t start, uint64_t n)
 {
 	uint64_t c = 0;
@@ -744,7 +750,7 @@ static void check_ranges(const uint64_t *m, uint64_t nbits, uint64_t start, size
 /* _i: fill; several sizes, starts and array sizes including continuation. */
 START_TEST(test_ranges_round_trip)
 {
-	static const uint64_t sizes[] = {1, 63, 64, 65, 129, 1000, 4097, SCRATCH_BITS};
+	static const uint64_t sizes[] = {1, 63, 64, 65, 129, 1000, 4097, SCRATCH_BITS, 100003};
 	static const size_t maxes[] = {1, 2, 3, 7, 64, 100000};
 
 	rng_seed(10000 + _i);
@@ -754,10 +760,88 @@ START_TEST(test_ranges_round_trip)
 
 		fill(m, words_of(nbits), _i);
 		for (size_t x = 0; x < ELEMENTSOF(maxes); x++) {
+			/* The largest size (many blocks of lines) with a few array sizes. */
+			if (nbits > SCRATCH_BITS && maxes[x] < 7)
+				continue;
 			check_ranges(m, nbits, 0, maxes[x]);
 			check_ranges(m, nbits, rng_below(nbits + 1), maxes[x]);
 		}
 	}
+}
+END_TEST
+
+/* Runs of set bits of [start, nbits), bit by bit. */
+static size_t ref_runs(const uint64_t *m, uint64_t nbits, uint64_t start, struct iod_range *out)
+{
+	size_t n = 0;
+
+	for (uint64_t i = start; i < nbits; i++) {
+		if (!ref_get(m, i))
+			continue;
+		if (n > 0 && out[n - 1].start + out[n - 1].length == i) {
+			out[n - 1].length++;
+		} else {
+			out[n].start = i;
+			out[n].length = 1;
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * _i: a size. Two runs with their ends on and next to every word boundary, in bitmaps long
+ * enough for the line-at-a-time scan, and in its first, last and leftover words: the runs
+ * must come out exactly once, whole.
+ */
+START_TEST(test_ranges_boundaries)
+{
+	static const uint64_t sizes[] = {65, 128, 129, 640, 700, 1088, 1100, 2048, 2111};
+	uint64_t nbits = sizes[_i], nw = iod_bitmap_words(nbits);
+	_cleanup_free_ uint64_t *m = map_new(nbits);
+	struct iod_range got[8], want[8];
+	uint64_t edges_at[64];
+	size_t ne = 0;
+
+	/* Every word boundary near the start and the end, and one past it on either side. */
+	for (uint64_t w = 0; w <= nw && ne + 3 <= ELEMENTSOF(edges_at); w++)
+		if (w < 3 || w + 12 > nw)
+			for (int d = -1; d <= 1; d++)
+				if (w * 64 + d > 0 && w * 64 + d < nbits)
+					edges_at[ne++] = w * 64 + d;
+	edges_at[ne++] = nbits - 1;
+
+	for (size_t a = 0; a < ne; a++)
+		for (size_t b = a + 1; b < 2 * ne; b++) {
+			/* b >= ne: a second run from the bit after the first one's end. */
+			bool two = b >= ne;
+			uint64_t s1 = edges_at[a], e1 = edges_at[two ? b - ne : b];
+			uint64_t e2 = MIN(nbits, e1 + 70);
+			size_t n, nwant;
+			uint64_t next;
+
+			if (e1 <= s1)
+				continue;
+			memset(m, 0, iod_bitmap_bytes(nbits));
+			/* Garbage past nbits must not show. */
+			m[nw - 1] |= ~last_mask_test(nbits);
+			ck_assert_int_eq(iod_bitmap_set_range(m, nbits, s1, e1 - s1), 0);
+			if (two && e1 + 1 < e2)
+				ck_assert_int_eq(
+					iod_bitmap_set_range(m, nbits, e1 + 1, e2 - e1 - 1), 0);
+
+			for (uint64_t from = 0; from <= s1 + 1 && from <= nbits; from += s1 + 1) {
+				nwant = ref_runs(m, nbits, from, want);
+				ck_assert_int_eq(
+					iod_bitmap_to_ranges(m, nbits, from, got, 8, &n, &next), 0);
+				ck_assert_msg(n == nwant && !memcmp(got, want, n * sizeof(*got)),
+					      "runs [%" PRIu64 ", %" PRIu64 ") + up to %" PRIu64
+					      " in %" PRIu64 " bits from %" PRIu64
+					      ": %zu, want %zu",
+					      s1, e1, e2, nbits, from, n, nwant);
+				ck_assert_uint_eq(next, nbits);
+			}
+		}
 }
 END_TEST
 
@@ -919,6 +1003,32 @@ START_TEST(test_max_size)
 	assert_seed(c == want, "count %" PRIu64 " != %" PRIu64, c, want);
 	ck_assert(!iod_bitmap_is_empty(src, MAX_NBITS, 0, MAX_NBITS));
 
+	/* Runs, in chunks: as many as the sorted positions have gaps, covering every bit. */
+	{
+		struct iod_range r[4096];
+		uint64_t next = 0, runs = 0, bits = 0, want_runs = 0, prev_end = 0;
+
+		for (size_t i = 0; i < npos; i++)
+			if (i == 0 || pos[i] > pos[i - 1] + 1)
+				want_runs++;
+		while (next < MAX_NBITS) {
+			size_t got;
+
+			ck_assert_int_eq(
+				iod_bitmap_to_ranges(src, MAX_NBITS, next, r, 4096, &got, &next),
+				0);
+			for (size_t i = 0; i < got; i++) {
+				expect(runs == 0 || r[i].start > prev_end);
+				expect(ref_get(src, r[i].start));
+				prev_end = r[i].start + r[i].length;
+				bits += r[i].length;
+				runs++;
+			}
+		}
+		ck_assert_uint_eq(runs, want_runs);
+		ck_assert_uint_eq(bits, want);
+	}
+
 	/* OR-merge at odd offsets on both sides, over (nearly) the whole bitmap. */
 	ck_assert_int_eq(iod_bitmap_or(dst, MAX_NBITS, dst_off, src, MAX_NBITS, src_off, n), 0);
 	want = 0;
@@ -1068,6 +1178,7 @@ static Suite *bitmap_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_ranges_round_trip, 0, _FILL_MAX);
 	tcase_add_test(tc, test_ranges_edges);
+	tcase_add_loop_test(tc, test_ranges_boundaries, 0, 9);
 	tcase_add_test(tc, test_from_ranges_invalid);
 	suite_add_tcase(s, tc);
 
