@@ -270,6 +270,12 @@ int iod_log_new(unsigned page_shift, struct iod_dirty_log **ret)
 	log->fd = memfd_create("iodirty-log", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (log->fd < 0)
 		return -errno;
+	/*
+	 * A memfd starts out mode 0777: anybody given a read-only fd of the log could reopen
+	 * it read-write through /proc/<pid>/fd and rewrite the offsets its owner trusts.
+	 */
+	if (fchmod(log->fd, 0600) < 0)
+		return -errno;
 
 	used = table_end(LOG_REGIONS_OFFSET, IOD_LOG_MAX_REGIONS);
 	if (!align_up(used, LOG_AREA_ALIGN, &file_size))

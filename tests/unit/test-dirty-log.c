@@ -399,6 +399,16 @@ START_TEST(test_new_page_shift)
 }
 END_TEST
 
+/* Read-only fds handed out must not be reopenable for writing by others: mode 0600. */
+START_TEST(test_memfd_owner_only)
+{
+	struct stat st;
+
+	ck_assert_int_eq(fstat(iod_log_fd(dl), &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+}
+END_TEST
+
 START_TEST(test_region_sorted)
 {
 	static const uint64_t gpas[] = {8 * GiB, 0, 4 * GiB, 64 * KiB, 16 * GiB - 4 * KiB};
@@ -1455,6 +1465,7 @@ static Suite *dirty_log_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_new_page_shift);
+	tcase_add_test(tc, test_memfd_owner_only);
 	tcase_add_test(tc, test_region_sorted);
 	tcase_add_test(tc, test_region_invalid);
 	tcase_add_test(tc, test_region_remove);
