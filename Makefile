@@ -10,6 +10,10 @@ MANDIR ?= $(DATADIR)/man
 SYSCONFDIR ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 DBUSDATADIR ?= $(DATADIR)/dbus-1
+# dbus-daemon reads bus policies from /usr/share/dbus-1/system.d and /etc/dbus-1/system.d
+# only, so a /usr/local install puts the policy under /etc.
+DBUSPOLICYDIR ?= $(if $(filter /usr,$(PREFIX)),$(DBUSDATADIR)/system.d,$(SYSCONFDIR)/dbus-1/system.d)
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DESTDIR ?=
 
 B ?= build
@@ -63,7 +67,7 @@ $(B)/libiodirty.pc: lib/libiodirty.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(LIBDIR)|;s|@INCLUDEDIR@|$(INCLUDEDIR)|' $< >$@
 
 # --- daemon and client -------------------------------------------------------------------
-DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c,$(wildcard daemon/*.c))
+DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c daemon/iodirty-migrate.c daemon/migrate.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/%.o)
 CTL_SRCS := $(wildcard daemon/iodirtyctl.c)
 CTL_OBJS := $(CTL_SRCS:%.c=$(B)/%.o)
@@ -74,6 +78,8 @@ endif
 ifneq ($(CTL_SRCS),)
 BINS += $(B)/iodirtyctl
 endif
+MIGRATE_OBJS := $(B)/daemon/iodirty-migrate.o $(B)/daemon/migrate.o
+BINS += $(B)/iodirty-migrate
 
 $(B)/daemon/%.o: daemon/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
@@ -83,6 +89,22 @@ $(B)/iodirtyd: $(DAEMON_OBJS) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(NL_LIBS) $(JSON_LIBS)
 
 $(B)/iodirtyctl: $(CTL_OBJS) $(LIBIODIRTY)
+	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
+
+# --- units: the service names the installed daemon's path ------------------------------
+UNITS := $(patsubst units/%.in,$(B)/units/%,$(wildcard units/*.service.in))
+
+# Remade whenever SBINDIR differs from the last build ('make; make install PREFIX=/usr').
+$(B)/units/.sbindir: FORCE
+	@mkdir -p $(@D)
+	@echo '$(SBINDIR)' | cmp -s - $@ || echo '$(SBINDIR)' >$@
+
+$(B)/units/%: units/%.in $(B)/units/.sbindir
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' $< >$@
+
+FORCE:
+
+$(B)/iodirty-migrate: $(MIGRATE_OBJS) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
 
 # --- tests -------------------------------------------------------------------------------
@@ -110,16 +132,16 @@ include tests/bus/bus.mk
 
 # --- top-level targets -------------------------------------------------------------------
 .DEFAULT_GOAL := all
-.PHONY: all lib tests check check-unit check-asan check-bus check-vm bench install uninstall deps \
-	format format-check clean help demo valgrind
+.PHONY: all lib tests check check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
+	format format-check clean help demo valgrind bench-vm
 
-all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) ## build everything into $(B)/
+all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) ## build everything into $(B)/
 
 lib: $(LIBIODIRTY) ## build libiodirty only
 
 tests: $(UNIT_BINS) $(BENCH_BINS)
 
-check: check-unit check-asan $(if $(wildcard tests/bus/run),check-bus) $(if $(wildcard tests/vm/run),check-vm) ## run every test tier
+check: check-unit check-asan check-units $(if $(wildcard tests/bus/run),check-bus) $(if $(wildcard tests/vm/run),check-vm) ## run every test tier
 
 check-unit: $(UNIT_BINS) ## unit tests (check)
 	@sh tests/run-unit.sh $(UNIT_BINS)
@@ -136,8 +158,15 @@ check-bus: all ## D-Bus tier on a private dbus-daemon
 check-vm: all ## real-kernel tier in a QEMU guest (builds the guest kernel once)
 	@B=$(B) sh tests/vm/run
 
+check-units: $(UNITS) ## systemd-analyze verify and security score of the service unit
+	@B=$(B) sh tests/units-check.sh $(UNITS)
+
 bench: $(BENCH_BINS) ## benchmarks: ratios against a baseline measured in the same run
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+	@$(MAKE) --no-print-directory bench-vm
+
+bench-vm: all ## harvest benchmarks in the mock guest (tests/vm/bench.tests)
+	@B=$(B) sh tests/vm/run bench
 
 demo: all ## the main job: the bundled guest, iodirtyd and a reference migration
 	@B=$(B) sh tests/vm/run demo
@@ -152,8 +181,10 @@ install: all ## install into $(DESTDIR)$(PREFIX) (binaries, library, headers, un
 	install -m 0644 $(LIB_HDRS) $(DESTDIR)$(INCLUDEDIR)/iodirty/
 	$(if $(wildcard $(B)/iodirtyd),install -D -m 0755 $(B)/iodirtyd $(DESTDIR)$(SBINDIR)/iodirtyd)
 	$(if $(wildcard $(B)/iodirtyctl),install -D -m 0755 $(B)/iodirtyctl $(DESTDIR)$(BINDIR)/iodirtyctl)
-	$(if $(wildcard units/*.service),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) units/*.service)
-	$(if $(wildcard units/*.conf),install -D -m 0644 -t $(DESTDIR)$(DATADIR)/dbus-1/system.d units/*.conf)
+	install -D -m 0755 $(B)/iodirty-migrate $(DESTDIR)$(BINDIR)/iodirty-migrate
+	$(if $(UNITS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS))
+	$(if $(wildcard units/*.conf),install -D -m 0644 -t $(DESTDIR)$(DBUSPOLICYDIR) units/*.conf)
+	$(if $(wildcard units/*.sysusers),for f in units/*.sysusers; do install -D -m 0644 $$f $(DESTDIR)$(SYSUSERSDIR)/$$(basename $$f .sysusers).conf; done)
 	$(if $(wildcard units/*.dbus-service),for f in units/*.dbus-service; do install -D -m 0644 $$f $(DESTDIR)$(DBUSDATADIR)/system-services/$$(basename $$f .dbus-service).service; done)
 	$(if $(wildcard proto/*.xml),install -D -m 0644 -t $(DESTDIR)$(DBUSDATADIR)/interfaces proto/*.xml)
 	for m in $(wildcard man/*.[1-8]); do install -D -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/$$(basename $$m); done
@@ -172,4 +203,4 @@ help: ## list the targets
 	@echo "iodirty make targets (variables: B=build dir, PREFIX, DESTDIR, SANITIZE=address,undefined, IOD_CACHE):"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
--include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CTL_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CTL_OBJS:.o=.d) $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)

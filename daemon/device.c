@@ -87,6 +87,7 @@ struct iod_device *iod_device_free(struct iod_device *d)
 {
 	if (!d)
 		return NULL;
+	sd_event_source_disable_unref(d->req_source);
 	iod_close(d->fd);
 	free(d->name);
 	free(d->cdev);

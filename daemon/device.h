@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <systemd/sd-event.h>
+
 #include "errors.h"
 #include "iodirty.h"
 
@@ -28,6 +30,8 @@ struct iod_device {
 	struct iod_hw_info hw;
 	struct iod_vfio_features features;
 	bool lost; /* the device went away (hot-unplug) */
+	sd_event_source *req_source; /* VFIO's release request eventfd (uevent.c), owns the fd */
+	bool req_unsupported; /* no release request channel: only uevents say it goes */
 };
 
 /*

@@ -6,6 +6,7 @@
 #include "bus-util.h"
 #include "device.h"
 #include "errors.h"
+#include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -533,6 +534,8 @@ int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
 {
 	int r;
 
+	iod_state_changed(m); /* persist before the reply (fdstore.h) */
+
 	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionNew", "so",
 			       s->name, s->path);
 	if (r < 0)
@@ -544,6 +547,8 @@ int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
 int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path)
 {
 	int r;
+
+	iod_state_changed(m); /* persist before the reply (fdstore.h) */
 
 	if (!m->bus)
 		return 0;

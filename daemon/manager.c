@@ -7,6 +7,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -26,6 +27,10 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
 	r = sd_event_default(&m->event);
 	if (r < 0)
 		return r;
+	/* Before anything opens an fd: LISTEN_FDS start at 3. */
+	r = iod_fdstore_new(&m->fdstore);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(m);
 	return 0;
 }
@@ -34,11 +39,13 @@ struct iod_manager *iod_manager_free(struct iod_manager *m)
 {
 	if (!m)
 		return NULL;
+	iod_fdstore_shutdown(m);
 	/* Newest first: release every kernel object before the bus goes. */
 	while (m->n_sessions > 0)
 		iod_session_free(m->sessions[--m->n_sessions]);
 	free(m->sessions);
 	iod_uevent_free(m->uevent);
+	iod_fdstore_free(m->fdstore);
 	sd_bus_flush_close_unref(m->bus);
 	sd_event_unref(m->event);
 	iod_config_clear(&m->config);
@@ -119,6 +126,11 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 		log_warning_errno(
 			r, "Failed to watch kernel uevents, device removal will go unnoticed: %m");
 
+	/* The sessions of the previous instance, before anyone can call. */
+	r = iod_fdstore_restore(m);
+	if (r < 0)
+		log_warning_errno(r, "Failed to restore from the fd store, ignoring: %m");
+
 	r = sd_bus_request_name_async(bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to request the bus name %s: %m", IOD_BUS_NAME);
@@ -160,6 +172,7 @@ int iod_manager_run(struct iod_manager *m)
 	if (r < 0)
 		return log_error_errno(r, "Event loop failed: %m");
 
+	iod_fdstore_shutdown(m);
 	log_info("Releasing %zu session(s).", m->n_sessions);
 	while (m->n_sessions > 0)
 		iod_session_free(m->sessions[--m->n_sessions]);

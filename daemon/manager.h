@@ -24,6 +24,7 @@
 struct iod_session;
 struct iod_device;
 struct iod_uevent;
+struct iod_fdstore;
 
 struct iod_manager {
 	sd_event *event;
@@ -32,6 +33,7 @@ struct iod_manager {
 	struct iod_session **sessions;
 	size_t n_sessions;
 	struct iod_uevent *uevent;
+	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	bool ready;
 };
 

@@ -6,6 +6,7 @@
 
 #include "bus-util.h"
 #include "errors.h"
+#include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -776,6 +777,9 @@ int iod_session_send_changed(struct iod_session *s, const char *property, ...)
 	va_list ap;
 	size_t n = 0;
 
+	/* Whatever a client can see changed is also what the next instance must see: persist
+	 * it before the reply goes out (fdstore.h). */
+	iod_state_changed(s->manager);
 	if (!bus)
 		return 0;
 	va_start(ap, property);
@@ -794,10 +798,11 @@ int iod_session_send_failed(struct iod_session *s)
 				  s->failure ? s->failure : "");
 }
 
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d)
+int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason)
 {
 	if (!s->manager->bus)
 		return 0;
 	return sd_bus_emit_signal(s->manager->bus, s->path, IOD_SESSION_INTERFACE, "DeviceLost",
-				  "os", d->path, "the device was removed from the system");
+				  "os", d->path,
+				  reason ? reason : "the device was removed from the system");
 }

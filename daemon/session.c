@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "journal.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -48,6 +49,17 @@ static int fdname_new(char **ret, const struct iod_session *s, const char *forma
 	return 0;
 }
 
+/*
+ * Clients get read-only fds of the log memfd, but a memfd is created mode 0777 and anybody
+ * holding an fd can reopen it through /proc/<pid>/fd read-write, then rewrite the offsets
+ * the daemon trusts. Owner-only permissions close that door (root aside).
+ */
+static void log_protect(struct iod_dirty_log *log)
+{
+	if (fchmod(iod_log_fd(log), 0600) < 0)
+		log_debug_errno(errno, "Failed to restrict the dirty log memfd, ignoring: %m");
+}
+
 int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mode mode, uid_t uid,
 		    const struct iod_session_options *options, struct iod_session **ret)
 {
@@ -79,7 +91,11 @@ int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mo
 	r = iod_log_new((unsigned)__builtin_ctzll(options->page_size), &s->log);
 	if (r < 0)
 		return r;
+	log_protect(s->log);
 	r = fdname_new(&s->log_fdname, s, "log");
+	if (r < 0)
+		return r;
+	r = fdname_new(&s->journal_fdname, s, "journal");
 	if (r < 0)
 		return r;
 	/* Named from the start: an owner session opens it only when first needed. */
@@ -126,7 +142,7 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	for (size_t i = s->n_devices; i > 0; i--) {
 		struct iod_device *d = s->devices[i - 1];
 
-		if (d->hwpt_id && s->ictx) {
+		if (d->hwpt_id && s->ictx && !s->keep_kernel) {
 			int r = iod_vfio_detach(d->fd);
 			if (r < 0)
 				log_debug_errno(r, "Failed to detach device %s, ignoring: %m",
@@ -140,7 +156,7 @@ struct iod_session *iod_session_free(struct iod_session *s)
 		struct iod_session_hwpt *h = &s->hwpts[i - 1];
 		int r;
 
-		if (!s->ictx)
+		if (!s->ictx || s->keep_kernel)
 			break;
 		if (h->owned) {
 			r = iod_iommufd_destroy(s->ictx, h->hw.id);
@@ -158,7 +174,7 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	}
 	free(s->hwpts);
 
-	if (s->ictx && s->ioas_owned && s->ioas_id) {
+	if (s->ictx && s->ioas_owned && s->ioas_id && !s->keep_kernel) {
 		for (size_t i = s->n_regions; i > 0; i--) {
 			struct iod_region *g = &s->regions[i - 1];
 
@@ -175,7 +191,8 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	iod_iova_map_free(s->map);
 	iod_log_free(s->log);
 	sd_bus_track_unref(s->track);
-	free(s->harvest_buf);
+	iod_journal_free(s->journal);
+	free(s->journal_fdname);
 	free(s->iommufd_fdname);
 	free(s->log_fdname);
 	free(s->failure);
@@ -287,11 +304,30 @@ fail:
 	return r;
 }
 
+/*
+ * Is id a HWPT of ictx, and can it report dirty bits? There is no ioctl that names an
+ * object's type, so ask for the dirty bits of one page without clearing them: -ENOENT for
+ * anything but a paging HWPT, -EOPNOTSUPP for a domain without dirty tracking. What comes
+ * back otherwise (bits, or EINVAL from a driver whose tracking is still off) says "capable".
+ */
+static int hwpt_probe(struct iod_iommufd *ictx, uint32_t id, uint64_t page_size, bool *ret_capable)
+{
+	uint64_t word = 0;
+	int r;
+
+	r = iod_hwpt_read_dirty(ictx, id, 0, page_size, page_size, &word, IOD_READ_NO_CLEAR);
+	if (r == -ENOENT)
+		return r;
+	*ret_capable = r != -EOPNOTSUPP;
+	return 0;
+}
+
 int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 		      const uint32_t *hwpt_ids, size_t n_hwpts, struct iod_reason *why)
 {
 	_cleanup_free_ struct iod_session_hwpt *hwpts = NULL;
 	struct iod_iommufd *ictx = NULL;
+	bool huge = false;
 	int r;
 
 	if (s->mode != IOD_MODE_ADOPT || s->ictx)
@@ -304,16 +340,49 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 	if (r < 0)
 		return iod_reason_kernel(why, r, "Failed to adopt the passed iommufd");
 
+	/* The IOAS must be one: its huge page option answers only for an IOAS. */
+	r = iod_ioas_get_huge_pages(ictx, ioas_id, &huge);
+	if (r == -ENOENT || r == -EINVAL) {
+		iod_iommufd_free(ictx);
+		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				   "Object %u of the passed iommufd is not an IOAS", ioas_id);
+	}
+	if (r < 0) {
+		iod_iommufd_free(ictx);
+		return iod_reason_kernel(why, r, "Failed to look at ioas %u", ioas_id);
+	}
+	if (huge)
+		log_info("Session %s: ioas %u maps with huge IOMMU pages: a dirty huge page "
+			 "makes every page under it dirty (IOMMU_OPTION_HUGE_PAGES=0 keeps bits "
+			 "precise).",
+			 s->name, ioas_id);
+
 	hwpts = calloc(n_hwpts + 1, sizeof(*hwpts));
 	if (!hwpts) {
 		iod_iommufd_free(ictx);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < n_hwpts; i++)
+	for (size_t i = 0; i < n_hwpts; i++) {
+		bool capable;
+
+		r = hwpt_probe(ictx, hwpt_ids[i], s->options.page_size, &capable);
+		if (r < 0) {
+			iod_iommufd_free(ictx);
+			if (r == -ENOENT)
+				return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+						   "Object %u of the passed iommufd is not a HWPT",
+						   hwpt_ids[i]);
+			return iod_reason_kernel(why, r, "Failed to look at hwpt %u", hwpt_ids[i]);
+		}
+		if (!capable)
+			log_info("Session %s: hwpt %u cannot track dirty pages: its mappings count "
+				 "as always dirty (fallback).",
+				 s->name, hwpt_ids[i]);
 		hwpts[i] = (struct iod_session_hwpt){
-			.hw = {.id = hwpt_ids[i], .dirty_capable = true, .tracking = false},
+			.hw = {.id = hwpt_ids[i], .dirty_capable = capable, .tracking = false},
 			.owned = false,
 		};
+	}
 
 	s->ictx = ictx;
 	s->ioas_id = ioas_id;
@@ -564,12 +633,11 @@ int iod_session_add_region(struct iod_session *s, uint64_t gpa, uint64_t size,
 
 /* --- harvesting ------------------------------------------------------------------------- */
 
-static int harvest_buf_ensure(struct iod_session *s)
+int iod_session_ensure_journal(struct iod_session *s)
 {
-	if (s->harvest_buf)
+	if (s->journal)
 		return 0;
-	s->harvest_buf = malloc(iod_bitmap_bytes(HARVEST_CHUNK_BITS));
-	return s->harvest_buf ? 0 : -ENOMEM;
+	return iod_journal_new(HARVEST_CHUNK_BITS, &s->journal);
 }
 
 struct harvest_ctx {
@@ -590,20 +658,27 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	for (uint64_t done = 0; done < p->length;) {
 		uint64_t len = MIN(p->length - done, HARVEST_CHUNK_BITS << shift);
 		uint64_t nbits = len >> shift;
+		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
+		 * merged: it lives in a memfd that the next instance replays (journal.h). */
+		uint64_t *buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
 
-		memset(s->harvest_buf, 0, iod_bitmap_bytes(nbits));
-		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page,
-					s->harvest_buf, c->flags);
-		if (r < 0)
+		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page, buf,
+					c->flags);
+		if (r < 0) {
+			iod_journal_end(s->journal);
 			return log_debug_errno(r,
 					       "Failed to read dirty bits of hwpt %u at [0x%" PRIx64
 					       ", +0x%" PRIx64 "): %m",
 					       c->hwpt->hw.id, p->iova + done, len);
-		if (!iod_bitmap_is_empty(s->harvest_buf, nbits, 0, nbits)) {
-			r = iod_log_merge(s->log, p->gpa + done, s->harvest_buf, 0, nbits, shift);
-			if (r < 0)
-				return log_debug_errno(r, "Failed to merge into the log: %m");
 		}
+		if (!iod_bitmap_is_empty(buf, nbits, 0, nbits)) {
+			r = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
+			if (r < 0) {
+				iod_journal_end(s->journal);
+				return log_debug_errno(r, "Failed to merge into the log: %m");
+			}
+		}
+		iod_journal_end(s->journal);
 		done += len;
 	}
 	return 0;
@@ -615,7 +690,7 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 {
 	int r;
 
-	r = harvest_buf_ensure(s);
+	r = iod_session_ensure_journal(s);
 	if (r < 0)
 		return r;
 
@@ -770,8 +845,11 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 
 	/* Keep what the hardware saw so far: into the log before tracking goes off. */
 	r = harvest_hwpts(s, NULL, 0, 0, 0);
-	if (r < 0)
+	if (r < 0) {
+		/* A read-and-clear that failed half way may have lost bits. */
+		iod_session_fail(s, "harvest before stopping failed: %s", iod_strerror(r));
 		return iod_reason_kernel(why, r, "Failed to harvest before stopping");
+	}
 	if (session_has_fallback(s)) {
 		r = mark_mapped(s, 0, 0);
 		if (r < 0)
@@ -1567,6 +1645,7 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 	r = iod_log_open_fd(fd, &s->log);
 	if (r < 0)
 		return log_error_errno(r, "Session %s: the dirty log is unusable: %m", st->name);
+	log_protect(s->log);
 
 	/* An owner session that never needed the kernel has no iommufd (and no IOAS) yet. */
 	fd = st->iommufd_fdname ? lookup(st->iommufd_fdname, userdata) : -ENOENT;

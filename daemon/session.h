@@ -84,7 +84,10 @@ struct iod_session {
 	struct iod_iova_map *map;
 	struct iod_dirty_log *log;
 	char *log_fdname;
-	uint64_t *harvest_buf; /* one chunk of a HWPT's bitmap */
+	struct iod_journal *journal; /* one chunk of a HWPT's bitmap, in a memfd (journal.h) */
+	char *journal_fdname;
+	/* Free without undoing kernel objects: the fd store keeps them for the next instance. */
+	bool keep_kernel;
 
 	/* statistics of the last round */
 	bool round_pending;
@@ -172,6 +175,9 @@ int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_re
 /* Mark the log incomplete and the session failed (idempotent); emits the Failed signal. */
 void iod_session_fail(struct iod_session *s, const char *format, ...) _printf_(2, 3);
 
+/* Create the harvest journal (journal.h) if the session has none yet. */
+int iod_session_ensure_journal(struct iod_session *s);
+
 /* A read-only fd of the dirty log memfd, for the client. */
 int iod_session_open_log_ro(struct iod_session *s);
 
@@ -195,6 +201,6 @@ int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, c
 				sd_bus_error *error);
 int iod_session_send_changed(struct iod_session *s, const char *property, ...);
 int iod_session_send_failed(struct iod_session *s);
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d);
+int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason);
 
 #endif

@@ -31,7 +31,7 @@ export IOD_VM_SHAPE=$shape
 
 say() { echo "@@IOD@@ $*"; }
 
-if [ "$shape" = vfio ] || [ "$shape" = demo ]; then
+if [ "$shape" = vfio ] || [ "$shape" = demo ] || [ "$shape" = demo-vfio ]; then
 	# Bind the edu device (1234:11e8) to vfio-pci so it appears as a VFIO cdev.
 	for d in /sys/bus/pci/devices/*; do
 		[ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] || continue

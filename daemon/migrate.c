@@ -1,0 +1,839 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The reference pre-copy migration (see migrate.h): an sd-bus client of iodirtyd.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "iodirty.h"
+#include "migrate.h"
+
+#define DEST "org.iodirty.Tracker1"
+#define MANAGER "/org/iodirty/Tracker1"
+#define MGR_IFACE "org.iodirty.Manager1"
+#define SES_IFACE "org.iodirty.Session1"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+struct iod_migrate {
+	sd_bus *bus;
+	struct iod_migrate_config c;
+	struct iod_migrate_ops ops;
+	void *userdata;
+
+	const uint8_t *mem;
+	bool mem_mapped;
+	char *path;
+	bool session_made;
+	sd_bus_slot *slot_owner, *slot_lost, *slot_failed;
+
+	/* events seen by the signal handlers, handled between steps */
+	bool daemon_gone; /* the name lost its owner (or changed owner) */
+	unsigned devices_lost_new;
+	bool failed;
+	char *failure;
+
+	/* the copy */
+	uint64_t copied_total;
+	uint64_t copy_usec_total;
+	uint64_t batch_left;
+	bool ticking;
+
+	struct iod_migrate_result res;
+	char error[512];
+};
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void sleep_usec(uint64_t usec)
+{
+	struct timespec ts = {.tv_sec = (time_t)(usec / 1000000),
+			      .tv_nsec = (long)(usec % 1000000) * 1000};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+const char *iod_migrate_status_to_string(enum iod_migrate_status s)
+{
+	switch (s) {
+	case IOD_MIGRATE_OK:
+		return "ok";
+	case IOD_MIGRATE_ERROR:
+		return "error";
+	case IOD_MIGRATE_DAEMON_LOST:
+		return "daemon-lost";
+	case IOD_MIGRATE_DEVICE_LOST:
+		return "device-lost";
+	case IOD_MIGRATE_SESSION_FAILED:
+		return "session-failed";
+	}
+	return "unknown";
+}
+
+static int failf(struct iod_migrate *m, enum iod_migrate_status status, int r, const char *format,
+		 ...) _printf_(4, 5);
+static int failf(struct iod_migrate *m, enum iod_migrate_status status, int r, const char *format,
+		 ...)
+{
+	va_list ap;
+
+	/* the first failure is the one to report */
+	if (m->res.status == IOD_MIGRATE_OK) {
+		va_start(ap, format);
+		vsnprintf(m->error, sizeof(m->error), format, ap);
+		va_end(ap);
+		m->res.status = status;
+	}
+	return r < 0 ? r : -EIO;
+}
+
+/* The daemon itself is gone (as opposed to refusing): the bus says so. */
+static bool error_is_daemon_gone(const sd_bus_error *e, int r)
+{
+	return sd_bus_error_has_name(e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
+	       sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) ||
+	       sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER) ||
+	       sd_bus_error_has_name(e, "org.freedesktop.DBus.Error.Disconnected");
+}
+
+/* --- signals -------------------------------------------------------------------------------- */
+
+static int on_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	struct iod_migrate *m = userdata;
+	const char *name, *old, *new;
+
+	if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
+		return 0;
+	if (strcmp(name, DEST) == 0 && old[0])
+		m->daemon_gone = true;
+	return 0;
+}
+
+static int on_device_lost(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	struct iod_migrate *m = userdata;
+	const char *dev = "?", *reason = "?";
+
+	(void)sd_bus_message_read(msg, "os", &dev, &reason);
+	fprintf(stderr, "iodirty-migrate: device %s of session %s was lost: %s\n", dev,
+		m->c.session, reason);
+	m->devices_lost_new++;
+	m->res.devices_lost++;
+	return 0;
+}
+
+static int on_failed(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	struct iod_migrate *m = userdata;
+	const char *reason = "?";
+
+	(void)sd_bus_message_read(msg, "s", &reason);
+	m->failed = true;
+	free(m->failure);
+	m->failure = strdup(reason);
+	return 0;
+}
+
+/* Dispatch what arrived (signals), without blocking. */
+static int pump(struct iod_migrate *m)
+{
+	int r;
+
+	while ((r = sd_bus_process(m->bus, NULL)) > 0)
+		;
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_ERROR, r, "Lost the bus connection: %s", strerror(-r));
+	return 0;
+}
+
+static int watch_session(struct iod_migrate *m)
+{
+	int r;
+
+	r = sd_bus_match_signal(m->bus, &m->slot_lost, DEST, m->path, SES_IFACE, "DeviceLost",
+				on_device_lost, m);
+	if (r >= 0)
+		r = sd_bus_match_signal(m->bus, &m->slot_failed, DEST, m->path, SES_IFACE, "Failed",
+					on_failed, m);
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_ERROR, r, "Failed to watch session signals: %s",
+			     strerror(-r));
+	return 0;
+}
+
+/* --- calls ---------------------------------------------------------------------------------- */
+
+/* A session method; on failure the error is recorded and -EPIPE means "the daemon is gone". */
+static int scall(struct iod_migrate *m, const char *member, sd_bus_message **reply,
+		 const char *types, ...)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, types);
+	r = sd_bus_call_methodv(m->bus, DEST, m->path, SES_IFACE, member, &error, reply, types, ap);
+	va_end(ap);
+	if (r >= 0)
+		return r;
+	if (error_is_daemon_gone(&error, r)) {
+		m->daemon_gone = true;
+		snprintf(m->error, sizeof(m->error), "%s: iodirtyd went away (%s)", member,
+			 error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return -EPIPE;
+	}
+	if (sd_bus_error_has_name(&error, "org.iodirty.Error.SessionFailed"))
+		r = failf(m, IOD_MIGRATE_SESSION_FAILED, r, "%s: %s", member, error.message);
+	else
+		r = failf(m, IOD_MIGRATE_ERROR, r, "%s: %s%s%s%s", member,
+			  error.message ? error.message : strerror(-r), error.name ? " (" : "",
+			  error.name ? error.name : "", error.name ? ")" : "");
+	sd_bus_error_free(&error);
+	return r;
+}
+
+static int get_session_path(struct iod_migrate *m, sd_bus_error *error)
+{
+	sd_bus_message *reply = NULL;
+	const char *path;
+	int r;
+
+	r = sd_bus_call_method(m->bus, DEST, MANAGER, MGR_IFACE, "GetSession", error, &reply, "s",
+			       m->c.session);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "o", &path);
+	if (r >= 0) {
+		free(m->path);
+		m->path = strdup(path);
+		r = m->path ? 0 : -ENOMEM;
+	}
+	sd_bus_message_unref(reply);
+	return r;
+}
+
+/*
+ * The daemon went away. With the retry policy wait for it to come back, find the session
+ * again and claim it: the next Harvest then delivers everything not acknowledged.
+ */
+static int handle_daemon_gone(struct iod_migrate *m, const char *during)
+{
+	uint64_t deadline = now_usec() + m->c.restart_timeout_usec;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	if (m->c.on_daemon_restart != IOD_MIGRATE_RETRY)
+		return failf(m, IOD_MIGRATE_DAEMON_LOST, -EPIPE,
+			     "iodirtyd went away %s (policy --on-daemon-restart=abort): the "
+			     "migration of session %s is abandoned, its destination is incomplete",
+			     during, m->c.session);
+	fprintf(stderr,
+		"iodirty-migrate: iodirtyd went away %s, waiting up to %" PRIu64
+		" s for it to come back\n",
+		during, m->c.restart_timeout_usec / 1000000);
+
+	for (;;) {
+		sd_bus_message *reply = NULL;
+
+		r = sd_bus_call_method(m->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "GetNameOwner", NULL, &reply, "s",
+				       DEST);
+		sd_bus_message_unref(reply);
+		if (r >= 0)
+			break;
+		if (now_usec() >= deadline)
+			return failf(m, IOD_MIGRATE_DAEMON_LOST, -ETIMEDOUT,
+				     "iodirtyd went away %s and did not come back within %" PRIu64
+				     " s: the migration of session %s is abandoned",
+				     during, m->c.restart_timeout_usec / 1000000, m->c.session);
+		(void)sd_bus_wait(m->bus, 100000);
+		r = pump(m);
+		if (r < 0)
+			return r;
+	}
+	r = pump(m);
+	if (r < 0)
+		return r;
+	m->daemon_gone = false;
+
+	r = get_session_path(m, &error);
+	if (r < 0) {
+		r = failf(m, IOD_MIGRATE_DAEMON_LOST, r,
+			  "iodirtyd restarted %s and session %s did not survive (%s): its dirty "
+			  "log is gone, the destination cannot be completed; migrate again from "
+			  "a full copy",
+			  during, m->c.session, error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	sd_bus_error_free(&error);
+	/* A restored session has lost its owner's bus name: take it back. */
+	r = sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Claim", &error, NULL, NULL);
+	if (r < 0 && !sd_bus_error_has_name(&error, "org.iodirty.Error.Busy")) {
+		r = failf(m, IOD_MIGRATE_DAEMON_LOST, r,
+			  "iodirtyd restarted %s; claiming session %s failed: %s", during,
+			  m->c.session, error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	sd_bus_error_free(&error);
+	m->res.daemon_restarts++;
+	fprintf(stderr, "iodirty-migrate: iodirtyd is back, session %s survived: going on\n",
+		m->c.session);
+	return 0;
+}
+
+/* Between steps: signals that change the course of the run. */
+static int check_events(struct iod_migrate *m, const char *during)
+{
+	int r;
+
+	r = pump(m);
+	if (r < 0)
+		return r;
+	if (m->failed)
+		return failf(m, IOD_MIGRATE_SESSION_FAILED, -EIO,
+			     "Session %s failed, its dirty log is incomplete: %s", m->c.session,
+			     m->failure ? m->failure : "?");
+	if (m->devices_lost_new) {
+		m->devices_lost_new = 0;
+		if (m->c.on_device_lost != IOD_MIGRATE_CONTINUE)
+			return failf(m, IOD_MIGRATE_DEVICE_LOST, -ENODEV,
+				     "A device of session %s was lost %s (policy "
+				     "--on-device-lost=abort)",
+				     m->c.session, during);
+		fprintf(stderr,
+			"iodirty-migrate: going on without it (--on-device-lost=continue)\n");
+	}
+	if (m->daemon_gone)
+		return handle_daemon_gone(m, during);
+	return 0;
+}
+
+/* --- setting up ----------------------------------------------------------------------------- */
+
+static int append_options(struct iod_migrate *m, sd_bus_message *msg)
+{
+	int r;
+
+	r = sd_bus_message_open_container(msg, 'a', "{sv}");
+	if (r >= 0 && m->c.viommu)
+		r = sd_bus_message_append(msg, "{sv}", "viommu", "b", 1);
+	if (r >= 0 && m->c.page_size)
+		r = sd_bus_message_append(msg, "{sv}", "page_size", "t", m->c.page_size);
+	if (r >= 0 && m->c.keep_session)
+		r = sd_bus_message_append(msg, "{sv}", "disconnect_policy", "s", "keep");
+	if (r >= 0)
+		r = sd_bus_message_close_container(msg);
+	return r;
+}
+
+static int create_session(struct iod_migrate *m)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *msg = NULL, *reply = NULL;
+	const char *path;
+	int r;
+
+	r = sd_bus_message_new_method_call(m->bus, &msg, DEST, MANAGER, MGR_IFACE,
+					   m->c.mode == IOD_MIGRATE_ADOPT ? "AdoptSession"
+									  : "CreateSession");
+	if (r >= 0)
+		r = sd_bus_message_append(msg, "s", m->c.session);
+	if (r >= 0 && m->c.mode == IOD_MIGRATE_ADOPT) {
+		r = sd_bus_message_append(msg, "hu", m->c.iommufd, m->c.ioas);
+		if (r >= 0)
+			r = sd_bus_message_append_array(msg, 'u', m->c.hwpts,
+							m->c.n_hwpts * sizeof(uint32_t));
+	}
+	if (r >= 0)
+		r = append_options(m, msg);
+	if (r >= 0)
+		r = sd_bus_call(m->bus, msg, 0, &error, &reply);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "o", &path);
+	if (r >= 0) {
+		m->path = strdup(path);
+		r = m->path ? 0 : -ENOMEM;
+	}
+	if (r < 0)
+		r = failf(m,
+			  error_is_daemon_gone(&error, r) ? IOD_MIGRATE_DAEMON_LOST
+							  : IOD_MIGRATE_ERROR,
+			  r, "Creating session %s: %s", m->c.session,
+			  error.message ? error.message : strerror(-r));
+	else
+		m->session_made = true;
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(msg);
+	sd_bus_message_unref(reply);
+	return r;
+}
+
+static int setup(struct iod_migrate *m)
+{
+	int r;
+
+	r = create_session(m);
+	if (r < 0)
+		return r;
+	r = watch_session(m);
+	if (r < 0)
+		return r;
+
+	if (m->c.mode == IOD_MIGRATE_OWNER)
+		r = scall(m, "AddMemory", NULL, "httt", m->c.memfd, m->c.offset, m->c.size,
+			  m->c.gpa);
+	else
+		r = scall(m, "AddRegion", NULL, "tt", m->c.gpa, m->c.size);
+	if (r < 0)
+		return r;
+
+	for (size_t i = 0; i < m->c.n_mappings; i++) {
+		const struct iod_migrate_mapping *p = &m->c.mappings[i];
+
+		r = scall(m, "Map", NULL, "ttt", p->iova, p->gpa, p->size);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < m->c.n_devices; i++) {
+		r = scall(m, "AttachDevice", NULL, "sa{sv}", m->c.devices[i], 0);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < m->c.n_device_fds; i++) {
+		r = scall(m, "AttachDeviceFd", NULL, "ha{sv}", m->c.device_fds[i], 0);
+		if (r < 0)
+			return r;
+	}
+	if (m->ops.prepare) {
+		r = m->ops.prepare(m, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r, "Preparing the session failed: %s",
+				     strerror(-r));
+	}
+	r = scall(m, "Start", NULL, NULL);
+	if (r < 0)
+		return r;
+	if (m->ops.started) {
+		r = m->ops.started(m, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r, "Starting the workload failed: %s",
+				     strerror(-r));
+	}
+	return 0;
+}
+
+/* --- copying -------------------------------------------------------------------------------- */
+
+static int tick(struct iod_migrate *m)
+{
+	int r;
+
+	if (!m->ticking || !m->ops.tick)
+		return 0;
+	r = m->ops.tick(m, m->userdata);
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_ERROR, r, "The workload failed: %s", strerror(-r));
+	return 0;
+}
+
+/* Write [gpa, gpa + length) to the destination, at most max_bandwidth, ticking per batch. */
+static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint64_t *usec)
+{
+	while (length > 0) {
+		uint64_t n = MIN(length, m->batch_left), t0 = now_usec(), spent;
+		int r;
+
+		r = m->ops.write(gpa, m->mem + (gpa - m->c.gpa), n, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r,
+				     "Writing [0x%" PRIx64 ", +0x%" PRIx64
+				     ") to the destination failed: %s",
+				     gpa, n, strerror(-r));
+		spent = now_usec() - t0;
+		if (m->c.max_bandwidth) {
+			uint64_t want = n * 1000000 / m->c.max_bandwidth;
+
+			if (spent < want) {
+				sleep_usec(want - spent);
+				spent = want;
+			}
+		}
+		*usec += spent;
+		m->copied_total += n;
+		m->copy_usec_total += spent;
+		gpa += n;
+		length -= n;
+		m->batch_left -= n;
+		if (m->batch_left == 0) {
+			m->batch_left = m->c.batch_bytes;
+			r = tick(m);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static uint64_t bandwidth(const struct iod_migrate *m)
+{
+	return m->copy_usec_total ? m->copied_total * 1000000 / m->copy_usec_total : 0;
+}
+
+static void report(struct iod_migrate *m, struct iod_migrate_round *rd)
+{
+	rd->bandwidth = bandwidth(m);
+	rd->est_downtime_usec = rd->bandwidth ? rd->bytes * 1000000 / rd->bandwidth : 0;
+	if (m->ops.round)
+		m->ops.round(rd, m->userdata);
+}
+
+static int full_copy(struct iod_migrate *m)
+{
+	struct iod_migrate_round rd = {.index = 0, .precise = true};
+	int r;
+
+	for (uint64_t done = 0; done < m->c.size;) {
+		uint64_t n = MIN(m->c.size - done, m->c.batch_bytes);
+
+		r = copy_range(m, m->c.gpa + done, n, &rd.copy_usec);
+		if (r < 0)
+			return r;
+		done += n;
+		r = check_events(m, "during the full copy");
+		if (r < 0)
+			return r;
+	}
+	rd.bytes = m->c.size;
+	rd.dirty_pages = m->c.size / (m->c.page_size ? m->c.page_size : 4096);
+	report(m, &rd);
+	return 0;
+}
+
+/* The log memfd Harvest returned, mapped read-only. */
+struct log_view {
+	uint8_t *p;
+	size_t size;
+	const struct iod_log_header *h;
+};
+
+static int log_map(int fd, struct log_view *v)
+{
+	const struct iod_log_header *h;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size < sizeof(*h))
+		return -EBADMSG;
+	v->size = (size_t)st.st_size;
+	v->p = mmap(NULL, v->size, PROT_READ, MAP_SHARED, fd, 0);
+	if (v->p == MAP_FAILED)
+		return -errno;
+	h = v->h = (const void *)v->p;
+	if (h->magic != IOD_LOG_MAGIC || h->version != IOD_LOG_VERSION ||
+	    h->size > (uint64_t)st.st_size || h->n_regions > h->max_regions || h->page_shift < 9 ||
+	    h->page_shift > 30 ||
+	    h->regions_offset + (uint64_t)h->max_regions * sizeof(struct iod_log_region) >
+		    h->size) {
+		munmap(v->p, v->size);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Copy the dirty pages of the round plane that fall in our memory. */
+static int copy_dirty(struct iod_migrate *m, const struct log_view *v, struct iod_migrate_round *rd)
+{
+	const struct iod_log_header *h = v->h;
+	uint64_t page = UINT64_C(1) << h->page_shift, end = m->c.gpa + m->c.size;
+	int r;
+
+	for (uint32_t i = 0; i < h->n_regions; i++) {
+		const struct iod_log_region *g = (const void *)(v->p + h->regions_offset +
+								i * sizeof(*g));
+		uint64_t nbits = g->length >> h->page_shift, words = iod_bitmap_words(nbits);
+		const uint64_t *bits;
+		uint64_t run_start = 0, run_len = 0;
+
+		if (g->round_offset + words * 8 > h->size || g->round_offset % 8)
+			return -EBADMSG;
+		bits = (const void *)(v->p + g->round_offset);
+		for (uint64_t w = 0; w < words; w++) {
+			uint64_t word = bits[w];
+
+			while (word) {
+				uint64_t bit = w * 64 + (uint64_t)__builtin_ctzll(word);
+				uint64_t a = g->gpa + bit * page, b = a + page;
+
+				word &= word - 1;
+				if (bit >= nbits)
+					break;
+				if (b <= m->c.gpa || a >= end)
+					continue;
+				if (a < m->c.gpa)
+					a = m->c.gpa;
+				if (b > end)
+					b = end;
+				if (run_len && run_start + run_len == a) {
+					run_len += b - a;
+					continue;
+				}
+				if (run_len) {
+					r = copy_range(m, run_start, run_len, &rd->copy_usec);
+					if (r < 0)
+						return r;
+					rd->bytes += run_len;
+				}
+				run_start = a;
+				run_len = b - a;
+			}
+		}
+		if (run_len) {
+			r = copy_range(m, run_start, run_len, &rd->copy_usec);
+			if (r < 0)
+				return r;
+			rd->bytes += run_len;
+		}
+	}
+	return 0;
+}
+
+/* One round: Harvest, copy (unless dropped), Acknowledge. -EAGAIN: do the round again. */
+static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
+		       struct iod_migrate_round *ret)
+{
+	struct iod_migrate_round rd = {.index = index, .final = final};
+	sd_bus_message *reply = NULL;
+	struct log_view v = {};
+	uint64_t t0 = now_usec();
+	int fd, precise, r;
+
+	r = scall(m, "Harvest", &reply, "a{sv}", 0);
+	if (r == -EPIPE)
+		goto gone;
+	if (r < 0)
+		return r;
+	rd.harvest_usec = now_usec() - t0;
+	r = sd_bus_message_read(reply, "thtbt", &rd.daemon_round, &fd, &rd.dirty_pages, &precise,
+				&rd.daemon_usec);
+	if (r < 0) {
+		sd_bus_message_unref(reply);
+		return failf(m, IOD_MIGRATE_ERROR, r, "Bad Harvest reply: %s", strerror(-r));
+	}
+	rd.precise = precise;
+	r = log_map(fd, &v);
+	sd_bus_message_unref(reply); /* closes our copy of the fd; the mapping stays */
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_ERROR, r,
+			     "The dirty log of round %" PRIu64 " cannot be used: %s",
+			     rd.daemon_round, strerror(-r));
+
+	rd.dropped = m->c.drop_round &&
+		     (final ? m->c.drop_round == IOD_MIGRATE_DROP_FINAL : m->c.drop_round == index);
+	if (!rd.dropped) {
+		r = copy_dirty(m, &v, &rd);
+		if (r < 0) {
+			munmap(v.p, v.size);
+			return r == -EBADMSG
+				       ? failf(m, IOD_MIGRATE_ERROR, r,
+					       "The dirty log of round %" PRIu64 " is malformed",
+					       rd.daemon_round)
+				       : r;
+		}
+	}
+	munmap(v.p, v.size);
+
+	r = scall(m, "Acknowledge", NULL, "t", rd.daemon_round);
+	if (r == -EPIPE)
+		goto gone; /* the round stays pending in the log: the next Harvest has it again */
+	if (r < 0)
+		return r;
+	report(m, &rd);
+	*ret = rd;
+	return 0;
+
+gone:
+	r = handle_daemon_gone(m, final ? "in the final round" : "during a round");
+	return r < 0 ? r : -EAGAIN;
+}
+
+/* --- the run -------------------------------------------------------------------------------- */
+
+int iod_migrate_new(sd_bus *bus, const struct iod_migrate_config *config,
+		    const struct iod_migrate_ops *ops, void *userdata, struct iod_migrate **ret)
+{
+	struct iod_migrate *m;
+
+	if (!bus || !config || !ops || !ops->write || !config->session || config->size == 0)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->bus = sd_bus_ref(bus);
+	m->c = *config;
+	m->ops = *ops;
+	m->userdata = userdata;
+	if (!m->c.batch_bytes)
+		m->c.batch_bytes = UINT64_C(1) << 20;
+	if (!m->c.max_rounds)
+		m->c.max_rounds = 30;
+	if (!m->c.restart_timeout_usec)
+		m->c.restart_timeout_usec = 30 * UINT64_C(1000000);
+	m->batch_left = m->c.batch_bytes;
+	*ret = m;
+	return 0;
+}
+
+struct iod_migrate *iod_migrate_free(struct iod_migrate *m)
+{
+	if (!m)
+		return NULL;
+	sd_bus_slot_unref(m->slot_owner);
+	sd_bus_slot_unref(m->slot_lost);
+	sd_bus_slot_unref(m->slot_failed);
+	if (m->mem_mapped)
+		munmap((void *)m->mem, m->c.size);
+	sd_bus_unref(m->bus);
+	free(m->path);
+	free(m->failure);
+	free(m);
+	return NULL;
+}
+
+sd_bus *iod_migrate_bus(struct iod_migrate *m)
+{
+	return m->bus;
+}
+
+const char *iod_migrate_session_path(struct iod_migrate *m)
+{
+	return m->path;
+}
+
+const char *iod_migrate_error(struct iod_migrate *m)
+{
+	return m->error;
+}
+
+static void teardown(struct iod_migrate *m)
+{
+	if (!m->session_made || m->daemon_gone)
+		return;
+	(void)sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Stop", NULL, NULL, NULL);
+	if (!m->c.keep_session)
+		(void)sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Destroy", NULL, NULL,
+					 NULL);
+}
+
+static int run(struct iod_migrate *m)
+{
+	struct iod_migrate_round rd;
+	uint64_t t_pause;
+	unsigned index = 1;
+	int r;
+
+	r = sd_bus_match_signal(m->bus, &m->slot_owner, "org.freedesktop.DBus",
+				"/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged",
+				on_owner_changed, m);
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_ERROR, r, "Failed to watch the bus: %s", strerror(-r));
+
+	if (!m->mem) {
+		void *p = mmap(NULL, m->c.size, PROT_READ, MAP_SHARED, m->c.memfd,
+			       (off_t)m->c.offset);
+
+		if (p == MAP_FAILED)
+			return failf(m, IOD_MIGRATE_ERROR, -errno,
+				     "Failed to map the guest memory: %s", strerror(errno));
+		m->mem = p;
+		m->mem_mapped = true;
+	}
+
+	r = setup(m);
+	if (r < 0)
+		return r;
+
+	m->ticking = true;
+	r = full_copy(m);
+	if (r < 0)
+		return r;
+
+	/* pre-copy rounds */
+	for (;;) {
+		r = check_events(m, "between rounds");
+		if (r < 0)
+			return r;
+		r = dirty_round(m, index, false, &rd);
+		if (r == -EAGAIN)
+			continue;
+		if (r < 0)
+			return r;
+		m->res.precise = rd.precise;
+		index++;
+		if (rd.precise && rd.dirty_pages <= m->c.converge_pages) {
+			m->res.converged = true;
+			break;
+		}
+		if (index > m->c.max_rounds)
+			break;
+	}
+
+	/* stop and copy */
+	t_pause = now_usec();
+	m->ticking = false;
+	if (m->ops.pause) {
+		r = m->ops.pause(m, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r, "Pausing the workload failed: %s",
+				     strerror(-r));
+	}
+	do {
+		r = check_events(m, "in the final round");
+		if (r >= 0)
+			r = dirty_round(m, index, true, &rd);
+	} while (r == -EAGAIN);
+	if (r < 0)
+		return r;
+	m->res.downtime_usec = now_usec() - t_pause;
+	m->res.rounds = index;
+	m->res.est_downtime_usec = rd.est_downtime_usec;
+	m->res.precise = rd.precise;
+	return check_events(m, "after the final round");
+}
+
+int iod_migrate_run(struct iod_migrate *m, struct iod_migrate_result *ret)
+{
+	uint64_t t0 = now_usec();
+	int r;
+
+	r = run(m);
+	teardown(m);
+	m->res.total_bytes = m->copied_total;
+	m->res.bandwidth = bandwidth(m);
+	m->res.total_usec = now_usec() - t0;
+	if (r < 0 && m->res.status == IOD_MIGRATE_OK) {
+		char why[sizeof(m->error)];
+
+		snprintf(why, sizeof(why), "%s", m->error[0] ? m->error : strerror(-r));
+		r = failf(m, IOD_MIGRATE_ERROR, r, "%s", why);
+	}
+	*ret = m->res;
+	return r;
+}

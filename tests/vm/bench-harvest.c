@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Harvest benchmarks in the mock guest, each printed as a ratio to a baseline measured in
+ * the same run (never a pass/fail on time):
+ *
+ *  1. a daemon harvest round (D-Bus call, read-and-clear per HWPT, translation, merge,
+ *     delivery of the log memfd, mapped by the client) against the raw
+ *     IOMMU_HWPT_GET_DIRTY_BITMAP loop over the same HWPTs and range, for 256 MiB and for
+ *     the whole mock aperture [16 MiB, 2 GiB), dense and sparse dirty sets (target 1.15x);
+ *  2. delivering a 64 MiB bitmap (2 TiB of guest memory at 4 KiB pages): the log memfd of
+ *     a Harvest against the same bytes inline in a D-Bus byte array (a test-only echo
+ *     service on the same bus), both read to the end by the client;
+ *  3. vIOMMU churn: map + unmap pairs per second with the daemon in the loop (Map, Unmap
+ *     with its harvest before unmap) against the raw IOAS map + unmap ioctls.
+ *
+ * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
+ * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
+ * dbus-daemon or iodirtyd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <systemd/sd-bus.h>
+
+#include "iodirty.h"
+#include "iommufd-mock.h"
+
+#define SKIP 77
+#define DEST "org.iodirty.Tracker1"
+#define MANAGER "/org/iodirty/Tracker1"
+#define MGR_IFACE "org.iodirty.Manager1"
+#define SES_IFACE "org.iodirty.Session1"
+#define SZ_1M (UINT64_C(1) << 20)
+#define N_HWPTS 2
+#define PAGE 4096
+
+static char bus_address[512];
+static pid_t dbus_pid, daemon_pid, echo_pid;
+static uint64_t mock_page;
+
+static void cleanup(void)
+{
+	pid_t pids[] = {echo_pid, daemon_pid, dbus_pid};
+
+	for (size_t i = 0; i < ELEMENTSOF(pids); i++)
+		if (pids[i] > 0) {
+			kill(pids[i], SIGTERM);
+			waitpid(pids[i], NULL, 0);
+		}
+	echo_pid = daemon_pid = dbus_pid = 0;
+}
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("FAIL: ");
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	cleanup();
+	exit(EXIT_FAILURE);
+}
+
+static void skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("SKIP: ");
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	cleanup();
+	exit(SKIP);
+}
+
+static uint64_t now_nsec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+/* --- the bus, the daemon, the echo service -------------------------------------------------- */
+
+static const char bus_conf[] =
+	"<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
+	" \"https://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+	"<busconfig>\n"
+	" <type>session</type>\n"
+	" <listen>unix:path=/tmp/iodirty-bench-bus</listen>\n"
+	" <auth>EXTERNAL</auth>\n"
+	" <policy context=\"default\">\n"
+	"  <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+	"  <allow eavesdrop=\"true\"/>\n"
+	"  <allow own=\"*\"/>\n"
+	" </policy>\n"
+	" <limit name=\"max_message_size\">134217728</limit>\n"
+	" <limit name=\"max_incoming_bytes\">1000000000</limit>\n"
+	" <limit name=\"max_outgoing_bytes\">1000000000</limit>\n"
+	" <limit name=\"reply_timeout\">300000</limit>\n"
+	"</busconfig>\n";
+
+static void start_bus(void)
+{
+	int pfd[2];
+	FILE *f;
+	ssize_t l;
+
+	f = fopen("/tmp/iodirty-bench-bus.conf", "we");
+	if (!f || fputs(bus_conf, f) < 0 || fclose(f) != 0)
+		die("writing the bus config: %m");
+	if (pipe(pfd) < 0)
+		die("pipe: %m");
+	dbus_pid = fork();
+	if (dbus_pid == 0) {
+		char arg[64];
+
+		close(pfd[0]);
+		snprintf(arg, sizeof(arg), "--print-address=%d", pfd[1]);
+		execlp("dbus-daemon", "dbus-daemon", "--config-file=/tmp/iodirty-bench-bus.conf",
+		       "--nofork", arg, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	l = read(pfd[0], bus_address, sizeof(bus_address) - 1);
+	close(pfd[0]);
+	if (l <= 0)
+		skip("dbus-daemon did not start");
+	bus_address[l] = '\0';
+	bus_address[strcspn(bus_address, "\n")] = '\0';
+}
+
+static int bus_connect(sd_bus **ret)
+{
+	sd_bus *bus = NULL;
+	int r;
+
+	r = sd_bus_new(&bus);
+	if (r >= 0)
+		r = sd_bus_set_address(bus, bus_address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(bus, 1);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	if (r < 0) {
+		sd_bus_unref(bus);
+		return r;
+	}
+	*ret = bus;
+	return 0;
+}
+
+static bool name_has_owner(sd_bus *bus, const char *name)
+{
+	return sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				  "org.freedesktop.DBus", "GetNameOwner", NULL, NULL, "s",
+				  name) >= 0;
+}
+
+static void wait_name(sd_bus *bus, const char *name, pid_t pid)
+{
+	for (int i = 0; i < 400; i++) {
+		if (name_has_owner(bus, name))
+			return;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			break;
+		usleep(50000);
+	}
+	skip("%s did not appear on the bus", name);
+}
+
+static void start_daemon(sd_bus *bus)
+{
+	char arg[600];
+
+	daemon_pid = fork();
+	if (daemon_pid == 0) {
+		snprintf(arg, sizeof(arg), "--bus-address=%s", bus_address);
+		execlp("iodirtyd", "iodirtyd", arg, "--log-level=warning",
+		       "--limit=log_bytes=268435456", (char *)NULL);
+		_exit(127);
+	}
+	wait_name(bus, DEST, daemon_pid);
+}
+
+/* The test-only echo: Bitmap(t size) -> ay of size bytes, from a buffer it keeps. */
+static uint8_t *echo_buf;
+
+static int echo_bitmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	sd_bus_message *reply = NULL;
+	uint64_t size;
+	int r;
+
+	r = sd_bus_message_read(m, "t", &size);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r >= 0)
+		r = sd_bus_message_append_array(reply, 'y', echo_buf, size);
+	if (r >= 0)
+		r = sd_bus_send(NULL, reply, NULL);
+	sd_bus_message_unref(reply);
+	return r;
+}
+
+static const sd_bus_vtable echo_vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_METHOD("Bitmap", "t", "ay", echo_bitmap, 0),
+	SD_BUS_VTABLE_END,
+};
+
+static void start_echo(sd_bus *bus, uint64_t size)
+{
+	echo_pid = fork();
+	if (echo_pid == 0) {
+		sd_bus *b = NULL;
+
+		echo_buf = malloc(size);
+		if (!echo_buf || bus_connect(&b) < 0)
+			_exit(1);
+		for (uint64_t i = 0; i < size; i++)
+			echo_buf[i] = (uint8_t)rng();
+		if (sd_bus_add_object_vtable(b, NULL, "/bench", "org.iodirty.BenchEcho",
+					     echo_vtable, NULL) < 0 ||
+		    sd_bus_request_name(b, "org.iodirty.BenchEcho", 0) < 0)
+			_exit(1);
+		for (;;) {
+			int r = sd_bus_process(b, NULL);
+
+			if (r < 0)
+				_exit(1);
+			if (r == 0)
+				sd_bus_wait(b, UINT64_MAX);
+		}
+	}
+	wait_name(bus, "org.iodirty.BenchEcho", echo_pid);
+}
+
+/* --- the mock machine ------------------------------------------------------------------------ */
+
+struct mock {
+	struct iod_iommufd *ictx;
+	int fd;
+	uint32_t ioas, stdev[N_HWPTS], hwpt[N_HWPTS];
+	int memfd;
+	uint8_t *mem;
+	uint64_t mem_size;
+};
+
+static void mock_setup(struct mock *k, uint64_t mem_size)
+{
+	int r;
+
+	*k = (struct mock){.mem_size = mem_size};
+	r = iod_iommufd_open(NULL, &k->ictx);
+	if (r < 0)
+		skip("no iommufd: %s", iod_strerror(r));
+	k->fd = iod_iommufd_fd(k->ictx);
+	if (iod_ioas_alloc(k->ictx, &k->ioas) < 0 ||
+	    iod_ioas_set_huge_pages(k->ictx, k->ioas, false) < 0)
+		die("IOAS: %m");
+	for (int i = 0; i < N_HWPTS; i++) {
+		struct iod_mock_cmd cmd = {
+			.size = sizeof(cmd), .op = IOD_MOCK_OP_DOMAIN_FLAGS, .id = k->ioas};
+		struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
+
+		if (ioctl(k->fd, IOD_MOCK_CMD, &cmd) < 0)
+			skip("no iommufd mock devices: %m");
+		k->stdev[i] = cmd.domain.out_stdev_id;
+		r = iod_hwpt_alloc(k->ictx, cmd.domain.out_idev_id, k->ioas, IOD_HWPT_DIRTY,
+				   &k->hwpt[i]);
+		if (r < 0)
+			die("dirty HWPT: %s", strerror(-r));
+		rep.id = k->stdev[i];
+		rep.replace.pt_id = k->hwpt[i];
+		if (ioctl(k->fd, IOD_MOCK_CMD, &rep) < 0)
+			die("replace: %m");
+	}
+	k->memfd = memfd_create("bench-ram", MFD_CLOEXEC);
+	if (k->memfd < 0 || ftruncate(k->memfd, (off_t)mem_size) < 0)
+		die("memfd: %m");
+	k->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, k->memfd, 0);
+	if (k->mem == MAP_FAILED)
+		die("mmap: %m");
+	memset(k->mem, 1, mem_size);
+}
+
+/* [iova, iova + length) mapped by repeating the memory (aliases: any range fits in RAM). */
+static void mock_map_range(struct mock *k, uint64_t iova, uint64_t length)
+{
+	for (uint64_t done = 0; done < length;) {
+		uint64_t n = length - done < k->mem_size ? length - done : k->mem_size;
+		int r = iod_ioas_map(k->ictx, k->ioas, k->mem, n, iova + done,
+				     IOD_MAP_READ | IOD_MAP_WRITE);
+
+		if (r < 0)
+			die("map IOVA 0x%" PRIx64 ": %s", iova + done, strerror(-r));
+		done += n;
+	}
+}
+
+static void mock_unmap_range(struct mock *k, uint64_t iova, uint64_t length)
+{
+	if (iod_ioas_unmap(k->ictx, k->ioas, iova, length, NULL) < 0)
+		die("unmap: %m");
+}
+
+static void mock_teardown(struct mock *k)
+{
+	for (int i = 0; i < N_HWPTS; i++) {
+		(void)iod_iommufd_destroy(k->ictx, k->stdev[i]);
+		(void)iod_iommufd_destroy(k->ictx, k->hwpt[i]);
+	}
+	(void)iod_iommufd_destroy(k->ictx, k->ioas);
+	k->ictx = iod_iommufd_free(k->ictx);
+	munmap(k->mem, k->mem_size);
+	close(k->memfd);
+}
+
+/* What devices do: mark the mock IOPTEs of marks (one bit per mock page from iova) dirty. */
+static void mock_mark(struct mock *k, uint64_t iova, uint64_t length, const uint64_t *marks)
+{
+	for (int i = 0; i < N_HWPTS; i++) {
+		struct iod_mock_cmd cmd = {
+			.size = sizeof(cmd),
+			.op = IOD_MOCK_OP_DIRTY,
+			.id = k->hwpt[i],
+			.dirty = {.iova = iova,
+				  .length = length,
+				  .page_size = mock_page,
+				  .uptr = (uintptr_t)marks},
+		};
+
+		if (ioctl(k->fd, IOD_MOCK_CMD, &cmd) < 0)
+			die("mock DIRTY: %m");
+	}
+}
+
+/* --- session helpers ------------------------------------------------------------------------- */
+
+static char *adopt(sd_bus *bus, struct mock *k, const char *name, bool viommu)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	const char *path;
+	char *ret;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, MANAGER, MGR_IFACE, "AdoptSession");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "shu", name, k->fd, k->ioas);
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'u', k->hwpt, sizeof(k->hwpt));
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a{sv}", 1, "viommu", "b", (int)viommu);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "o", &path);
+	if (r < 0)
+		die("AdoptSession %s: %s", name, error.message ? error.message : strerror(-r));
+	ret = strdup(path);
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+	sd_bus_message_unref(reply);
+	return ret;
+}
+
+static void call(sd_bus *bus, const char *path, const char *member, sd_bus_message **reply,
+		 const char *types, ...)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, types);
+	r = sd_bus_call_methodv(bus, DEST, path, SES_IFACE, member, &error, reply, types, ap);
+	va_end(ap);
+	if (r < 0)
+		die("%s: %s", member, error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+}
+
+/* A Harvest round delivered: the log mapped (and, with consume, every round word read). */
+static uint64_t harvest_round(sd_bus *bus, const char *path, bool consume, bool ack)
+{
+	sd_bus_message *reply = NULL;
+	uint64_t round, dirty, usec, count = 0;
+	int fd, precise;
+	struct stat st;
+	uint8_t *p;
+
+	call(bus, path, "Harvest", &reply, "a{sv}", 0);
+	if (sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) < 0 ||
+	    fstat(fd, &st) < 0)
+		die("Harvest reply");
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap log: %m");
+	if (consume) {
+		const struct iod_log_header *h = (const void *)p;
+
+		for (uint32_t i = 0; i < h->n_regions; i++) {
+			const struct iod_log_region *g = (const void *)(p + h->regions_offset +
+									i * sizeof(*g));
+			const uint64_t *w = (const void *)(p + g->round_offset);
+			uint64_t words = iod_bitmap_words(g->length >> h->page_shift);
+
+			for (uint64_t j = 0; j < words; j++)
+				count += (uint64_t)__builtin_popcountll(w[j]);
+		}
+		if (count != dirty)
+			die("the log holds %" PRIu64 " dirty pages, Harvest said %" PRIu64, count,
+			    dirty);
+	}
+	munmap(p, (size_t)st.st_size);
+	sd_bus_message_unref(reply);
+	if (ack)
+		call(bus, path, "Acknowledge", NULL, "t", round);
+	return dirty;
+}
+
+/* --- 1. harvest round vs raw ioctl loop ------------------------------------------------------- */
+
+static void bench_harvest(sd_bus *bus, struct mock *k, uint64_t length, bool dense, int reps)
+{
+	uint64_t iova = IOD_MOCK_APERTURE_START, nmock = length / mock_page, nbits = length / PAGE;
+	uint64_t t_daemon = 0, t_round = 0, t_raw = 0, want = 0;
+	uint64_t *marks = calloc(iod_bitmap_words(nmock), 8);
+	uint64_t *bitmap = malloc(iod_bitmap_bytes(nbits));
+	char name[64], *path;
+
+	if (!marks || !bitmap)
+		die("out of memory");
+	for (uint64_t i = 0; i < nmock; i++)
+		if (dense || rng() % 512 == 0)
+			marks[i / 64] |= UINT64_C(1) << (i % 64);
+	mock_map_range(k, iova, length);
+	snprintf(name, sizeof(name), "bench-%" PRIu64 "-%s", length >> 20,
+		 dense ? "dense" : "sparse");
+	path = adopt(bus, k, name, false);
+	call(bus, path, "AddRegion", NULL, "tt", iova, length);
+	call(bus, path, "Start", NULL, NULL);
+
+	for (int rep = 0; rep < reps; rep++) {
+		uint64_t t0, t1, got = 0;
+
+		/* the daemon: Harvest (read-and-clear, merge, deliver), the log mapped */
+		mock_mark(k, iova, length, marks);
+		t0 = now_nsec();
+		got = harvest_round(bus, path, false, false);
+		t1 = now_nsec();
+		call(bus, path, "Acknowledge", NULL, "t", (uint64_t)rep + 1);
+		t_round += now_nsec() - t0;
+		t_daemon += t1 - t0;
+		if (rep == 0)
+			want = got;
+		else if (got != want)
+			die("round %d: %" PRIu64 " dirty pages, round 1 had %" PRIu64, rep + 1, got,
+			    want);
+
+		/* raw: the same HWPTs and range, one bitmap zeroed per HWPT */
+		mock_mark(k, iova, length, marks);
+		t0 = now_nsec();
+		for (int i = 0; i < N_HWPTS; i++) {
+			memset(bitmap, 0, iod_bitmap_bytes(nbits));
+			if (iod_hwpt_read_dirty(k->ictx, k->hwpt[i], iova, length, PAGE, bitmap,
+						0) < 0)
+				die("raw read: %m");
+		}
+		t_raw += now_nsec() - t0;
+	}
+	printf("bench: harvest %5" PRIu64 " MiB %-6s %d HWPTs, %7" PRIu64
+	       " dirty pages: daemon Harvest %8.2f ms (with Acknowledge %8.2f ms), raw "
+	       "GET_DIRTY_BITMAP loop %8.2f ms: ratio %.3f (with Acknowledge %.3f; target <= 1.15: %s)\n",
+	       length >> 20, dense ? "dense," : "sparse,", N_HWPTS, want, t_daemon / 1e6 / reps,
+	       t_round / 1e6 / reps, t_raw / 1e6 / reps, (double)t_daemon / (double)t_raw,
+	       (double)t_round / (double)t_raw,
+	       (double)t_daemon / (double)t_raw <= 1.15 ? "met" : "MISSED");
+
+	call(bus, path, "Destroy", NULL, NULL);
+	mock_unmap_range(k, iova, length);
+	free(path);
+	free(marks);
+	free(bitmap);
+}
+
+/* --- 2. a 64 MiB bitmap: fd vs inline ---------------------------------------------------------- */
+
+static void bench_delivery(sd_bus *bus, struct mock *k, int reps)
+{
+	const uint64_t bitmap_bytes = 64 * SZ_1M, guest = bitmap_bytes * 8 * PAGE; /* 2 TiB */
+	uint64_t t_fd = 0, t_inline = 0;
+	char *path;
+
+	path = adopt(bus, k, "bench-delivery", true); /* no mapping: the log alone */
+	call(bus, path, "AddRegion", NULL, "tt", (uint64_t)0, guest);
+	call(bus, path, "Start", NULL, NULL);
+	start_echo(bus, bitmap_bytes);
+
+	for (int rep = 0; rep < reps; rep++) {
+		sd_bus_message *reply = NULL;
+		const void *data;
+		size_t size;
+		uint64_t t0, count = 0;
+
+		t0 = now_nsec();
+		(void)harvest_round(bus, path, true, true);
+		t_fd += now_nsec() - t0;
+
+		t0 = now_nsec();
+		if (sd_bus_call_method(bus, "org.iodirty.BenchEcho", "/bench",
+				       "org.iodirty.BenchEcho", "Bitmap", NULL, &reply, "t",
+				       bitmap_bytes) < 0 ||
+		    sd_bus_message_read_array(reply, 'y', &data, &size) < 0 || size != bitmap_bytes)
+			die("the inline transfer of %" PRIu64 " bytes failed", bitmap_bytes);
+		for (size_t i = 0; i < size / 8; i++)
+			count += (uint64_t)__builtin_popcountll(((const uint64_t *)data)[i]);
+		sd_bus_message_unref(reply);
+		t_inline += now_nsec() - t0;
+		if (count == 0)
+			die("the echo sent zeros");
+	}
+	printf("bench: a 64 MiB bitmap (2 TiB at 4 KiB) to the client and read: log memfd (Harvest "
+	       "+ Acknowledge) %8.2f ms, inline D-Bus byte array %8.2f ms: inline / fd = %.2f\n",
+	       t_fd / 1e6 / reps, t_inline / 1e6 / reps, (double)t_inline / (double)t_fd);
+	call(bus, path, "Destroy", NULL, NULL);
+	free(path);
+}
+
+/* --- 3. vIOMMU churn ---------------------------------------------------------------------------- */
+
+static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
+{
+	const uint64_t len = 64 * 1024, iova = IOD_MOCK_APERTURE_START, gpa = UINT64_C(1) << 32;
+	uint64_t t0, t_daemon, t_raw;
+	char *path;
+
+	path = adopt(bus, k, "bench-churn", true);
+	call(bus, path, "AddRegion", NULL, "tt", gpa, k->mem_size);
+	call(bus, path, "Start", NULL, NULL);
+
+	t0 = now_nsec();
+	for (int i = 0; i < pairs; i++) {
+		uint64_t at = iova + (uint64_t)(i % 64) * len;
+
+		if (iod_ioas_map(k->ictx, k->ioas, k->mem, len, at, IOD_MAP_READ | IOD_MAP_WRITE) <
+		    0)
+			die("map: %m");
+		call(bus, path, "Map", NULL, "ttt", at, gpa, len);
+		call(bus, path, "Unmap", NULL, "tt", at, len);
+		mock_unmap_range(k, at, len);
+	}
+	t_daemon = now_nsec() - t0;
+
+	t0 = now_nsec();
+	for (int i = 0; i < pairs; i++) {
+		uint64_t at = iova + (uint64_t)(i % 64) * len;
+
+		if (iod_ioas_map(k->ictx, k->ioas, k->mem, len, at, IOD_MAP_READ | IOD_MAP_WRITE) <
+		    0)
+			die("map: %m");
+		mock_unmap_range(k, at, len);
+	}
+	t_raw = now_nsec() - t0;
+	printf("bench: vIOMMU churn, 64 KiB map + unmap pairs: %.0f/s with iodirtyd (Map, Unmap "
+	       "with harvest before unmap, %d HWPTs tracking), %.0f/s raw ioctls: raw / daemon = %.1f\n",
+	       pairs / (t_daemon / 1e9), N_HWPTS, pairs / (t_raw / 1e9),
+	       (double)t_daemon / (double)t_raw);
+	call(bus, path, "Destroy", NULL, NULL);
+	free(path);
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
+	sd_bus *bus = NULL;
+	struct mock k;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	if (access("/dev/iommu", F_OK) < 0)
+		skip("/dev/iommu does not exist");
+	atexit(cleanup);
+	start_bus();
+	if (bus_connect(&bus) < 0)
+		skip("cannot connect to the bench bus %s", bus_address);
+	start_daemon(bus);
+	printf("bench: iodirtyd and a private bus at %s\n", bus_address);
+
+	mock_setup(&k, 256 * SZ_1M);
+	bench_harvest(bus, &k, 256 * SZ_1M, true, 5);
+	bench_harvest(bus, &k, 256 * SZ_1M, false, 5);
+	bench_harvest(bus, &k, aperture, true, 3);
+	bench_harvest(bus, &k, aperture, false, 3);
+	bench_churn(bus, &k, 300);
+	bench_delivery(bus, &k, 3);
+	mock_teardown(&k);
+
+	sd_bus_flush_close_unref(bus);
+	cleanup();
+	return EXIT_SUCCESS;
+}

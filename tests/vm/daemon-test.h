@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers of the guest-tier programs that drive iodirtyd over the real D-Bus with sd-bus
+ * (tests/vm/test-daemon-*.c, run by guest-daemon.sh, which puts the bus address in
+ * IOD_BUS_ADDRESS): checks that print and exit, method calls that print the D-Bus error,
+ * and a client's reading of the dirty log memfd (the layout of org.iodirty.Tracker1(5)).
+ */
+#ifndef IOD_TESTS_VM_DAEMON_TEST_H
+#define IOD_TESTS_VM_DAEMON_TEST_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#include "iodirty.h"
+
+#define DT_DEST "org.iodirty.Tracker1"
+#define DT_MANAGER "/org/iodirty/Tracker1"
+#define DT_MGR_IFACE "org.iodirty.Manager1"
+#define DT_SES_IFACE "org.iodirty.Session1"
+#define DT_DEV_IFACE "org.iodirty.Device1"
+
+static unsigned dt_passed __attribute__((unused));
+
+/* Called before a failing check exits (prints what reproduces the run). */
+static void (*dt_on_fail)(void) __attribute__((unused));
+
+static inline __attribute__((noreturn, format(printf, 3, 4))) void dt_fail(const char *file,
+									   int line,
+									   const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("FAIL: %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	if (dt_on_fail)
+		dt_on_fail();
+	fflush(stdout);
+	exit(EXIT_FAILURE);
+}
+
+#define dt_assert(cond, ...)                                      \
+	do {                                                      \
+		if (!(cond))                                      \
+			dt_fail(__FILE__, __LINE__, __VA_ARGS__); \
+	} while (0)
+
+#define dt_pass(...)                 \
+	do {                         \
+		printf("PASS: ");    \
+		printf(__VA_ARGS__); \
+		printf("\n");        \
+		fflush(stdout);      \
+		dt_passed++;         \
+	} while (0)
+
+static inline sd_bus *dt_connect(void)
+{
+	const char *address = getenv("IOD_BUS_ADDRESS");
+	sd_bus *bus = NULL;
+	int r;
+
+	dt_assert(address && *address, "IOD_BUS_ADDRESS is not set: run under guest-daemon.sh");
+	r = sd_bus_new(&bus);
+	if (r >= 0)
+		r = sd_bus_set_address(bus, address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(bus, 1);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	dt_assert(r >= 0, "connecting to %s: %s", address, strerror(-r));
+	return bus;
+}
+
+/* Call a method; on failure, with want_error NULL the test fails, else the error name must
+ * be want_error. Returns the reply (NULL on an expected error). */
+#define dt_call(bus, path, iface, member, want_error, types, ...)                                \
+	({                                                                                       \
+		sd_bus_error _e = SD_BUS_ERROR_NULL;                                             \
+		sd_bus_message *_reply = NULL;                                                   \
+		int _r = sd_bus_call_method(bus, DT_DEST, path, iface, member, &_e, &_reply,     \
+					    types, ##__VA_ARGS__);                               \
+		const char *_want = (want_error);                                                \
+		if (_want) {                                                                     \
+			dt_assert(_r < 0, "%s succeeded, expected %s", member, _want);           \
+			dt_assert(sd_bus_error_has_name(&_e, _want),                             \
+				  "%s failed with %s (%s), expected %s", member,                 \
+				  _e.name ? _e.name : "?", _e.message ? _e.message : "", _want); \
+		} else {                                                                         \
+			dt_assert(_r >= 0, "%s failed: %s (%s)", member,                         \
+				  _e.message ? _e.message : strerror(-_r),                       \
+				  _e.name ? _e.name : "?");                                      \
+		}                                                                                \
+		sd_bus_error_free(&_e);                                                          \
+		_reply;                                                                          \
+	})
+
+static inline char *dt_get_string(sd_bus *bus, const char *path, const char *iface,
+				  const char *prop)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	char *v = NULL;
+	int r;
+
+	r = sd_bus_get_property_string(bus, DT_DEST, path, iface, prop, &e, &v);
+	dt_assert(r >= 0, "reading %s: %s", prop, e.message ? e.message : strerror(-r));
+	sd_bus_error_free(&e);
+	return v;
+}
+
+static inline uint64_t dt_get_u64(sd_bus *bus, const char *path, const char *iface,
+				  const char *prop, char type)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	uint64_t v = 0;
+	uint32_t u = 0;
+	int b = 0, r;
+
+	if (type == 't')
+		r = sd_bus_get_property_trivial(bus, DT_DEST, path, iface, prop, &e, 't', &v);
+	else if (type == 'u')
+		r = sd_bus_get_property_trivial(bus, DT_DEST, path, iface, prop, &e, 'u', &u);
+	else
+		r = sd_bus_get_property_trivial(bus, DT_DEST, path, iface, prop, &e, 'b', &b);
+	dt_assert(r >= 0, "reading %s: %s", prop, e.message ? e.message : strerror(-r));
+	sd_bus_error_free(&e);
+	return type == 't' ? v : type == 'u' ? u : (uint64_t) !!b;
+}
+
+/* ---- the dirty log memfd, as a client reads it ----------------------------------------- */
+
+/* A set of pages of guest memory [0, npages << shift): one bit per page. */
+struct dt_pageset {
+	uint64_t *bits;
+	uint64_t npages;
+	unsigned shift;
+};
+
+static inline void dt_pageset_init(struct dt_pageset *p, uint64_t bytes, unsigned shift)
+{
+	p->shift = shift;
+	p->npages = bytes >> shift;
+	p->bits = calloc(iod_bitmap_words(p->npages) + 1, sizeof(uint64_t));
+	dt_assert(p->bits, "out of memory");
+}
+
+static inline void dt_pageset_add(struct dt_pageset *p, uint64_t gpa)
+{
+	uint64_t page = gpa >> p->shift;
+
+	dt_assert(page < p->npages, "GPA 0x%" PRIx64 " outside guest memory", gpa);
+	p->bits[page / 64] |= UINT64_C(1) << (page % 64);
+}
+
+static inline bool dt_pageset_test(const struct dt_pageset *p, uint64_t page)
+{
+	return p->bits[page / 64] & (UINT64_C(1) << (page % 64));
+}
+
+static inline uint64_t dt_pageset_count(const struct dt_pageset *p)
+{
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w < iod_bitmap_words(p->npages); w++)
+		n += (uint64_t)__builtin_popcountll(p->bits[w]);
+	return n;
+}
+
+/*
+ * Map the log fd a Harvest returned and OR its round plane (with accum also the
+ * accumulating plane, for a peek) into set. Checks the header as a client must. Returns the
+ * number of pages set in the plane(s) read.
+ */
+static inline uint64_t dt_log_read(int fd, struct dt_pageset *set, bool accum)
+{
+	const struct iod_log_header *h;
+	const struct iod_log_region *g;
+	struct stat st;
+	uint64_t n = 0;
+	void *p;
+
+	dt_assert(fstat(fd, &st) == 0, "fstat of the log fd: %s", strerror(errno));
+	dt_assert((uint64_t)st.st_size >= sizeof(*h), "the log memfd is %" PRIu64 " bytes",
+		  (uint64_t)st.st_size);
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	dt_assert(p != MAP_FAILED, "mmap of the log fd: %s", strerror(errno));
+	/* read-only: a client cannot write the daemon's log */
+	dt_assert(mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) ==
+			  MAP_FAILED,
+		  "the log fd can be mapped writable");
+
+	h = p;
+	dt_assert(h->magic == IOD_LOG_MAGIC, "log magic %#" PRIx64, h->magic);
+	dt_assert(h->version == IOD_LOG_VERSION, "log version %u", h->version);
+	dt_assert(h->page_shift == set->shift, "log page shift %u, want %u", h->page_shift,
+		  set->shift);
+	dt_assert(h->size <= (uint64_t)st.st_size, "log size %" PRIu64 " > file %" PRIu64, h->size,
+		  (uint64_t)st.st_size);
+	g = (const void *)((const uint8_t *)p + h->regions_offset);
+	for (uint32_t i = 0; i < h->n_regions; i++) {
+		uint64_t nbits = g[i].length >> h->page_shift;
+		const uint64_t *round = (const void *)((const uint8_t *)p + g[i].round_offset);
+		const uint64_t *acc = (const void *)((const uint8_t *)p + g[i].accum_offset);
+
+		dt_assert(g[i].round_offset + iod_bitmap_bytes(nbits) <= h->size &&
+				  g[i].accum_offset + iod_bitmap_bytes(nbits) <= h->size,
+			  "region %u runs past the log", i);
+		for (uint64_t b = 0; b < nbits; b++) {
+			bool dirty = round[b / 64] & (UINT64_C(1) << (b % 64));
+
+			if (accum)
+				dirty |= acc[b / 64] & (UINT64_C(1) << (b % 64));
+			if (!dirty)
+				continue;
+			dt_pageset_add(set, g[i].gpa + (b << h->page_shift));
+			n++;
+		}
+	}
+	munmap(p, (size_t)st.st_size);
+	return n;
+}
+
+#endif

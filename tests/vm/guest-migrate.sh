@@ -1,0 +1,99 @@
+#!/bin/sh
+# The reference migration in the guest: iodirtyd on a private bus (guest-bus.sh), then
+#   guest-migrate.sh COMMAND [ARGS...]      run COMMAND against it (IOD_BUS_ADDRESS is set)
+#   guest-migrate.sh restart retry|abort    restart iodirtyd under a running iodirty-migrate:
+#       it must finish verified (the session survived) or stop with exit 4 and say why;
+#       it must never finish "successfully" with a destination it could not complete.
+#   guest-migrate.sh stream-edu [ARGS...]   the edu device's migration as a stream into
+#       iodirty-migrate --receive, which checks the source's checksum
+. /iodirty/guest-bus.sh
+
+# A private bus (guest-bus.conf) and iodirtyd on it; ready when iodirtyctl gets an answer.
+mig_bus_start() {
+	IOD_RUN=$(mktemp -d /tmp/iodirty-mig.XXXXXX) || return 1
+	sed -e "s|@RUNDIR@|$IOD_RUN|g" /iodirty/guest-bus.conf >"$IOD_RUN/bus.conf"
+	dbus-daemon --config-file="$IOD_RUN/bus.conf" --nofork --print-address=3 \
+		3>"$IOD_RUN/address" 2>"$IOD_RUN/dbus.log" &
+	IOD_DBUS_PID=$!
+	i=0
+	while [ ! -s "$IOD_RUN/address" ] && [ $i -lt 600 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	IOD_BUS_ADDRESS=$(head -n1 "$IOD_RUN/address")
+	[ -n "$IOD_BUS_ADDRESS" ] || { cat "$IOD_RUN/dbus.log"; return 1; }
+	export IOD_BUS_ADDRESS
+	iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>"$IOD_RUN/daemon.log" &
+	IOD_DAEMON_PID=$!
+	mig_wait_daemon
+}
+
+mig_wait_daemon() {
+	i=0
+	until iodirtyctl --address="$IOD_BUS_ADDRESS" status >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ $i -ge 600 ] || ! kill -0 "$IOD_DAEMON_PID" 2>/dev/null; then
+			echo "guest-migrate: iodirtyd did not answer on $IOD_BUS_ADDRESS:"
+			cat "$IOD_RUN/daemon.log"
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+mig_bus_start || exit 1
+status=0
+case $1 in
+restart)
+	policy=$2
+	out=/tmp/migrate-restart.out
+	test-migrate demo-mock --max-bandwidth=4M --verify --quiet \
+		--on-daemon-restart="$policy" --restart-timeout=15 >"$out" 2>&1 &
+	mpid=$!
+	sleep 3
+	echo "restart: stopping iodirtyd (pid $IOD_DAEMON_PID) while the migration runs"
+	kill -TERM "$IOD_DAEMON_PID"
+	wait "$IOD_DAEMON_PID"
+	sleep 1
+	iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>>"$IOD_RUN/daemon.log" &
+	IOD_DAEMON_PID=$!
+	mig_wait_daemon
+	echo "restart: iodirtyd started again (pid $IOD_DAEMON_PID)"
+	wait "$mpid"
+	mrc=$?
+	cat "$out"
+	if [ $mrc -eq 0 ] && grep -q 'destination equals the source' "$out"; then
+		echo "PASS: the session survived the restart and the migration completed verified"
+	elif [ $mrc -eq 4 ] && grep -q -E 'iodirtyd (went away|restarted)' "$out"; then
+		echo "PASS: iodirty-migrate stopped cleanly with exit 4 (policy $policy) and said why"
+	else
+		echo "FAIL: iodirty-migrate exited $mrc"
+		status=1
+	fi
+	;;
+stream-edu)
+	# the edu device's migration over a pipe to a receiving iodirty-migrate
+	shift
+	rm -f /tmp/edu.fifo
+	mkfifo /tmp/edu.fifo
+	iodirty-migrate --receive=/tmp/edu.img </tmp/edu.fifo &
+	rpid=$!
+	test-migrate demo-edu --dest=- --verify "$@" >/tmp/edu.fifo
+	src=$?
+	wait $rpid
+	dst=$?
+	rm -f /tmp/edu.fifo /tmp/edu.img
+	echo "sender exited $src, receiver exited $dst"
+	[ $src -eq 0 ] && [ $dst -eq 0 ] || status=1
+	;;
+*)
+	"$@"
+	status=$?
+	;;
+esac
+if [ $status -ne 0 ]; then
+	echo "--- iodirtyd log (tail) ---"
+	iod_bus_log | tail -40
+fi
+iod_bus_stop || status=1
+exit $status

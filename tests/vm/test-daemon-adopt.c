@@ -1,0 +1,696 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * iodirtyd in adopt mode against the kernel's iommufd mock devices, over the real D-Bus.
+ *
+ * The program plays a VMM with a vIOMMU: it owns an iommufd with one IOAS (huge pages off)
+ * and two mock devices, each on a dirty-tracking HWPT of its own, lends the iommufd to
+ * iodirtyd with AdoptSession (fd passing) and declares its guest memory with AddRegion.
+ * Then, for IOD_TEST_OPS operations (3000 by default) chosen at random from the seed, it
+ *  - maps IOVA ranges of guest memory (IOMMU_IOAS_MAP) at random IOVAs and GPAs and reports
+ *    them with Map(iova, gpa, size);
+ *  - marks random pages dirty with the mock's DIRTY command on either HWPT, as a device
+ *    writing them would, and records their GPAs;
+ *  - unmaps single mappings, or spans of two mappings and the hole between them, by the
+ *    adopt-mode protocol: Unmap to the daemon first (it reads the range's dirty bits
+ *    without clearing them), then IOMMU_IOAS_UNMAP;
+ *  - harvests: Harvest (the log memfd, its round plane read as a client does, then
+ *    Acknowledge, or not: an unacknowledged round must not lose anything), HarvestRanges
+ *    (sometimes truncated), a peek, a second Start (which must wipe nothing), Stop and Start.
+ * At the end the union of all harvested GPA pages must equal the set of pages marked,
+ * exactly: zero lost, zero spurious.
+ *
+ * Negative controls prove that the comparison can fail: a page marked after the final
+ * harvest is reported missing, and a range unmapped from the IOAS before the daemon hears of
+ * it (the wrong order) loses its dirty page. Then a session whose HWPT disappears under it
+ * fails at the next Unmap (State "failed", signal Failed, Harvest refused with
+ * SessionFailed), and Destroy turns off the tracking the daemon turned on.
+ *
+ * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+
+#include "daemon-test.h"
+#include "iodirty.h"
+#include "iommufd-mock.h"
+
+#define SZ_1M (UINT64_C(1) << 20)
+#define GUEST_SIZE (32 * SZ_1M)
+#define LOG_SHIFT 12
+#define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
+#define MAX_MAPPINGS 160
+#define NDEV 2
+
+static uint64_t seed;
+static uint64_t mock_page;
+
+static void print_seed(void)
+{
+	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
+}
+
+/* xorshift64* */
+static uint64_t rng_state;
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+static uint64_t rng_below(uint64_t n)
+{
+	return rng() % n;
+}
+
+/* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
+
+struct vmm {
+	struct iod_iommufd *ictx;
+	int fd;
+	uint32_t ioas;
+	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
+	uint8_t *guest;
+};
+
+struct mapping {
+	uint64_t iova, gpa, size;
+};
+
+static struct vmm vmm;
+static struct mapping maps[MAX_MAPPINGS];
+static size_t n_maps;
+
+static int mock_domain(uint32_t pt_id, uint32_t *ret_stdev, uint32_t *ret_idev)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DOMAIN_FLAGS,
+		.id = pt_id,
+	};
+
+	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	*ret_stdev = cmd.domain.out_stdev_id;
+	*ret_idev = cmd.domain.out_idev_id;
+	return 0;
+}
+
+static int mock_replace(uint32_t stdev, uint32_t pt_id)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DOMAIN_REPLACE,
+		.id = stdev,
+		.replace.pt_id = pt_id,
+	};
+
+	return ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
+}
+
+/* Mark the log pages [iova, iova + npages * LOG_PAGE) dirty on hwpt: halves picks which
+ * mock IOPTEs of each page (bit 0 the first, bit 1 the second; 0 means both). Returns the
+ * IOPTEs the mock marked. */
+static int mock_dirty(uint32_t hwpt, uint64_t iova, uint64_t npages, unsigned halves,
+		      uint64_t *ret_nr)
+{
+	const uint64_t per = LOG_PAGE / mock_page, nbits = npages * per;
+	uint64_t marks[64] = {};
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = hwpt,
+		.dirty = {.iova = iova,
+			  .length = nbits * mock_page,
+			  .page_size = mock_page,
+			  .uptr = (uintptr_t)marks},
+	};
+
+	dt_assert(nbits <= 64 * 64, "too many pages to mark at once");
+	for (uint64_t i = 0; i < nbits; i++)
+		if (halves == 0 || (halves & (1u << (i % per))))
+			marks[i / 64] |= UINT64_C(1) << (i % 64);
+	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	*ret_nr = cmd.dirty.out_nr_dirty;
+	return 0;
+}
+
+static void vmm_setup(void)
+{
+	int r;
+
+	r = iod_iommufd_open(NULL, &vmm.ictx);
+	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
+	vmm.fd = iod_iommufd_fd(vmm.ictx);
+	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
+	/* base page IOPTEs: a huge one would make every page under it dirty */
+	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
+	for (int i = 0; i < NDEV; i++) {
+		r = mock_domain(vmm.ioas, &vmm.stdev[i], &vmm.idev[i]);
+		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
+			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
+			       strerror(-r));
+			exit(77);
+		}
+		dt_assert(r == 0, "mock device: %s", strerror(-r));
+		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
+		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
+		r = mock_replace(vmm.stdev[i], vmm.hwpt[i]);
+		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
+			  strerror(-r));
+	}
+	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			 0);
+	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64 " MiB of guest memory\n", vmm.fd,
+	       vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M);
+}
+
+/* ---- the session ----------------------------------------------------------------------- */
+
+static sd_bus *bus;
+static char *spath;
+static struct dt_pageset marked, harvested;
+
+static struct {
+	unsigned map, unmap, span, mark, harvest, unacked, ranges, truncated, peek, restart, stop;
+} stats;
+
+static void adopt(const char *name, const uint32_t *hwpts, unsigned n, bool viommu)
+{
+	sd_bus_message *reply;
+	const char *path;
+
+	if (n == 2)
+		reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}",
+				name, vmm.fd, vmm.ioas, 2, hwpts[0], hwpts[1], 1, "viommu", "b",
+				(int)viommu);
+	else
+		reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}",
+				name, vmm.fd, vmm.ioas, 1, hwpts[0], 1, "viommu", "b", (int)viommu);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
+	free(spath);
+	spath = strdup(path);
+	sd_bus_message_unref(reply);
+}
+
+#define scall(member, types, ...) \
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
+
+/* pages harvested must have been marked: nothing spurious, at every round */
+static void check_subset(const struct dt_pageset *got, const char *what)
+{
+	for (uint64_t w = 0; w < iod_bitmap_words(got->npages); w++) {
+		uint64_t extra = got->bits[w] & ~marked.bits[w];
+
+		dt_assert(!extra, "%s: GPA page 0x%" PRIx64 " is dirty but was never marked", what,
+			  (w * 64 + (uint64_t)__builtin_ctzll(extra)) << LOG_SHIFT);
+	}
+}
+
+static void harvest(void)
+{
+	struct dt_pageset round;
+	sd_bus_message *reply;
+	uint64_t nr, dirty, usec, n;
+	int fd, precise;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_assert(precise, "round %" PRIu64 " is not precise with hardware tracking only", nr);
+	dt_pageset_init(&round, GUEST_SIZE, LOG_SHIFT);
+	n = dt_log_read(fd, &round, false);
+	dt_assert(n == dirty,
+		  "round %" PRIu64 ": the round plane holds %" PRIu64
+		  " pages, Harvest said %" PRIu64,
+		  nr, n, dirty);
+	check_subset(&round, "Harvest");
+	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
+		harvested.bits[w] |= round.bits[w];
+	free(round.bits);
+	sd_bus_message_unref(reply);
+	stats.harvest++;
+	/* now and then leave a round unacknowledged: the next one must carry it */
+	if (rng_below(5) == 0) {
+		stats.unacked++;
+		return;
+	}
+	scall("Acknowledge", "t", nr);
+}
+
+static void harvest_ranges(void)
+{
+	uint32_t max = rng_below(3) == 0 ? 1 + (uint32_t)rng_below(4) : 65536;
+	struct dt_pageset round;
+	sd_bus_message *reply;
+	uint64_t nr, dirty, usec, start, length;
+	int truncated, precise;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "HarvestRanges", NULL, "a{sv}", 2, "space", "s",
+			"gpa", "max_ranges", "u", max);
+	dt_assert(sd_bus_message_read(reply, "t", &nr) > 0, "HarvestRanges reply");
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(tt)") > 0, "HarvestRanges reply");
+	dt_pageset_init(&round, GUEST_SIZE, LOG_SHIFT);
+	while (sd_bus_message_read(reply, "(tt)", &start, &length) > 0) {
+		dt_assert(length > 0 && start % LOG_PAGE == 0 && length % LOG_PAGE == 0,
+			  "range [0x%" PRIx64 ", +0x%" PRIx64 ") is not whole pages", start,
+			  length);
+		for (uint64_t a = start; a < start + length; a += LOG_PAGE)
+			dt_pageset_add(&round, a);
+	}
+	dt_assert(sd_bus_message_exit_container(reply) >= 0, "HarvestRanges reply");
+	dt_assert(sd_bus_message_read(reply, "btbt", &truncated, &dirty, &precise, &usec) > 0,
+		  "HarvestRanges reply");
+	if (!truncated)
+		dt_assert(dt_pageset_count(&round) == dirty,
+			  "HarvestRanges: %" PRIu64 " pages in ranges, dirty_pages %" PRIu64,
+			  dt_pageset_count(&round), dirty);
+	check_subset(&round, "HarvestRanges");
+	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
+		harvested.bits[w] |= round.bits[w];
+	free(round.bits);
+	sd_bus_message_unref(reply);
+	stats.ranges++;
+	if (truncated)
+		stats.truncated++; /* stays pending: a later round delivers the rest */
+}
+
+static void peek(void)
+{
+	struct dt_pageset both;
+	sd_bus_message *reply;
+	uint64_t nr, dirty, usec;
+	int fd, precise;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 1, "peek", "b", 1);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest(peek) reply");
+	dt_pageset_init(&both, GUEST_SIZE, LOG_SHIFT);
+	dt_assert(dt_log_read(fd, &both, true) == dirty, "peek: dirty_pages differs from the log");
+	check_subset(&both, "peek");
+	free(both.bits);
+	sd_bus_message_unref(reply);
+	stats.peek++;
+}
+
+static bool overlaps(uint64_t iova, uint64_t size)
+{
+	for (size_t i = 0; i < n_maps; i++)
+		if (iova < maps[i].iova + maps[i].size && maps[i].iova < iova + size)
+			return true;
+	return false;
+}
+
+static void op_map(void)
+{
+	uint64_t pages = rng_below(8) == 0 ? 1 + rng_below(512) : 1 + rng_below(32);
+	uint64_t size = pages * LOG_PAGE, iova, gpa;
+	int r, tries = 0;
+
+	for (tries = 0; tries < 100; tries++) {
+		iova = IOD_MOCK_APERTURE_START +
+		       rng_below((IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START - size) /
+				 LOG_PAGE) *
+			       LOG_PAGE;
+		/* keep mappings near each other now and then, so that spans are short */
+		if (n_maps > 0 && rng_below(2) == 0) {
+			const struct mapping *m = &maps[rng_below(n_maps)];
+
+			iova = m->iova + m->size + rng_below(4) * LOG_PAGE;
+			if (iova + size > IOD_MOCK_APERTURE_END)
+				continue;
+		}
+		if (!overlaps(iova, size))
+			break;
+	}
+	if (tries == 100)
+		return;
+	gpa = rng_below((GUEST_SIZE - size) / LOG_PAGE + 1) * LOG_PAGE;
+
+	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest + gpa, size, iova,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "IOAS map [0x%" PRIx64 ", +0x%" PRIx64 "): %s", iova, size,
+		  iod_strerror(r));
+	scall("Map", "ttt", iova, gpa, size);
+	maps[n_maps++] = (struct mapping){.iova = iova, .gpa = gpa, .size = size};
+	stats.map++;
+}
+
+static bool tracking = true;
+
+static void op_mark(void)
+{
+	const struct mapping *m;
+	uint64_t first, npages, nr, want;
+	unsigned halves, dev;
+	int r;
+
+	if (n_maps == 0 || !tracking)
+		return;
+	m = &maps[rng_below(n_maps)];
+	first = rng_below(m->size / LOG_PAGE);
+	npages = m->size / LOG_PAGE - first;
+	npages = 1 + rng_below(npages < 16 ? npages : 16);
+	halves = (unsigned)rng_below(3); /* 0 both IOPTEs, 1 the first, 2 the second */
+	dev = (unsigned)rng_below(NDEV);
+	r = mock_dirty(vmm.hwpt[dev], m->iova + first * LOG_PAGE, npages, halves, &nr);
+	dt_assert(r == 0, "mock DIRTY: %s", strerror(-r));
+	want = npages * (halves == 0 ? LOG_PAGE / mock_page : 1);
+	dt_assert(nr == want, "the mock marked %" PRIu64 " IOPTEs, want %" PRIu64, nr, want);
+	for (uint64_t i = 0; i < npages; i++)
+		dt_pageset_add(&marked, m->gpa + (first + i) * LOG_PAGE);
+	stats.mark++;
+}
+
+static void forget(size_t i)
+{
+	maps[i] = maps[--n_maps];
+}
+
+static void op_unmap(void)
+{
+	size_t i, next = SIZE_MAX;
+	uint64_t start, end, unmapped, want;
+	int r;
+
+	if (n_maps == 0)
+		return;
+	i = rng_below(n_maps);
+	start = maps[i].iova;
+	end = maps[i].iova + maps[i].size;
+	want = maps[i].size;
+	/* a third of the time: this mapping, the hole after it and the next mapping */
+	if (rng_below(3) == 0) {
+		for (size_t k = 0; k < n_maps; k++)
+			if (maps[k].iova >= end &&
+			    (next == SIZE_MAX || maps[k].iova < maps[next].iova))
+				next = k;
+		if (next != SIZE_MAX) {
+			end = maps[next].iova + maps[next].size;
+			want += maps[next].size;
+			stats.span++;
+		}
+	}
+
+	/* adopt mode: the daemon first, while the range is still in the IOAS */
+	scall("Unmap", "tt", start, end - start);
+	r = iod_ioas_unmap(vmm.ictx, vmm.ioas, start, end - start, &unmapped);
+	dt_assert(r == 0, "IOAS unmap [0x%" PRIx64 ", 0x%" PRIx64 "): %s", start, end,
+		  iod_strerror(r));
+	dt_assert(unmapped == want, "IOAS unmap: %" PRIu64 " bytes, want %" PRIu64, unmapped, want);
+	/* swap-remove the higher index first: the lower one stays where it is */
+	if (next != SIZE_MAX && next > i) {
+		forget(next);
+		forget(i);
+	} else if (next != SIZE_MAX) {
+		forget(i);
+		forget(next);
+	} else {
+		forget(i);
+	}
+	stats.unmap++;
+}
+
+/* lost: marked but never harvested; spurious: harvested but never marked */
+static void compare(uint64_t *ret_lost, uint64_t *ret_spurious, bool print)
+{
+	uint64_t lost = 0, spurious = 0;
+
+	for (uint64_t p = 0; p < marked.npages; p++) {
+		bool m = dt_pageset_test(&marked, p), h = dt_pageset_test(&harvested, p);
+
+		if (m == h)
+			continue;
+		if (m)
+			lost++;
+		else
+			spurious++;
+		if (print && lost + spurious <= 8)
+			printf("  GPA page 0x%" PRIx64 ": %s\n", p << LOG_SHIFT,
+			       m ? "marked, never harvested (lost)" : "harvested, never marked");
+	}
+	*ret_lost = lost;
+	*ret_spurious = spurious;
+}
+
+static void run_random(unsigned ops)
+{
+	const uint32_t hwpts[NDEV] = {vmm.hwpt[0], vmm.hwpt[1]};
+	uint64_t lost, spurious;
+	time_t t0 = time(NULL);
+
+	adopt("adopt-torture", hwpts, NDEV, true);
+	scall("AddRegion", "tt", UINT64_C(0), GUEST_SIZE);
+	scall("Start", "");
+
+	for (unsigned op = 0; op < ops; op++) {
+		uint64_t dice = rng_below(1000);
+
+		if (dice < 250 && n_maps < MAX_MAPPINGS)
+			op_map();
+		else if (dice < 600)
+			op_mark();
+		else if (dice < 800 || n_maps >= MAX_MAPPINGS)
+			op_unmap();
+		else if (dice < 910)
+			harvest();
+		else if (dice < 960)
+			harvest_ranges();
+		else if (dice < 985)
+			peek();
+		else if (dice < 993) {
+			/* Start while tracking: must not wipe a single bit */
+			scall("Start", "");
+			stats.restart++;
+		} else {
+			/* Stop keeps what the hardware had, Start begins afresh */
+			scall("Stop", "");
+			tracking = false;
+			if (rng_below(2))
+				op_unmap();
+			scall("Start", "");
+			tracking = true;
+			stats.stop++;
+		}
+	}
+	while (n_maps > 0 && rng_below(2))
+		op_unmap();
+	harvest();
+	harvest(); /* the second one delivers a round left unacknowledged by the first */
+	scall("Acknowledge", "t",
+	      dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't')); /* may be a no-op */
+
+	printf("%u ops in %ld s: %u maps, %u unmaps (%u spans), %u marks, %u harvests (%u left "
+	       "unacknowledged), %u range harvests (%u truncated), %u peeks, %u second Starts, "
+	       "%u Stop/Start\n",
+	       ops, (long)(time(NULL) - t0), stats.map, stats.unmap, stats.span, stats.mark,
+	       stats.harvest, stats.unacked, stats.ranges, stats.truncated, stats.peek,
+	       stats.restart, stats.stop);
+	compare(&lost, &spurious, true);
+	printf("marked %" PRIu64 " pages, harvested %" PRIu64 ": %" PRIu64 " lost, %" PRIu64
+	       " spurious\n",
+	       dt_pageset_count(&marked), dt_pageset_count(&harvested), lost, spurious);
+	dt_assert(lost == 0 && spurious == 0, "the harvested pages differ from the marked ones");
+	dt_assert(dt_pageset_count(&marked) > 100, "too few pages marked to mean anything");
+	dt_pass("adopt, vIOMMU, %u random operations: harvested GPA pages == marked pages (%" PRIu64
+		")",
+		ops, dt_pageset_count(&marked));
+}
+
+/* The comparison above can fail, and the order of the adopt-mode unmap protocol matters. */
+static void negative_controls(void)
+{
+	uint64_t lost, spurious, iova, size, gpa, nr;
+	int r;
+
+	/* 1. a page marked after the final harvest is missing: one never marked before */
+	iova = gpa = UINT64_MAX;
+	while (iova == UINT64_MAX) {
+		for (size_t i = 0; i < n_maps && iova == UINT64_MAX; i++)
+			for (uint64_t o = 0; o < maps[i].size; o += LOG_PAGE)
+				if (!dt_pageset_test(&marked, (maps[i].gpa + o) >> LOG_SHIFT)) {
+					iova = maps[i].iova + o;
+					gpa = maps[i].gpa + o;
+					break;
+				}
+		if (iova == UINT64_MAX)
+			op_map();
+	}
+	r = mock_dirty(vmm.hwpt[0], iova, 1, 0, &nr);
+	dt_assert(r == 0 && nr > 0, "mock DIRTY");
+	dt_pageset_add(&marked, gpa);
+	compare(&lost, &spurious, false);
+	dt_assert(lost == 1 && spurious == 0,
+		  "negative control: a late mark went unnoticed (%" PRIu64 " lost)", lost);
+	harvest();
+	compare(&lost, &spurious, false);
+	dt_assert(lost == 0 && spurious == 0, "the late mark was not harvested");
+	dt_pass("negative control: a mark after the last harvest is reported lost, the next "
+		"harvest has it");
+
+	/* 2. the wrong order: out of the IOAS before the daemon is told loses the bits */
+	size = 4 * LOG_PAGE;
+	gpa = GUEST_SIZE - size;
+	while (dt_pageset_test(&marked, (gpa + LOG_PAGE) >> LOG_SHIFT))
+		gpa -= LOG_PAGE;
+	iova = IOD_MOCK_APERTURE_END - size;
+	while (overlaps(iova, size))
+		iova -= SZ_1M;
+	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest + gpa, size, iova,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "IOAS map: %s", iod_strerror(r));
+	scall("Map", "ttt", iova, gpa, size);
+	r = mock_dirty(vmm.hwpt[1], iova + LOG_PAGE, 1, 0, &nr);
+	dt_assert(r == 0 && nr > 0, "mock DIRTY");
+	dt_pageset_add(&marked, gpa + LOG_PAGE);
+	r = iod_ioas_unmap(vmm.ictx, vmm.ioas, iova, size, NULL);
+	dt_assert(r == 0, "IOAS unmap: %s", iod_strerror(r));
+	scall("Unmap", "tt", iova, size); /* too late: the IOPTEs are gone */
+	harvest();
+	compare(&lost, &spurious, false);
+	dt_assert(lost == 1 && spurious == 0,
+		  "negative control: unmapping before telling the daemon lost %" PRIu64
+		  " pages, want 1",
+		  lost);
+	dt_pass("negative control: IOMMU_IOAS_UNMAP before Unmap loses the page, and the check "
+		"sees it");
+}
+
+static bool failed_signal;
+static int on_failed(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	const char *reason = NULL;
+
+	(void)sd_bus_message_read(m, "s", &reason);
+	printf("signal Failed: %s\n", reason ? reason : "?");
+	failed_signal = true;
+	return 0;
+}
+
+/* Destroy turns off what Start turned on; a HWPT gone under a session fails it. */
+static void destroy_and_fail(void)
+{
+	uint64_t nr, iova = IOD_MOCK_APERTURE_START, size = 8 * LOG_PAGE;
+	uint32_t spare_stdev, spare_idev, hwpt;
+	char *s;
+	int r;
+
+	scall("Destroy", "");
+	/* the mock refuses DIRTY on a HWPT that does not track */
+	r = mock_dirty(vmm.hwpt[0], IOD_MOCK_APERTURE_START, 1, 0, &nr);
+	dt_assert(r == -EINVAL, "after Destroy the client's HWPT still tracks (mock DIRTY: %s)",
+		  strerror(-r));
+	dt_pass("Destroy turned off the tracking Start turned on");
+
+	/* bad adoptions */
+	{
+		int memfd = memfd_create("not-an-iommufd", MFD_CLOEXEC);
+		const uint32_t h = vmm.hwpt[0];
+
+		sd_bus_message_unref(dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession",
+					     SD_BUS_ERROR_INVALID_ARGS, "shuaua{sv}", "bad", memfd,
+					     vmm.ioas, 1, h, 0));
+		sd_bus_message_unref(dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession",
+					     SD_BUS_ERROR_INVALID_ARGS, "shuaua{sv}", "bad", vmm.fd,
+					     vmm.ioas, 1, 4242, 0));
+		sd_bus_message_unref(dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession",
+					     SD_BUS_ERROR_INVALID_ARGS, "shuaua{sv}", "bad", vmm.fd,
+					     vmm.hwpt[0], 1, h, 0));
+		close(memfd);
+		dt_pass("AdoptSession refuses a non-iommufd, an unknown HWPT and a non-IOAS");
+	}
+
+	/* a third device on a HWPT of its own, then that HWPT goes away under the session */
+	r = mock_domain(vmm.ioas, &spare_stdev, &spare_idev);
+	dt_assert(r == 0, "mock device: %s", strerror(-r));
+	r = iod_hwpt_alloc(vmm.ictx, spare_idev, vmm.ioas, IOD_HWPT_DIRTY, &hwpt);
+	dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
+	dt_assert(mock_replace(spare_stdev, hwpt) == 0, "replace");
+
+	adopt("adopt-fail", &hwpt, 1, true);
+	dt_assert(sd_bus_match_signal(bus, NULL, DT_DEST, spath, DT_SES_IFACE, "Failed", on_failed,
+				      NULL) >= 0,
+		  "match Failed");
+	scall("AddRegion", "tt", UINT64_C(0), GUEST_SIZE);
+	scall("Start", "");
+	while (overlaps(iova, size))
+		iova += SZ_1M;
+	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest, size, iova, IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "IOAS map: %s", iod_strerror(r));
+	scall("Map", "ttt", iova, UINT64_C(0), size);
+	dt_assert(mock_dirty(hwpt, iova, 2, 0, &nr) == 0, "mock DIRTY");
+
+	/* the device moves back to the IOAS and the client destroys the HWPT it lent out */
+	dt_assert(mock_replace(spare_stdev, vmm.ioas) == 0, "replace");
+	dt_assert(iod_iommufd_destroy(vmm.ictx, hwpt) == 0, "destroy hwpt");
+
+	/* the pre-unmap read fails: the unmap is accepted, the session fails */
+	scall("Unmap", "tt", iova, size);
+	dt_assert(iod_ioas_unmap(vmm.ictx, vmm.ioas, iova, size, NULL) == 0, "IOAS unmap");
+	for (int i = 0; i < 50 && !failed_signal; i++) {
+		dt_assert(sd_bus_process(bus, NULL) >= 0, "sd_bus_process");
+		if (!failed_signal)
+			(void)sd_bus_wait(bus, 100000);
+	}
+	dt_assert(failed_signal, "no Failed signal");
+	s = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+	dt_assert(strcmp(s, "failed") == 0, "State is %s, want failed", s);
+	free(s);
+	dt_assert(!dt_get_u64(bus, spath, DT_SES_IFACE, "LogComplete", 'b'), "LogComplete");
+	s = dt_get_string(bus, spath, DT_SES_IFACE, "FailureReason");
+	dt_assert(*s, "no FailureReason");
+	printf("FailureReason: %s\n", s);
+	free(s);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Harvest",
+				     "org.iodirty.Error.SessionFailed", "a{sv}", 0));
+	dt_pass("a failed pre-unmap harvest fails the session: signal Failed, State failed, "
+		"Harvest refused");
+	scall("Destroy", "");
+	dt_assert(iod_iommufd_destroy(vmm.ictx, spare_stdev) == 0, "destroy mock device");
+}
+
+int main(void)
+{
+	const char *e = getenv("IOD_TEST_SEED"), *o = getenv("IOD_TEST_OPS");
+	unsigned ops = o ? (unsigned)strtoul(o, NULL, 0) : 3000;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	if (!seed)
+		seed = 1;
+	rng_state = seed;
+	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
+	dt_on_fail = print_seed;
+	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+
+	if (access("/dev/iommu", F_OK) < 0) {
+		printf("SKIP: /dev/iommu does not exist\n");
+		return 77;
+	}
+	vmm_setup();
+	bus = dt_connect();
+	dt_pageset_init(&marked, GUEST_SIZE, LOG_SHIFT);
+	dt_pageset_init(&harvested, GUEST_SIZE, LOG_SHIFT);
+
+	run_random(ops);
+	negative_controls();
+	destroy_and_fail();
+
+	sd_bus_flush_close_unref(bus);
+	printf("%u checks passed\n", dt_passed);
+	return EXIT_SUCCESS;
+}

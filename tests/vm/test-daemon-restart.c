@@ -1,0 +1,504 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * iodirtyd survives its own death: restart and kill -9 through the fd store, against the
+ * kernel's iommufd mock devices, over the real D-Bus. Run by guest-fdstore.sh, which starts
+ * the daemon under fdstore-harness (the service manager's fd store and watchdog).
+ *
+ * The program plays a VMM: its own iommufd, an IOAS with 32 MiB of guest memory at IOVA =
+ * GPA = 16 MiB and a mock device on a dirty-tracking HWPT, lent to the daemon with
+ * AdoptSession. Then, for IOD_TEST_CYCLES cycles (100 by default), it marks random pages
+ * dirty with the mock's DIRTY command and kills the daemon (SIGKILL, now and then SIGTERM)
+ * at a random point:
+ *  - while idle, with pages marked and not harvested: after the restart those bits must
+ *    still be in the IOMMU (read without clearing) and come out of the next Harvest; an
+ *    instance that enabled tracking again would have wiped them;
+ *  - right after sending Harvest, after a random delay of 0..4 ms: before the daemon read
+ *    the call, in the middle of the harvest, or after the reply;
+ *  - between the Harvest reply and Acknowledge: the round survives, and the new instance
+ *    accepts Acknowledge of it.
+ * After each restart the daemon holds as many fds as the previous instances did, the store
+ * holds exactly the session's iommufd, log and journal memfds and one state, and the session
+ * is still tracking. At the end the union of the delivered rounds must equal the set of
+ * pages marked, exactly. Destroy empties the store but for the state.
+ *
+ * IOD_TEST_SEED=<n> repeats a run's choices (not the kernel's timing).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+
+#include "daemon-test.h"
+#include "fdstore-test.h"
+#include "iodirty.h"
+#include "iommufd-mock.h"
+
+#define SZ_1M (UINT64_C(1) << 20)
+#define GUEST_GPA IOD_MOCK_APERTURE_START
+#define GUEST_SIZE (32 * SZ_1M)
+#define LOG_SHIFT 12
+#define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
+#define GUEST_PAGES (GUEST_SIZE / LOG_PAGE)
+
+static uint64_t seed, mock_page;
+
+static void print_seed(void)
+{
+	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run's choices\n", seed);
+	printf("harness: %s\n", harness("status"));
+}
+
+static uint64_t rng_state;
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+static uint64_t rng_below(uint64_t n)
+{
+	return rng() % n;
+}
+
+/* ---- the VMM ----------------------------------------------------------------------------- */
+
+static struct iod_iommufd *ictx;
+static int vfd;
+static uint32_t ioas, stdev, idev, hwpt;
+static uint8_t *guest;
+
+static int mock_cmd(struct iod_mock_cmd *cmd)
+{
+	return ioctl(vfd, IOD_MOCK_CMD, cmd) < 0 ? -errno : 0;
+}
+
+static void vmm_setup(void)
+{
+	struct iod_mock_cmd dom = {.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS};
+	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
+	int r;
+
+	r = iod_iommufd_open(NULL, &ictx);
+	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
+	vfd = iod_iommufd_fd(ictx);
+	dt_assert(iod_ioas_alloc(ictx, &ioas) == 0, "IOAS alloc");
+	dt_assert(iod_ioas_set_huge_pages(ictx, ioas, false) == 0, "huge pages off");
+	dom.id = ioas;
+	r = mock_cmd(&dom);
+	if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
+		printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
+		       strerror(-r));
+		exit(77);
+	}
+	dt_assert(r == 0, "mock device: %s", strerror(-r));
+	stdev = dom.domain.out_stdev_id;
+	idev = dom.domain.out_idev_id;
+	r = iod_hwpt_alloc(ictx, idev, ioas, IOD_HWPT_DIRTY, &hwpt);
+	dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
+	rep.id = stdev;
+	rep.replace.pt_id = hwpt;
+	dt_assert(mock_cmd(&rep) == 0, "attach the mock device to hwpt %u", hwpt);
+	guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dt_assert(guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	r = iod_ioas_map(ictx, ioas, guest, GUEST_SIZE, GUEST_GPA, IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "map guest memory: %s", iod_strerror(r));
+}
+
+/* ---- what was marked, what was delivered ------------------------------------------------ */
+
+static struct dt_pageset marked, delivered, in_iommu;
+static sd_bus *bus;
+static char *spath;
+static pid_t daemon_pid;
+static unsigned starts = 1;
+
+static struct {
+	unsigned marks, harvests, idle_kills, harvest_kills, ack_kills, terms, replies_lost,
+		acked_after_restart, journal_merges;
+} stats;
+
+/* Mark n random log pages dirty, as a device writing them would (both mock IOPTEs). */
+static void mark_random(unsigned n)
+{
+	uint64_t marks[GUEST_PAGES * 2 / 64] = {};
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = hwpt,
+		.dirty = {.iova = GUEST_GPA,
+			  .length = GUEST_SIZE,
+			  .page_size = mock_page,
+			  .uptr = (uintptr_t)marks},
+	};
+	const uint64_t per = LOG_PAGE / mock_page;
+	uint64_t want = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t page = rng_below(GUEST_PAGES);
+
+		for (uint64_t k = 0; k < per; k++) {
+			uint64_t bit = page * per + k;
+
+			if (!(marks[bit / 64] & (UINT64_C(1) << (bit % 64))))
+				want++;
+			marks[bit / 64] |= UINT64_C(1) << (bit % 64);
+		}
+		dt_pageset_add(&marked, GUEST_GPA + page * LOG_PAGE);
+		dt_pageset_add(&in_iommu, GUEST_GPA + page * LOG_PAGE);
+	}
+	dt_assert(mock_cmd(&cmd) == 0, "mock DIRTY: %s", strerror(errno));
+	dt_assert(cmd.dirty.out_nr_dirty == want,
+		  "the mock marked %" PRIu64 " IOPTEs, not %" PRIu64,
+		  (uint64_t)cmd.dirty.out_nr_dirty, want);
+	stats.marks += n;
+}
+
+static void check_subset(const struct dt_pageset *got, const char *what)
+{
+	for (uint64_t w = 0; w < iod_bitmap_words(got->npages); w++) {
+		uint64_t extra = got->bits[w] & ~marked.bits[w];
+
+		dt_assert(!extra, "%s: page 0x%" PRIx64 " is dirty but was never marked", what,
+			  (w * 64 + (uint64_t)__builtin_ctzll(extra)) << LOG_SHIFT);
+	}
+}
+
+/* A Harvest reply: read the round plane as a client does, into delivered. Its round. */
+static uint64_t take_round(sd_bus_message *reply)
+{
+	struct dt_pageset round;
+	uint64_t nr, dirty, usec, n;
+	int fd, precise;
+
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_pageset_init(&round, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	n = dt_log_read(fd, &round, false);
+	dt_assert(n == dirty,
+		  "round %" PRIu64 ": %" PRIu64 " pages in the log, Harvest said %" PRIu64, nr, n,
+		  dirty);
+	check_subset(&round, "Harvest");
+	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
+		delivered.bits[w] |= round.bits[w];
+	free(round.bits);
+	stats.harvests++;
+	return nr;
+}
+
+static void acknowledge(uint64_t round)
+{
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Acknowledge", NULL, "t", round));
+}
+
+/* A Harvest is about to be sent: from now on the pages marked so far may have left the
+ * IOMMU for the daemon's log, whether or not the reply makes it back. */
+static void harvest_sent(void)
+{
+	memset(in_iommu.bits, 0, iod_bitmap_bytes(in_iommu.npages));
+}
+
+static uint64_t harvest(void)
+{
+	sd_bus_message *reply;
+	uint64_t nr;
+
+	harvest_sent();
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	nr = take_round(reply);
+
+	sd_bus_message_unref(reply);
+	return nr;
+}
+
+/* ---- killing ---------------------------------------------------------------------------- */
+
+static unsigned baseline_fds;
+
+static void check_after_restart(void)
+{
+	const char *st;
+	char want[512];
+	unsigned n;
+
+	daemon_pid = harness_wait_ready(++starts);
+	st = harness("status");
+	dt_assert(harness_field(st, "stored") == 4,
+		  "the store holds %" PRIu64 " fds, want 4 (iommufd, log, journal, state): %s",
+		  harness_field(st, "stored"), st);
+	snprintf(want, sizeof(want), "rs/iommufd,rs/log,rs/journal");
+	for (const char *name = want; *name;) {
+		size_t len = strcspn(name, ",");
+		char one[64];
+
+		snprintf(one, sizeof(one), "%.*s", (int)len, name);
+		dt_assert(strstr(harness_names(st), one), "the store lacks %s: %s", one, st);
+		name += len + (name[len] == ',');
+	}
+	if (!baseline_fds)
+		baseline_fds = proc_fd_count_settled(daemon_pid, 0);
+	n = proc_fd_count_settled(daemon_pid, baseline_fds);
+	dt_assert(n == baseline_fds, "instance %u holds %u fds, the first restarted one %u", starts,
+		  n, baseline_fds);
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "Tracking", 'b'),
+		  "the session is not tracking after restart %u", starts);
+	{
+		char *state = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+
+		dt_assert(strcmp(state, "tracking") == 0, "State \"%s\" after restart %u", state,
+			  starts);
+		free(state);
+	}
+}
+
+static int kill_signal(void)
+{
+	if (rng_below(5) == 0) {
+		stats.terms++;
+		return SIGTERM;
+	}
+	return SIGKILL;
+}
+
+/* Pages marked since the last Harvest was sent are still in the IOMMU: read them without
+ * clearing. */
+static void check_bits_in_iommu(void)
+{
+	uint64_t bits[GUEST_PAGES / 64 + 1] = {};
+	int r;
+
+	r = iod_hwpt_read_dirty(ictx, hwpt, GUEST_GPA, GUEST_SIZE, LOG_PAGE, bits,
+				IOD_READ_NO_CLEAR);
+	dt_assert(r == 0, "read dirty bits: %s", iod_strerror(r));
+	for (uint64_t p = 0; p < GUEST_PAGES; p++) {
+		bool want = dt_pageset_test(&in_iommu, (GUEST_GPA >> LOG_SHIFT) + p);
+		bool got = bits[p / 64] & (UINT64_C(1) << (p % 64));
+
+		dt_assert(
+			!want || got,
+			"page 0x%" PRIx64
+			" marked before restart %u is gone from the IOMMU: tracking was enabled again",
+			GUEST_GPA + p * LOG_PAGE, starts);
+	}
+}
+
+static void kill_idle(void)
+{
+	mark_random(1 + (unsigned)rng_below(40));
+	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
+	check_after_restart();
+	check_bits_in_iommu();
+	stats.idle_kills++;
+}
+
+struct pending {
+	bool done;
+	sd_bus_message *reply;
+	char *error;
+};
+
+static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+	struct pending *p = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(m);
+
+	p->done = true;
+	if (e)
+		p->error = strdup(e->name ? e->name : "?");
+	else
+		p->reply = sd_bus_message_ref(m);
+	return 0;
+}
+
+static void kill_in_harvest(void)
+{
+	struct pending p = {};
+	sd_bus_slot *slot = NULL;
+	int r;
+
+	mark_random(1 + (unsigned)rng_below(40));
+	harvest_sent();
+	r = sd_bus_call_method_async(bus, &slot, DT_DEST, spath, DT_SES_IFACE, "Harvest", on_reply,
+				     &p, "a{sv}", 0);
+	dt_assert(r >= 0, "Harvest: %s", strerror(-r));
+	dt_assert(sd_bus_flush(bus) >= 0, "flush");
+	usleep((useconds_t)rng_below(4000));
+	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
+	while (!p.done) {
+		r = sd_bus_process(bus, NULL);
+		dt_assert(r >= 0, "sd_bus_process: %s", strerror(-r));
+		if (r == 0)
+			sd_bus_wait(bus, 1000000);
+	}
+	if (p.reply) {
+		/* The reply made it out: the round is ours, acknowledged or not. */
+		take_round(p.reply);
+		sd_bus_message_unref(p.reply);
+	} else {
+		stats.replies_lost++;
+		free(p.error);
+	}
+	sd_bus_slot_unref(slot);
+	check_after_restart();
+	stats.harvest_kills++;
+}
+
+static void kill_before_ack(void)
+{
+	uint64_t nr;
+
+	mark_random(1 + (unsigned)rng_below(40));
+	nr = harvest();
+	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
+	check_after_restart();
+	/* The unacknowledged round survived with its number. */
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+		  "round %" PRIu64 " is no longer pending after the restart", nr);
+	acknowledge(nr);
+	stats.acked_after_restart++;
+	stats.ack_kills++;
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+static void adopt(void)
+{
+	sd_bus_message *reply;
+	const char *path;
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "rs",
+			vfd, ioas, 1, hwpt, 0);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
+	spath = strdup(path);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "AddRegion", NULL, "tt", GUEST_GPA,
+				     (uint64_t)GUEST_SIZE));
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Start", NULL, ""));
+}
+
+int main(void)
+{
+	const char *e = getenv("IOD_TEST_SEED"), *c = getenv("IOD_TEST_CYCLES");
+	unsigned cycles = c ? (unsigned)strtoul(c, NULL, 0) : 100;
+	const char *st;
+	uint64_t nr;
+	time_t t0;
+	int r;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	if (!seed)
+		seed = 1;
+	rng_state = seed;
+	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
+	dt_on_fail = print_seed;
+	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	if (access("/dev/iommu", F_OK) < 0) {
+		printf("SKIP: /dev/iommu does not exist\n");
+		return 77;
+	}
+
+	vmm_setup();
+	bus = dt_connect();
+	dt_pageset_init(&marked, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	dt_pageset_init(&delivered, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	dt_pageset_init(&in_iommu, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	daemon_pid = harness_wait_ready(1);
+	adopt();
+	st = harness("status");
+	dt_assert(harness_field(st, "stored") == 4, "after AdoptSession the store holds: %s", st);
+	dt_pass("AdoptSession: iommufd, log, journal and state are in the fd store");
+
+	t0 = time(NULL);
+	for (unsigned i = 0; i < cycles; i++) {
+		/* now and then an ordinary round in between */
+		if (rng_below(3) == 0) {
+			mark_random(1 + (unsigned)rng_below(20));
+			acknowledge(harvest());
+		}
+		switch (rng_below(4)) {
+		case 0:
+			kill_idle();
+			break;
+		case 1:
+		case 2:
+			kill_in_harvest();
+			break;
+		default:
+			kill_before_ack();
+			break;
+		}
+	}
+	printf("%u restarts in %ld s\n", cycles, (long)(time(NULL) - t0));
+	dt_pass("%u restarts: %u while idle (bits still in the IOMMU after each), %u in a harvest (%u replies lost), %u before Acknowledge (%u acknowledged by the next instance), %u by SIGTERM",
+		cycles, stats.idle_kills, stats.harvest_kills, stats.replies_lost, stats.ack_kills,
+		stats.acked_after_restart, stats.terms);
+	dt_pass("fd counts constant: the daemon %u fds after each restart, the store 4",
+		baseline_fds);
+
+	/* The last round, then the comparison. */
+	nr = harvest();
+	acknowledge(nr);
+	for (uint64_t w = 0; w < iod_bitmap_words(marked.npages); w++) {
+		uint64_t lost = marked.bits[w] & ~delivered.bits[w];
+
+		dt_assert(!lost, "page 0x%" PRIx64 " was marked but never delivered",
+			  (w * 64 + (uint64_t)__builtin_ctzll(lost)) << LOG_SHIFT);
+		dt_assert(marked.bits[w] == delivered.bits[w],
+			  "delivered pages differ from marked");
+	}
+	dt_pass("union of %u delivered rounds = the %" PRIu64 " pages marked (%u marks), exactly",
+		stats.harvests, dt_pageset_count(&marked), stats.marks);
+
+	/* Negative control: a page marked after the last harvest is not delivered. */
+	mark_random(1);
+	r = 0;
+	for (uint64_t w = 0; w < iod_bitmap_words(marked.npages); w++)
+		if (marked.bits[w] != delivered.bits[w])
+			r = 1;
+	dt_assert(r, "the comparison cannot fail");
+	dt_pass("negative control: a page marked after the last harvest shows as missing");
+
+	/* A state that names an fd the store lost: the session comes back failed, visibly. */
+	harness("drop rs/log");
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	daemon_pid = harness_wait_ready(++starts);
+	{
+		char *state = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+		char *why = dt_get_string(bus, spath, DT_SES_IFACE, "FailureReason");
+
+		dt_assert(strcmp(state, "failed") == 0 && *why,
+			  "with its log fd lost the session is \"%s\" (%s)", state, why);
+		printf("FailureReason: %s\n", why);
+		free(state);
+		free(why);
+	}
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Harvest",
+				     "org.iodirty.Error.SessionFailed", "a{sv}", 0));
+	st = harness("status");
+	dt_assert(!strstr(harness_names(st), "rs/iommufd"),
+		  "the failed session's iommufd is still stored: %s", st);
+	dt_pass("a lost log fd: the session is restored as failed, its other fds released");
+
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
+	st = harness("status");
+	dt_assert(harness_field(st, "stored") == 1 && strstr(harness_names(st), "state-"),
+		  "after Destroy the store holds: %s", st);
+	dt_pass("Destroy: the store holds only the state");
+
+	st = harness("quit");
+	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);
+	sd_bus_flush_close_unref(bus);
+	printf("%u checks passed\n", dt_passed);
+	return EXIT_SUCCESS;
+}

@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Hot-unplug of a device while iodirtyd tracks it: QEMU's edu device bound to vfio-pci
+ * behind an emulated VT-d, in owner mode, with the daemon under fdstore-harness (run by
+ * guest-fdstore.sh), so that the device's fd is also held by the fd store.
+ *
+ * The test creates a session, passes 4 MiB of guest memory (a memfd), has the daemon open
+ * and attach the device by its PCI address, starts tracking and harvests once. Then it
+ * removes the PCI device (echo 1 > /sys/bus/pci/devices/<addr>/remove) from a child process.
+ * The kernel's removal waits until every fd of the device is closed, the daemon's and the
+ * store's, so it completes only if the daemon releases the device and drops it from the
+ * store. Checked:
+ *  - Session1.DeviceLost arrives with the device's path; the removal completes (within
+ *    30 s, it does not hang) and the device is gone from sysfs;
+ *  - the session lives on: State "tracking", no devices, and Harvest works; its round holds
+ *    every mapped page, which the fallback device made dirty up to its release;
+ *  - nothing leaks: the daemon holds as many fds as before the attach, and the store the
+ *    same names (iommufd, log, journal, memory, state).
+ * At the end the PCI bus is rescanned and the edu device bound to vfio-pci again, for the
+ * tests that follow.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon-test.h"
+#include "fdstore-test.h"
+#include "iodirty.h"
+
+#define SZ_1M (UINT64_C(1) << 20)
+#define LOG_SHIFT 12
+#define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
+#define GPA_BASE SZ_1M
+#define MEM_SIZE (4 * SZ_1M)
+#define REMOVE_TIMEOUT_USEC (30 * 1000000ull)
+
+static sd_bus *bus;
+static const char *pci;
+static char *lost_path;
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static int write_file(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, value, strlen(value));
+	n = n < 0 ? -errno : 0;
+	close(fd);
+	return (int)n;
+}
+
+static int on_device_lost(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+	const char *path, *reason;
+
+	if (sd_bus_message_read(m, "os", &path, &reason) > 0) {
+		printf("DeviceLost(%s, \"%s\")\n", path, reason);
+		free(lost_path);
+		lost_path = strdup(path);
+	}
+	return 0;
+}
+
+/* Put the edu device back for the tests that follow. */
+static void rescan(void)
+{
+	char path[256];
+
+	(void)write_file("/sys/bus/pci/rescan", "1");
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver_override", pci);
+	(void)write_file(path, "vfio-pci");
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", pci);
+	if (access(path, F_OK) == 0) {
+		char unbind[300];
+
+		snprintf(unbind, sizeof(unbind), "%s/unbind", path);
+		(void)write_file(unbind, pci);
+	}
+	(void)write_file("/sys/bus/pci/drivers_probe", pci);
+}
+
+/* Remove the PCI device from a child process: the write blocks until the device is free. */
+static pid_t start_removal(void)
+{
+	pid_t child = fork();
+
+	dt_assert(child >= 0, "fork: %s", strerror(errno));
+	if (child == 0) {
+		char path[300];
+
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/remove", pci);
+		_exit(write_file(path, "1") < 0 ? 1 : 0);
+	}
+	return child;
+}
+
+/* Until the removal completed and DeviceLost arrived (30 s at most); the child's status. */
+static int wait_removal(pid_t child)
+{
+	uint64_t deadline = now_usec() + REMOVE_TIMEOUT_USEC;
+	pid_t w = 0;
+	int status = 0, r;
+
+	for (;;) {
+		if (w != child)
+			w = waitpid(child, &status, WNOHANG);
+		r = sd_bus_process(bus, NULL);
+		dt_assert(r >= 0, "sd_bus_process: %s", strerror(-r));
+		if (w == child && lost_path)
+			return status;
+		if (now_usec() > deadline) {
+			if (w != child)
+				kill(child, SIGKILL);
+			dt_assert(false, "after 30 s: removal %s, DeviceLost %s",
+				  w == child ? "done" : "still blocked",
+				  lost_path ? "received" : "not received");
+		}
+		if (r == 0)
+			sd_bus_wait(bus, 100000);
+	}
+}
+
+/*
+ * A removal that starts while the daemon cannot act: it is stopped (SIGSTOP), the removal
+ * begins (the uevent goes to a socket that dies with it), then it is killed. The next
+ * instance takes the device back from the store and learns of the removal only from VFIO's
+ * repeated release request.
+ */
+static void removal_while_down(void)
+{
+	sd_bus_message *reply;
+	const char *p;
+	char *spath, *dpath, *state, sysfs[256];
+	unsigned starts;
+	pid_t child;
+	int memfd, status;
+
+	snprintf(sysfs, sizeof(sysfs), "/sys/bus/pci/devices/%s/vfio-dev", pci);
+	rescan();
+	for (int i = 0; i < 100 && access(sysfs, F_OK) < 0; i++)
+		usleep(50000);
+	dt_assert(access(sysfs, F_OK) == 0, "%s is not back on vfio-pci after a rescan", pci);
+
+	memfd = memfd_create("guest-memory", MFD_CLOEXEC);
+	dt_assert(memfd >= 0 && ftruncate(memfd, MEM_SIZE) == 0, "memfd");
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "up2", 0);
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "CreateSession reply");
+	spath = strdup(p);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "AddMemory", NULL, "httt", memfd,
+				     UINT64_C(0), MEM_SIZE, GPA_BASE));
+	close(memfd);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDevice", NULL, "sa{sv}", pci, 0);
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "AttachDevice reply");
+	dpath = strdup(p);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Start", NULL, ""));
+	dt_assert(sd_bus_match_signal(bus, NULL, DT_DEST, spath, DT_SES_IFACE, "DeviceLost",
+				      on_device_lost, NULL) >= 0,
+		  "match DeviceLost");
+	free(lost_path);
+	lost_path = NULL;
+
+	starts = (unsigned)harness_field(harness("status"), "starts");
+	dt_assert(strcmp(harness("freeze"), "ok") == 0, "freeze");
+	child = start_removal();
+	usleep(500000);
+	dt_assert(strncmp(harness("kill 9"), "ok", 2) == 0, "kill -9");
+	harness_wait_ready(starts + 1);
+	status = wait_removal(child);
+	dt_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the removal failed");
+	dt_assert(strcmp(lost_path, dpath) == 0, "DeviceLost names %s, not %s", lost_path, dpath);
+	state = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+	dt_assert(strcmp(state, "tracking") == 0, "State \"%s\" after the device went", state);
+	free(state);
+	dt_assert(!strstr(harness_names(harness("status")), "up2/dev/"),
+		  "the store still holds the device");
+	dt_pass("a removal begun while the daemon was stopped completes after kill -9: the next instance releases the device on VFIO's request");
+
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
+	free(spath);
+	free(dpath);
+}
+
+int main(void)
+{
+	sd_bus_message *reply;
+	sd_bus_slot *slot = NULL;
+	const char *spath_c, *dpath_c, *st;
+	char *spath, *dpath, *state, stored_before[4096], sysfs[256];
+	unsigned fds_before, fds_after;
+	uint64_t nr, dirty, usec;
+	pid_t daemon_pid, child;
+	int memfd, fd, precise, status = 0, r;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	pci = getenv("IOD_EDU_PCI");
+	if (access("/dev/iommu", F_OK) < 0) {
+		printf("SKIP: /dev/iommu does not exist\n");
+		return 77;
+	}
+	if (!pci || !*pci) {
+		printf("SKIP: IOD_EDU_PCI is not set: no edu device bound to vfio-pci\n");
+		return 77;
+	}
+	snprintf(sysfs, sizeof(sysfs), "/sys/bus/pci/devices/%s", pci);
+
+	memfd = memfd_create("guest-memory", MFD_CLOEXEC);
+	dt_assert(memfd >= 0 && ftruncate(memfd, MEM_SIZE) == 0, "memfd");
+
+	bus = dt_connect();
+	daemon_pid = harness_wait_ready(1);
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "up", 0);
+	dt_assert(sd_bus_message_read(reply, "o", &spath_c) > 0, "CreateSession reply");
+	spath = strdup(spath_c);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "AddMemory", NULL, "httt", memfd,
+				     UINT64_C(0), MEM_SIZE, GPA_BASE));
+	fds_before = proc_fd_count_settled(daemon_pid, 0);
+	snprintf(stored_before, sizeof(stored_before), "%s", harness_names(harness("status")));
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDevice", NULL, "sa{sv}", pci, 0);
+	dt_assert(sd_bus_message_read(reply, "o", &dpath_c) > 0, "AttachDevice reply");
+	dpath = strdup(dpath_c);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Start", NULL, ""));
+	st = harness("status");
+	dt_assert(strstr(harness_names(st), "up/dev/0"), "the device fd is not in the store: %s",
+		  st);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_assert(!precise && dirty == MEM_SIZE / LOG_PAGE,
+		  "with the fallback device attached a round is every mapped page, not %" PRIu64,
+		  dirty);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Acknowledge", NULL, "t", nr));
+	dt_pass("owner session with %s attached (fallback), tracking; its fd is in the store", pci);
+
+	r = sd_bus_match_signal(bus, &slot, DT_DEST, spath, DT_SES_IFACE, "DeviceLost",
+				on_device_lost, NULL);
+	dt_assert(r >= 0, "match DeviceLost: %s", strerror(-r));
+
+	/* The removal blocks until every fd of the device is closed. */
+	child = start_removal();
+	status = wait_removal(child);
+	dt_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writing %s/remove failed", sysfs);
+	dt_assert(strcmp(lost_path, dpath) == 0, "DeviceLost names %s, not %s", lost_path, dpath);
+	dt_assert(access(sysfs, F_OK) < 0, "%s still exists after the removal", sysfs);
+	dt_pass("removal of %s completed and DeviceLost(%s) arrived", pci, dpath);
+
+	state = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+	dt_assert(strcmp(state, "tracking") == 0, "State \"%s\" after the device went", state);
+	free(state);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_assert(dirty == MEM_SIZE / LOG_PAGE,
+		  "the round after the removal holds %" PRIu64 " pages, want every mapped page",
+		  dirty);
+	dt_assert(precise, "no fallback device is left, yet the round is not precise");
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Acknowledge", NULL, "t", nr));
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_assert(dirty == 0, "a round after that holds %" PRIu64 " pages", dirty);
+	sd_bus_message_unref(reply);
+	dt_pass("the session lives on: tracking, Harvest works, the lost device's pages delivered");
+
+	fds_after = proc_fd_count_settled(daemon_pid, fds_before);
+	dt_assert(fds_after == fds_before, "the daemon holds %u fds, %u before the attach",
+		  fds_after, fds_before);
+	st = harness("status");
+	dt_assert(harness_field(st, "starts") == 1, "the daemon restarted: %s", st);
+	dt_assert(!strstr(harness_names(st), "/dev/"), "the store still holds a device: %s", st);
+	dt_assert(harness_field(st, "stored") == 5,
+		  "the store holds %" PRIu64 " fds, want 5 as before the attach (%s): %s",
+		  harness_field(st, "stored"), stored_before, st);
+	dt_pass("nothing leaks: %u daemon fds as before the attach, the store as before",
+		fds_after);
+
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
+	removal_while_down();
+	st = harness("quit");
+	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);
+	sd_bus_slot_unref(slot);
+	sd_bus_flush_close_unref(bus);
+	rescan();
+	free(spath);
+	free(dpath);
+	free(lost_path);
+	printf("%u checks passed\n", dt_passed);
+	return EXIT_SUCCESS;
+}

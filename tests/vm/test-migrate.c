@@ -1,0 +1,1188 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * End-to-end proofs of the reference migration (daemon/migrate.c, iodirty-migrate) in the
+ * guest, against a running iodirtyd on the bus at $IOD_BUS_ADDRESS:
+ *
+ *   test-migrate mock [--seeds=N] [--seed=S] [--drop-round=N|final]
+ *       Adopt mode on the kernel's mock devices: the test owns the iommufd, two mock
+ *       devices on dirty HWPTs and the IOAS; guest memory is a memfd mapped at IOVAs that
+ *       differ from its GPAs (1 MiB chunks on random IOVA slots, some aliased). While the
+ *       migration runs, a workload writes random guest bytes and marks the same IOVA
+ *       pages dirty on a mock HWPT (what device DMA does), and churns the vIOMMU (Unmap
+ *       then unmap, map then Map). After the final round the destination must equal the
+ *       source byte for byte. A failing seed prints how to replay it. With --drop-round
+ *       a round is deliberately not copied and the run must be detected as a mismatch
+ *       (the negative control: the check can fail).
+ *   test-migrate edu [--seed=S]
+ *       Owner mode with the edu device (IOD_EDU_PCI) attached by fd: its DMA engine
+ *       copies guest pages to other guest pages while the migration runs (fallback: the
+ *       emulated VT-d has no dirty tracking). The destination must equal the source.
+ *   test-migrate demo-mock|demo-edu [IODIRTY-MIGRATE OPTIONS...]
+ *       Set up the same machine and exec iodirty-migrate on it with a workload child
+ *       (test-migrate workload-mock|workload-edu): the reference orchestrator, as a
+ *       person would run it.
+ *
+ * Exit 0 pass, 1 fail, 77 skip (no iommufd, mock devices, edu device or bus).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+#include <systemd/sd-bus.h>
+
+#include "iodirty.h"
+#include "iommufd-mock.h"
+#include "migrate.h"
+
+#define SKIP 77
+#define DEST "org.iodirty.Tracker1"
+#define SES_IFACE "org.iodirty.Session1"
+
+#define SZ_1M (UINT64_C(1) << 20)
+#define CHUNK SZ_1M /* vIOMMU mapping granule */
+#define IOVA_SLOT_BASE (UINT64_C(256) << 20) /* inside the mock aperture [16 MiB, 2 GiB) */
+#define IOVA_SLOTS 1024
+#define MOCK_GPA UINT64_C(0x100000000) /* 4 GiB: far from every IOVA */
+#define N_DEVS 2
+
+static const char *bus_address;
+static volatile sig_atomic_t stop_requested;
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("FAIL: ");
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	exit(EXIT_FAILURE);
+}
+
+static void skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("SKIP: ");
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	exit(SKIP);
+}
+
+static uint64_t rng_state;
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+static void rng_fill(uint8_t *p, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i += 8) {
+		uint64_t v = rng();
+
+		memcpy(p + i, &v, n - i < 8 ? n - i : 8);
+	}
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static int bus_connect(sd_bus **ret)
+{
+	sd_bus *bus = NULL;
+	int r;
+
+	r = sd_bus_new(&bus);
+	if (r >= 0)
+		r = sd_bus_set_address(bus, bus_address);
+	if (r >= 0)
+		r = sd_bus_set_bus_client(bus, 1);
+	if (r >= 0)
+		r = sd_bus_negotiate_fds(bus, 1);
+	if (r >= 0)
+		r = sd_bus_start(bus);
+	if (r < 0) {
+		sd_bus_unref(bus);
+		return r;
+	}
+	*ret = bus;
+	return 0;
+}
+
+static int memfd_new(uint64_t size, bool cloexec, uint8_t **ret_mem)
+{
+	int fd = memfd_create("guest-ram", cloexec ? MFD_CLOEXEC : 0);
+	void *p;
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		die("memfd of %" PRIu64 " bytes: %m", size);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap guest memory: %m");
+	*ret_mem = p;
+	return fd;
+}
+
+static void on_stop_signal(int sig)
+{
+	stop_requested = 1;
+}
+
+static void catch_stop(void)
+{
+	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+}
+
+/* =============================== the mock machine ========================================= */
+
+struct mock_map {
+	uint64_t iova, gpa; /* gpa of the chunk */
+	bool mapped;
+};
+
+struct mock_vm {
+	struct iod_iommufd *ictx;
+	int fd;
+	uint32_t ioas;
+	uint32_t stdev[N_DEVS], hwpt[N_DEVS];
+	uint64_t mock_page;
+	int memfd;
+	uint8_t *mem;
+	uint64_t size, gpa;
+	struct mock_map maps[IOVA_SLOTS]; /* by IOVA slot */
+	unsigned n_mapped;
+	/* for the workload */
+	sd_bus *bus;
+	const char *path;
+	uint64_t writes, churn;
+	bool churn_enabled;
+	bool tolerate_bus_errors; /* a workload process: the daemon may be restarting */
+};
+
+static int mock_cmd_domain(int fd, uint32_t pt_id, uint32_t *ret_stdev, uint32_t *ret_idev)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd), .op = IOD_MOCK_OP_DOMAIN_FLAGS, .id = pt_id};
+
+	if (ioctl(fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	*ret_stdev = cmd.domain.out_stdev_id;
+	*ret_idev = cmd.domain.out_idev_id;
+	return 0;
+}
+
+static int mock_cmd_replace(int fd, uint32_t stdev, uint32_t pt_id)
+{
+	struct iod_mock_cmd cmd = {.size = sizeof(cmd),
+				   .op = IOD_MOCK_OP_DOMAIN_REPLACE,
+				   .id = stdev,
+				   .replace.pt_id = pt_id};
+
+	return ioctl(fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
+}
+
+/* The device behind hwpt wrote [iova, iova + length) (mock page aligned): mark it dirty. */
+static int mock_cmd_dirty(struct mock_vm *vm, uint32_t hwpt, uint64_t iova, uint64_t length)
+{
+	uint64_t npages = length / vm->mock_page, marks[8] = {};
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = hwpt,
+		.dirty = {.iova = iova,
+			  .length = length,
+			  .page_size = vm->mock_page,
+			  .uptr = (uintptr_t)marks},
+	};
+
+	if (npages > 64 * ELEMENTSOF(marks))
+		return -E2BIG;
+	for (uint64_t i = 0; i < npages; i++)
+		marks[i / 64] |= UINT64_C(1) << (i % 64);
+	if (ioctl(vm->fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	return cmd.dirty.out_nr_dirty == npages ? 0 : -EIO;
+}
+
+static void mock_vm_setup(struct mock_vm *vm, uint64_t size, bool cloexec)
+{
+	int r;
+
+	*vm = (struct mock_vm){.size = size, .gpa = MOCK_GPA};
+	vm->mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	r = iod_iommufd_open(NULL, &vm->ictx);
+	if (r == -ENODEV)
+		skip("/dev/iommu does not exist: the kernel has no iommufd");
+	if (r < 0)
+		die("open /dev/iommu: %s", strerror(-r));
+	vm->fd = iod_iommufd_fd(vm->ictx);
+	if (!cloexec) {
+		/* a descriptor iodirty-migrate and its workload inherit */
+		int fd = fcntl(vm->fd, F_DUPFD, 3);
+
+		if (fd < 0)
+			die("dup: %m");
+		vm->fd = fd;
+	}
+	if (iod_ioas_alloc(vm->ictx, &vm->ioas) < 0 ||
+	    iod_ioas_set_huge_pages(vm->ictx, vm->ioas, false) < 0)
+		die("IOAS: %m");
+	for (int i = 0; i < N_DEVS; i++) {
+		uint32_t idev = 0;
+
+		r = mock_cmd_domain(vm->fd, vm->ioas, &vm->stdev[i], &idev);
+		if (r < 0)
+			skip("no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s", strerror(-r));
+		r = iod_hwpt_alloc(vm->ictx, idev, vm->ioas, IOD_HWPT_DIRTY, &vm->hwpt[i]);
+		if (r >= 0)
+			r = mock_cmd_replace(vm->fd, vm->stdev[i], vm->hwpt[i]);
+		if (r < 0)
+			die("dirty HWPT for mock device %d: %s", i, strerror(-r));
+	}
+	vm->memfd = memfd_new(size, cloexec, &vm->mem);
+	rng_fill(vm->mem, size);
+}
+
+static int free_slot(struct mock_vm *vm)
+{
+	for (int tries = 0; tries < 4 * IOVA_SLOTS; tries++) {
+		int s = (int)(rng() % IOVA_SLOTS);
+
+		if (!vm->maps[s].mapped)
+			return s;
+	}
+	return -1;
+}
+
+static int random_mapped(struct mock_vm *vm)
+{
+	unsigned k;
+
+	if (!vm->n_mapped)
+		return -1;
+	k = (unsigned)(rng() % vm->n_mapped);
+	for (int s = 0; s < IOVA_SLOTS; s++)
+		if (vm->maps[s].mapped && k-- == 0)
+			return s;
+	return -1;
+}
+
+static int bus_map(struct mock_vm *vm, const char *member, const char *types, ...)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, types);
+	r = sd_bus_call_methodv(vm->bus, DEST, vm->path, SES_IFACE, member, &error, NULL, types,
+				ap);
+	va_end(ap);
+	if (r < 0)
+		printf("%s: %s\n", member, error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	return r;
+}
+
+/* Map chunk (gpa) at IOVA slot s: the IOAS first, then the Map event (before any DMA). */
+static int mock_map(struct mock_vm *vm, int s, uint64_t gpa, bool report)
+{
+	struct mock_map *p = &vm->maps[s];
+	int r;
+
+	p->iova = IOVA_SLOT_BASE + (uint64_t)s * CHUNK;
+	p->gpa = gpa;
+	r = iod_ioas_map(vm->ictx, vm->ioas, vm->mem + (gpa - vm->gpa), CHUNK, p->iova,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	if (r < 0)
+		return r;
+	if (report) {
+		r = bus_map(vm, "Map", "ttt", p->iova, gpa, CHUNK);
+		if (r < 0) {
+			/* unreported, it must not carry DMA: take it back */
+			(void)iod_ioas_unmap(vm->ictx, vm->ioas, p->iova, CHUNK, NULL);
+			return vm->tolerate_bus_errors ? -EAGAIN : r;
+		}
+	}
+	p->mapped = true;
+	vm->n_mapped++;
+	return 0;
+}
+
+/* Unmap slot s: the Unmap event first (the daemon harvests it), then the IOAS. */
+static int mock_unmap(struct mock_vm *vm, int s, bool report)
+{
+	struct mock_map *p = &vm->maps[s];
+	int r;
+
+	if (report) {
+		r = bus_map(vm, "Unmap", "tt", p->iova, CHUNK);
+		if (r < 0)
+			return vm->tolerate_bus_errors ? -EAGAIN : r; /* stays mapped */
+	}
+	r = iod_ioas_unmap(vm->ictx, vm->ioas, p->iova, CHUNK, NULL);
+	if (r < 0)
+		return r;
+	p->mapped = false;
+	vm->n_mapped--;
+	return 0;
+}
+
+/* Every chunk of guest memory at a random IOVA slot with probability 3/4; some aliased. */
+static void mock_initial_maps(struct mock_vm *vm)
+{
+	for (uint64_t c = 0; c < vm->size / CHUNK; c++) {
+		int n = rng() % 4 ? 1 : 0;
+
+		if (rng() % 8 == 0)
+			n++; /* an alias: the same guest memory at a second IOVA */
+		for (int i = 0; i < n; i++) {
+			int s = free_slot(vm);
+
+			if (s < 0 || mock_map(vm, s, vm->gpa + c * CHUNK, false) < 0)
+				die("initial mapping of chunk %" PRIu64 ": %m", c);
+		}
+	}
+}
+
+/*
+ * One step of the guest's devices: a few DMA writes through mapped IOVAs (the bytes, then
+ * the dirty mark on the device's HWPT: a harvest between the two sees the mark later, never
+ * the other way round), and now and then a vIOMMU map or unmap.
+ */
+static int mock_step(struct mock_vm *vm)
+{
+	unsigned n_writes = 1 + (unsigned)(rng() % 6);
+	int r;
+
+	if (vm->churn_enabled && rng() % 4 == 0) {
+		if ((rng() % 2 || vm->n_mapped > IOVA_SLOTS / 2) && vm->n_mapped > 4) {
+			r = mock_unmap(vm, random_mapped(vm), true);
+		} else {
+			int s = free_slot(vm);
+			uint64_t gpa = vm->gpa + (rng() % (vm->size / CHUNK)) * CHUNK;
+
+			r = s < 0 ? 0 : mock_map(vm, s, gpa, true);
+			if (r == -EEXIST)
+				r = 0; /* a slot somebody else mapped: no churn this time */
+		}
+		if (r == -EAGAIN)
+			r = 0;
+		if (r < 0)
+			return r;
+		vm->churn++;
+	}
+	for (unsigned i = 0; i < n_writes; i++) {
+		int s = random_mapped(vm);
+		uint64_t pages = CHUNK / vm->mock_page, first, n, off, len;
+		const struct mock_map *p;
+
+		if (s < 0)
+			break;
+		p = &vm->maps[s];
+		first = rng() % pages;
+		n = 1 + rng() % (rng() % 16 == 0 ? 32 : 3);
+		if (first + n > pages)
+			n = pages - first;
+		off = first * vm->mock_page;
+		len = n * vm->mock_page;
+		/* partial writes: the first and last bytes need not be touched */
+		{
+			uint64_t skip_head = rng() % 64, skip_tail = rng() % 64;
+
+			rng_fill(vm->mem + (p->gpa - vm->gpa) + off + skip_head,
+				 len - skip_head - skip_tail);
+		}
+		r = mock_cmd_dirty(vm, vm->hwpt[rng() % N_DEVS], p->iova + off, len);
+		if (r < 0)
+			return r;
+		vm->writes++;
+	}
+	return 0;
+}
+
+static void mock_vm_teardown(struct mock_vm *vm)
+{
+	for (int s = 0; s < IOVA_SLOTS; s++)
+		if (vm->maps[s].mapped)
+			(void)mock_unmap(vm, s, false);
+	for (int i = 0; i < N_DEVS; i++) {
+		(void)iod_iommufd_destroy(vm->ictx, vm->stdev[i]);
+		(void)iod_iommufd_destroy(vm->ictx, vm->hwpt[i]);
+	}
+	(void)iod_iommufd_destroy(vm->ictx, vm->ioas);
+	if (vm->fd != iod_iommufd_fd(vm->ictx))
+		close(vm->fd);
+	vm->ictx = iod_iommufd_free(vm->ictx);
+	munmap(vm->mem, vm->size);
+	close(vm->memfd);
+}
+
+/* ------------------------------ migrate.c hooks -------------------------------------------- */
+
+struct image {
+	uint8_t *p;
+	uint64_t gpa, size;
+	unsigned rounds;
+	uint64_t bytes;
+};
+
+static int image_write(uint64_t gpa, const void *data, uint64_t length, void *userdata)
+{
+	struct image *img = *(struct image **)userdata;
+
+	if (gpa < img->gpa || length > img->size || gpa - img->gpa > img->size - length)
+		return -ERANGE;
+	memcpy(img->p + (gpa - img->gpa), data, length);
+	img->bytes += length;
+	return 0;
+}
+
+static bool verbose_rounds;
+
+static void print_round(const struct iod_migrate_round *r, void *userdata)
+{
+	struct image *img = *(struct image **)userdata;
+
+	img->rounds = r->index;
+	if (verbose_rounds)
+		printf("  round %2u %-5s dirty %6" PRIu64 " pages, %8" PRIu64
+		       " bytes, harvest %6" PRIu64 " us (daemon %5" PRIu64 " us)%s%s\n",
+		       r->index,
+		       r->index == 0 ? "full"
+		       : r->final    ? "final"
+				     : "dirty",
+		       r->dirty_pages, r->bytes, r->harvest_usec, r->daemon_usec,
+		       r->precise ? "" : " imprecise", r->dropped ? " DROPPED" : "");
+}
+
+struct mock_run {
+	struct image *img; /* first: image_write() */
+	struct mock_vm *vm;
+};
+
+static int mock_prepare(struct iod_migrate *m, void *userdata)
+{
+	struct mock_run *run = userdata;
+	struct mock_vm *vm = run->vm;
+
+	vm->bus = iod_migrate_bus(m);
+	vm->path = iod_migrate_session_path(m);
+	for (int s = 0; s < IOVA_SLOTS; s++)
+		if (vm->maps[s].mapped) {
+			int r = bus_map(vm, "Map", "ttt", vm->maps[s].iova, vm->maps[s].gpa, CHUNK);
+
+			if (r < 0)
+				return r;
+		}
+	return 0;
+}
+
+static int mock_tick(struct iod_migrate *m, void *userdata)
+{
+	struct mock_run *run = userdata;
+
+	return mock_step(run->vm);
+}
+
+/* The devices write once more right before they stop: the final round is never empty. */
+static int mock_pause(struct iod_migrate *m, void *userdata)
+{
+	struct mock_run *run = userdata;
+	bool churn = run->vm->churn_enabled;
+	int r;
+
+	run->vm->churn_enabled = false;
+	r = mock_step(run->vm);
+	run->vm->churn_enabled = churn;
+	return r;
+}
+
+static uint64_t count_bad_pages(const uint8_t *a, const uint8_t *b, uint64_t size,
+				uint64_t *ret_first)
+{
+	uint64_t bad = 0;
+
+	*ret_first = UINT64_MAX;
+	for (uint64_t off = 0; off < size; off += 4096)
+		if (memcmp(a + off, b + off, 4096) != 0) {
+			if (*ret_first == UINT64_MAX)
+				*ret_first = off;
+			bad++;
+		}
+	return bad;
+}
+
+/* One seed. Returns the number of differing pages (0: the destination equals the source). */
+static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t drop_round,
+			 bool *ret_error)
+{
+	struct mock_vm vm;
+	struct image img = {.gpa = MOCK_GPA, .size = size};
+	struct mock_run run = {.img = &img, .vm = &vm};
+	struct iod_migrate_ops ops = {
+		.prepare = mock_prepare,
+		.tick = mock_tick,
+		.pause = mock_pause,
+		.write = image_write,
+		.round = print_round,
+	};
+	struct iod_migrate_result res;
+	struct iod_migrate *m = NULL;
+	uint64_t bad, first;
+	char name[64];
+	int r;
+
+	rng_state = seed ? seed : 1;
+	mock_vm_setup(&vm, size, true);
+	vm.churn_enabled = true;
+	mock_initial_maps(&vm);
+	img.p = malloc(size);
+	if (!img.p)
+		die("out of memory");
+	memset(img.p, 0, size);
+
+	snprintf(name, sizeof(name), "mock-%" PRIu64, seed);
+	{
+		struct iod_migrate_config c = {
+			.session = name,
+			.mode = IOD_MIGRATE_ADOPT,
+			.memfd = vm.memfd,
+			.size = size,
+			.gpa = MOCK_GPA,
+			.mem = vm.mem,
+			.viommu = true,
+			.iommufd = vm.fd,
+			.ioas = vm.ioas,
+			.hwpts = vm.hwpt,
+			.n_hwpts = N_DEVS,
+			.converge_pages = 32,
+			.max_rounds = 12,
+			.batch_bytes = 64 * 1024,
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+			.drop_round = drop_round,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, &run, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, &res);
+	*ret_error = r < 0;
+	if (r < 0)
+		printf("FAIL: seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
+		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
+	iod_migrate_free(m);
+
+	bad = count_bad_pages(img.p, vm.mem, size, &first);
+	printf("seed %" PRIu64 ": %u dirty rounds%s, %" PRIu64 " bytes copied, %" PRIu64
+	       " DMA writes, %" PRIu64 " map/unmap events, %u mappings at the end: %s",
+	       seed, res.rounds, res.converged ? " (converged)" : "", res.total_bytes, vm.writes,
+	       vm.churn, vm.n_mapped, bad ? "MISMATCH" : "destination == source");
+	if (bad)
+		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
+		       MOCK_GPA + first);
+	printf("\n");
+	if (vm.writes == 0 || vm.churn == 0)
+		*ret_error = true;
+	free(img.p);
+	mock_vm_teardown(&vm);
+	return bad;
+}
+
+static int cmd_mock(int argc, char **argv)
+{
+	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20), seeds = 1,
+		 size = 32 * SZ_1M, drop = 0;
+	bool seed_given = false;
+	unsigned failed = 0;
+	sd_bus *bus = NULL;
+	int c;
+
+	static const struct option options[] = {
+		{"seed", required_argument, NULL, 's'},
+		{"seeds", required_argument, NULL, 'n'},
+		{"size", required_argument, NULL, 'S'},
+		{"drop-round", required_argument, NULL, 'd'},
+		{"verbose", no_argument, NULL, 'v'},
+		{},
+	};
+	while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			seed = strtoull(optarg, NULL, 0);
+			seed_given = true;
+			break;
+		case 'n':
+			seeds = strtoull(optarg, NULL, 0);
+			break;
+		case 'S':
+			size = strtoull(optarg, NULL, 0) * SZ_1M;
+			break;
+		case 'd':
+			drop = strcmp(optarg, "final") == 0 ? IOD_MIGRATE_DROP_FINAL
+							    : strtoull(optarg, NULL, 0);
+			break;
+		case 'v':
+			verbose_rounds = true;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (bus_connect(&bus) < 0)
+		skip("no bus at %s", bus_address);
+	if (!seed_given)
+		printf("seeds %" PRIu64 " .. %" PRIu64 " (replay one with --seed=N)\n", seed,
+		       seed + seeds - 1);
+	for (uint64_t i = 0; i < seeds; i++) {
+		bool error = false;
+		uint64_t bad = mock_one(bus, seed + i, size, drop, &error);
+
+		if (error) {
+			failed++;
+		} else if (drop) {
+			if (bad == 0) {
+				printf("FAIL: seed %" PRIu64
+				       ": round %s was not copied and yet the "
+				       "destination matches: the check cannot see a lost round "
+				       "(replay: test-migrate mock --seed=%" PRIu64
+				       " --drop-round=%s)\n",
+				       seed + i, drop == IOD_MIGRATE_DROP_FINAL ? "final" : "N",
+				       seed + i, drop == IOD_MIGRATE_DROP_FINAL ? "final" : "N");
+				failed++;
+			} else {
+				printf("PASS: seed %" PRIu64 ": the dropped round is detected\n",
+				       seed + i);
+			}
+		} else if (bad) {
+			printf("FAIL: seed %" PRIu64
+			       ": replay with: test-migrate mock --seed=%" PRIu64 " --verbose\n",
+			       seed + i, seed + i);
+			failed++;
+		}
+	}
+	sd_bus_flush_close_unref(bus);
+	printf("%s: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", seeds, failed);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* =============================== the edu device =========================================== */
+
+#define EDU_REG_DMA_SRC 0x80
+#define EDU_REG_DMA_DST 0x88
+#define EDU_REG_DMA_COUNT 0x90
+#define EDU_REG_DMA_CMD 0x98
+#define EDU_DMA_RUN 0x1
+#define EDU_DMA_TO_RAM 0x2
+#define EDU_BUF 0x40000
+#define EDU_XFER 2048
+#define EDU_GPA UINT64_C(0x1000000) /* IOVA = GPA, under the device's 28-bit DMA mask */
+
+struct edu {
+	int fd;
+	volatile uint8_t *bar;
+	uint64_t bar_size;
+	uint64_t gpa, size;
+	int phase; /* 0: next a read from RAM, 1: next a write to RAM */
+	uint64_t writes;
+	uint64_t pending_dst;
+};
+
+static void edu_find(char *addr, size_t size)
+{
+	const char *env = getenv("IOD_EDU_PCI");
+	glob_t g;
+
+	if (env && *env) {
+		snprintf(addr, size, "%s", env);
+		return;
+	}
+	if (glob("/sys/bus/pci/devices/*/vendor", 0, NULL, &g) == 0) {
+		for (size_t i = 0; i < g.gl_pathc; i++) {
+			char path[512], buf[16] = "";
+			FILE *f;
+
+			f = fopen(g.gl_pathv[i], "re");
+			if (!f)
+				continue;
+			if (!fgets(buf, sizeof(buf), f))
+				buf[0] = '\0';
+			fclose(f);
+			if (strncmp(buf, "0x1234", 6) != 0)
+				continue;
+			snprintf(path, sizeof(path), "%s", g.gl_pathv[i]);
+			*strrchr(path, '/') = '\0';
+			snprintf(addr, size, "%s", strrchr(path, '/') + 1);
+			globfree(&g);
+			return;
+		}
+		globfree(&g);
+	}
+	skip("no edu device (IOD_EDU_PCI unset, none in sysfs)");
+}
+
+static int edu_open(bool cloexec)
+{
+	_cleanup_free_ char *path = NULL;
+	char addr[64];
+	int fd, r;
+
+	if (access("/dev/iommu", F_OK) < 0)
+		skip("/dev/iommu does not exist");
+	edu_find(addr, sizeof(addr));
+	r = iod_vfio_cdev_path(NULL, addr, &path);
+	if (r < 0)
+		skip("edu %s has no VFIO cdev: %s", addr, iod_strerror(r));
+	fd = open(path, O_RDWR | (cloexec ? O_CLOEXEC : 0));
+	if (fd < 0)
+		die("open %s: %m", path);
+	return fd;
+}
+
+/* Once the daemon bound and attached the device: bus mastering on, BAR0 mapped. */
+static int edu_start(struct edu *e)
+{
+	struct vfio_region_info cfg = {.argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX};
+	struct vfio_region_info bar = {.argsz = sizeof(bar), .index = VFIO_PCI_BAR0_REGION_INDEX};
+	uint16_t cmd;
+	void *p;
+
+	if (ioctl(e->fd, VFIO_DEVICE_GET_REGION_INFO, &cfg) < 0 ||
+	    ioctl(e->fd, VFIO_DEVICE_GET_REGION_INFO, &bar) < 0)
+		return -errno;
+	if (pread(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + 4) != sizeof(cmd))
+		return -EIO;
+	cmd |= 0x6; /* memory, bus master */
+	if (pwrite(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + 4) != sizeof(cmd))
+		return -EIO;
+	p = mmap(NULL, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, (off_t)bar.offset);
+	if (p == MAP_FAILED)
+		return -errno;
+	e->bar = p;
+	e->bar_size = bar.size;
+	return 0;
+}
+
+static bool edu_busy(struct edu *e)
+{
+	return *(volatile uint64_t *)(e->bar + EDU_REG_DMA_CMD) & EDU_DMA_RUN;
+}
+
+static void edu_go(struct edu *e, uint64_t src, uint64_t dst, bool to_ram)
+{
+	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_SRC) = src;
+	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_DST) = dst;
+	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_COUNT) = EDU_XFER;
+	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_CMD) = EDU_DMA_RUN |
+							   (to_ram ? EDU_DMA_TO_RAM : 0);
+}
+
+/* Without waiting: start the next transfer if the engine is idle (the DMA runs meanwhile). */
+static void edu_step(struct edu *e)
+{
+	uint64_t pages = e->size / 4096;
+
+	if (edu_busy(e))
+		return;
+	if (e->pending_dst) /* the last transfer wrote guest memory */
+		e->writes++;
+	e->pending_dst = 0;
+	if (e->phase == 0) {
+		edu_go(e, e->gpa + (rng() % pages) * 4096 + (rng() % 2) * 2048, EDU_BUF, false);
+		e->phase = 1;
+	} else {
+		e->pending_dst = e->gpa + (rng() % pages) * 4096 + (rng() % 2) * 2048;
+		edu_go(e, EDU_BUF, e->pending_dst, true);
+		e->phase = 0;
+	}
+}
+
+/* The device is quiet: no transfer in flight. */
+static int edu_quiesce(struct edu *e)
+{
+	uint64_t deadline = now_usec() + 60 * 1000000;
+
+	while (edu_busy(e)) {
+		if (now_usec() > deadline)
+			return -ETIMEDOUT;
+		usleep(1000);
+	}
+	if (e->pending_dst)
+		e->writes++;
+	e->pending_dst = 0;
+	return 0;
+}
+
+struct edu_run {
+	struct image *img; /* first: image_write() */
+	struct edu *e;
+};
+
+static int edu_started_hook(struct iod_migrate *m, void *userdata)
+{
+	struct edu_run *run = userdata;
+
+	return edu_start(run->e);
+}
+
+static int edu_tick(struct iod_migrate *m, void *userdata)
+{
+	struct edu_run *run = userdata;
+
+	edu_step(run->e);
+	return 0;
+}
+
+static int edu_pause(struct iod_migrate *m, void *userdata)
+{
+	struct edu_run *run = userdata;
+
+	return edu_quiesce(run->e);
+}
+
+static int cmd_edu(int argc, char **argv)
+{
+	uint64_t seed = (uint64_t)time(NULL), size = 16 * SZ_1M, bad, first;
+	struct edu e = {.gpa = EDU_GPA, .size = size};
+	struct image img = {.gpa = EDU_GPA, .size = size};
+	struct edu_run run = {.img = &img, .e = &e};
+	struct iod_migrate_ops ops = {
+		.started = edu_started_hook,
+		.tick = edu_tick,
+		.pause = edu_pause,
+		.write = image_write,
+		.round = print_round,
+	};
+	struct iod_migrate_result res;
+	struct iod_migrate *m = NULL;
+	sd_bus *bus = NULL;
+	uint8_t *mem;
+	int memfd, r;
+
+	for (int i = 1; i < argc; i++)
+		if (strncmp(argv[i], "--seed=", 7) == 0)
+			seed = strtoull(argv[i] + 7, NULL, 0);
+	printf("seed %" PRIu64 " (replay with --seed=%" PRIu64 ")\n", seed, seed);
+	rng_state = seed ? seed : 1;
+	verbose_rounds = true;
+
+	e.fd = edu_open(true);
+	if (bus_connect(&bus) < 0)
+		skip("no bus at %s", bus_address);
+	memfd = memfd_new(size, true, &mem);
+	rng_fill(mem, size);
+	img.p = calloc(1, size);
+	if (!img.p)
+		die("out of memory");
+	{
+		struct iod_migrate_config c = {
+			.session = "edu",
+			.mode = IOD_MIGRATE_OWNER,
+			.memfd = memfd,
+			.size = size,
+			.gpa = EDU_GPA,
+			.mem = mem,
+			.device_fds = &e.fd,
+			.n_device_fds = 1,
+			.converge_pages = 0,
+			.max_rounds = 3,
+			.batch_bytes = 256 * 1024,
+			.max_bandwidth = 16 * SZ_1M, /* a slow link: the DMA engine has time */
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, &run, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, &res);
+	if (r < 0)
+		die("the migration failed (%s): %s", iod_migrate_status_to_string(res.status),
+		    iod_migrate_error(m));
+	iod_migrate_free(m);
+	bad = count_bad_pages(img.p, mem, size, &first);
+	printf("edu: %u dirty rounds, %" PRIu64 " bytes copied, %" PRIu64
+	       " DMA writes into guest memory during the migration, precise: %s\n",
+	       res.rounds, res.total_bytes, e.writes, res.precise ? "yes" : "no (fallback)");
+	if (res.precise)
+		die("the emulated VT-d cannot track dirty pages: the result must say imprecise");
+	if (e.writes == 0)
+		die("the device wrote nothing during the migration: no proof");
+	if (bad)
+		die("%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64
+		    " (replay: --seed=%" PRIu64 ")",
+		    bad, EDU_GPA + first, seed);
+	printf("PASS: edu DMA during migration: the destination equals the source\n");
+	sd_bus_flush_close_unref(bus);
+	return EXIT_SUCCESS;
+}
+
+/* ============================ the orchestrator as a program ================================= */
+
+static const char *self_path(void)
+{
+	static char buf[4096];
+	ssize_t l = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+
+	if (l < 0)
+		die("readlink /proc/self/exe: %m");
+	buf[l] = '\0';
+	return buf;
+}
+
+static const char *migrate_binary(void)
+{
+	const char *e = getenv("IODIRTY_MIGRATE");
+
+	return e && *e ? e : "iodirty-migrate";
+}
+
+static void exec_migrate(char **args)
+{
+	fflush(stdout);
+	execvp(args[0], args);
+	die("exec %s: %m", args[0]);
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		die("out of memory");
+	va_end(ap);
+	return s;
+}
+
+static int cmd_demo_mock(int argc, char **argv)
+{
+	char *args[IOVA_SLOTS + 64];
+	struct mock_vm vm;
+	size_t n = 0;
+	uint64_t size = 32 * SZ_1M;
+
+	rng_state = (uint64_t)time(NULL) | 1;
+	mock_vm_setup(&vm, size, false);
+	mock_initial_maps(&vm);
+	fprintf(stderr,
+		"demo: mock machine: iommufd fd %d, IOAS %u, mock devices on dirty HWPTs %u and "
+		"%u, %" PRIu64 " MiB of guest memory at GPA 0x%" PRIx64 " in %u IOVA mappings\n",
+		vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], size >> 20, vm.gpa, vm.n_mapped);
+
+	args[n++] = (char *)migrate_binary();
+	args[n++] = xasprintf("--address=%s", bus_address);
+	args[n++] = "--session=demo-mock";
+	args[n++] = "--adopt";
+	args[n++] = xasprintf("--iommufd-fd=%d", vm.fd);
+	args[n++] = xasprintf("--ioas=%u", vm.ioas);
+	for (int i = 0; i < N_DEVS; i++)
+		args[n++] = xasprintf("--hwpt=%u", vm.hwpt[i]);
+	args[n++] = "--viommu";
+	for (int s = 0; s < IOVA_SLOTS; s++)
+		if (vm.maps[s].mapped)
+			args[n++] = xasprintf("--map=0x%" PRIx64 ":0x%" PRIx64 ":0x%" PRIx64,
+					      vm.maps[s].iova, vm.maps[s].gpa, CHUNK);
+	args[n++] = xasprintf("--memory-fd=%d", vm.memfd);
+	args[n++] = xasprintf("--size=%" PRIu64, size);
+	args[n++] = xasprintf("--gpa=0x%" PRIx64, vm.gpa);
+	args[n++] = "--dest=/tmp/demo-mock.img"; /* the caller's --dest comes later and wins */
+	args[n++] = xasprintf("--workload=%s workload-mock --iommufd-fd=%d --ioas=%u --hwpts=%u,%u "
+			      "--memfd=%d --size=%" PRIu64,
+			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size);
+	for (int i = 1; i < argc && n < ELEMENTSOF(args) - 1; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	exec_migrate(args);
+	return EXIT_FAILURE;
+}
+
+/* The workload of demo-mock: the same device writes and vIOMMU churn, until SIGTERM. */
+static int cmd_workload_mock(int argc, char **argv)
+{
+	struct mock_vm vm = {.gpa = MOCK_GPA};
+	unsigned h0 = 0, h1 = 0;
+	int r;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strncmp(a, "--iommufd-fd=", 13) == 0)
+			vm.fd = atoi(a + 13);
+		else if (strncmp(a, "--ioas=", 7) == 0)
+			vm.ioas = (uint32_t)atoi(a + 7);
+		else if (strncmp(a, "--hwpts=", 8) == 0)
+			sscanf(a + 8, "%u,%u", &h0, &h1);
+		else if (strncmp(a, "--memfd=", 8) == 0)
+			vm.memfd = atoi(a + 8);
+		else if (strncmp(a, "--size=", 7) == 0)
+			vm.size = strtoull(a + 7, NULL, 0);
+	}
+	vm.hwpt[0] = h0;
+	vm.hwpt[1] = h1;
+	vm.mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_state = (uint64_t)getpid() * 7919 + 1;
+	catch_stop();
+	if (iod_iommufd_adopt(vm.fd, &vm.ictx) < 0)
+		die("workload: not an iommufd: %d", vm.fd);
+	vm.mem = mmap(NULL, vm.size, PROT_READ | PROT_WRITE, MAP_SHARED, vm.memfd, 0);
+	if (vm.mem == MAP_FAILED)
+		die("workload: mmap: %m");
+	/*
+	 * The initial mappings are in the IOAS already: churn here only what this workload
+	 * mapped itself (fresh slots), so that it never unmaps what it does not know.
+	 * Writes go through the mappings it knows, found by asking the kernel nothing: the
+	 * workload learns them from the session's Map events it makes.
+	 */
+	r = bus_connect(&vm.bus);
+	if (r < 0)
+		die("workload: bus: %s", strerror(-r));
+	vm.path = getenv("IODIRTY_SESSION_PATH");
+	if (!vm.path)
+		die("workload: IODIRTY_SESSION_PATH is not set");
+	/* Map the whole guest memory once more at fresh IOVA slots: the device's own window. */
+	for (uint64_t c = 0; c < vm.size / CHUNK; c++) {
+		int s = -1;
+
+		for (int t = IOVA_SLOTS - 1; t >= 0 && s < 0; t--)
+			if (iod_ioas_map(vm.ictx, vm.ioas, vm.mem + c * CHUNK, CHUNK,
+					 IOVA_SLOT_BASE + (uint64_t)t * CHUNK,
+					 IOD_MAP_READ | IOD_MAP_WRITE) == 0)
+				s = t;
+		if (s < 0)
+			die("workload: no free IOVA slot");
+		vm.maps[s] = (struct mock_map){.iova = IOVA_SLOT_BASE + (uint64_t)s * CHUNK,
+					       .gpa = vm.gpa + c * CHUNK,
+					       .mapped = true};
+		vm.n_mapped++;
+		if (bus_map(&vm, "Map", "ttt", vm.maps[s].iova, vm.maps[s].gpa, CHUNK) < 0)
+			die("workload: Map");
+	}
+	vm.churn_enabled = true;
+	vm.tolerate_bus_errors = true;
+	while (!stop_requested) {
+		r = mock_step(&vm);
+		if (r < 0)
+			die("workload: %s", strerror(-r));
+		usleep(3000); /* a dirty rate the demo's link can outrun: rounds converge */
+	}
+	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64 " map/unmap events\n",
+	       vm.writes, vm.churn);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_demo_edu(int argc, char **argv)
+{
+	uint64_t size = 16 * SZ_1M;
+	char *args[64];
+	size_t n = 0;
+	uint8_t *mem;
+	int fd, memfd;
+
+	rng_state = (uint64_t)time(NULL) | 1;
+	fd = edu_open(false);
+	memfd = memfd_new(size, false, &mem);
+	rng_fill(mem, size);
+	fprintf(stderr,
+		"demo: edu device (VFIO cdev fd %d) and %" PRIu64
+		" MiB of guest memory at GPA 0x%" PRIx64 " (owner mode, IOVA = GPA)\n",
+		fd, size >> 20, EDU_GPA);
+	args[n++] = (char *)migrate_binary();
+	args[n++] = xasprintf("--address=%s", bus_address);
+	args[n++] = "--session=demo-edu";
+	args[n++] = xasprintf("--memory-fd=%d", memfd);
+	args[n++] = xasprintf("--size=%" PRIu64, size);
+	args[n++] = xasprintf("--gpa=0x%" PRIx64, EDU_GPA);
+	args[n++] = xasprintf("--device-fd=%d", fd);
+	args[n++] = "--dest=/tmp/demo-edu.img";
+	args[n++] = xasprintf("--workload=%s workload-edu --device-fd=%d --size=%" PRIu64,
+			      self_path(), fd, size);
+	for (int i = 1; i < argc && n < ELEMENTSOF(args) - 1; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	exec_migrate(args);
+	return EXIT_FAILURE;
+}
+
+static int cmd_workload_edu(int argc, char **argv)
+{
+	struct edu e = {.gpa = EDU_GPA, .size = 16 * SZ_1M};
+	int r;
+
+	for (int i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "--device-fd=", 12) == 0)
+			e.fd = atoi(argv[i] + 12);
+		else if (strncmp(argv[i], "--size=", 7) == 0)
+			e.size = strtoull(argv[i] + 7, NULL, 0);
+	}
+	rng_state = (uint64_t)getpid() * 7919 + 1;
+	catch_stop();
+	r = edu_start(&e);
+	if (r < 0)
+		die("workload: edu: %s", strerror(-r));
+	while (!stop_requested) {
+		edu_step(&e);
+		usleep(5000);
+	}
+	r = edu_quiesce(&e);
+	printf("workload: edu stopped after %" PRIu64 " DMA writes into guest memory\n", e.writes);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	bus_address = getenv("IOD_BUS_ADDRESS");
+	if (argc < 2) {
+		fprintf(stderr, "usage: test-migrate mock|edu|demo-mock|demo-edu [OPTIONS]\n");
+		return 2;
+	}
+	if (!bus_address || !*bus_address)
+		skip("IOD_BUS_ADDRESS is not set: run under guest-migrate.sh");
+	argv++;
+	argc--;
+	if (strcmp(argv[0], "mock") == 0)
+		return cmd_mock(argc, argv);
+	if (strcmp(argv[0], "edu") == 0)
+		return cmd_edu(argc, argv);
+	if (strcmp(argv[0], "demo-mock") == 0)
+		return cmd_demo_mock(argc, argv);
+	if (strcmp(argv[0], "workload-mock") == 0)
+		return cmd_workload_mock(argc, argv);
+	if (strcmp(argv[0], "demo-edu") == 0)
+		return cmd_demo_edu(argc, argv);
+	if (strcmp(argv[0], "workload-edu") == 0)
+		return cmd_workload_edu(argc, argv);
+	fprintf(stderr, "unknown command %s\n", argv[0]);
+	return 2;
+}
