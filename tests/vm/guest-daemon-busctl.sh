@@ -35,6 +35,29 @@ expect() {
 	if run "$@" && echo "$OUT" | grep -q -E -- "$pattern"; then ok "$name"; else bad "$name" "want /$pattern/"; fi
 }
 
+# contract_interface FILE IFACE: one interface of an introspection document, without
+# comments, indentation or blank lines (the same normal form as tests/bus/run uses).
+contract_interface() {
+	awk -v iface="$2" '
+		{ doc = doc $0 "\n" }
+		END {
+			while ((i = index(doc, "<!--")) > 0) {
+				j = index(substr(doc, i), "-->")
+				if (!j) exit 1
+				doc = substr(doc, 1, i - 1) substr(doc, i + j + 2)
+			}
+			start = index(doc, "<interface name=\"" iface "\">")
+			if (!start) exit 1
+			rest = substr(doc, start)
+			n = split(substr(rest, 1, index(rest, "</interface>") + 11), line, "\n")
+			for (k = 1; k <= n; k++) {
+				l = line[k]
+				sub(/^[ \t]+/, "", l)
+				if (l != "") print l
+			}
+		}' "$1"
+}
+
 expect "iodirtyctl status" 'iommufd: true' $C status
 
 if [ "$shape" = mock ]; then
@@ -99,6 +122,15 @@ else
 	expect "AttachDevice by PCI address" "^o \"$S/device/0\"$" $B call $T $SI AttachDevice 'sa{sv}' "$IOD_EDU_PCI" 0
 	expect "device IommuType" '"intel-vtd"' $B get-property $T "$S/device/0" org.iodirty.Device1 IommuType
 	expect "device TrackingMode" '"fallback"' $B get-property $T "$S/device/0" org.iodirty.Device1 TrackingMode
+	# The host's bus tier has no device object: the contract of Device1 is checked here.
+	if $B introspect --xml-interface $T "$S/device/0" >/tmp/device.xml 2>&1 &&
+		contract_interface /tmp/device.xml org.iodirty.Device1 >/tmp/device.live &&
+		contract_interface /iodirty/proto/org.iodirty.Tracker1.xml org.iodirty.Device1 >/tmp/device.proto &&
+		[ -s /tmp/device.proto ] && diff -u /tmp/device.proto /tmp/device.live; then
+		ok "introspection of org.iodirty.Device1 equals proto/org.iodirty.Tracker1.xml"
+	else
+		bad "introspection of org.iodirty.Device1 equals proto/org.iodirty.Tracker1.xml"
+	fi
 	expect "TrackingMode" '"fallback"' $B get-property $T $SI TrackingMode
 	expect "Precise" 'b false' $B get-property $T $SI Precise
 	expect "iodirtyctl devices" "$IOD_EDU_PCI" $C devices edu
