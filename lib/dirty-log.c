@@ -549,6 +549,31 @@ static ssize_t log_find_region(const struct iod_dirty_log *log, uint64_t addr)
 	return (ssize_t)(lo - 1);
 }
 
+int iod_log_accum_direct(struct iod_dirty_log *log, uint64_t gpa, uint64_t nbits, uint64_t **ret)
+{
+	unsigned shift;
+	uint64_t page, end;
+	ssize_t i;
+
+	if (!log || !ret || nbits == 0)
+		return -EINVAL;
+	shift = log_shift(log);
+	if (gpa & ((UINT64_C(1) << shift) - 1))
+		return -EINVAL;
+	if (nbits > (UINT64_MAX >> shift) || iod_add_overflow(gpa, nbits << shift, &end))
+		return -EOVERFLOW;
+
+	i = log_find_region(log, gpa);
+	if (i < 0)
+		return -EXDEV;
+	const struct iod_log_region *r = &log_table(log)[i];
+	page = (gpa - r->gpa) >> shift;
+	if (end - r->gpa > r->length || page % IOD_BITS_PER_WORD)
+		return -EXDEV;
+	*ret = log_plane(log, r->accum_offset) + page / IOD_BITS_PER_WORD;
+	return 0;
+}
+
 /*
  * Is [first, last] (inclusive) covered by regions, adjacent ones included? *ret_index gets
  * the region holding first.

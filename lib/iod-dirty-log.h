@@ -104,6 +104,19 @@ int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src, 
 		  uint64_t nbits, unsigned src_shift);
 
 /*
+ * Direct access for a reader that only sets bits (IOMMU_HWPT_GET_DIRTY_BITMAP writes into
+ * the buffer it is given and never clears a bit): *ret points at the accumulating-plane word
+ * holding the log page at gpa, so that nbits pages at the log's page size can be OR-ed in
+ * place, with no copy and no merge. Because the plane lives in the log's memfd, bits written
+ * there survive the writer's crash. Possible only when [gpa, gpa + (nbits << page_shift))
+ * lies inside one region and gpa's page is the first bit of a word (its page index in the
+ * region is a multiple of 64): -EXDEV otherwise, and the caller reads into a buffer and
+ * uses iod_log_merge(). -EINVAL: nbits 0 or gpa not page aligned; -EOVERFLOW: wraps. The
+ * pointer is valid until the next iod_log_add_region() or iod_log_remove_region().
+ */
+int iod_log_accum_direct(struct iod_dirty_log *log, uint64_t gpa, uint64_t nbits, uint64_t **ret);
+
+/*
  * Start a round: round |= accumulating, accumulating = 0, rounds++. *ret_dirty_pages (may
  * be NULL) gets the number of set bits in the round plane afterwards.
  */

@@ -399,6 +399,43 @@ START_TEST(test_new_page_shift)
 }
 END_TEST
 
+/* The kernel may write straight into the accumulating plane where words line up. */
+START_TEST(test_accum_direct)
+{
+	const uint64_t base = GiB, len = 2 * MiB; /* 512 pages of 4 KiB */
+	uint64_t *p = NULL, *q = NULL, dirty = 0;
+
+	ck_assert_int_eq(iod_log_add_region(dl, base, len), 0);
+	ck_assert_int_eq(iod_log_add_region(dl, base + len, len), 0);
+
+	ck_assert_int_eq(iod_log_accum_direct(dl, base, 512, &p), 0);
+	ck_assert_ptr_eq(p, iod_log_accum_bitmap(dl, 0));
+	ck_assert_int_eq(iod_log_accum_direct(dl, base + 64 * 4 * KiB, 448, &q), 0);
+	ck_assert_ptr_eq(q, p + 1);
+
+	/* Not the first bit of a word, past the region (even into the adjacent one), a hole. */
+	ck_assert_int_eq(iod_log_accum_direct(dl, base + 4 * KiB, 1, &q), -EXDEV);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base, 513, &q), -EXDEV);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base - 64 * 4 * KiB, 64, &q), -EXDEV);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base + 2 * len, 64, &q), -EXDEV);
+	/* Bad arguments. */
+	ck_assert_int_eq(iod_log_accum_direct(dl, base + 1, 64, &q), -EINVAL);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base, 0, &q), -EINVAL);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base, 64, NULL), -EINVAL);
+	ck_assert_int_eq(iod_log_accum_direct(dl, base, UINT64_MAX >> 4, &q), -EOVERFLOW);
+	ck_assert_ptr_eq(q, p + 1);
+
+	/* Bits set through the pointer are the log's: they reach the round. */
+	p[0] |= UINT64_C(1) << 3;
+	p[7] |= UINT64_C(1) << 63;
+	ck_assert_int_eq(iod_log_snapshot(dl, &dirty), 0);
+	ck_assert_uint_eq(dirty, 2);
+	ck_assert(iod_bitmap_test(iod_log_round_bitmap(dl, 0), 3));
+	ck_assert(iod_bitmap_test(iod_log_round_bitmap(dl, 0), 511));
+	ck_assert_uint_eq(iod_log_count_accum(dl), 0);
+}
+END_TEST
+
 /* Read-only fds handed out must not be reopenable for writing by others: mode 0600. */
 START_TEST(test_memfd_owner_only)
 {
@@ -1466,6 +1503,7 @@ static Suite *dirty_log_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_new_page_shift);
 	tcase_add_test(tc, test_memfd_owner_only);
+	tcase_add_test(tc, test_accum_direct);
 	tcase_add_test(tc, test_region_sorted);
 	tcase_add_test(tc, test_region_invalid);
 	tcase_add_test(tc, test_region_remove);
