@@ -1094,7 +1094,7 @@ static int cmd_workload_mock(int argc, char **argv)
 		r = mock_step(&vm);
 		if (r < 0)
 			die("workload: %s", strerror(-r));
-		usleep(3000); /* a dirty rate the demo's link can outrun: rounds converge */
+		usleep(20000); /* a dirty rate the demo's link outruns: rounds converge */
 	}
 	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64 " map/unmap events\n",
 	       vm.writes, vm.churn);
