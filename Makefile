@@ -62,9 +62,14 @@ $(LIBIODIRTY): $(LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(B)/libiodirty.pc: lib/libiodirty.pc.in
+# Remade whenever the install paths differ from the last build ('make; make install PREFIX=/usr').
+$(B)/.install-paths: FORCE
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(LIBDIR)|;s|@INCLUDEDIR@|$(INCLUDEDIR)|' $< >$@
+	@echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR)' | cmp -s - $@ || echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR)' >$@
+
+$(B)/libiodirty.pc: lib/libiodirty.pc.in $(B)/.install-paths
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' $< >$@
 
 # --- daemon and client -------------------------------------------------------------------
 DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c daemon/iodirty-migrate.c daemon/migrate.c,$(wildcard daemon/*.c))
