@@ -445,15 +445,11 @@ static int state_read(int fd, const char *name, struct iod_state **ret)
 static int session_failed_shell(struct iod_manager *m, const struct iod_state_session *st, int err,
 				struct iod_session **ret)
 {
-	struct iod_session_options o = {
-		.page_size = UINT64_C(1) << st->page_shift,
-		.huge_pages = st->flags & IOD_SESSION_F_HUGE_PAGES,
-		.viommu = st->flags & IOD_SESSION_F_VIOMMU,
-		.disconnect_policy = m->config.disconnect_policy,
-	};
+	struct iod_session_options o;
 	struct iod_session *s = NULL;
 	int r;
 
+	iod_session_options_from_state(m, st, &o);
 	r = iod_session_new(m, st->name, st->mode, (uid_t)st->uid, &o, &s);
 	if (r < 0)
 		return r;

@@ -1563,6 +1563,9 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 	struct iod_state_session st = {
 		.uid = (uint32_t)s->uid,
 		.mode = s->mode,
+		.disconnect_policy = s->options.disconnect_policy == IOD_DISCONNECT_KEEP
+					     ? IOD_STATE_DISCONNECT_KEEP
+					     : IOD_STATE_DISCONNECT_DESTROY,
 		.ioas_id = s->ioas_id,
 		.page_shift = iod_log_page_shift(s->log),
 		.rounds = iod_log_rounds(s->log),
@@ -1637,18 +1640,42 @@ fail:
 	return r;
 }
 
-int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
-			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret)
+void iod_session_options_from_state(const struct iod_manager *m, const struct iod_state_session *st,
+				    struct iod_session_options *ret)
 {
-	struct iod_session_options o = {
+	enum iod_disconnect_policy policy;
+
+	switch (st->disconnect_policy) {
+	case IOD_STATE_DISCONNECT_KEEP:
+		policy = IOD_DISCONNECT_KEEP;
+		break;
+	case IOD_STATE_DISCONNECT_DESTROY:
+		policy = IOD_DISCONNECT_DESTROY;
+		break;
+	default: /* not recorded: what the daemon that wrote the state did after a restart */
+		policy = m->config.disconnect_policy;
+		break;
+	}
+	*ret = (struct iod_session_options){
 		.page_size = UINT64_C(1) << st->page_shift,
 		.huge_pages = st->flags & IOD_SESSION_F_HUGE_PAGES,
 		.viommu = st->flags & IOD_SESSION_F_VIOMMU,
-		.disconnect_policy = m->config.disconnect_policy,
+		.disconnect_policy = policy,
 	};
+}
+
+int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
+			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret)
+{
 	_cleanup_(iod_session_freep) struct iod_session *s = NULL;
+	struct iod_session_options o;
 	int r, fd;
 
+	iod_session_options_from_state(m, st, &o);
+	if (st->disconnect_policy == IOD_STATE_DISCONNECT_UNSET)
+		log_notice(
+			"Session %s: the state does not record its disconnect policy (written by an older iodirtyd), using the default \"%s\".",
+			st->name, iod_disconnect_policy_to_string(o.disconnect_policy));
 	r = iod_session_new(m, st->name, st->mode, (uid_t)st->uid, &o, &s);
 	if (r < 0)
 		return r;

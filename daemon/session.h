@@ -189,6 +189,10 @@ const char *iod_session_mode_to_string(enum iod_session_mode mode);
 
 /* Serialise to / rebuild from the persistent state (restart survival). */
 int iod_session_to_state(const struct iod_session *s, struct iod_state_session *ret);
+/* The options a session was created with, as its state records them (a state written
+ * before the disconnect policy was recorded gets the daemon's default policy). */
+void iod_session_options_from_state(const struct iod_manager *m, const struct iod_state_session *st,
+				    struct iod_session_options *ret);
 typedef int (*iod_fd_lookup_fn)(const char *fdname, void *userdata);
 int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
 			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret);

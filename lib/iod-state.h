@@ -7,7 +7,8 @@
  *
  * Parsing is strict: unknown keys, wrong types, out-of-range numbers, duplicate names or
  * ids, overlapping regions or mappings, unaligned addresses and references to unknown
- * objects are all rejected with a reason.
+ * objects are all rejected with a reason. Every key is required but a session's
+ * "disconnect_policy", which version 1 documents written before it was added lack.
  */
 #ifndef IOD_STATE_H
 #define IOD_STATE_H
@@ -24,6 +25,18 @@
 enum iod_session_mode {
 	IOD_MODE_OWNER, /* the daemon opened /dev/iommu and owns every object */
 	IOD_MODE_ADOPT, /* the client's iommufd and objects; the daemon only tracks */
+};
+
+/*
+ * What happens to a session when its owner leaves the bus (the session option
+ * "disconnect_policy"). UNSET: the document does not say, because it was written by a
+ * daemon that did not record the policy; the daemon that restores it applies its own
+ * default policy, as that older daemon did. The key is absent from the JSON then.
+ */
+enum iod_state_disconnect_policy {
+	IOD_STATE_DISCONNECT_UNSET,
+	IOD_STATE_DISCONNECT_DESTROY, /* "destroy": destroyed with its owner */
+	IOD_STATE_DISCONNECT_KEEP, /* "keep": kept, orphaned, until its uid claims it */
 };
 
 /* Session flags */
@@ -61,6 +74,7 @@ struct iod_state_session {
 	uint32_t uid;
 	char *owner; /* unique bus name of the creator at the time (may be gone) */
 	enum iod_session_mode mode;
+	enum iod_state_disconnect_policy disconnect_policy;
 	uint32_t ioas_id;
 	unsigned page_shift; /* log page size */
 	uint64_t flags; /* IOD_SESSION_F_* */

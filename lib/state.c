@@ -10,7 +10,9 @@
  * "0x" and 1 to 16 hex digits, so every uint64 survives any JSON reader; ids, uid and
  * page_shift are JSON integers; generation and rounds are JSON integers over the full uint64
  * range (json-c reads them back exactly; the lexical pass rejects anything larger instead
- * of letting json-c clamp it). Absent fd names are null.
+ * of letting json-c clamp it). Absent fd names are null. A session's disconnect_policy is
+ * the one optional key: written unless it is IOD_STATE_DISCONNECT_UNSET, which is what a
+ * document without it (from a daemon that did not record it) reads back as.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +44,12 @@ static const char *const flag_names[] = {
 static const char *const mode_names[] = {
 	[IOD_MODE_OWNER] = "owner",
 	[IOD_MODE_ADOPT] = "adopt",
+};
+
+static const char *const disconnect_policy_names[] = {
+	[IOD_STATE_DISCONNECT_UNSET] = NULL, /* not written */
+	[IOD_STATE_DISCONNECT_DESTROY] = "destroy",
+	[IOD_STATE_DISCONNECT_KEEP] = "keep",
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -349,6 +357,10 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 
 	if (s->mode != IOD_MODE_OWNER && s->mode != IOD_MODE_ADOPT)
 		return fail(c, "mode: unknown mode %d", (int)s->mode);
+	if (s->disconnect_policy != IOD_STATE_DISCONNECT_UNSET &&
+	    s->disconnect_policy != IOD_STATE_DISCONNECT_DESTROY &&
+	    s->disconnect_policy != IOD_STATE_DISCONNECT_KEEP)
+		return fail(c, "disconnect_policy: unknown policy %d", (int)s->disconnect_policy);
 	if (s->page_shift < PAGE_SHIFT_MIN || s->page_shift > PAGE_SHIFT_MAX)
 		return fail(c, "page_shift: %u is out of range (%d to %d)", s->page_shift,
 			    PAGE_SHIFT_MIN, PAGE_SHIFT_MAX);
@@ -625,8 +637,15 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 	if ((r = add(o, "name", json_object_new_string(s->name))) < 0 ||
 	    (r = add(o, "uid", json_object_new_int64(s->uid))) < 0 ||
 	    (r = add_string_or_null(o, "owner", s->owner)) < 0 ||
-	    (r = add(o, "mode", json_object_new_string(mode_names[s->mode]))) < 0 ||
-	    (r = add(o, "ioas_id", json_object_new_int64(s->ioas_id))) < 0 ||
+	    (r = add(o, "mode", json_object_new_string(mode_names[s->mode]))) < 0)
+		return r;
+	if (s->disconnect_policy != IOD_STATE_DISCONNECT_UNSET) {
+		r = add(o, "disconnect_policy",
+			json_object_new_string(disconnect_policy_names[s->disconnect_policy]));
+		if (r < 0)
+			return r;
+	}
+	if ((r = add(o, "ioas_id", json_object_new_int64(s->ioas_id))) < 0 ||
 	    (r = add(o, "page_shift", json_object_new_int64(s->page_shift))) < 0 ||
 	    (r = add_array(o, "flags", &a)) < 0)
 		return r;
@@ -751,7 +770,7 @@ int iod_state_to_json(const struct iod_state *st, char **ret_json)
  * keys (json-c keeps the last value silently). Runs on text json-c has already parsed, so
  * strings are terminated and brackets balance. */
 
-#define LEX_MAX_KEYS 16 /* the largest object of the document has 14 keys */
+#define LEX_MAX_KEYS 16 /* the largest object of the document has 15 keys */
 
 struct lex_key {
 	size_t off, len; /* of the token, quotes included */
@@ -1030,11 +1049,11 @@ static const char *type_name(struct json_object *v)
 }
 
 /*
- * The object at path must have exactly these keys. path is relative to the session (or
- * empty for the root).
+ * The object at path may have only these keys, and must have the first n_required of them.
+ * path is relative to the session (or empty for the root).
  */
 static int check_keys(struct ctx *c, struct json_object *o, const char *path,
-		      const char *const *keys, size_t n_keys)
+		      const char *const *keys, size_t n_keys, size_t n_required)
 {
 	json_object_object_foreach(o, key, val) {
 		bool known = false;
@@ -1047,7 +1066,7 @@ static int check_keys(struct ctx *c, struct json_object *o, const char *path,
 			return fail(c, "%s: unknown key \"%s\"", path,
 				    printable(key, strlen(key), buf));
 	}
-	for (size_t k = 0; k < n_keys; k++)
+	for (size_t k = 0; k < n_required; k++)
 		if (!json_object_object_get_ex(o, keys[k], NULL))
 			return fail(c, "%s%s%s: missing", path, *path ? "." : "", keys[k]);
 	return 0;
@@ -1194,7 +1213,7 @@ static int get_element(struct ctx *c, struct json_object *array, const char *key
 	snprintf(path, path_size, "%s[%zu]", key, i);
 	if (!json_object_is_type(e, json_type_object))
 		return fail(c, "%s: expected an object, got %s", path, type_name(e));
-	r = check_keys(c, e, path, keys, n_keys);
+	r = check_keys(c, e, path, keys, n_keys, n_keys);
 	if (r < 0)
 		return r;
 	*ret = e;
@@ -1222,11 +1241,13 @@ static const char *const device_keys[] = {"index",  "name",    "fdname",
 					  "dev_id", "hwpt_id", "dirty_capable"};
 static const char *const region_keys[] = {"gpa", "length", "offset", "fdname"};
 static const char *const mapping_keys[] = {"iova", "gpa", "length"};
+/* All required but the last N_SESSION_OPTIONAL: disconnect_policy came later. */
 static const char *const session_keys[] = {
 	"name",	      "uid",	 "owner",   "mode",	      "ioas_id",
 	"page_shift", "flags",	 "rounds",  "iommufd_fdname", "log_fdname",
-	"hwpts",      "devices", "regions", "mappings",
+	"hwpts",      "devices", "regions", "mappings",	      "disconnect_policy",
 };
+#define N_SESSION_OPTIONAL 1
 static const char *const root_keys[] = {"version", "generation", "sessions"};
 
 static int parse_flags(struct ctx *c, struct json_object *o, uint64_t *ret)
@@ -1262,6 +1283,31 @@ static int parse_flags(struct ctx *c, struct json_object *o, uint64_t *ret)
 	return 0;
 }
 
+/* Optional: a document without the key (an older daemon's) reads as UNSET. */
+static int parse_disconnect_policy(struct ctx *c, struct json_object *o,
+				   enum iod_state_disconnect_policy *ret)
+{
+	struct json_object *v;
+	char buf[68];
+
+	if (!json_object_object_get_ex(o, "disconnect_policy", &v)) {
+		*ret = IOD_STATE_DISCONNECT_UNSET;
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return fail(c, "disconnect_policy: expected a string, got %s", type_name(v));
+	if (string_is(v, disconnect_policy_names[IOD_STATE_DISCONNECT_DESTROY]))
+		*ret = IOD_STATE_DISCONNECT_DESTROY;
+	else if (string_is(v, disconnect_policy_names[IOD_STATE_DISCONNECT_KEEP]))
+		*ret = IOD_STATE_DISCONNECT_KEEP;
+	else
+		return fail(
+			c,
+			"disconnect_policy: unknown policy \"%s\" (expected \"destroy\" or \"keep\")",
+			printable(json_object_get_string(v), json_object_get_string_len(v), buf));
+	return 0;
+}
+
 static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_session *s)
 {
 	struct json_object *a, *e, *v;
@@ -1272,7 +1318,8 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 
 	if (!json_object_is_type(o, json_type_object))
 		return fail(c, ": expected an object, got %s", type_name(o));
-	r = check_keys(c, o, "", session_keys, ELEMENTSOF(session_keys));
+	r = check_keys(c, o, "", session_keys, ELEMENTSOF(session_keys),
+		       ELEMENTSOF(session_keys) - N_SESSION_OPTIONAL);
 	if (r < 0)
 		return r;
 
@@ -1302,6 +1349,10 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 			c, "mode: unknown mode \"%s\" (expected \"owner\" or \"adopt\")",
 			printable(json_object_get_string(v), json_object_get_string_len(v), buf));
 	}
+
+	r = parse_disconnect_policy(c, o, &s->disconnect_policy);
+	if (r < 0)
+		return r;
 
 	if ((r = get_u32(c, o, "", "ioas_id", &s->ioas_id)) < 0 ||
 	    (r = get_uint(c, o, "", "page_shift", UINT_MAX, &u)) < 0)
@@ -1402,7 +1453,7 @@ static int parse_root(struct ctx *c, struct json_object *root, struct iod_state 
 				" (this build reads version %d)",
 				json_object_get_int64(v), IOD_STATE_VERSION);
 
-	r = check_keys(c, root, "", root_keys, ELEMENTSOF(root_keys));
+	r = check_keys(c, root, "", root_keys, ELEMENTSOF(root_keys), ELEMENTSOF(root_keys));
 	if (r < 0)
 		return r;
 

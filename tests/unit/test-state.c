@@ -43,6 +43,41 @@ static void *xcalloc(size_t n, size_t size)
 /* The format, pinned: what iod_state_to_json() writes for golden_state(). */
 static const char golden[] =
 	"{\"version\":1,\"generation\":7,\"sessions\":["
+	"{\"name\":\"vm-a\",\"uid\":1000,\"owner\":\":1.42\",\"mode\":\"owner\","
+	"\"disconnect_policy\":\"keep\",\"ioas_id\":2,"
+	"\"page_shift\":12,\"flags\":[\"tracking\",\"viommu\"],\"rounds\":3,"
+	"\"iommufd_fdname\":\"vm-a.iommufd\",\"log_fdname\":\"vm-a.log\","
+	"\"hwpts\":[{\"id\":5,\"dirty_capable\":true,\"tracking\":true,\"owned\":true},"
+	"{\"id\":6,\"dirty_capable\":false,\"tracking\":false,\"owned\":true}],"
+	"\"devices\":[{\"index\":0,\"name\":\"0000:00:04.0\",\"fdname\":\"vm-a.dev0\",\"dev_id\":3,"
+	"\"hwpt_id\":5,\"dirty_capable\":true},"
+	"{\"index\":1,\"name\":\"/dev/vfio/devices/vfio1\",\"fdname\":\"vm-a.dev1\",\"dev_id\":4,"
+	"\"hwpt_id\":6,\"dirty_capable\":false}],"
+	"\"regions\":[{\"gpa\":\"0x0\",\"length\":\"0x80000000\",\"offset\":\"0x0\","
+	"\"fdname\":\"vm-a.mem0\"},"
+	"{\"gpa\":\"0x100000000\",\"length\":\"0x80000000\",\"offset\":\"0x80000000\","
+	"\"fdname\":\"vm-a.mem0\"}],"
+	"\"mappings\":[{\"iova\":\"0x0\",\"gpa\":\"0x0\",\"length\":\"0x80000000\"},"
+	"{\"iova\":\"0x100000000\",\"gpa\":\"0x100000000\",\"length\":\"0x1000\"},"
+	"{\"iova\":\"0x100002000\",\"gpa\":\"0x100000000\",\"length\":\"0x2000\"}]},"
+	"{\"name\":\"vm_b\",\"uid\":0,\"owner\":null,\"mode\":\"adopt\","
+	"\"disconnect_policy\":\"destroy\",\"ioas_id\":1,"
+	"\"page_shift\":21,\"flags\":[],\"rounds\":0,\"iommufd_fdname\":\"vm_b.iommufd\","
+	"\"log_fdname\":null,"
+	"\"hwpts\":[{\"id\":9,\"dirty_capable\":true,\"tracking\":false,\"owned\":false}],"
+	"\"devices\":[{\"index\":3,\"name\":\"fd\",\"fdname\":null,\"dev_id\":0,\"hwpt_id\":9,"
+	"\"dirty_capable\":true}],"
+	"\"regions\":[{\"gpa\":\"0x0\",\"length\":\"0x40000000\",\"offset\":\"0x0\","
+	"\"fdname\":null}],"
+	"\"mappings\":[{\"iova\":\"0x0\",\"gpa\":\"0x0\",\"length\":\"0x40000000\"}]}"
+	"]}";
+
+/*
+ * The same state as written by the daemons before the disconnect policy was recorded:
+ * version 1 without the key. It must still load (an upgrade restarts on it).
+ */
+static const char golden_before_policy[] =
+	"{\"version\":1,\"generation\":7,\"sessions\":["
 	"{\"name\":\"vm-a\",\"uid\":1000,\"owner\":\":1.42\",\"mode\":\"owner\",\"ioas_id\":2,"
 	"\"page_shift\":12,\"flags\":[\"tracking\",\"viommu\"],\"rounds\":3,"
 	"\"iommufd_fdname\":\"vm-a.iommufd\",\"log_fdname\":\"vm-a.log\","
@@ -86,6 +121,7 @@ static struct iod_state *golden_state(void)
 	s->uid = 1000;
 	s->owner = xstrdup(":1.42");
 	s->mode = IOD_MODE_OWNER;
+	s->disconnect_policy = IOD_STATE_DISCONNECT_KEEP;
 	s->ioas_id = 2;
 	s->page_shift = 12;
 	s->flags = IOD_SESSION_F_TRACKING | IOD_SESSION_F_VIOMMU;
@@ -116,6 +152,7 @@ static struct iod_state *golden_state(void)
 	s = &st->sessions[1];
 	s->name = xstrdup("vm_b");
 	s->mode = IOD_MODE_ADOPT;
+	s->disconnect_policy = IOD_STATE_DISCONNECT_DESTROY;
 	s->ioas_id = 1;
 	s->page_shift = 21;
 	s->iommufd_fdname = xstrdup("vm_b.iommufd");
@@ -160,6 +197,7 @@ static void assert_state_equal(const struct iod_state *a, const struct iod_state
 		assert_str_eq(x->log_fdname, y->log_fdname, "log_fdname", si, 0);
 		ck_assert_uint_eq(x->uid, y->uid);
 		ck_assert_int_eq(x->mode, y->mode);
+		ck_assert_int_eq(x->disconnect_policy, y->disconnect_policy);
 		ck_assert_uint_eq(x->ioas_id, y->ioas_id);
 		ck_assert_uint_eq(x->page_shift, y->page_shift);
 		ck_assert_uint_eq(x->flags, y->flags);
@@ -238,6 +276,59 @@ START_TEST(test_golden_format)
 }
 END_TEST
 
+START_TEST(test_before_policy)
+{
+	_cleanup_(iod_state_freep) struct iod_state *want = golden_state(), *parsed = NULL;
+	_cleanup_free_ char *json = NULL, *reason = NULL;
+	int r;
+
+	/* A document of an older daemon loads, its sessions' policy not recorded ... */
+	r = iod_state_from_json(golden_before_policy, &parsed, &reason);
+	ck_assert_msg(r == 0, "rejected (%d): %s", r, reason ? reason : "(no reason)");
+	for (size_t i = 0; i < want->n_sessions; i++) {
+		ck_assert_int_eq(parsed->sessions[i].disconnect_policy, IOD_STATE_DISCONNECT_UNSET);
+		want->sessions[i].disconnect_policy = IOD_STATE_DISCONNECT_UNSET;
+	}
+	assert_state_equal(want, parsed);
+	/* ... and is written back as it was: no policy is made up */
+	ck_assert_int_eq(iod_state_to_json(parsed, &json), 0);
+	ck_assert_str_eq(json, golden_before_policy);
+	round_trip(parsed, NULL);
+}
+END_TEST
+
+START_TEST(test_policy_round_trip)
+{
+	static const enum iod_state_disconnect_policy policies[] = {
+		IOD_STATE_DISCONNECT_UNSET,
+		IOD_STATE_DISCONNECT_DESTROY,
+		IOD_STATE_DISCONNECT_KEEP,
+	};
+	static const char *const keys[] = {
+		NULL,
+		"\"mode\":\"owner\",\"disconnect_policy\":\"destroy\",\"ioas_id\"",
+		"\"mode\":\"owner\",\"disconnect_policy\":\"keep\",\"ioas_id\"",
+	};
+
+	for (size_t k = 0; k < ELEMENTSOF(policies); k++) {
+		_cleanup_(iod_state_freep) struct iod_state *st = golden_state(), *back = NULL;
+		_cleanup_free_ char *json = NULL, *first = NULL;
+
+		st->sessions[0].disconnect_policy = policies[k];
+		round_trip(st, &json);
+		ck_assert_int_eq(iod_state_from_json(json, &back, NULL), 0);
+		ck_assert_int_eq(back->sessions[0].disconnect_policy, policies[k]);
+		/* the text of the first session: written after "mode", or not at all */
+		first = strndup(json, (size_t)(strstr(json, "{\"name\":\"vm_b\"") - json));
+		ck_assert_ptr_nonnull(first);
+		if (keys[k])
+			ck_assert_ptr_nonnull(strstr(first, keys[k]));
+		else
+			ck_assert_ptr_null(strstr(first, "disconnect_policy"));
+	}
+}
+END_TEST
+
 START_TEST(test_empty_state)
 {
 	struct iod_state empty = {};
@@ -309,6 +400,7 @@ static struct iod_state *rich_state(uint64_t seed)
 		s->uid = si == 1 ? UINT32_MAX : 1000 + (uint32_t)si;
 		s->owner = si == 3 ? NULL : xstrdup(":1.4242");
 		s->mode = owner ? IOD_MODE_OWNER : IOD_MODE_ADOPT;
+		s->disconnect_policy = (enum iod_state_disconnect_policy)(si % 3); /* all three */
 		s->ioas_id = si == 2 ? UINT32_MAX : (uint32_t)si + 1;
 		s->page_shift = shifts[si];
 		s->flags = si * 3 % 16;
@@ -594,6 +686,24 @@ static const struct reject_case {
 	{"/sessions/0/flags", "[\"tracking\\u0000x\"]", -EBADMSG, "sessions[0].flags[0]",
 	 "unknown flag \"tracking?x\""},
 	{"/sessions/0/mode", "0", -EBADMSG, "sessions[0].mode", "expected a string"},
+	{"/sessions/0/disconnect_policy", "\"later\"", -EBADMSG, "sessions[0].disconnect_policy",
+	 "unknown policy \"later\" (expected \"destroy\" or \"keep\")"},
+	{"/sessions/0/disconnect_policy", "\"Keep\"", -EBADMSG, "sessions[0].disconnect_policy",
+	 "unknown policy"},
+	{"/sessions/1/disconnect_policy", "\"\"", -EBADMSG, "sessions[1].disconnect_policy",
+	 "unknown policy"},
+	{"/sessions/0/disconnect_policy", "\"keep\\u0000\"", -EBADMSG,
+	 "sessions[0].disconnect_policy", "unknown policy \"keep?\""},
+	{"/sessions/0/disconnect_policy", "null", -EBADMSG, "sessions[0].disconnect_policy",
+	 "expected a string, got null"},
+	{"/sessions/0/disconnect_policy", "1", -EBADMSG, "sessions[0].disconnect_policy",
+	 "expected a string"},
+	{"/sessions/0/disconnect_policy", "true", -EBADMSG, "sessions[0].disconnect_policy",
+	 "expected a string"},
+	{"/sessions/0/disconnect_policy", "[\"keep\"]", -EBADMSG, "sessions[0].disconnect_policy",
+	 "expected a string"},
+	{"/sessions/0/disconnect-policy", "\"keep\"", -EBADMSG, "sessions[0]",
+	 "unknown key \"disconnect-policy\""},
 	{"/sessions/0/ioas_id", DELETE, -EBADMSG, "sessions[0].ioas_id", "missing"},
 	{"/sessions/0/ioas_id", "4294967296", -EBADMSG, "sessions[0].ioas_id", "out of range"},
 	{"/sessions/0/ioas_id", "-2", -EBADMSG, "sessions[0].ioas_id", "negative"},
@@ -856,6 +966,8 @@ static const struct accept_case accepted_changes[] = {
 	{"/sessions/1/ioas_id", "4294967295"},
 	{"/sessions/0/devices/0/name", "\"caf\\u00e9 \xe2\x82\xac \\\"x\\\"\""},
 	{"/sessions/0/flags", "[\"viommu\",\"huge-pages\",\"failed\",\"tracking\"]"},
+	{"/sessions/0/disconnect_policy", "\"destroy\""},
+	{"/sessions/1/disconnect_policy", "\"keep\""},
 };
 
 START_TEST(test_accept_changes)
@@ -902,6 +1014,14 @@ START_TEST(test_accept_values)
 	text = mutate_golden("/sessions/1/iommufd_fdname", "null");
 	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
 	ck_assert_ptr_null(st->sessions[1].iommufd_fdname);
+	st = iod_state_free(st);
+	free(text);
+
+	/* one session with the policy, one without (as an older daemon wrote it) */
+	text = mutate_golden("/sessions/1/disconnect_policy", DELETE);
+	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
+	ck_assert_int_eq(st->sessions[0].disconnect_policy, IOD_STATE_DISCONNECT_KEEP);
+	ck_assert_int_eq(st->sessions[1].disconnect_policy, IOD_STATE_DISCONNECT_UNSET);
 }
 END_TEST
 
@@ -1099,6 +1219,10 @@ static void m_mode(struct iod_state *st)
 {
 	S0->mode = (enum iod_session_mode)7;
 }
+static void m_policy(struct iod_state *st)
+{
+	S0->disconnect_policy = (enum iod_state_disconnect_policy)7;
+}
 static void m_shift_low(struct iod_state *st)
 {
 	S0->page_shift = 11;
@@ -1259,6 +1383,7 @@ static const struct validate_case {
 	{"name long", m_name_long, "sessions[0].name", "not a valid session name"},
 	{"name duplicate", m_name_dup, "sessions[1].name", "duplicate session name"},
 	{"mode", m_mode, "sessions[0].mode", "unknown mode 7"},
+	{"disconnect_policy", m_policy, "sessions[0].disconnect_policy", "unknown policy 7"},
 	{"page_shift 11", m_shift_low, "sessions[0].page_shift", "out of range"},
 	{"page_shift 31", m_shift_high, "sessions[1].page_shift", "out of range"},
 	{"flags", m_flags, "sessions[0].flags", "unknown flags 0x10"},
@@ -1366,6 +1491,8 @@ static Suite *state_suite(void)
 
 	tc = tcase_create("format");
 	tcase_add_test(tc, test_golden_format);
+	tcase_add_test(tc, test_before_policy);
+	tcase_add_test(tc, test_policy_round_trip);
 	tcase_add_test(tc, test_empty_state);
 	tcase_add_test(tc, test_empty_session_round_trip);
 	tcase_add_test(tc, test_rich_round_trip);
