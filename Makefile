@@ -72,10 +72,12 @@ $(B)/libiodirty.pc: lib/libiodirty.pc.in $(B)/.install-paths
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' $< >$@
 
 # --- daemon and client -------------------------------------------------------------------
-DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c daemon/iodirty-migrate.c daemon/migrate.c,$(wildcard daemon/*.c))
+DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c daemon/iodirty-migrate.c daemon/migrate.c daemon/bus-client.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/%.o)
 CTL_SRCS := $(wildcard daemon/iodirtyctl.c)
 CTL_OBJS := $(CTL_SRCS:%.c=$(B)/%.o)
+# The client side of the bus (iod_bus_client_open()): iodirtyctl, iodirty-migrate, the test clients.
+BUS_CLIENT_OBJS := $(B)/daemon/bus-client.o
 BINS :=
 ifneq ($(DAEMON_SRCS),)
 BINS += $(B)/iodirtyd
@@ -83,7 +85,7 @@ endif
 ifneq ($(CTL_SRCS),)
 BINS += $(B)/iodirtyctl
 endif
-MIGRATE_OBJS := $(B)/daemon/iodirty-migrate.o $(B)/daemon/migrate.o
+MIGRATE_OBJS := $(B)/daemon/iodirty-migrate.o $(B)/daemon/migrate.o $(BUS_CLIENT_OBJS)
 BINS += $(B)/iodirty-migrate
 
 $(B)/daemon/%.o: daemon/%.c $(UAPI_STAMP)
@@ -93,7 +95,7 @@ $(B)/daemon/%.o: daemon/%.c $(UAPI_STAMP)
 $(B)/iodirtyd: $(DAEMON_OBJS) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(NL_LIBS) $(JSON_LIBS)
 
-$(B)/iodirtyctl: $(CTL_OBJS) $(LIBIODIRTY)
+$(B)/iodirtyctl: $(CTL_OBJS) $(BUS_CLIENT_OBJS) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
 
 # --- units: the service names the installed daemon's path ------------------------------

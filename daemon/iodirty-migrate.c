@@ -26,6 +26,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
 #include "iodirty.h"
 #include "migrate.h"
 
@@ -834,35 +835,6 @@ bad:
 	return -EINVAL;
 }
 
-static int bus_connect(sd_bus **ret)
-{
-	sd_bus *bus = NULL;
-	int r;
-
-	if (arg_address) {
-		r = sd_bus_new(&bus);
-		if (r >= 0)
-			r = sd_bus_set_address(bus, arg_address);
-		if (r >= 0)
-			r = sd_bus_set_bus_client(bus, 1);
-		if (r >= 0)
-			r = sd_bus_negotiate_fds(bus, 1);
-		if (r >= 0)
-			r = sd_bus_start(bus);
-	} else if (arg_user) {
-		r = sd_bus_open_user(&bus);
-	} else {
-		r = sd_bus_open_system(&bus);
-	}
-	if (r < 0) {
-		fprintf(stderr, "Failed to connect to the bus: %s\n", strerror(-r));
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
-}
-
 static int status_to_exit(enum iod_migrate_status s)
 {
 	switch (s) {
@@ -1029,8 +1001,11 @@ int main(int argc, char *argv[])
 
 	run.rounds = json_object_new_array();
 	run.page = arg_c.page_size ? arg_c.page_size : 4096;
-	if (bus_connect(&bus) < 0)
+	r = iod_bus_client_open(arg_address, arg_user, &bus);
+	if (r < 0) {
+		fprintf(stderr, "Failed to connect to the bus: %s\n", strerror(-r));
 		return EXIT_FAILURE;
+	}
 	r = iod_migrate_new(bus, &arg_c, &ops, &run, &m);
 	if (r < 0) {
 		fprintf(stderr, "Cannot set up the migration: %s\n", strerror(-r));

@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
 #include "iodirty.h"
 
 #define DEST "org.iodirty.Tracker1"
@@ -75,33 +76,6 @@ static void help(void)
 }
 
 /* --- bus helpers ----------------------------------------------------------------------------- */
-
-static int bus_connect(sd_bus **ret)
-{
-	sd_bus *bus = NULL;
-	int r;
-
-	if (arg_address) {
-		r = sd_bus_new(&bus);
-		if (r >= 0)
-			r = sd_bus_set_address(bus, arg_address);
-		if (r >= 0)
-			r = sd_bus_set_bus_client(bus, 1);
-		if (r >= 0)
-			r = sd_bus_start(bus);
-	} else if (arg_user) {
-		r = sd_bus_open_user(&bus);
-	} else {
-		r = sd_bus_open_system(&bus);
-	}
-	if (r < 0) {
-		fprintf(stderr, "Failed to connect to the bus: %s\n", strerror(-r));
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
-}
 
 static int fail(const sd_bus_error *error, int r, const char *what)
 {
@@ -961,8 +935,11 @@ int main(int argc, char *argv[])
 				verb, commands[i].nargs, commands[i].nargs == 1 ? "" : "s");
 			return EXIT_USAGE;
 		}
-		if (bus_connect(&bus) < 0)
+		r = iod_bus_client_open(arg_address, arg_user, &bus);
+		if (r < 0) {
+			fprintf(stderr, "Failed to connect to the bus: %s\n", strerror(-r));
 			return EXIT_FAILURE;
+		}
 		r = commands[i].fn(bus, argv + optind + 1);
 		sd_bus_flush_close_unref(bus);
 		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

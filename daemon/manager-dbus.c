@@ -96,16 +96,43 @@ static int check_session_limits(struct iod_manager *m, const char *name, uid_t u
 	return 0;
 }
 
-static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct iod_session *s)
+static int session_create_error(sd_bus_error *error, int r, const char *name)
+{
+	return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
+				       strerror(-r));
+}
+
+/* A new session for the caller, if its uid may have one more; not published yet. */
+static int new_session(sd_bus_message *m, struct iod_manager *mgr, const char *name,
+		       enum iod_session_mode mode, const struct iod_session_options *o,
+		       struct iod_session **ret, sd_bus_error *error)
+{
+	uid_t uid;
+	int r;
+
+	r = iod_bus_query_uid(m, &uid, error);
+	if (r < 0)
+		return r;
+	r = check_session_limits(mgr, name, uid, error);
+	if (r < 0)
+		return r;
+
+	r = iod_session_new(mgr, name, mode, uid, o, ret);
+	if (r < 0)
+		return session_create_error(error, r, name);
+	return 0;
+}
+
+static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct iod_session *s,
+			   sd_bus_error *error)
 {
 	int r;
 
 	r = iod_session_set_owner(s, sd_bus_message_get_bus(m), sd_bus_message_get_sender(m));
+	if (r >= 0)
+		r = iod_manager_add_session(mgr, s);
 	if (r < 0)
-		return r;
-	r = iod_manager_add_session(mgr, s);
-	if (r < 0)
-		return r;
+		return session_create_error(error, r, s->name);
 	log_info("Session %s created (%s mode) for uid %u, owner %s.", s->name,
 		 iod_session_mode_to_string(s->mode), (unsigned)s->uid, s->owner);
 	(void)iod_manager_send_session_new(mgr, s);
@@ -118,7 +145,6 @@ static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error
 	struct iod_manager *mgr = userdata;
 	struct iod_session_options o;
 	const char *name;
-	uid_t uid;
 	int r;
 
 	r = sd_bus_message_read(m, "s", &name);
@@ -131,21 +157,12 @@ static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return r;
 
-	r = iod_bus_query_uid(m, &uid, error);
+	r = new_session(m, mgr, name, IOD_MODE_OWNER, &o, &s, error);
 	if (r < 0)
 		return r;
-	r = check_session_limits(mgr, name, uid, error);
+	r = publish_session(m, mgr, s, error);
 	if (r < 0)
 		return r;
-
-	r = iod_session_new(mgr, name, IOD_MODE_OWNER, uid, &o, &s);
-	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
-					       strerror(-r));
-	r = publish_session(m, mgr, s);
-	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
-					       strerror(-r));
 
 	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
 }
@@ -161,7 +178,6 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	const char *name;
 	size_t size, n;
 	int fd, r;
-	uid_t uid;
 
 	r = sd_bus_message_read(m, "shu", &name, &fd, &ioas_id);
 	if (r < 0)
@@ -193,31 +209,23 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 							 "hwpt id %u is given twice", hwpts[i]);
 	}
 
-	r = iod_bus_query_uid(m, &uid, error);
+	r = new_session(m, mgr, name, IOD_MODE_ADOPT, &o, &s, error);
 	if (r < 0)
 		return r;
-	r = check_session_limits(mgr, name, uid, error);
-	if (r < 0)
-		return r;
-
-	r = iod_session_new(mgr, name, IOD_MODE_ADOPT, uid, &o, &s);
-	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
-					       strerror(-r));
 	r = iod_session_adopt(s, fd, ioas_id, hwpts, n, &why);
 	if (r < 0)
 		return iod_bus_error_from_reason(error, r, &why);
-	r = publish_session(m, mgr, s);
+	r = publish_session(m, mgr, s, error);
 	if (r < 0)
-		return sd_bus_error_set_errnof(error, r, "Failed to create session %s: %s", name,
-					       strerror(-r));
+		return r;
 
 	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
 }
 
-static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/* Read a session name argument and find the session (InvalidArgs, NoSuchSession). */
+static int read_session(sd_bus_message *m, struct iod_manager *mgr, struct iod_session **ret,
+			sd_bus_error *error)
 {
-	struct iod_manager *mgr = userdata;
 	struct iod_session *s;
 	const char *name;
 	int r;
@@ -232,6 +240,18 @@ static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *e
 	s = iod_manager_find_session(mgr, name);
 	if (!s)
 		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_SESSION, "No session %s", name);
+	*ret = s;
+	return 0;
+}
+
+static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s;
+	int r;
+
+	r = read_session(m, userdata, &s, error);
+	if (r < 0)
+		return r;
 	return sd_bus_reply_method_return(m, "o", s->path);
 }
 
@@ -265,20 +285,13 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 {
 	struct iod_manager *mgr = userdata;
 	struct iod_session *s;
-	const char *name, *sender = sd_bus_message_get_sender(m);
+	const char *sender = sd_bus_message_get_sender(m);
 	uid_t uid;
 	int r;
 
-	r = sd_bus_message_read(m, "s", &name);
+	r = read_session(m, mgr, &s, error);
 	if (r < 0)
 		return r;
-	r = check_name(name, error);
-	if (r < 0)
-		return r;
-
-	s = iod_manager_find_session(mgr, name);
-	if (!s)
-		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_SESSION, "No session %s", name);
 
 	r = iod_bus_query_uid(m, &uid, error);
 	if (r < 0)

@@ -2,9 +2,9 @@
 # tests/bus/run builds the client itself when it is missing.
 BUS_CLIENT := $(B)/tests/bus/test-bus-client
 
-$(BUS_CLIENT): tests/bus/test-bus-client.c $(UAPI_STAMP) $(LIB_HDRS)
+$(BUS_CLIENT): tests/bus/test-bus-client.c daemon/bus-client.c daemon/bus-client.h $(UAPI_STAMP) $(LIB_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) $< -o $@ $(ALL_LDFLAGS) $(SYSTEMD_LIBS)
+	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) -Idaemon $(filter %.c,$^) -o $@ $(ALL_LDFLAGS) $(SYSTEMD_LIBS)
 
 tests: $(BUS_CLIENT)
 check-bus: $(BUS_CLIENT)

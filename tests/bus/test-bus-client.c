@@ -32,6 +32,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
 #include "iod-dirty-log.h"
 
 #define DEST "org.iodirty.Tracker1"
@@ -78,13 +79,7 @@ static sd_bus *connect_bus(void)
 	sd_bus *bus = NULL;
 	int r;
 
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
+	r = iod_bus_client_open(address, false, &bus);
 	if (r < 0) {
 		fprintf(stderr, "cannot connect to %s: %s\n", address, strerror(-r));
 		exit(2);
@@ -103,24 +98,34 @@ static const char *session_path(const char *name, char *buf, size_t size)
 	return buf;
 }
 
+/* Call member of DEST with the arguments types and ap describe (none if types is NULL). */
+static int callv(sd_bus *bus, const char *path, const char *iface, const char *member,
+		 sd_bus_error *error, sd_bus_message **reply, const char *types, va_list ap)
+{
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
+	if (r >= 0 && types)
+		r = sd_bus_message_appendv(m, types, ap);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, error, reply);
+	sd_bus_message_unref(m);
+	return r;
+}
+
 /* Call and expect success; returns the reply (or NULL after a FAIL). */
 static sd_bus_message *call_ok(sd_bus *bus, const char *name, const char *path, const char *iface,
 			       const char *member, const char *types, ...)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_message *reply = NULL;
 	va_list ap;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
-	if (r >= 0 && types) {
-		va_start(ap, types);
-		r = sd_bus_message_appendv(m, types, ap);
-		va_end(ap);
-	}
-	if (r >= 0)
-		r = sd_bus_call(bus, m, 0, &error, &reply);
-	sd_bus_message_unref(m);
+	va_start(ap, types);
+	r = callv(bus, path, iface, member, &error, &reply, types, ap);
+	va_end(ap);
 	if (name)
 		result(r >= 0, name, "%s: %s", error.name ? error.name : strerror(-r),
 		       error.message ? error.message : "");
@@ -134,19 +139,13 @@ static void call_err(sd_bus *bus, const char *name, const char *want, const char
 		     ...)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *m = NULL, *reply = NULL;
+	sd_bus_message *reply = NULL;
 	va_list ap;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
-	if (r >= 0 && types) {
-		va_start(ap, types);
-		r = sd_bus_message_appendv(m, types, ap);
-		va_end(ap);
-	}
-	if (r >= 0)
-		r = sd_bus_call(bus, m, 0, &error, &reply);
-	sd_bus_message_unref(m);
+	va_start(ap, types);
+	r = callv(bus, path, iface, member, &error, &reply, types, ap);
+	va_end(ap);
 	sd_bus_message_unref(reply);
 	if (r >= 0)
 		result(false, name, "succeeded, expected %s", want);

@@ -34,8 +34,10 @@
 #include <linux/iommufd.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "test-rng.h"
 
 #define SKIP 77
 #define DEST "org.iodirty.Tracker1"
@@ -98,15 +100,6 @@ static uint64_t now_nsec(void)
 	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
 /* --- the bus, the daemon, the echo service -------------------------------------------------- */
 
 static const char bus_conf[] =
@@ -155,28 +148,6 @@ static void start_bus(void)
 		skip("dbus-daemon did not start");
 	bus_address[l] = '\0';
 	bus_address[strcspn(bus_address, "\n")] = '\0';
-}
-
-static int bus_connect(sd_bus **ret)
-{
-	sd_bus *bus = NULL;
-	int r;
-
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, bus_address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_fds(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
-	if (r < 0) {
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
 }
 
 static bool name_has_owner(sd_bus *bus, const char *name)
@@ -246,7 +217,7 @@ static void start_echo(sd_bus *bus, uint64_t size)
 		sd_bus *b = NULL;
 
 		echo_buf = malloc(size);
-		if (!echo_buf || bus_connect(&b) < 0)
+		if (!echo_buf || iod_bus_client_open(bus_address, false, &b) < 0)
 			_exit(1);
 		for (uint64_t i = 0; i < size; i++)
 			echo_buf[i] = (uint8_t)rng();
@@ -613,7 +584,7 @@ int main(int argc, char **argv)
 		skip("/dev/iommu does not exist");
 	atexit(cleanup);
 	start_bus();
-	if (bus_connect(&bus) < 0)
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("cannot connect to the bench bus %s", bus_address);
 	start_daemon(bus);
 	printf("bench: iodirtyd and a private bus at %s\n", bus_address);

@@ -22,6 +22,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
 #include "iodirty.h"
 
 #define DT_DEST "org.iodirty.Tracker1"
@@ -67,6 +68,15 @@ static inline __attribute__((noreturn, format(printf, 3, 4))) void dt_fail(const
 		dt_passed++;         \
 	} while (0)
 
+/* Exit 77 (skipped) when the kernel has no iommufd. */
+static inline void dt_require_iommufd(void)
+{
+	if (access("/dev/iommu", F_OK) < 0) {
+		printf("SKIP: /dev/iommu does not exist\n");
+		exit(77);
+	}
+}
+
 static inline sd_bus *dt_connect(void)
 {
 	const char *address = getenv("IOD_BUS_ADDRESS");
@@ -74,15 +84,7 @@ static inline sd_bus *dt_connect(void)
 	int r;
 
 	dt_assert(address && *address, "IOD_BUS_ADDRESS is not set: run under guest-daemon.sh");
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_fds(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
+	r = iod_bus_client_open(address, false, &bus);
 	dt_assert(r >= 0, "connecting to %s: %s", address, strerror(-r));
 	return bus;
 }

@@ -44,6 +44,7 @@
 #include "daemon-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
 #define GUEST_SIZE (32 * SZ_1M)
@@ -58,21 +59,6 @@ static uint64_t mock_page;
 static void print_seed(void)
 {
 	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
-/* xorshift64* */
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t rng_below(uint64_t n)
-{
-	return rng() % n;
 }
 
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
@@ -665,22 +651,15 @@ static void destroy_and_fail(void)
 
 int main(void)
 {
-	const char *e = getenv("IOD_TEST_SEED"), *o = getenv("IOD_TEST_OPS");
+	const char *o = getenv("IOD_TEST_OPS");
 	unsigned ops = o ? (unsigned)strtoul(o, NULL, 0) : 3000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	if (!seed)
-		seed = 1;
-	rng_state = seed;
-	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
+	seed = rng_seed();
 	dt_on_fail = print_seed;
 	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 
-	if (access("/dev/iommu", F_OK) < 0) {
-		printf("SKIP: /dev/iommu does not exist\n");
-		return 77;
-	}
+	dt_require_iommufd();
 	vmm_setup();
 	bus = dt_connect();
 	dt_pageset_init(&marked, GUEST_SIZE, LOG_SHIFT);

@@ -30,6 +30,7 @@
 #include <linux/vfio.h>
 
 #include "daemon-test.h"
+#include "edu.h"
 #include "iodirty.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -38,20 +39,7 @@
 #define GPA_BASE SZ_1M /* under the edu device's 28-bit DMA mask */
 #define MEM_SIZE (4 * SZ_1M)
 
-#define EDU_REG_ID 0x00
-#define EDU_REG_DMA_SRC 0x80
-#define EDU_REG_DMA_DST 0x88
-#define EDU_REG_DMA_COUNT 0x90
-#define EDU_REG_DMA_CMD 0x98
-#define EDU_DMA_RUN 0x1
-#define EDU_DMA_TO_RAM 0x2
-#define EDU_ID 0x010000ed
-#define EDU_BUF 0x40000
 #define EDU_XFER 1024
-
-#define PCI_CMD_OFFSET 0x04
-#define PCI_CMD_MEMORY 0x2
-#define PCI_CMD_MASTER 0x4
 
 static sd_bus *bus;
 static char cdev[64];
@@ -99,27 +87,10 @@ static void edu_close(struct edu *e)
 	e->fd = -EBADF;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void edu_dma(struct edu *e, uint64_t src, uint64_t dst, uint64_t count, bool to_ram)
 {
-	volatile uint64_t *reg = (volatile uint64_t *)(e->bar + EDU_REG_DMA_SRC);
-	double deadline = now() + 60;
-
-	reg[0] = src;
-	reg[1] = dst;
-	reg[2] = count;
-	reg[3] = EDU_DMA_RUN | (to_ram ? EDU_DMA_TO_RAM : 0);
-	while (reg[3] & EDU_DMA_RUN) {
-		dt_assert(now() < deadline, "edu DMA did not complete");
-		usleep(1000);
-	}
+	edu_dma_start(e->bar, src, dst, count, to_ram);
+	dt_assert(edu_dma_wait(e->bar, 60), "edu DMA did not complete");
 }
 
 /* RAM at src_iova -> device -> RAM at dst_iova */
@@ -342,10 +313,7 @@ int main(void)
 	int r;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (access("/dev/iommu", F_OK) < 0) {
-		printf("SKIP: /dev/iommu does not exist\n");
-		return 77;
-	}
+	dt_require_iommufd();
 	if (!env || !*env) {
 		printf("SKIP: IOD_EDU_PCI is not set: no edu device bound to vfio-pci\n");
 		return 77;

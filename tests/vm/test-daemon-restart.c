@@ -21,6 +21,11 @@
  * is still tracking. At the end the union of the delivered rounds must equal the set of
  * pages marked, exactly. Destroy empties the store but for the state.
  *
+ * The disconnect policy survives too: owner sessions created with "keep" under a daemon
+ * whose default is "destroy" stay, orphaned, when their owner leaves while the daemon is
+ * down and when it leaves after the restart; a "destroy" session whose owner left while the
+ * daemon was down is gone.
+ *
  * IOD_TEST_SEED=<n> repeats a run's choices (not the kernel's timing).
  */
 #include <errno.h>
@@ -41,6 +46,7 @@
 #include "fdstore-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
 #define GUEST_GPA IOD_MOCK_APERTURE_START
@@ -55,20 +61,6 @@ static void print_seed(void)
 {
 	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run's choices\n", seed);
 	printf("harness: %s\n", harness("status"));
-}
-
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t rng_below(uint64_t n)
-{
-	return rng() % n;
 }
 
 /* ---- the VMM ----------------------------------------------------------------------------- */
@@ -369,6 +361,128 @@ static void kill_before_ack(void)
 	stats.ack_kills++;
 }
 
+/* ---- the disconnect policy across a restart --------------------------------------------- */
+
+/* A new client that creates an owner-mode session with this disconnect policy. */
+static sd_bus *owner_of(const char *name, const char *policy)
+{
+	sd_bus *b = dt_connect();
+
+	sd_bus_message_unref(dt_call(b, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}",
+				     name, 1, "disconnect_policy", "s", policy));
+	return b;
+}
+
+/* The client leaves the bus; returns once the bus has dropped its name. */
+static void leave(sd_bus *b)
+{
+	const char *unique = NULL;
+	char *name;
+	int has = 1;
+
+	dt_assert(sd_bus_get_unique_name(b, &unique) >= 0, "unique name");
+	name = strdup(unique);
+	sd_bus_flush_close_unref(b);
+	for (int i = 0; i < 500 && has; i++) {
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		sd_bus_message *reply = NULL;
+		int r;
+
+		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "NameHasOwner", &e, &reply, "s",
+				       name);
+		dt_assert(r >= 0 && sd_bus_message_read(reply, "b", &has) > 0, "NameHasOwner: %s",
+			  e.message ? e.message : strerror(-r));
+		sd_bus_error_free(&e);
+		sd_bus_message_unref(reply);
+		if (has)
+			usleep(10000);
+	}
+	dt_assert(!has, "%s is still on the bus", name);
+	free(name);
+}
+
+/* A string property of session name, or NULL once the session does not exist. */
+static char *session_prop(const char *name, const char *prop)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	const char *path;
+	char *value;
+	int r;
+
+	r = sd_bus_call_method(bus, DT_DEST, DT_MANAGER, DT_MGR_IFACE, "GetSession", &e, &reply,
+			       "s", name);
+	if (r < 0) {
+		dt_assert(sd_bus_error_has_name(&e, "org.iodirty.Error.NoSuchSession"),
+			  "GetSession %s: %s", name, e.message ? e.message : strerror(-r));
+		sd_bus_error_free(&e);
+		return NULL;
+	}
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "GetSession reply");
+	value = dt_get_string(bus, path, DT_SES_IFACE, prop);
+	sd_bus_message_unref(reply);
+	return value;
+}
+
+/* Wait up to 5 s for session name to be in State want (NULL: gone). */
+static void expect_state(const char *name, const char *want, const char *why)
+{
+	char *state = NULL;
+
+	for (int i = 0; i < 500; i++) {
+		free(state);
+		state = session_prop(name, "State");
+		if (want ? state && strcmp(state, want) == 0 : !state)
+			break;
+		usleep(10000);
+	}
+	dt_assert(want ? state && strcmp(state, want) == 0 : !state,
+		  "session %s is %s, want %s: %s", name, state ? state : "gone",
+		  want ? want : "gone", why);
+	free(state);
+}
+
+static void policy_survives_restart(void)
+{
+	char *def = dt_get_string(bus, DT_MANAGER, DT_MGR_IFACE, "DisconnectPolicy");
+	sd_bus *early, *late, *gone;
+
+	/* With "keep" as the default the checks below could not fail. */
+	dt_assert(strcmp(def, "destroy") == 0, "the daemon's default policy is \"%s\"", def);
+	free(def);
+	early = owner_of("keep-early", "keep");
+	late = owner_of("keep-late", "keep");
+	gone = owner_of("destroy-early", "destroy");
+
+	/* Two owners leave while the daemon is down (stopped, then killed). */
+	dt_assert(strncmp(harness("freeze"), "ok", 2) == 0, "freeze");
+	leave(early);
+	leave(gone);
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	daemon_pid = harness_wait_ready(++starts);
+	expect_state("keep-early", "orphaned", "its owner left while the daemon was down");
+	expect_state("destroy-early", NULL, "its owner left while the daemon was down");
+	expect_state("keep-late", "idle", "its owner is still connected");
+	{
+		char *policy = session_prop("keep-late", "DisconnectPolicy");
+
+		dt_assert(strcmp(policy, "keep") == 0,
+			  "keep-late's policy is \"%s\" after the restart", policy);
+		free(policy);
+	}
+
+	/* The third owner leaves the new instance. */
+	leave(late);
+	expect_state("keep-late", "orphaned", "its owner left after the restart");
+	dt_pass("disconnect policy restored: \"keep\" sessions stay orphaned when the owner leaves during or after a restart, a \"destroy\" session goes (default \"destroy\")");
+
+	sd_bus_message_unref(
+		dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "DestroySession", NULL, "s", "keep-early"));
+	sd_bus_message_unref(
+		dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "DestroySession", NULL, "s", "keep-late"));
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static void adopt(void)
@@ -388,7 +502,7 @@ static void adopt(void)
 
 int main(void)
 {
-	const char *e = getenv("IOD_TEST_SEED"), *c = getenv("IOD_TEST_CYCLES");
+	const char *c = getenv("IOD_TEST_CYCLES");
 	unsigned cycles = c ? (unsigned)strtoul(c, NULL, 0) : 100;
 	const char *st;
 	uint64_t nr;
@@ -396,17 +510,10 @@ int main(void)
 	int r;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	if (!seed)
-		seed = 1;
-	rng_state = seed;
-	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
+	seed = rng_seed();
 	dt_on_fail = print_seed;
 	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
-	if (access("/dev/iommu", F_OK) < 0) {
-		printf("SKIP: /dev/iommu does not exist\n");
-		return 77;
-	}
+	dt_require_iommufd();
 
 	vmm_setup();
 	bus = dt_connect();
@@ -495,6 +602,8 @@ int main(void)
 	dt_assert(harness_field(st, "stored") == 1 && strstr(harness_names(st), "state-"),
 		  "after Destroy the store holds: %s", st);
 	dt_pass("Destroy: the store holds only the state");
+
+	policy_survives_restart();
 
 	st = harness("quit");
 	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);

@@ -213,10 +213,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	pci = getenv("IOD_EDU_PCI");
-	if (access("/dev/iommu", F_OK) < 0) {
-		printf("SKIP: /dev/iommu does not exist\n");
-		return 77;
-	}
+	dt_require_iommufd();
 	if (!pci || !*pci) {
 		printf("SKIP: IOD_EDU_PCI is not set: no edu device bound to vfio-pci\n");
 		return 77;

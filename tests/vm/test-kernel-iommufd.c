@@ -192,7 +192,7 @@ static void pick_marks(uint64_t *marks, uint64_t npages, unsigned density)
 {
 	bitmap_zero(marks, npages);
 	for (uint64_t i = 0; i < npages; i++)
-		if (vm_rng() % density == 0)
+		if (rng() % density == 0)
 			bit_set(marks, i);
 	bit_set(marks, 0);
 	bit_set(marks, npages - 1);
@@ -1270,7 +1270,7 @@ int main(void)
 	mock_page = cpu_page / 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	require_mock();
-	vm_rng_seed();
+	rng_seed();
 
 	sr = srunner_create(iommufd_suite());
 	srunner_run_all(sr, CK_VERBOSE);

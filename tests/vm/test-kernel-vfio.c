@@ -32,28 +32,11 @@
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
 
+#include "edu.h"
 #include "iodirty.h"
 #include "vm-test.h"
 
-#define EDU_VENDOR 0x1234
-#define EDU_DEVICE 0x11e8
-
-#define EDU_REG_ID 0x00
-#define EDU_REG_LIVENESS 0x04
-#define EDU_REG_DMA_SRC 0x80
-#define EDU_REG_DMA_DST 0x88
-#define EDU_REG_DMA_COUNT 0x90
-#define EDU_REG_DMA_CMD 0x98
-#define EDU_DMA_RUN 0x1
-#define EDU_DMA_TO_RAM 0x2
-#define EDU_ID 0x010000ed
-#define EDU_BUF 0x40000
 #define EDU_XFER 1024
-#define EDU_DMA_LIMIT (UINT64_C(1) << 28)
-
-#define PCI_CMD_OFFSET 0x04
-#define PCI_CMD_MEMORY 0x2
-#define PCI_CMD_MASTER 0x4
 
 /* Two IOVAs under the device's 28-bit DMA mask. */
 #define IOVA_SRC UINT64_C(0x100000)
@@ -175,38 +158,12 @@ static void wr32(struct dev *d, unsigned reg, uint32_t v)
 	*(volatile uint32_t *)(d->bar + reg) = v;
 }
 
-static uint64_t rd64(struct dev *d, unsigned reg)
-{
-	return *(volatile uint64_t *)(d->bar + reg);
-}
-
-static void wr64(struct dev *d, unsigned reg, uint64_t v)
-{
-	*(volatile uint64_t *)(d->bar + reg) = v;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* One DMA transfer; returns once the device reports it done. */
 static void edu_dma(struct dev *d, uint64_t src, uint64_t dst, uint64_t count, bool to_ram)
 {
-	double deadline = now() + 60;
-
-	ck_assert_uint_eq(rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_RUN, 0);
-	wr64(d, EDU_REG_DMA_SRC, src);
-	wr64(d, EDU_REG_DMA_DST, dst);
-	wr64(d, EDU_REG_DMA_COUNT, count);
-	wr64(d, EDU_REG_DMA_CMD, EDU_DMA_RUN | (to_ram ? EDU_DMA_TO_RAM : 0));
-	while (rd64(d, EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
-		ck_assert_msg(now() < deadline, "edu DMA did not complete");
-		usleep(1000);
-	}
+	ck_assert_uint_eq(edu_dma_busy(d->bar), 0);
+	edu_dma_start(d->bar, src, dst, count, to_ram);
+	ck_assert_msg(edu_dma_wait(d->bar, 60), "edu DMA did not complete");
 }
 
 static uint8_t *page_new(void)

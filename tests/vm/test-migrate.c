@@ -42,9 +42,12 @@
 #include <linux/vfio.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-client.h"
+#include "edu.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
 #include "migrate.h"
+#include "test-rng.h"
 
 #define SKIP 77
 #define DEST "org.iodirty.Tracker1"
@@ -86,15 +89,6 @@ static void skip(const char *fmt, ...)
 	exit(SKIP);
 }
 
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545f4914f6cdd1dull;
-}
-
 static void rng_fill(uint8_t *p, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i += 8) {
@@ -102,36 +96,6 @@ static void rng_fill(uint8_t *p, uint64_t n)
 
 		memcpy(p + i, &v, n - i < 8 ? n - i : 8);
 	}
-}
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static int bus_connect(sd_bus **ret)
-{
-	sd_bus *bus = NULL;
-	int r;
-
-	r = sd_bus_new(&bus);
-	if (r >= 0)
-		r = sd_bus_set_address(bus, bus_address);
-	if (r >= 0)
-		r = sd_bus_set_bus_client(bus, 1);
-	if (r >= 0)
-		r = sd_bus_negotiate_fds(bus, 1);
-	if (r >= 0)
-		r = sd_bus_start(bus);
-	if (r < 0) {
-		sd_bus_unref(bus);
-		return r;
-	}
-	*ret = bus;
-	return 0;
 }
 
 static int memfd_new(uint64_t size, bool cloexec, uint8_t **ret_mem)
@@ -657,7 +621,7 @@ static int cmd_mock(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (bus_connect(&bus) < 0)
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("no bus at %s", bus_address);
 	if (!seed_given)
 		printf("seeds %" PRIu64 " .. %" PRIu64 " (replay one with --seed=N)\n", seed,
@@ -696,13 +660,6 @@ static int cmd_mock(int argc, char **argv)
 
 /* =============================== the edu device =========================================== */
 
-#define EDU_REG_DMA_SRC 0x80
-#define EDU_REG_DMA_DST 0x88
-#define EDU_REG_DMA_COUNT 0x90
-#define EDU_REG_DMA_CMD 0x98
-#define EDU_DMA_RUN 0x1
-#define EDU_DMA_TO_RAM 0x2
-#define EDU_BUF 0x40000
 #define EDU_XFER 2048
 #define EDU_GPA UINT64_C(0x1000000) /* IOVA = GPA, under the device's 28-bit DMA mask */
 
@@ -778,10 +735,10 @@ static int edu_start(struct edu *e)
 	if (ioctl(e->fd, VFIO_DEVICE_GET_REGION_INFO, &cfg) < 0 ||
 	    ioctl(e->fd, VFIO_DEVICE_GET_REGION_INFO, &bar) < 0)
 		return -errno;
-	if (pread(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + 4) != sizeof(cmd))
+	if (pread(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + PCI_CMD_OFFSET) != sizeof(cmd))
 		return -EIO;
-	cmd |= 0x6; /* memory, bus master */
-	if (pwrite(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + 4) != sizeof(cmd))
+	cmd |= PCI_CMD_MEMORY | PCI_CMD_MASTER;
+	if (pwrite(e->fd, &cmd, sizeof(cmd), (off_t)cfg.offset + PCI_CMD_OFFSET) != sizeof(cmd))
 		return -EIO;
 	p = mmap(NULL, bar.size, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, (off_t)bar.offset);
 	if (p == MAP_FAILED)
@@ -791,36 +748,23 @@ static int edu_start(struct edu *e)
 	return 0;
 }
 
-static bool edu_busy(struct edu *e)
-{
-	return *(volatile uint64_t *)(e->bar + EDU_REG_DMA_CMD) & EDU_DMA_RUN;
-}
-
-static void edu_go(struct edu *e, uint64_t src, uint64_t dst, bool to_ram)
-{
-	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_SRC) = src;
-	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_DST) = dst;
-	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_COUNT) = EDU_XFER;
-	*(volatile uint64_t *)(e->bar + EDU_REG_DMA_CMD) = EDU_DMA_RUN |
-							   (to_ram ? EDU_DMA_TO_RAM : 0);
-}
-
 /* Without waiting: start the next transfer if the engine is idle (the DMA runs meanwhile). */
 static void edu_step(struct edu *e)
 {
 	uint64_t pages = e->size / 4096;
 
-	if (edu_busy(e))
+	if (edu_dma_busy(e->bar))
 		return;
 	if (e->pending_dst) /* the last transfer wrote guest memory */
 		e->writes++;
 	e->pending_dst = 0;
 	if (e->phase == 0) {
-		edu_go(e, e->gpa + (rng() % pages) * 4096 + (rng() % 2) * 2048, EDU_BUF, false);
+		edu_dma_start(e->bar, e->gpa + (rng() % pages) * 4096 + (rng() % 2) * 2048, EDU_BUF,
+			      EDU_XFER, false);
 		e->phase = 1;
 	} else {
 		e->pending_dst = e->gpa + (rng() % pages) * 4096 + (rng() % 2) * 2048;
-		edu_go(e, EDU_BUF, e->pending_dst, true);
+		edu_dma_start(e->bar, EDU_BUF, e->pending_dst, EDU_XFER, true);
 		e->phase = 0;
 	}
 }
@@ -828,13 +772,8 @@ static void edu_step(struct edu *e)
 /* The device is quiet: no transfer in flight. */
 static int edu_quiesce(struct edu *e)
 {
-	uint64_t deadline = now_usec() + 60 * 1000000;
-
-	while (edu_busy(e)) {
-		if (now_usec() > deadline)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
+	if (!edu_dma_wait(e->bar, 60))
+		return -ETIMEDOUT;
 	if (e->pending_dst)
 		e->writes++;
 	e->pending_dst = 0;
@@ -895,7 +834,7 @@ static int cmd_edu(int argc, char **argv)
 	verbose_rounds = true;
 
 	e.fd = edu_open(true);
-	if (bus_connect(&bus) < 0)
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("no bus at %s", bus_address);
 	memfd = memfd_new(size, true, &mem);
 	rng_fill(mem, size);
@@ -1064,7 +1003,7 @@ static int cmd_workload_mock(int argc, char **argv)
 	 * Writes go through the mappings it knows, found by asking the kernel nothing: the
 	 * workload learns them from the session's Map events it makes.
 	 */
-	r = bus_connect(&vm.bus);
+	r = iod_bus_client_open(bus_address, false, &vm.bus);
 	if (r < 0)
 		die("workload: bus: %s", strerror(-r));
 	vm.path = getenv("IODIRTY_SESSION_PATH");

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Helpers shared by the guest-tier test programs (tests/vm/test-kernel-*.c): skipping
- * with a reason, counting open fds, the guest's free memory, a seeded random source and
- * watching the kernel log for warnings.
+ * with a reason, counting open fds, the guest's free memory, a seeded random source
+ * (test-rng.h) and watching the kernel log for warnings.
  */
 #ifndef IOD_TESTS_VM_TEST_H
 #define IOD_TESTS_VM_TEST_H
@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "test-rng.h"
 
 #define IOD_EXIT_SKIP 77
 
@@ -80,29 +82,6 @@ static inline uint64_t vm_mem_available(void)
 			break;
 	fclose(f);
 	return kb * 1024;
-}
-
-/* xorshift64*: reproducible from the seed the program prints. */
-static uint64_t vm_rng_state = 0x9e3779b97f4a7c15ull;
-
-static inline void vm_rng_seed(void)
-{
-	const char *e = getenv("IOD_TEST_SEED");
-	uint64_t seed = e ? strtoull(e, NULL, 0)
-			  : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-
-	if (!seed)
-		seed = 1;
-	vm_rng_state = seed;
-	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
-}
-
-static inline uint64_t vm_rng(void)
-{
-	vm_rng_state ^= vm_rng_state >> 12;
-	vm_rng_state ^= vm_rng_state << 25;
-	vm_rng_state ^= vm_rng_state >> 27;
-	return vm_rng_state * 0x2545f4914f6cdd1dull;
 }
 
 /*
