@@ -137,6 +137,9 @@ $(B)/bench/bench-%: $(B)/bench/bench-%.o $(LIBIODIRTY)
 include tests/vm/tests.mk
 include tests/bus/bus.mk
 
+# Keep intermediate objects (no 'rm build/...o' at the end of a run, no needless rebuilds).
+.SECONDARY:
+
 # --- top-level targets -------------------------------------------------------------------
 .DEFAULT_GOAL := all
 .PHONY: all lib tests check check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
@@ -153,8 +156,9 @@ check: check-unit check-asan check-units $(if $(wildcard tests/bus/run),check-bu
 check-unit: $(UNIT_BINS) ## unit tests (check)
 	@sh tests/run-unit.sh $(UNIT_BINS)
 
-check-asan: ## unit tests again in a sanitizer build (address,undefined) in $(B)-asan/
-	@$(MAKE) --no-print-directory B=$(B)-asan SANITIZE=address,undefined check-unit
+check-asan: ## unit and D-Bus tiers again in a sanitizer build (address,undefined) in $(B)-asan/
+	@$(MAKE) --no-print-directory B=$(B)-asan SANITIZE=address,undefined check-unit \
+		$(if $(wildcard tests/bus/run),check-bus)
 
 valgrind: $(UNIT_BINS) ## unit tests under valgrind (memcheck, leaks are errors)
 	@VALGRIND=1 sh tests/run-unit.sh $(UNIT_BINS)
