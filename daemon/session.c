@@ -49,17 +49,6 @@ static int fdname_new(char **ret, const struct iod_session *s, const char *forma
 	return 0;
 }
 
-/*
- * Clients get read-only fds of the log memfd, but a memfd is created mode 0777 and anybody
- * holding an fd can reopen it through /proc/<pid>/fd read-write, then rewrite the offsets
- * the daemon trusts. Owner-only permissions close that door (root aside).
- */
-static void log_protect(struct iod_dirty_log *log)
-{
-	if (fchmod(iod_log_fd(log), 0600) < 0)
-		log_debug_errno(errno, "Failed to restrict the dirty log memfd, ignoring: %m");
-}
-
 int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mode mode, uid_t uid,
 		    const struct iod_session_options *options, struct iod_session **ret)
 {
@@ -91,7 +80,6 @@ int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mo
 	r = iod_log_new((unsigned)__builtin_ctzll(options->page_size), &s->log);
 	if (r < 0)
 		return r;
-	log_protect(s->log);
 	r = fdname_new(&s->log_fdname, s, "log");
 	if (r < 0)
 		return r;
@@ -1690,7 +1678,6 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 	r = iod_log_open_fd(fd, &s->log);
 	if (r < 0)
 		return log_error_errno(r, "Session %s: the dirty log is unusable: %m", st->name);
-	log_protect(s->log);
 
 	/* An owner session that never needed the kernel has no iommufd (and no IOAS) yet. */
 	fd = st->iommufd_fdname ? lookup(st->iommufd_fdname, userdata) : -ENOENT;

@@ -464,6 +464,9 @@ int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
 		return -errno;
 	if (fstat(log->fd, &st) < 0)
 		return -errno;
+	/* The same owner-only mode as iod_log_new() gives, whoever made this memfd. */
+	if ((st.st_mode & 07777) != 0600 && fchmod(log->fd, 0600) < 0)
+		iod_debug("dirty log: cannot restrict the memfd to its owner, ignoring: %m");
 	if (!S_ISREG(st.st_mode)) {
 		iod_debug("dirty log: fd %d is not a regular file (memfd)", fd);
 		return -EBADMSG;

@@ -441,8 +441,17 @@ START_TEST(test_memfd_owner_only)
 {
 	struct stat st;
 
+	struct iod_dirty_log *reopened = NULL;
+
 	ck_assert_int_eq(fstat(iod_log_fd(dl), &st), 0);
 	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+
+	/* A log taken over from a memfd somebody left open to all is restricted as well. */
+	ck_assert_int_eq(fchmod(iod_log_fd(dl), 0666), 0);
+	ck_assert_int_eq(iod_log_open_fd(iod_log_fd(dl), &reopened), 0);
+	ck_assert_int_eq(fstat(iod_log_fd(reopened), &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	iod_log_free(reopened);
 }
 END_TEST
 
