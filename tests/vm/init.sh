@@ -25,6 +25,7 @@ for arg in $(cat /proc/cmdline); do
 	iod.shape=*) shape=${arg#iod.shape=} ;;
 	iod.timeout=*) timeout_s=${arg#iod.timeout=} ;;
 	iod.only=*) only=${arg#iod.only=} ;;
+	iod.env.*=*) export "${arg#iod.env.}" ;;
 	esac
 done
 export IOD_VM_SHAPE=$shape
