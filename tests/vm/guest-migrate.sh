@@ -1,8 +1,10 @@
 #!/bin/sh
 # The reference migration in the guest: iodirtyd on a private bus (guest-bus.sh), then
 #   guest-migrate.sh COMMAND [ARGS...]      run COMMAND against it (IOD_BUS_ADDRESS is set)
-#   guest-migrate.sh restart retry|abort    restart iodirtyd under a running iodirty-migrate:
-#       it must finish verified (the session survived) or stop with exit 4 and say why;
+#   guest-migrate.sh restart retry|abort    restart iodirtyd (SIGTERM) under a running
+#       iodirty-migrate. iodirtyd runs under fdstore-harness, which keeps its fd store and
+#       starts it again, as systemd does: with retry the session survives and the migration
+#       must finish verified; with abort it must stop with exit 4 and say why. Either way
 #       it must never finish "successfully" with a destination it could not complete.
 #   guest-migrate.sh stream-edu [ARGS...]   the edu device's migration as a stream into
 #       iodirty-migrate --receive, which checks the source's checksum
@@ -23,7 +25,13 @@ mig_bus_start() {
 	IOD_BUS_ADDRESS=$(head -n1 "$IOD_RUN/address")
 	[ -n "$IOD_BUS_ADDRESS" ] || { cat "$IOD_RUN/dbus.log"; return 1; }
 	export IOD_BUS_ADDRESS
-	iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>"$IOD_RUN/daemon.log" &
+	if [ "${1:-}" = harness ]; then
+		# IOD_DAEMON_PID is the harness: SIGTERM to it stops the daemon for good
+		fdstore-harness --control="$IOD_RUN/harness" -- \
+			iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>"$IOD_RUN/daemon.log" &
+	else
+		iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>"$IOD_RUN/daemon.log" &
+	fi
 	IOD_DAEMON_PID=$!
 	mig_wait_daemon
 }
@@ -41,7 +49,10 @@ mig_wait_daemon() {
 	done
 }
 
-mig_bus_start || exit 1
+case $1 in
+restart) mig_bus_start harness || exit 1 ;;
+*) mig_bus_start || exit 1 ;;
+esac
 status=0
 case $1 in
 restart)
@@ -51,23 +62,32 @@ restart)
 		--on-daemon-restart="$policy" --restart-timeout=15 >"$out" 2>&1 &
 	mpid=$!
 	sleep 3
-	echo "restart: stopping iodirtyd (pid $IOD_DAEMON_PID) while the migration runs"
-	kill -TERM "$IOD_DAEMON_PID"
-	wait "$IOD_DAEMON_PID"
-	sleep 1
-	iodirtyd --bus-address="$IOD_BUS_ADDRESS" --log-level=info 2>>"$IOD_RUN/daemon.log" &
-	IOD_DAEMON_PID=$!
-	mig_wait_daemon
-	echo "restart: iodirtyd started again (pid $IOD_DAEMON_PID)"
+	if ! kill -0 "$mpid" 2>/dev/null; then
+		cat "$out"
+		echo "FAIL: the migration ended before iodirtyd was stopped: nothing was tested"
+		iod_bus_stop
+		exit 1
+	fi
+	old=$(pidof iodirtyd)
+	echo "restart: stopping iodirtyd while the migration runs; the harness starts it again"
+	kill -TERM $old
+	i=0
+	while kill -0 $old 2>/dev/null && [ $i -lt 600 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	mig_wait_daemon || status=1
+	echo "restart: iodirtyd is running again (pid $(pidof iodirtyd), was $old)"
 	wait "$mpid"
 	mrc=$?
 	cat "$out"
-	if [ $mrc -eq 0 ] && grep -q 'destination equals the source' "$out"; then
+	if [ "$policy" = retry ] && [ $mrc -eq 0 ] && grep -q 'iodirtyd is back' "$out" &&
+		grep -q 'destination equals the source' "$out"; then
 		echo "PASS: the session survived the restart and the migration completed verified"
-	elif [ $mrc -eq 4 ] && grep -q -E 'iodirtyd (went away|restarted)' "$out"; then
+	elif [ "$policy" = abort ] && [ $mrc -eq 4 ] && grep -q 'iodirtyd went away' "$out"; then
 		echo "PASS: iodirty-migrate stopped cleanly with exit 4 (policy $policy) and said why"
 	else
-		echo "FAIL: iodirty-migrate exited $mrc"
+		echo "FAIL: iodirty-migrate exited $mrc (policy $policy)"
 		status=1
 	fi
 	;;
