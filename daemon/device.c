@@ -41,6 +41,10 @@ int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
 		d->name = strdup("fd");
 		if (!d->name)
 			return -ENOMEM;
+		/* Cdev names the device for operators and for unplug uevents, when sysfs can. */
+		r = iod_vfio_fd_cdev_path(d->fd, &d->cdev);
+		if (r < 0)
+			log_debug_errno(r, "No cdev path for the passed device fd: %m");
 	} else {
 		if (!iod_device_spec_valid(spec))
 			return iod_reasonf(

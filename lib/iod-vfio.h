@@ -27,6 +27,12 @@ int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **r
 int iod_vfio_open(const char *path, int *ret_fd);
 /* Check that fd is a VFIO device cdev (character device of the vfio-dev class). */
 int iod_vfio_check_fd(int fd);
+/*
+ * The cdev path (/dev/vfio/devices/vfioN) of a VFIO device cdev fd, found through
+ * /sys/dev/char. -ENOTTY: not a VFIO device cdev; -ENOENT: no sysfs entry for it (no /sys
+ * in this mount namespace); -EBADMSG: sysfs names it oddly.
+ */
+int iod_vfio_fd_cdev_path(int fd, char **ret_path);
 
 /* VFIO_DEVICE_BIND_IOMMUFD: bind the device to iommufd; *ret_dev_id is the iommufd device id. */
 int iod_vfio_bind(int device_fd, int iommufd, uint32_t *ret_dev_id);

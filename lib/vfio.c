@@ -232,6 +232,42 @@ int iod_vfio_check_fd(int fd)
 	return major(st.st_rdev) == vfio_major ? 0 : -ENOTTY;
 }
 
+int iod_vfio_fd_cdev_path(int fd, char **ret_path)
+{
+	char path[64], link[PATH_MAX];
+	const char *base;
+	struct stat st;
+	unsigned n_digits = 0;
+	ssize_t n;
+	int r;
+
+	if (!ret_path)
+		return -EINVAL;
+	r = iod_vfio_check_fd(fd);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	/* /sys/dev/char/MAJ:MIN -> ../../devices/.../vfio-dev/vfioN */
+	snprintf(path, sizeof(path), "/sys/dev/char/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return debug_fail(-errno, "readlink", "%s", path);
+	link[n] = '\0';
+	base = strrchr(link, '/');
+	base = base ? base + 1 : link;
+	if (strncmp(base, "vfio", 4) != 0)
+		return debug_fail(-EBADMSG, "cdev name", "%s -> %s", path, link);
+	for (const char *c = base + 4; *c; c++, n_digits++)
+		if (*c < '0' || *c > '9')
+			return debug_fail(-EBADMSG, "cdev name", "%s -> %s", path, link);
+	if (n_digits == 0 || n_digits > 10)
+		return debug_fail(-EBADMSG, "cdev name", "%s -> %s", path, link);
+	if (asprintf(ret_path, "/dev/vfio/devices/%s", base) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 int iod_vfio_open(const char *path, int *ret_fd)
 {
 	_cleanup_close_ int fd = -EBADF;

@@ -195,7 +195,12 @@ static void test_identity(void)
 	dt_assert(strcmp(s, "fallback") == 0, "device TrackingMode %s", s);
 	free(s);
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "HwptId", 'u') != 0, "HwptId");
-	dt_pass("owner: AddMemory and AttachDeviceFd of %s, fallback on the emulated VT-d", cdev);
+	s = dt_get_string(bus, dpath, DT_DEV_IFACE, "Cdev");
+	dt_assert(strcmp(s, cdev) == 0, "Cdev of the fd-attached device is \"%s\", not %s", s,
+		  cdev);
+	free(s);
+	dt_pass("owner: AddMemory and AttachDeviceFd of %s (Cdev found from the fd), fallback on the emulated VT-d",
+		cdev);
 
 	scall(spath, "Start", "");
 	scall(spath, "Start", "");
