@@ -195,20 +195,18 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	return sd_bus_reply_method_return(m, NULL);
 }
 
-static int method_map(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/*
+ * Map, Unmap, MapBatch and UnmapBatch share one path: check the entries, check the caller,
+ * apply them all, one PropertiesChanged.
+ */
+static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, const char *array,
+			const struct iod_mapping *events, size_t n, sd_bus_error *error)
 {
-	struct iod_session *s = userdata;
 	struct iod_reason why = {};
-	uint64_t iova, gpa, size;
+	uint64_t bytes;
 	int r;
 
-	r = sd_bus_message_read(m, "ttt", &iova, &gpa, &size);
-	if (r < 0)
-		return r;
-
-	r = iod_session_check_range(s, "iova", iova, size, &why);
-	if (r >= 0)
-		r = iod_session_check_range(s, "gpa", gpa, size, &why);
+	r = iod_session_check_events(s, array, events, n, map, &why);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
@@ -216,39 +214,123 @@ static int method_map(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return r;
 
-	r = iod_session_map(s, iova, gpa, size, &why);
+	bytes = iod_iova_map_bytes(s->map);
+	if (map)
+		r = iod_session_map_batch(s, array, events, n, &why);
+	else
+		r = iod_session_unmap_batch(s, array, events, n, &why);
+	/* A refused unmap leaves the ranges before it unmapped: that is a change too. */
+	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
+		(void)iod_session_send_changed(s, "Mappings", "MappedBytes", map ? "IoasId" : NULL,
+					       NULL);
 	if (r < 0)
 		return reply_reason(error, r, &why);
-
-	(void)iod_session_send_changed(s, "Mappings", "MappedBytes", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_map(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_mapping e;
+	int r;
+
+	r = sd_bus_message_read(m, "ttt", &e.iova, &e.gpa, &e.length);
+	if (r < 0)
+		return r;
+	return events_apply(m, userdata, true, NULL, &e, 1, error);
 }
 
 static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
-	struct iod_session *s = userdata;
-	struct iod_reason why = {};
-	uint64_t iova, size;
+	struct iod_mapping e = {};
 	int r;
 
-	r = sd_bus_message_read(m, "tt", &iova, &size);
+	r = sd_bus_message_read(m, "tt", &e.iova, &e.length);
 	if (r < 0)
 		return r;
+	return events_apply(m, userdata, false, NULL, &e, 1, error);
+}
 
-	r = iod_session_check_range(s, "iova", iova, size, &why);
-	if (r < 0)
-		return reply_reason(error, r, &why);
+/* Read a(ttt) (map) or a(tt) into one array, refusing more entries than the mappings limit. */
+static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struct iod_mapping **ret,
+		       size_t *ret_n, sd_bus_error *error)
+{
+	uint32_t limit = s->manager->config.limits.mappings;
+	struct iod_mapping *v = NULL, e = {};
+	size_t n = 0, alloc = 0;
+	int r;
 
-	r = check_caller(s, m, error);
+	r = sd_bus_message_enter_container(m, 'a', map ? "(ttt)" : "(tt)");
 	if (r < 0)
 		return r;
+	for (;;) {
+		if (map)
+			r = sd_bus_message_read(m, "(ttt)", &e.iova, &e.gpa, &e.length);
+		else
+			r = sd_bus_message_read(m, "(tt)", &e.iova, &e.length);
+		if (r <= 0)
+			break;
+		if (n >= limit) {
+			r = sd_bus_error_setf(
+				error, IOD_ERROR_LIMIT_EXCEEDED,
+				"A batch of more than %" PRIu32
+				" entries is over the limit \"mappings\" of session %s",
+				limit, s->name);
+			break;
+		}
+		if (n == alloc) {
+			size_t na = alloc ? 2 * alloc : 64;
+			struct iod_mapping *q;
 
-	r = iod_session_unmap(s, iova, size, &why);
+			if (na > limit)
+				na = limit;
+			q = reallocarray(v, na, sizeof(*q));
+
+			if (!q) {
+				r = -ENOMEM;
+				break;
+			}
+			v = q;
+			alloc = na;
+		}
+		v[n++] = e;
+	}
+	if (r >= 0)
+		r = sd_bus_message_exit_container(m);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static int method_map_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_mapping *v = NULL;
+	size_t n;
+	int r;
+
+	r = read_events(m, userdata, true, &v, &n, error);
 	if (r < 0)
-		return reply_reason(error, r, &why);
+		return r;
+	r = events_apply(m, userdata, true, "maps", v, n, error);
+	free(v);
+	return r;
+}
 
-	(void)iod_session_send_changed(s, "Mappings", "MappedBytes", NULL);
-	return sd_bus_reply_method_return(m, NULL);
+static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_mapping *v = NULL;
+	size_t n;
+	int r;
+
+	r = read_events(m, userdata, false, &v, &n, error);
+	if (r < 0)
+		return r;
+	r = events_apply(m, userdata, false, "ranges", v, n, error);
+	free(v);
+	return r;
 }
 
 static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -701,6 +783,10 @@ const sd_bus_vtable iod_session_vtable[] = {
 				SD_BUS_NO_RESULT, method_map, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Unmap", SD_BUS_ARGS("t", iova, "t", size), SD_BUS_NO_RESULT,
 				method_unmap, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("MapBatch", SD_BUS_ARGS("a(ttt)", maps), SD_BUS_NO_RESULT,
+				method_map_batch, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("UnmapBatch", SD_BUS_ARGS("a(tt)", ranges), SD_BUS_NO_RESULT,
+				method_unmap_batch, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_stop, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Harvest", SD_BUS_ARGS("a{sv}", options),

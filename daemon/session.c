@@ -1127,182 +1127,349 @@ int iod_session_open_log_ro(struct iod_session *s)
 
 /* --- vIOMMU ----------------------------------------------------------------------------- */
 
-static int check_viommu_range(struct iod_session *s, const char *what, uint64_t iova,
-			      uint64_t length, uint64_t *ret_end, struct iod_reason *why)
+/*
+ * Map and Unmap are batches of one: MapBatch and UnmapBatch share every check and every step
+ * with them. With array set, an error about one entry names it ("maps[3]: ...").
+ */
+static int reason_at(struct iod_reason *why, int err, const char *array, size_t i)
 {
-	uint64_t align = iod_session_alignment(s);
+	char text[sizeof(why->text)];
 
-	if (!s->options.viommu)
-		return iod_reasonf(
-			why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
-			"Session %s has no vIOMMU (IOVA = GPA): create it with the option viommu=true to report %s events",
-			s->name, what);
-	if (length == 0)
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS, "size must not be 0");
-	if (!iod_is_aligned(iova, align) || !iod_is_aligned(length, align))
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				   "iova 0x%" PRIx64 " and size 0x%" PRIx64
-				   " must be aligned to the page size 0x%" PRIx64,
-				   iova, length, align);
-	if (iod_add_overflow(iova, length, ret_end))
-		return iod_reasonf(why, -EOVERFLOW, IOD_ERROR_INVALID_RANGE,
-				   "iova 0x%" PRIx64 " + size 0x%" PRIx64 " overflows", iova,
-				   length);
-	return 0;
+	if (!why || !array)
+		return err;
+	if (snprintf(text, sizeof(text), "%s[%zu]: %s", array, i, why->text) >= 0)
+		memcpy(why->text, text, sizeof(text));
+	return err;
 }
 
-static int count_piece(const struct iod_mapping *p, void *userdata)
+static int check_viommu(const struct iod_session *s, const char *what, struct iod_reason *why)
 {
-	(*(size_t *)userdata)++;
-	return 0;
+	if (s->options.viommu)
+		return 0;
+	return iod_reasonf(
+		why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
+		"Session %s has no vIOMMU (IOVA = GPA): create it with the option viommu=true to report %s events",
+		s->name, what);
 }
 
-int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
-		    struct iod_reason *why)
+int iod_session_check_events(const struct iod_session *s, const char *array,
+			     const struct iod_mapping *events, size_t n, bool with_gpa,
+			     struct iod_reason *why)
 {
-	struct iod_region *g;
-	uint64_t end, gend;
-	size_t n = 0;
 	int r;
 
-	r = check_viommu_range(s, "map", iova, length, &end, why);
+	for (size_t i = 0; i < n; i++) {
+		r = iod_session_check_range(s, "iova", events[i].iova, events[i].length, why);
+		if (r >= 0 && with_gpa)
+			r = iod_session_check_range(s, "gpa", events[i].gpa, events[i].length, why);
+		if (r < 0)
+			return reason_at(why, r, array, i);
+	}
+	return 0;
+}
+
+static int first_piece(const struct iod_mapping *p, void *userdata)
+{
+	*(struct iod_mapping *)userdata = *p;
+	return 1;
+}
+
+/* The first mapped piece inside [iova, iova + length), if any: O(log n). */
+static bool find_mapped(const struct iod_session *s, uint64_t iova, uint64_t length,
+			struct iod_mapping *ret)
+{
+	return iod_iova_map_foreach(s->map, iova, length, first_piece, ret) > 0;
+}
+
+/* One Map event against the session as it is, before anything changes. */
+static int check_map(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
+{
+	struct iod_mapping hit;
+	int r;
+
+	r = iod_session_check_events(s, NULL, e, 1, true, why);
 	if (r < 0)
 		return r;
-	if (!iod_is_aligned(gpa, iod_session_alignment(s)))
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				   "gpa 0x%" PRIx64 " must be aligned to the page size 0x%" PRIx64,
-				   gpa, iod_session_alignment(s));
-	if (iod_add_overflow(gpa, length, &gend))
-		return iod_reasonf(why, -EOVERFLOW, IOD_ERROR_INVALID_RANGE,
-				   "gpa 0x%" PRIx64 " + size 0x%" PRIx64 " overflows", gpa, length);
-	g = region_containing(s, gpa, length);
-	if (!g)
+	if (!region_containing(s, e->gpa, e->length))
 		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
 				   "GPA [0x%" PRIx64 ", 0x%" PRIx64
 				   ") is not inside one guest memory region",
-				   gpa, gend);
-	(void)iod_iova_map_foreach(s->map, iova, length, count_piece, &n);
-	if (n > 0)
+				   e->gpa, e->gpa + e->length);
+	if (find_mapped(s, e->iova, e->length, &hit))
 		return iod_reasonf(why, -EEXIST, IOD_ERROR_INVALID_RANGE,
 				   "IOVA [0x%" PRIx64 ", 0x%" PRIx64
-				   ") overlaps an existing mapping",
-				   iova, end);
-	if (iod_iova_map_count(s->map) >= s->manager->config.limits.mappings)
-		return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-				   "Session %s has %zu mappings (limit \"mappings\")", s->name,
-				   iod_iova_map_count(s->map));
+				   ") overlaps an existing mapping at 0x%" PRIx64,
+				   e->iova, e->iova + e->length, hit.iova);
+	return 0;
+}
+
+struct event_order {
+	uint64_t iova, end;
+	size_t index;
+};
+
+static int event_order_cmp(const void *a, const void *b)
+{
+	const struct event_order *x = a, *y = b;
+
+	return x->iova < y->iova ? -1 : x->iova > y->iova;
+}
+
+/* The entries of one batch must not overlap each other: sorted by IOVA, an overlap always
+ * shows between neighbours. */
+static int check_disjoint(const char *array, const struct iod_mapping *e, size_t n,
+			  struct iod_reason *why)
+{
+	struct event_order *v;
+	int r = 0;
+
+	if (n < 2)
+		return 0;
+	v = calloc(n, sizeof(*v));
+	if (!v)
+		return iod_reason_kernel(why, -ENOMEM, "Failed to check the batch");
+	for (size_t i = 0; i < n; i++)
+		v[i] = (struct event_order){e[i].iova, e[i].iova + e[i].length, i};
+	qsort(v, n, sizeof(*v), event_order_cmp);
+	for (size_t k = 1; k < n && r == 0; k++) {
+		size_t a = MIN(v[k - 1].index, v[k].index), b = MAX(v[k - 1].index, v[k].index);
+
+		if (v[k].iova >= v[k - 1].end)
+			continue;
+		r = iod_reasonf(why, -EEXIST, IOD_ERROR_INVALID_RANGE,
+				"IOVA [0x%" PRIx64 ", 0x%" PRIx64
+				") overlaps %s[%zu] of the same batch",
+				e[b].iova, e[b].iova + e[b].length, array ? array : "entries", a);
+		r = reason_at(why, r, array, b);
+	}
+	free(v);
+	return r;
+}
+
+static int check_mappings_limit(struct iod_session *s, size_t n, struct iod_reason *why)
+{
+	size_t have = iod_iova_map_count(s->map), limit = s->manager->config.limits.mappings;
+
+	if (have <= limit && n <= limit - have)
+		return 0;
+	return iod_reasonf(
+		why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
+		"Session %s has %zu mappings, %zu more would be over the limit \"mappings\" of %zu",
+		s->name, have, n, limit);
+}
+
+/* Map one checked event into the IOAS (owner mode) and the IOVA map. */
+static int map_one(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
+{
+	int r;
 
 	if (s->mode == IOD_MODE_OWNER) {
-		r = session_ensure_kernel(s, why);
-		if (r < 0)
-			return r;
-		r = iod_ioas_map(s->ictx, s->ioas_id, (uint8_t *)g->va + (gpa - g->gpa), length,
-				 iova, IOD_MAP_READ | IOD_MAP_WRITE);
+		const struct iod_region *g = region_containing(s, e->gpa, e->length);
+
+		r = iod_ioas_map(s->ictx, s->ioas_id, (uint8_t *)g->va + (e->gpa - g->gpa),
+				 e->length, e->iova, IOD_MAP_READ | IOD_MAP_WRITE);
 		if (r < 0)
 			return iod_reason_kernel(why, r,
 						 "Failed to map IOVA [0x%" PRIx64 ", +0x%" PRIx64
 						 ") into ioas %u",
-						 iova, length, s->ioas_id);
+						 e->iova, e->length, s->ioas_id);
 	}
-	r = iod_iova_map_insert(s->map, iova, gpa, length);
+	r = iod_iova_map_insert(s->map, e->iova, e->gpa, e->length);
 	if (r < 0) {
 		if (s->mode == IOD_MODE_OWNER)
-			(void)iod_ioas_unmap(s->ictx, s->ioas_id, iova, length, NULL);
+			(void)iod_ioas_unmap(s->ictx, s->ioas_id, e->iova, e->length, NULL);
 		return iod_reason_kernel(why, r, "Failed to record the mapping");
 	}
 	return 0;
 }
 
-struct piece_list {
-	struct iod_mapping *p;
-	size_t n, alloc;
+/* Take back an event map_one() applied (a whole entry: the removal never splits). */
+static void map_undo(struct iod_session *s, const struct iod_mapping *e)
+{
+	int r;
+
+	if (s->mode == IOD_MODE_OWNER) {
+		r = iod_ioas_unmap(s->ictx, s->ioas_id, e->iova, e->length, NULL);
+		if (r < 0)
+			log_warning_errno(r,
+					  "Failed to take back IOVA [0x%" PRIx64 ", +0x%" PRIx64
+					  ") from ioas %u, ignoring: %m",
+					  e->iova, e->length, s->ioas_id);
+	}
+	(void)iod_iova_map_remove(s->map, e->iova, e->length, NULL);
+}
+
+int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
+			  size_t n, struct iod_reason *why)
+{
+	size_t i;
+	int r;
+
+	r = check_viommu(s, "map", why);
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		r = check_map(s, &maps[i], why);
+		if (r < 0)
+			return reason_at(why, r, array, i);
+	}
+	if (n == 0)
+		return 0;
+	r = check_disjoint(array, maps, n, why);
+	if (r < 0)
+		return r;
+	r = check_mappings_limit(s, n, why);
+	if (r < 0)
+		return r;
+
+	if (s->mode == IOD_MODE_OWNER) {
+		r = session_ensure_kernel(s, why);
+		if (r < 0)
+			return r;
+	}
+	for (i = 0; i < n; i++) {
+		r = map_one(s, &maps[i], why);
+		if (r < 0)
+			break;
+	}
+	if (i == n)
+		return 0;
+	/* All or nothing: what this call mapped goes again. */
+	for (size_t k = i; k-- > 0;)
+		map_undo(s, &maps[k]);
+	return reason_at(why, r, array, i);
+}
+
+int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
+		    struct iod_reason *why)
+{
+	const struct iod_mapping e = {.iova = iova, .gpa = gpa, .length = length};
+
+	return iod_session_map_batch(s, NULL, &e, 1, why);
+}
+
+/* One Unmap event: the kernel unmaps whole areas only, so a range must not cut a mapping. */
+static int check_unmap(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
+{
+	uint64_t end = e->iova + e->length;
+	struct iod_mapping m;
+	int r;
+
+	r = iod_session_check_events(s, NULL, e, 1, false, why);
+	if (r < 0)
+		return r;
+	if (iod_iova_map_lookup(s->map, e->iova, &m) == 0 && m.iova < e->iova)
+		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
+				   "Unmap at 0x%" PRIx64 " cuts the mapping [0x%" PRIx64
+				   ", 0x%" PRIx64 "): unmap whole mappings",
+				   e->iova, m.iova, m.iova + m.length);
+	if (iod_iova_map_lookup(s->map, end - 1, &m) == 0 && m.iova + m.length > end)
+		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
+				   "Unmap up to 0x%" PRIx64 " cuts the mapping [0x%" PRIx64
+				   ", 0x%" PRIx64 "): unmap whole mappings",
+				   end, m.iova, m.iova + m.length);
+	return 0;
+}
+
+/* Before a range leaves the IOAS, its dirty bits go into the log (read without clearing);
+ * if that fails, the session fails and the unmap still happens. */
+static void harvest_before_unmap(struct iod_session *s, const struct iod_mapping *e)
+{
+	struct iod_mapping hit;
+	int r;
+
+	if (!s->tracking || s->failed || !find_mapped(s, e->iova, e->length, &hit))
+		return;
+	r = harvest_hwpts(s, NULL, e->iova, e->length, IOD_READ_NO_CLEAR);
+	if (r < 0)
+		iod_session_fail(s,
+				 "harvest before unmapping IOVA [0x%" PRIx64 ", 0x%" PRIx64
+				 ") failed: %s",
+				 e->iova, e->iova + e->length, iod_strerror(r));
+	if (session_has_fallback(s)) {
+		r = mark_mapped(s, e->iova, e->length);
+		if (r < 0)
+			iod_session_fail(s, "marking unmapped fallback range failed: %s",
+					 iod_strerror(r));
+	}
+}
+
+struct unmap_ctx {
+	struct iod_session *session;
+	struct iod_mapping failed; /* the piece the kernel refused */
 };
 
-static int collect_piece(const struct iod_mapping *p, void *userdata)
+static int unmap_piece(const struct iod_mapping *p, void *userdata)
 {
-	struct piece_list *l = userdata;
+	struct unmap_ctx *c = userdata;
+	int r;
 
-	if (l->n == l->alloc) {
-		size_t na = l->alloc ? l->alloc * 2 : 8;
-		struct iod_mapping *q = realloc(l->p, na * sizeof(*q));
+	r = iod_ioas_unmap(c->session->ictx, c->session->ioas_id, p->iova, p->length, NULL);
+	if (r < 0)
+		c->failed = *p;
+	return r;
+}
 
-		if (!q)
-			return -ENOMEM;
-		l->p = q;
-		l->alloc = na;
+/*
+ * Unmap the whole mappings inside a checked range from the IOAS (owner mode), one kernel
+ * area at a time, and forget them. If the kernel refuses one, the ones before it stay
+ * unmapped and forgotten, that one and the rest stay mapped.
+ */
+static int unmap_one(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
+{
+	struct unmap_ctx c = {.session = s, .failed = {.iova = e->iova}};
+	uint64_t done = e->length;
+	int r = 0;
+
+	if (s->mode == IOD_MODE_OWNER && s->ictx)
+		r = iod_iova_map_foreach(s->map, e->iova, e->length, unmap_piece, &c);
+	if (r < 0)
+		done = c.failed.iova - e->iova;
+	if (done > 0) {
+		int k = iod_iova_map_remove(s->map, e->iova, done, NULL);
+
+		if (k < 0)
+			log_warning_errno(k,
+					  "Failed to forget the mappings in [0x%" PRIx64
+					  ", +0x%" PRIx64 "), ignoring: %m",
+					  e->iova, done);
 	}
-	l->p[l->n++] = *p;
+	if (r < 0)
+		return iod_reason_kernel(
+			why, r, "Failed to unmap IOVA [0x%" PRIx64 ", +0x%" PRIx64 ") from ioas %u",
+			c.failed.iova, c.failed.length, s->ioas_id);
+	return 0;
+}
+
+int iod_session_unmap_batch(struct iod_session *s, const char *array,
+			    const struct iod_mapping *ranges, size_t n, struct iod_reason *why)
+{
+	int r;
+
+	r = check_viommu(s, "unmap", why);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = check_unmap(s, &ranges[i], why);
+		if (r < 0)
+			return reason_at(why, r, array, i);
+	}
+	/* Every range is harvested before the first one leaves the IOAS. */
+	for (size_t i = 0; i < n; i++)
+		harvest_before_unmap(s, &ranges[i]);
+	for (size_t i = 0; i < n; i++) {
+		r = unmap_one(s, &ranges[i], why);
+		if (r < 0)
+			return reason_at(why, r, array, i);
+	}
 	return 0;
 }
 
 int iod_session_unmap(struct iod_session *s, uint64_t iova, uint64_t length, struct iod_reason *why)
 {
-	struct piece_list l = {};
-	struct iod_mapping e;
-	uint64_t end;
-	int r;
+	const struct iod_mapping e = {.iova = iova, .length = length};
 
-	r = check_viommu_range(s, "unmap", iova, length, &end, why);
-	if (r < 0)
-		return r;
-	/* The kernel unmaps whole areas only: a range must not cut a mapping. */
-	if (iod_iova_map_lookup(s->map, iova, &e) == 0 && e.iova < iova)
-		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
-				   "Unmap at 0x%" PRIx64 " cuts the mapping [0x%" PRIx64
-				   ", 0x%" PRIx64 "): unmap whole mappings",
-				   iova, e.iova, e.iova + e.length);
-	if (iod_iova_map_lookup(s->map, end - 1, &e) == 0 && e.iova + e.length > end)
-		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
-				   "Unmap up to 0x%" PRIx64 " cuts the mapping [0x%" PRIx64
-				   ", 0x%" PRIx64 "): unmap whole mappings",
-				   end, e.iova, e.iova + e.length);
-
-	r = iod_iova_map_foreach(s->map, iova, length, collect_piece, &l);
-	if (r < 0) {
-		free(l.p);
-		return iod_reason_kernel(why, r, "Failed to look up the mappings");
-	}
-	if (l.n == 0) {
-		free(l.p);
-		return 0; /* nothing mapped there: guests unmap generously */
-	}
-
-	/* Harvest before the range leaves the IOAS: an unmap never loses a dirty bit. */
-	if (s->tracking && !s->failed) {
-		r = harvest_hwpts(s, NULL, iova, length, IOD_READ_NO_CLEAR);
-		if (r < 0)
-			iod_session_fail(s,
-					 "harvest before unmapping IOVA [0x%" PRIx64 ", 0x%" PRIx64
-					 ") failed: %s",
-					 iova, end, iod_strerror(r));
-		if (session_has_fallback(s)) {
-			r = mark_mapped(s, iova, length);
-			if (r < 0)
-				iod_session_fail(s, "marking unmapped fallback range failed: %s",
-						 iod_strerror(r));
-		}
-	}
-
-	for (size_t i = 0; i < l.n; i++) {
-		if (s->mode == IOD_MODE_OWNER && s->ictx) {
-			r = iod_ioas_unmap(s->ictx, s->ioas_id, l.p[i].iova, l.p[i].length, NULL);
-			if (r < 0) {
-				r = iod_reason_kernel(why, r,
-						      "Failed to unmap IOVA [0x%" PRIx64
-						      ", +0x%" PRIx64 ") from ioas %u",
-						      l.p[i].iova, l.p[i].length, s->ioas_id);
-				free(l.p);
-				return r;
-			}
-		}
-		r = iod_iova_map_remove(s->map, l.p[i].iova, l.p[i].length, NULL);
-		if (r < 0)
-			log_warning_errno(r,
-					  "Failed to forget mapping at 0x%" PRIx64 ", ignoring: %m",
-					  l.p[i].iova);
-	}
-	free(l.p);
-	return 0;
+	return iod_session_unmap_batch(s, NULL, &e, 1, why);
 }
 
 /* --- devices ---------------------------------------------------------------------------- */

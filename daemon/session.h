@@ -119,12 +119,31 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 int iod_session_add_region(struct iod_session *s, uint64_t gpa, uint64_t size,
 			   struct iod_reason *why);
 
-/* vIOMMU events. Unmap harvests the range (no clear) into the log before removing it; if
- * that fails the session fails, and the unmap still happens (returns 0). */
+/*
+ * vIOMMU events. Unmap harvests the range (no clear) into the log before removing it; if
+ * that fails the session fails, and the unmap still happens (returns 0).
+ */
 int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
 		    struct iod_reason *why);
 int iod_session_unmap(struct iod_session *s, uint64_t iova, uint64_t length,
 		      struct iod_reason *why);
+/*
+ * The same for n events at once (MapBatch, UnmapBatch; Map and Unmap are batches of one).
+ * Every entry is checked before anything changes, MapBatch entries also against each other
+ * and the whole batch against the mappings limit; with array set, an error names the entry
+ * ("maps[3]: ..."). An empty batch does nothing. MapBatch is all or nothing: if the kernel
+ * refuses an entry, the entries mapped before it are taken back. UnmapBatch harvests every
+ * range before the first leaves the IOAS; if the kernel refuses an unmap, the ranges (and
+ * whole mappings) before it stay unmapped. Unmap entries use iova and length only.
+ */
+int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
+			  size_t n, struct iod_reason *why);
+int iod_session_unmap_batch(struct iod_session *s, const char *array,
+			    const struct iod_mapping *ranges, size_t n, struct iod_reason *why);
+/* Stateless checks of events (not empty, aligned, no overflow; the gpa too with with_gpa). */
+int iod_session_check_events(const struct iod_session *s, const char *array,
+			     const struct iod_mapping *events, size_t n, bool with_gpa,
+			     struct iod_reason *why);
 
 /*
  * Owner mode: attach an opened device (the session takes it over on success). With

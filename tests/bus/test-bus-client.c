@@ -133,6 +133,25 @@ static sd_bus_message *call_ok(sd_bus *bus, const char *name, const char *path, 
 	return r >= 0 ? reply : NULL;
 }
 
+/* A call returned r and error: it must have failed with want, its message containing needle
+ * (if not NULL). Returns whether it did. */
+static bool expect_error(const char *name, int r, const sd_bus_error *error, const char *want,
+			 const char *needle)
+{
+	if (r >= 0)
+		result(false, name, "succeeded, expected %s", want);
+	else if (!error->name || strcmp(error->name, want) != 0)
+		result(false, name, "got %s (%s), expected %s", error->name ? error->name : "?",
+		       error->message ? error->message : strerror(-r), want);
+	else if (needle && (!error->message || !strstr(error->message, needle)))
+		result(false, name, "message \"%s\" lacks \"%s\"", error->message, needle);
+	else {
+		result(true, name, NULL);
+		return true;
+	}
+	return false;
+}
+
 /* Call and expect the error named want, whose message contains needle (if not NULL). */
 static void call_err(sd_bus *bus, const char *name, const char *want, const char *needle,
 		     const char *path, const char *iface, const char *member, const char *types,
@@ -147,15 +166,7 @@ static void call_err(sd_bus *bus, const char *name, const char *want, const char
 	r = callv(bus, path, iface, member, &error, &reply, types, ap);
 	va_end(ap);
 	sd_bus_message_unref(reply);
-	if (r >= 0)
-		result(false, name, "succeeded, expected %s", want);
-	else if (!error.name || strcmp(error.name, want) != 0)
-		result(false, name, "got %s (%s), expected %s", error.name ? error.name : "?",
-		       error.message ? error.message : strerror(-r), want);
-	else if (needle && (!error.message || !strstr(error.message, needle)))
-		result(false, name, "message \"%s\" lacks \"%s\"", error.message, needle);
-	else
-		result(true, name, NULL);
+	expect_error(name, r, &error, want, needle);
 	sd_bus_error_free(&error);
 }
 
@@ -422,6 +433,163 @@ static void test_memory_validation(sd_bus *bus)
 	close(p[1]);
 }
 
+/* --- vIOMMU batches ------------------------------------------------------------------------ */
+
+struct event {
+	uint64_t iova, gpa, size; /* gpa unused by UnmapBatch */
+};
+
+/* MapBatch (map) or UnmapBatch with the n entries of v. */
+static int call_batch(sd_bus *bus, const char *path, bool map, const struct event *v, size_t n,
+		      sd_bus_error *error)
+{
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DEST, path, SES_IFACE,
+					   map ? "MapBatch" : "UnmapBatch");
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = map ? sd_bus_message_append(m, "(ttt)", v[i].iova, v[i].gpa, v[i].size)
+			: sd_bus_message_append(m, "(tt)", v[i].iova, v[i].size);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, error, NULL);
+	sd_bus_message_unref(m);
+	return r;
+}
+
+static void batch_ok(sd_bus *bus, const char *name, const char *path, bool map,
+		     const struct event *v, size_t n)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r = call_batch(bus, path, map, v, n, &error);
+
+	result(r >= 0, name, "%s: %s", error.name ? error.name : strerror(-r),
+	       error.message ? error.message : "");
+	sd_bus_error_free(&error);
+}
+
+/* A batch that must fail with want (its message containing needle) and change nothing: the
+ * Mappings property stays what it was (a second check, "<name>: nothing changed"). */
+static void batch_err(sd_bus *bus, const char *name, const char *want, const char *needle,
+		      const char *path, bool map, const struct event *v, size_t n)
+{
+	uint64_t before = get_u64(bus, path, SES_IFACE, "Mappings", 'u');
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	char unchanged[160];
+	int r;
+
+	r = call_batch(bus, path, map, v, n, &error);
+	expect_error(name, r, &error, want, needle);
+	sd_bus_error_free(&error);
+	snprintf(unchanged, sizeof(unchanged), "%s: nothing changed", name);
+	expect_u64(bus, unchanged, path, SES_IFACE, "Mappings", 'u', before);
+}
+
+#define N_EVENTS(v) (sizeof(v) / sizeof((v)[0]))
+
+/* Region [0x100000, 0x110000): the checks before the kernel (the bus tier has no
+ * /dev/iommu, so a batch that passes them all ends in NoIommufd; the guest tier,
+ * tests/vm/test-daemon-adopt.c, maps for real). */
+static void test_batch_validation(sd_bus *bus)
+{
+	static const struct event unaligned_iova[] = {{0x10000, 0x100000, 0x1000},
+						      {0x20800, 0x101000, 0x1000}};
+	static const struct event unaligned_gpa[] = {{0x10000, 0x100800, 0x1000}};
+	static const struct event empty_entry[] = {{0x10000, 0x100000, 0x1000},
+						   {0x20000, 0x101000, 0}};
+	static const struct event overflow[] = {{0x10000, 0x100000, 0x1000},
+						{0x20000, 0x101000, 0x1000},
+						{UINT64_MAX - 0xfff, 0x102000, 0x2000}};
+	static const struct event gpa_overflow[] = {{0x10000, UINT64_MAX - 0xfff, 0x2000}};
+	static const struct event outside[] = {{0x10000, 0x100000, 0x1000},
+					       {0x20000, 0x10f000, 0x2000}};
+	static const struct event inside_overlap[] = {{0x10000, 0x100000, 0x2000},
+						      {0x30000, 0x102000, 0x1000},
+						      {0x11000, 0x104000, 0x1000}};
+	static const struct event same_twice[] = {{0x40000, 0x100000, 0x1000},
+						  {0x40000, 0x100000, 0x1000}};
+	/* aliases: several IOVAs may translate to one GPA */
+	static const struct event at_limit[LIMIT_MAPPINGS] = {{0x10000, 0x100000, 0x1000},
+							      {0x11000, 0x100000, 0x1000},
+							      {0x12000, 0x101000, 0x1000},
+							      {0x20000, 0x102000, 0x4000}};
+	static const struct event over_limit[LIMIT_MAPPINGS + 1] = {{0x10000, 0x100000, 0x1000},
+								    {0x11000, 0x101000, 0x1000},
+								    {0x12000, 0x102000, 0x1000},
+								    {0x13000, 0x103000, 0x1000},
+								    {0x14000, 0x104000, 0x1000}};
+	static const struct event unmap_unaligned[] = {{0x10000, 0, 0x1000}, {0x20000, 0, 0x800}};
+	static const struct event unmap_empty_entry[] = {{0x10000, 0, 0}};
+	static const struct event unmap_overflow[] = {{0x10000, 0, 0x1000},
+						      {UINT64_MAX - 0xfff, 0, 0x2000}};
+	static const struct event unmap_nothing[] = {{0x10000, 0, 0x1000}, {0x0, 0, 0x100000}};
+	int mem = make_memfd(65536, false);
+	char path[256];
+
+	session_path("batch", path, sizeof(path));
+	create(bus, "batch: create viommu session", "batch", true, "keep");
+	sd_bus_message_unref(call_ok(bus, "batch: region at 1 MiB", path, SES_IFACE, "AddMemory",
+				     "httt", mem, (uint64_t)0, (uint64_t)65536,
+				     (uint64_t)0x100000));
+
+	batch_ok(bus, "batch: empty MapBatch succeeds", path, true, NULL, 0);
+	batch_ok(bus, "batch: empty UnmapBatch succeeds", path, false, NULL, 0);
+	expect_u64(bus, "batch: empty batches map nothing", path, SES_IFACE, "Mappings", 'u', 0);
+
+	batch_err(bus, "map batch: unaligned iova", E_INVALID_ARGS, "maps[1]: iova 0x20800", path,
+		  true, unaligned_iova, N_EVENTS(unaligned_iova));
+	batch_err(bus, "map batch: unaligned gpa", E_INVALID_ARGS, "maps[0]: gpa 0x100800", path,
+		  true, unaligned_gpa, N_EVENTS(unaligned_gpa));
+	batch_err(bus, "map batch: size 0", E_INVALID_ARGS, "maps[1]: size must not be 0", path,
+		  true, empty_entry, N_EVENTS(empty_entry));
+	batch_err(bus, "map batch: iova + size overflows", E_PREFIX "InvalidRange", "maps[2]: iova",
+		  path, true, overflow, N_EVENTS(overflow));
+	batch_err(bus, "map batch: gpa + size overflows", E_PREFIX "InvalidRange", "maps[0]: gpa",
+		  path, true, gpa_overflow, N_EVENTS(gpa_overflow));
+	batch_err(bus, "map batch: gpa outside guest memory", E_PREFIX "InvalidRange",
+		  "maps[1]: GPA [0x10f000, 0x111000) is not inside one guest memory region", path,
+		  true, outside, N_EVENTS(outside));
+	batch_err(bus, "map batch: entries overlap each other", E_PREFIX "InvalidRange",
+		  "maps[2]: IOVA [0x11000, 0x12000) overlaps maps[0]", path, true, inside_overlap,
+		  N_EVENTS(inside_overlap));
+	batch_err(bus, "map batch: the same entry twice", E_PREFIX "InvalidRange",
+		  "maps[1]: IOVA [0x40000, 0x41000) overlaps maps[0]", path, true, same_twice,
+		  N_EVENTS(same_twice));
+	batch_err(bus, "map batch: more entries than the mappings limit", E_PREFIX "LimitExceeded",
+		  "\"mappings\"", path, true, over_limit, N_EVENTS(over_limit));
+	/* every check passed, the kernel is next */
+	batch_err(bus, "map batch: a valid batch at the limit reaches the kernel",
+		  E_PREFIX "NoIommufd", "/dev/iommu", path, true, at_limit, N_EVENTS(at_limit));
+
+	batch_err(bus, "unmap batch: unaligned size", E_INVALID_ARGS, "ranges[1]: iova 0x20000",
+		  path, false, unmap_unaligned, N_EVENTS(unmap_unaligned));
+	batch_err(bus, "unmap batch: size 0", E_INVALID_ARGS, "ranges[0]: size must not be 0", path,
+		  false, unmap_empty_entry, N_EVENTS(unmap_empty_entry));
+	batch_err(bus, "unmap batch: iova + size overflows", E_PREFIX "InvalidRange",
+		  "ranges[1]: iova", path, false, unmap_overflow, N_EVENTS(unmap_overflow));
+	batch_err(bus, "unmap batch: more entries than the mappings limit",
+		  E_PREFIX "LimitExceeded", "\"mappings\"", path, false, over_limit,
+		  N_EVENTS(over_limit));
+	batch_ok(bus, "unmap batch: nothing mapped is fine", path, false, unmap_nothing,
+		 N_EVENTS(unmap_nothing));
+	destroy(bus, "batch");
+
+	session_path("flatbatch", path, sizeof(path));
+	create(bus, "batch: create flat session", "flatbatch", false, "keep");
+	batch_err(bus, "map batch: no vIOMMU", E_PREFIX "WrongMode", "viommu", path, true, at_limit,
+		  1);
+	batch_err(bus, "unmap batch: no vIOMMU", E_PREFIX "WrongMode", "viommu", path, false,
+		  unmap_nothing, N_EVENTS(unmap_nothing));
+	batch_err(bus, "map batch: no vIOMMU, even when empty", E_PREFIX "WrongMode", "viommu",
+		  path, true, NULL, 0);
+	destroy(bus, "flatbatch");
+	close(mem);
+}
+
 /* --- tracking and harvest ------------------------------------------------------------------ */
 
 static void test_harvest(sd_bus *bus)
@@ -632,6 +800,14 @@ static void other_acts_on_root_session(sd_bus *bus, void *userdata)
 		 "DumpState", NULL);
 	call_err(bus, "other uid: ProbeDevice by name", E_ACCESS_DENIED, "ProbeDeviceFd", MANAGER,
 		 MGR_IFACE, "ProbeDevice", "s", "0000:00:01.0");
+	call_err(bus, "other uid: MapBatch on root's session", E_ACCESS_DENIED, "belongs to uid 0",
+		 path, SES_IFACE, "MapBatch", "a(ttt)", 1, (uint64_t)0x10000, (uint64_t)0x100000,
+		 (uint64_t)0x1000);
+	call_err(bus, "other uid: UnmapBatch on root's session", E_ACCESS_DENIED,
+		 "belongs to uid 0", path, SES_IFACE, "UnmapBatch", "a(tt)", 1, (uint64_t)0x10000,
+		 (uint64_t)0x1000);
+	call_err(bus, "other uid: Map on root's session", E_ACCESS_DENIED, "belongs to uid 0", path,
+		 SES_IFACE, "Map", "ttt", (uint64_t)0x10000, (uint64_t)0x100000, (uint64_t)0x1000);
 	expect_string(bus, "other uid: may read properties", path, SES_IFACE, "Name", "rootvm");
 }
 
@@ -811,6 +987,7 @@ int main(int argc, char *argv[])
 	test_create_validation(bus);
 	test_adopt_validation(bus);
 	test_memory_validation(bus);
+	test_batch_validation(bus);
 	test_harvest(bus);
 	test_limits(bus);
 	test_access(bus);

@@ -173,6 +173,7 @@ static struct dt_pageset marked, harvested;
 
 static struct {
 	unsigned map, unmap, span, mark, harvest, unacked, ranges, truncated, peek, restart, stop;
+	unsigned map_batch, batched, unmap_batch, unbatched;
 } stats;
 
 static void adopt(const char *name, const uint32_t *hwpts, unsigned n, bool viommu)
@@ -301,11 +302,26 @@ static bool overlaps(uint64_t iova, uint64_t size)
 	return false;
 }
 
-static void op_map(void)
+/* Map [iova, +size) -> gpa into the IOAS; it joins maps[] (the caller tells the daemon). */
+static void ioas_map_at(uint64_t iova, uint64_t gpa, uint64_t size)
+{
+	int r;
+
+	dt_assert(n_maps < MAX_MAPPINGS, "maps[] is full");
+	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest + gpa, size, iova,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "IOAS map [0x%" PRIx64 ", +0x%" PRIx64 "): %s", iova, size,
+		  iod_strerror(r));
+	maps[n_maps++] = (struct mapping){.iova = iova, .gpa = gpa, .size = size};
+}
+
+/* Choose a free IOVA range and a GPA for a new mapping and map it into the IOAS; it joins
+ * maps[] (the caller tells the daemon). false if no free IOVA range was found. */
+static bool ioas_map_random(void)
 {
 	uint64_t pages = rng_below(8) == 0 ? 1 + rng_below(512) : 1 + rng_below(32);
 	uint64_t size = pages * LOG_PAGE, iova, gpa;
-	int r, tries = 0;
+	int tries = 0;
 
 	for (tries = 0; tries < 100; tries++) {
 		iova = IOD_MOCK_APERTURE_START +
@@ -324,16 +340,69 @@ static void op_map(void)
 			break;
 	}
 	if (tries == 100)
-		return;
+		return false;
 	gpa = rng_below((GUEST_SIZE - size) / LOG_PAGE + 1) * LOG_PAGE;
+	ioas_map_at(iova, gpa, size);
+	return true;
+}
 
-	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest + gpa, size, iova,
-			 IOD_MAP_READ | IOD_MAP_WRITE);
-	dt_assert(r == 0, "IOAS map [0x%" PRIx64 ", +0x%" PRIx64 "): %s", iova, size,
-		  iod_strerror(r));
-	scall("Map", "ttt", iova, gpa, size);
-	maps[n_maps++] = (struct mapping){.iova = iova, .gpa = gpa, .size = size};
+static void op_map(void)
+{
+	if (!ioas_map_random())
+		return;
+	scall("Map", "ttt", maps[n_maps - 1].iova, maps[n_maps - 1].gpa, maps[n_maps - 1].size);
 	stats.map++;
+}
+
+/*
+ * MapBatch (map) or UnmapBatch of the n entries of v. With want_error NULL the call must
+ * succeed; else it must fail with that error, its message containing needle (if not NULL).
+ */
+static void batch_call(bool map, const struct mapping *v, size_t n, const char *want_error,
+		       const char *needle)
+{
+	const char *member = map ? "MapBatch" : "UnmapBatch";
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, DT_DEST, spath, DT_SES_IFACE, member);
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = map ? sd_bus_message_append(m, "(ttt)", v[i].iova, v[i].gpa, v[i].size)
+			: sd_bus_message_append(m, "(tt)", v[i].iova, v[i].size);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	dt_assert(r >= 0, "building %s: %s", member, strerror(-r));
+	r = sd_bus_call(bus, m, 0, &e, NULL);
+	if (!want_error)
+		dt_assert(r >= 0, "%s of %zu entries failed: %s (%s)", member, n,
+			  e.message ? e.message : strerror(-r), e.name ? e.name : "?");
+	else {
+		dt_assert(r < 0, "%s succeeded, expected %s", member, want_error);
+		dt_assert(sd_bus_error_has_name(&e, want_error),
+			  "%s failed with %s (%s), expected %s", member, e.name ? e.name : "?",
+			  e.message ? e.message : "", want_error);
+		dt_assert(!needle || (e.message && strstr(e.message, needle)),
+			  "%s: message \"%s\" lacks \"%s\"", member, e.message, needle);
+	}
+	sd_bus_error_free(&e);
+	sd_bus_message_unref(m);
+}
+
+/* Several new ranges into the IOAS, then one MapBatch for all of them. */
+static void op_map_batch(void)
+{
+	size_t first = n_maps, want = 2 + rng_below(7);
+
+	while (n_maps - first < want && n_maps < MAX_MAPPINGS && ioas_map_random())
+		;
+	if (n_maps == first)
+		return;
+	batch_call(true, &maps[first], n_maps - first, NULL, NULL);
+	stats.map_batch++;
+	stats.batched += n_maps - first;
 }
 
 static bool tracking = true;
@@ -411,6 +480,61 @@ static void op_unmap(void)
 	stats.unmap++;
 }
 
+static int cmp_index_desc(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* One UnmapBatch for several mappings (and now and then a range with nothing mapped), then
+ * IOMMU_IOAS_UNMAP of each: the adopt-mode protocol for a whole batch. */
+static void op_unmap_batch(void)
+{
+	struct mapping v[8];
+	size_t pick[8], k = 2 + rng_below(6), n = 0;
+	uint64_t unmapped;
+	int r;
+
+	if (n_maps < 2)
+		return;
+	if (k > n_maps)
+		k = n_maps;
+	/* k distinct mappings: a partial Fisher-Yates shuffle of the indices */
+	{
+		size_t idx[MAX_MAPPINGS];
+
+		for (size_t i = 0; i < n_maps; i++)
+			idx[i] = i;
+		for (size_t i = 0; i < k; i++) {
+			size_t j = i + rng_below(n_maps - i), t = idx[i];
+
+			idx[i] = idx[j];
+			idx[j] = t;
+			pick[i] = idx[i];
+			v[n++] = maps[idx[i]];
+		}
+	}
+	/* guests unmap generously: a range past the aperture has nothing mapped */
+	if (rng_below(4) == 0)
+		v[n++] = (struct mapping){.iova = IOD_MOCK_APERTURE_END, .size = 4 * LOG_PAGE};
+
+	batch_call(false, v, n, NULL, NULL);
+	for (size_t i = 0; i < k; i++) {
+		r = iod_ioas_unmap(vmm.ictx, vmm.ioas, v[i].iova, v[i].size, &unmapped);
+		dt_assert(r == 0, "IOAS unmap [0x%" PRIx64 ", +0x%" PRIx64 "): %s", v[i].iova,
+			  v[i].size, iod_strerror(r));
+		dt_assert(unmapped == v[i].size, "IOAS unmap: %" PRIu64 " bytes, want %" PRIu64,
+			  unmapped, v[i].size);
+	}
+	/* swap-remove from the highest index down: lower ones stay where they are */
+	qsort(pick, k, sizeof(pick[0]), cmp_index_desc);
+	for (size_t i = 0; i < k; i++)
+		forget(pick[i]);
+	stats.unmap_batch++;
+	stats.unbatched += k;
+}
+
 /* lost: marked but never harvested; spurious: harvested but never marked */
 static void compare(uint64_t *ret_lost, uint64_t *ret_spurious, bool print)
 {
@@ -446,12 +570,16 @@ static void run_random(unsigned ops)
 	for (unsigned op = 0; op < ops; op++) {
 		uint64_t dice = rng_below(1000);
 
-		if (dice < 250 && n_maps < MAX_MAPPINGS)
+		if (dice < 200 && n_maps < MAX_MAPPINGS)
 			op_map();
+		else if (dice < 250 && n_maps < MAX_MAPPINGS)
+			op_map_batch();
 		else if (dice < 600)
 			op_mark();
-		else if (dice < 800 || n_maps >= MAX_MAPPINGS)
+		else if (dice < 760 || n_maps >= MAX_MAPPINGS)
 			op_unmap();
+		else if (dice < 800)
+			op_unmap_batch();
 		else if (dice < 910)
 			harvest();
 		else if (dice < 960)
@@ -480,18 +608,20 @@ static void run_random(unsigned ops)
 	scall("Acknowledge", "t",
 	      dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't')); /* may be a no-op */
 
-	printf("%u ops in %ld s: %u maps, %u unmaps (%u spans), %u marks, %u harvests (%u left "
-	       "unacknowledged), %u range harvests (%u truncated), %u peeks, %u second Starts, "
-	       "%u Stop/Start\n",
-	       ops, (long)(time(NULL) - t0), stats.map, stats.unmap, stats.span, stats.mark,
-	       stats.harvest, stats.unacked, stats.ranges, stats.truncated, stats.peek,
-	       stats.restart, stats.stop);
+	printf("%u ops in %ld s: %u maps, %u unmaps (%u spans), %u MapBatch (%u mappings), "
+	       "%u UnmapBatch (%u mappings), %u marks, %u harvests (%u left unacknowledged), "
+	       "%u range harvests (%u truncated), %u peeks, %u second Starts, %u Stop/Start\n",
+	       ops, (long)(time(NULL) - t0), stats.map, stats.unmap, stats.span, stats.map_batch,
+	       stats.batched, stats.unmap_batch, stats.unbatched, stats.mark, stats.harvest,
+	       stats.unacked, stats.ranges, stats.truncated, stats.peek, stats.restart, stats.stop);
 	compare(&lost, &spurious, true);
 	printf("marked %" PRIu64 " pages, harvested %" PRIu64 ": %" PRIu64 " lost, %" PRIu64
 	       " spurious\n",
 	       dt_pageset_count(&marked), dt_pageset_count(&harvested), lost, spurious);
 	dt_assert(lost == 0 && spurious == 0, "the harvested pages differ from the marked ones");
 	dt_assert(dt_pageset_count(&marked) > 100, "too few pages marked to mean anything");
+	dt_assert(stats.map_batch > 0 && stats.unmap_batch > 0,
+		  "no batches among the random operations");
 	dt_pass("adopt, vIOMMU, %u random operations: harvested GPA pages == marked pages (%" PRIu64
 		")",
 		ops, dt_pageset_count(&marked));
@@ -552,8 +682,182 @@ static void negative_controls(void)
 		  "negative control: unmapping before telling the daemon lost %" PRIu64
 		  " pages, want 1",
 		  lost);
+	/* That page is lost by design: it leaves the comparisons that follow. */
+	marked.bits[((gpa + LOG_PAGE) >> LOG_SHIFT) / 64] &=
+		~(UINT64_C(1) << (((gpa + LOG_PAGE) >> LOG_SHIFT) % 64));
+	compare(&lost, &spurious, false);
+	dt_assert(lost == 0 && spurious == 0, "the control's page is still counted");
 	dt_pass("negative control: IOMMU_IOAS_UNMAP before Unmap loses the page, and the check "
 		"sees it");
+}
+
+static unsigned mappings_changed;
+
+/* Count the PropertiesChanged signals of the session that name Mappings. */
+static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	const char *iface = NULL, *name = NULL;
+	bool seen = false;
+
+	if (sd_bus_message_read(m, "s", &iface) <= 0 || strcmp(iface, DT_SES_IFACE) != 0)
+		return 0;
+	if (sd_bus_message_enter_container(m, 'a', "{sv}") > 0) {
+		while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+			if (sd_bus_message_read(m, "s", &name) > 0 && strcmp(name, "Mappings") == 0)
+				seen = true;
+			(void)sd_bus_message_skip(m, "v");
+			(void)sd_bus_message_exit_container(m);
+		}
+		(void)sd_bus_message_exit_container(m);
+	}
+	if (sd_bus_message_enter_container(m, 'a', "s") > 0) {
+		while (sd_bus_message_read(m, "s", &name) > 0)
+			if (strcmp(name, "Mappings") == 0)
+				seen = true;
+		(void)sd_bus_message_exit_container(m);
+	}
+	if (seen)
+		mappings_changed++;
+	return 0;
+}
+
+/* Signals come before the reply that follows them: dispatch what the last call queued. */
+static unsigned take_mappings_changed(void)
+{
+	unsigned n;
+
+	while (sd_bus_process(bus, NULL) > 0)
+		;
+	n = mappings_changed;
+	mappings_changed = 0;
+	return n;
+}
+
+/* A free IOVA range of size in the aperture, 1 MiB aligned. */
+static uint64_t free_iova(uint64_t size)
+{
+	uint64_t iova = IOD_MOCK_APERTURE_START;
+
+	while (overlaps(iova, size))
+		iova += SZ_1M;
+	dt_assert(iova + size <= IOD_MOCK_APERTURE_END, "no free IOVA range");
+	return iova;
+}
+
+static void expect_mappings(uint64_t count, uint64_t bytes, const char *when)
+{
+	uint64_t c = dt_get_u64(bus, spath, DT_SES_IFACE, "Mappings", 'u');
+	uint64_t b = dt_get_u64(bus, spath, DT_SES_IFACE, "MappedBytes", 't');
+
+	dt_assert(c == count && b == bytes,
+		  "%s: Mappings %" PRIu64 ", MappedBytes 0x%" PRIx64 "; want %" PRIu64
+		  ", 0x%" PRIx64,
+		  when, c, b, count, bytes);
+}
+
+/* MapBatch and UnmapBatch one by one: properties, signals, refusals, the limit, exactness. */
+static void batch_checks(void)
+{
+	const uint64_t max = dt_get_u64(bus, DT_MANAGER, DT_MGR_IFACE, "MaxMappings", 'u');
+	uint64_t m0, b0, bytes = 0, lost, spurious, nr;
+	struct mapping bad[2], v[4], *big;
+	sd_bus_slot *slot = NULL;
+	size_t first, n;
+	char needle[160];
+
+	while (n_maps + 3 > MAX_MAPPINGS)
+		op_unmap();
+	m0 = dt_get_u64(bus, spath, DT_SES_IFACE, "Mappings", 'u');
+	b0 = dt_get_u64(bus, spath, DT_SES_IFACE, "MappedBytes", 't');
+	dt_assert(sd_bus_match_signal(bus, &slot, DT_DEST, spath, "org.freedesktop.DBus.Properties",
+				      "PropertiesChanged", on_properties_changed, NULL) >= 0,
+		  "match PropertiesChanged");
+	(void)take_mappings_changed();
+
+	batch_call(true, NULL, 0, NULL, NULL);
+	batch_call(false, NULL, 0, NULL, NULL);
+	expect_mappings(m0, b0, "after empty batches");
+	dt_assert(take_mappings_changed() == 0, "an empty batch sent PropertiesChanged");
+	dt_pass("empty MapBatch and UnmapBatch succeed and change nothing");
+
+	/* three mappings of 2, 3 and 4 pages, one MapBatch */
+	first = n_maps;
+	for (uint64_t i = 0; i < 3; i++) {
+		uint64_t size = (2 + i) * LOG_PAGE;
+
+		ioas_map_at(free_iova(size), GUEST_SIZE - (i + 1) * 4 * LOG_PAGE, size);
+		bytes += size;
+	}
+	batch_call(true, &maps[first], 3, NULL, NULL);
+	expect_mappings(m0 + 3, b0 + bytes, "after MapBatch of 3");
+	dt_assert(take_mappings_changed() == 1, "MapBatch of 3 did not send one PropertiesChanged");
+	dt_pass("MapBatch of 3: Mappings +3, MappedBytes +0x%" PRIx64 ", one PropertiesChanged",
+		bytes);
+
+	/* refused batches change nothing */
+	bad[0] = (struct mapping){.iova = free_iova(LOG_PAGE), .gpa = 0, .size = LOG_PAGE};
+	bad[1] = (struct mapping){
+		.iova = maps[first + 1].iova + LOG_PAGE, .gpa = 0, .size = LOG_PAGE};
+	snprintf(needle, sizeof(needle),
+		 "maps[1]: IOVA [0x%" PRIx64 ", 0x%" PRIx64 ") overlaps an existing mapping",
+		 bad[1].iova, bad[1].iova + LOG_PAGE);
+	batch_call(true, bad, 2, "org.iodirty.Error.InvalidRange", needle);
+	expect_mappings(m0 + 3, b0 + bytes, "after MapBatch overlapping a mapping");
+	dt_pass("MapBatch overlapping an existing mapping: InvalidRange naming maps[1], nothing "
+		"changed");
+
+	bad[1] = (struct mapping){.iova = maps[first + 2].iova + LOG_PAGE, .size = LOG_PAGE};
+	bad[0] = (struct mapping){.iova = maps[first].iova, .size = maps[first].size};
+	snprintf(needle, sizeof(needle), "ranges[1]: Unmap at 0x%" PRIx64 " cuts the mapping",
+		 bad[1].iova);
+	batch_call(false, bad, 2, "org.iodirty.Error.InvalidRange", needle);
+	expect_mappings(m0 + 3, b0 + bytes, "after UnmapBatch cutting a mapping");
+	dt_assert(take_mappings_changed() == 0, "a refused batch sent PropertiesChanged");
+	dt_pass("UnmapBatch cutting a mapping: InvalidRange naming ranges[1], nothing changed, "
+		"not even ranges[0]");
+
+	/* the limit counts the whole batch: one entry more than the room left */
+	n = (size_t)(max - (m0 + 3) + 1);
+	big = calloc(max + 1, sizeof(*big));
+	dt_assert(big, "out of memory");
+	for (size_t i = 0; i <= max; i++) /* past the aperture, GPAs aliased */
+		big[i] = (struct mapping){.iova = (UINT64_C(1) << 40) + i * LOG_PAGE,
+					  .gpa = (i % (GUEST_SIZE / LOG_PAGE)) * LOG_PAGE,
+					  .size = LOG_PAGE};
+	batch_call(true, big, n, "org.iodirty.Error.LimitExceeded", "more would be over the limit");
+	expect_mappings(m0 + 3, b0 + bytes, "after MapBatch over the room left");
+	batch_call(true, big, max + 1, "org.iodirty.Error.LimitExceeded", "A batch of more than");
+	expect_mappings(m0 + 3, b0 + bytes, "after MapBatch over MaxMappings");
+	free(big);
+	dt_pass("MapBatch of %zu entries with room for %zu, and of MaxMappings + 1 = %" PRIu64
+		": LimitExceeded, nothing changed",
+		n, n - 1, max + 1);
+
+	/* dirty pages in all three, then the adopt protocol: UnmapBatch, then the IOAS unmaps */
+	for (size_t i = 0; i < 3; i++) {
+		const struct mapping *m = &maps[first + i];
+
+		dt_assert(mock_dirty(vmm.hwpt[i % NDEV], m->iova + LOG_PAGE, 1, 0, &nr) == 0 && nr,
+			  "mock DIRTY");
+		dt_pageset_add(&marked, m->gpa + LOG_PAGE);
+		v[i] = *m;
+	}
+	v[3] = (struct mapping){.iova = IOD_MOCK_APERTURE_END, .size = SZ_1M}; /* nothing there */
+	batch_call(false, v, 4, NULL, NULL);
+	expect_mappings(m0, b0, "after UnmapBatch");
+	dt_assert(take_mappings_changed() == 1, "UnmapBatch did not send one PropertiesChanged");
+	for (size_t i = 0; i < 3; i++)
+		dt_assert(iod_ioas_unmap(vmm.ictx, vmm.ioas, v[i].iova, v[i].size, NULL) == 0,
+			  "IOAS unmap");
+	n_maps = first;
+	harvest();
+	harvest();
+	compare(&lost, &spurious, true);
+	dt_assert(lost == 0 && spurious == 0,
+		  "after UnmapBatch: %" PRIu64 " pages lost, %" PRIu64 " spurious", lost, spurious);
+	dt_pass("UnmapBatch of 3 mappings and a hole: Mappings -3, one PropertiesChanged, the dirty "
+		"pages harvested before IOMMU_IOAS_UNMAP");
+	sd_bus_slot_unref(slot);
 }
 
 static bool failed_signal;
@@ -667,6 +971,7 @@ int main(void)
 
 	run_random(ops);
 	negative_controls();
+	batch_checks();
 	destroy_and_fail();
 
 	sd_bus_flush_close_unref(bus);
