@@ -48,19 +48,20 @@ iod_bus_log() {
 	[ -n "$IOD_RUN" ] && cat "$IOD_RUN/daemon.log"
 }
 
+# (its variables are prefixed: sh has no locals, and callers keep their own rc)
 iod_bus_stop() {
-	rc=0
+	_iod_stop_rc=0
 	if [ -n "$IOD_DAEMON_PID" ]; then
 		kill -TERM "$IOD_DAEMON_PID" 2>/dev/null
 		wait "$IOD_DAEMON_PID"
-		rc=$?
+		_iod_stop_rc=$?
 		IOD_DAEMON_PID=
-		[ $rc -eq 0 ] || echo "guest-bus: iodirtyd exited $rc after SIGTERM"
+		[ $_iod_stop_rc -eq 0 ] || echo "guest-bus: iodirtyd exited $_iod_stop_rc after SIGTERM"
 	fi
 	if [ -n "$IOD_DBUS_PID" ]; then
 		kill -TERM "$IOD_DBUS_PID" 2>/dev/null
 		wait "$IOD_DBUS_PID" 2>/dev/null
 		IOD_DBUS_PID=
 	fi
-	return $rc
+	return $_iod_stop_rc
 }

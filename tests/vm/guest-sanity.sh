@@ -8,6 +8,14 @@ check() {
 check "/dev/iommu exists" "[ -c /dev/iommu ]"
 check "memfd works" "[ -d /proc/self/fd ]"
 check "fail-nth is available" "[ -e /proc/self/task/\$\$/fail-nth ]"
+# The wrappers' verdict can fail: a failing program must fail each of them (and, where a
+# plain program can pass, a passing one passes).
+for w in guest-daemon.sh guest-fdstore.sh guest-migrate.sh; do
+	check "$w reports a failing program" "! sh /iodirty/$w false >/dev/null 2>&1"
+done
+for w in guest-daemon.sh guest-migrate.sh; do
+	check "$w reports a passing program" "sh /iodirty/$w true >/dev/null 2>&1"
+done
 if [ "$shape" = vfio ]; then
 	check "the edu device is bound to vfio-pci" "[ -n \"\${IOD_EDU_PCI:-}\" ] && [ \"\$(basename \"\$(readlink /sys/bus/pci/devices/\$IOD_EDU_PCI/driver)\")\" = vfio-pci ]"
 	check "its VFIO cdev exists" "ls /sys/bus/pci/devices/\$IOD_EDU_PCI/vfio-dev/ | grep -q vfio && [ -c /dev/vfio/devices/vfio0 ]"
