@@ -1405,6 +1405,14 @@ static int unmap_piece(const struct iod_mapping *p, void *userdata)
 	int r;
 
 	r = iod_ioas_unmap(c->session->ictx, c->session->ioas_id, p->iova, p->length, NULL);
+	if (r == -ENOENT) {
+		/* Recorded, yet not in the IOAS: an instance died between its IOAS unmap and
+		 * the state save. What the client asks for is already so. */
+		log_notice("Session %s: IOVA [0x%" PRIx64 ", +0x%" PRIx64
+			   ") was no longer in ioas %u; forgetting it.",
+			   c->session->name, p->iova, p->length, c->session->ioas_id);
+		return 0;
+	}
 	if (r < 0)
 		c->failed = *p;
 	return r;
@@ -1819,6 +1827,60 @@ void iod_session_options_from_state(const struct iod_manager *m, const struct io
 	};
 }
 
+/*
+ * An owner session's IOAS holds exactly the mappings its state records, unless the previous
+ * instance died between an IOAS map and the state save that records it (AddMemory, Map):
+ * that mapping pins memory nobody tracks and refuses the client's retry with EEXIST. No
+ * ioctl lists an IOAS's areas, so unmap every gap between the recorded mappings: the kernel
+ * unmaps only areas wholly inside a range (ENOENT for an empty one), and an unrecorded area
+ * never overlaps a recorded one, as overlaps are refused before anything is mapped.
+ */
+static void unmap_unrecorded(struct iod_session *s)
+{
+	const struct iod_mapping *p = iod_iova_map_first(s->map);
+	uint64_t at = 0, total = 0, unmapped;
+	unsigned areas = 0;
+	bool done = false;
+	int r;
+
+	while (!done) {
+		uint64_t length;
+
+		if (p) {
+			length = p->iova - at;
+		} else if (at == 0) {
+			length = UINT64_MAX; /* nothing recorded: with iova 0, "everything" */
+		} else {
+			length = -at; /* up to the top of the address space */
+		}
+		done = !p;
+		if (length > 0) {
+			r = iod_ioas_unmap(s->ictx, s->ioas_id, at, length, &unmapped);
+			if (r == 0 && unmapped > 0) {
+				total += unmapped;
+				areas++;
+			} else if (r < 0 && r != -ENOENT) {
+				log_warning_errno(r,
+						  "Session %s: failed to clear IOVA [0x%" PRIx64
+						  ", +0x%" PRIx64
+						  ") of unrecorded mappings, ignoring: %m",
+						  s->name, at, length);
+			}
+		}
+		if (p) {
+			at = p->iova + p->length;
+			if (at == 0)
+				break; /* the last mapping ends at the top */
+			p = iod_iova_map_next(s->map, p);
+		}
+	}
+	if (total > 0)
+		log_notice(
+			"Session %s: unmapped %" PRIu64
+			" bytes in %u gap(s) of ioas %u that the state did not record (the previous instance died between mapping and saving).",
+			s->name, total, areas, s->ioas_id);
+}
+
 int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
 			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret)
 {
@@ -1949,6 +2011,8 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 			return -ENOMEM;
 		if (d->name[0] == '/' && strdup_or_null(d->name, &d->cdev) < 0)
 			return -ENOMEM;
+		if (!d->cdev && iod_vfio_fd_cdev_path(d->fd, &d->cdev) < 0)
+			d->cdev = NULL; /* a PCI address or a passed fd sysfs cannot name */
 		h = hwpt_find(s, d->hwpt_id);
 		if (h)
 			h->users++;
@@ -1963,6 +2027,8 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 		s->failure = strdup("the log was incomplete before the daemon restarted");
 	s->round_pending = iod_log_count_round(s->log) > 0;
 	s->last_round_usec = now_usec();
+	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
+		unmap_unrecorded(s);
 
 	*ret = TAKE_PTR(s);
 	return 0;

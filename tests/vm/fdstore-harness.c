@@ -20,6 +20,14 @@
  *   wait-ready N        reply once the N-th start has sent READY=1: "ok pid=P starts=N"
  *   freeze              SIGSTOP the daemon (it stops pinging the watchdog): "ok"
  *   drop NAME           close the stored fds named NAME, as if they were lost: "ok"
+ *   ioas-map NAME IOAS IOVA LENGTH
+ *                       map LENGTH bytes of fresh anonymous memory at IOVA into IOAS of the
+ *                       stored iommufd NAME, behind the daemon's back (what a daemon that
+ *                       died between an IOAS map and its state save leaves): "ok" or
+ *                       "error TEXT"
+ *   ioas-unmap NAME IOAS IOVA LENGTH
+ *                       unmap that range from the IOAS behind the daemon's back (a death
+ *                       between an IOAS unmap and the save): "ok unmapped=N" or "error TEXT"
  *   quit                SIGTERM, no restart; reply "ok status=S" once it exited, close the
  *                       store and exit
  *
@@ -37,6 +45,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +54,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/iommufd.h>
 
 #ifndef F_DUPFD_QUERY
 #define F_DUPFD_QUERY (1024 + 3) /* Linux 6.10: do two fds refer to the same file? */
@@ -163,6 +175,14 @@ static void store_remove(const char *name)
 		memmove(&store[i - 1], &store[i], (n_store - i) * sizeof(*store));
 		n_store--;
 	}
+}
+
+static int store_find(const char *name)
+{
+	for (size_t i = 0; i < n_store; i++)
+		if (strcmp(store[i].name, name) == 0)
+			return store[i].fd;
+	return -ENOENT;
 }
 
 static void store_clear(void)
@@ -378,6 +398,62 @@ static void status_reply(struct client *c)
 	      (int)daemon_pid, starts, ready, n_store, watchdog_kills, exits, names);
 }
 
+/* ioas-map / ioas-unmap: change a stored iommufd's IOAS behind the daemon's back. */
+static void ioas_command(struct client *c, const char *cmd)
+{
+	char op[16], name[128];
+	unsigned ioas;
+	unsigned long long iova, length;
+	int fd;
+
+	if (sscanf(cmd, "%15s %127s %u %lli %lli", op, name, &ioas, &iova, &length) != 5 ||
+	    length == 0) {
+		reply(c, "error usage: %s NAME IOAS IOVA LENGTH", op);
+		return;
+	}
+	fd = store_find(name);
+	if (fd < 0) {
+		reply(c, "error no stored fd \"%s\"", name);
+		return;
+	}
+	if (strcmp(op, "ioas-map") == 0) {
+		void *mem = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				 -1, 0);
+		struct iommu_ioas_map m = {
+			.size = sizeof(m),
+			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE |
+				 IOMMU_IOAS_MAP_WRITEABLE,
+			.ioas_id = ioas,
+			.user_va = (uintptr_t)mem,
+			.length = length,
+			.iova = iova,
+		};
+
+		if (mem == MAP_FAILED) {
+			reply(c, "error mmap: %s", strerror(errno));
+			return;
+		}
+		/* the memory stays: the kernel pins it for as long as the mapping lives */
+		if (ioctl(fd, IOMMU_IOAS_MAP, &m) < 0) {
+			reply(c, "error IOMMU_IOAS_MAP: %s", strerror(errno));
+			munmap(mem, length);
+			return;
+		}
+		say("mapped [0x%llx, +0x%llx) into ioas %u of \"%s\"", iova, length, ioas, name);
+		reply(c, "ok");
+	} else {
+		struct iommu_ioas_unmap u = {
+			.size = sizeof(u), .ioas_id = ioas, .iova = iova, .length = length};
+
+		if (ioctl(fd, IOMMU_IOAS_UNMAP, &u) < 0) {
+			reply(c, "error IOMMU_IOAS_UNMAP: %s", strerror(errno));
+			return;
+		}
+		say("unmapped [0x%llx, +0x%llx) from ioas %u of \"%s\"", iova, length, ioas, name);
+		reply(c, "ok unmapped=%llu", (unsigned long long)u.length);
+	}
+}
+
 static void check_waiters(void)
 {
 	for (int i = 0; i < MAX_CLIENTS; i++) {
@@ -416,6 +492,8 @@ static void handle_command(struct client *c, char *cmd)
 	} else if (strncmp(cmd, "drop ", 5) == 0) {
 		store_remove(cmd + 5);
 		reply(c, "ok");
+	} else if (strncmp(cmd, "ioas-map ", 9) == 0 || strncmp(cmd, "ioas-unmap ", 11) == 0) {
+		ioas_command(c, cmd);
 	} else if (strcmp(cmd, "freeze") == 0) {
 		if (daemon_pid > 0)
 			kill(daemon_pid, SIGSTOP);

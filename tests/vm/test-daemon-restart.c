@@ -493,6 +493,100 @@ static void policy_survives_restart(void)
 		dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "DestroySession", NULL, "s", "keep-late"));
 }
 
+/* ---- owner mode: a death between an IOAS (un)map and the state save ---------------------- */
+
+#define OWN_GPA (UINT64_C(1) << 32)
+#define OWN_MEM (2 * SZ_1M)
+#define OWN_LEN (64 * 1024)
+#define OWN_IOVA(i) (IOD_MOCK_APERTURE_START + (uint64_t)(i)*SZ_1M)
+
+static uint64_t own_mappings(const char *path)
+{
+	return dt_get_u64(bus, path, DT_SES_IFACE, "Mappings", 'u');
+}
+
+static void own_harness(const char *op, uint32_t own_ioas, uint64_t iova)
+{
+	const char *r = harness("%s own/iommufd %u 0x%" PRIx64 " 0x%" PRIx64, op, own_ioas, iova,
+				(uint64_t)OWN_LEN);
+
+	dt_assert(strncmp(r, "ok", 2) == 0, "harness %s: %s", op, r);
+}
+
+/*
+ * The daemon maps into its own IOAS and then saves the state that records the mapping; a
+ * death in between leaves an area no state names, which would refuse the client's retry
+ * of the same Map with EEXIST for good. The harness makes that area behind the daemon's
+ * back (and, the other way round, removes a recorded one) and kills the daemon: the next
+ * instance clears what it does not know, and an Unmap of what the kernel no longer has
+ * succeeds.
+ */
+static void owner_death_between_map_and_save(void)
+{
+	sd_bus_message *reply;
+	const char *p;
+	char *path;
+	uint32_t own_ioas;
+	int memfd;
+
+	memfd = memfd_create("own-memory", MFD_CLOEXEC);
+	dt_assert(memfd >= 0 && ftruncate(memfd, OWN_MEM) == 0, "memfd: %s", strerror(errno));
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "own", 2,
+			"viommu", "b", 1, "disconnect_policy", "s", "keep");
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "CreateSession reply");
+	path = strdup(p);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "AddMemory", NULL, "httt", memfd,
+				     UINT64_C(0), (uint64_t)OWN_MEM, OWN_GPA));
+	close(memfd);
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Map", NULL, "ttt", OWN_IOVA(0),
+				     OWN_GPA, OWN_LEN));
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Map", NULL, "ttt", OWN_IOVA(1),
+				     OWN_GPA, OWN_LEN));
+	own_ioas = (uint32_t)dt_get_u64(bus, path, DT_SES_IFACE, "IoasId", 'u');
+	dt_assert(own_ioas != 0 && own_mappings(path) == 2,
+		  "owner session: ioas %u, %" PRIu64 " mappings", own_ioas, own_mappings(path));
+
+	/* An area the daemon does not know refuses its Map (the check below can fail). */
+	own_harness("ioas-map", own_ioas, OWN_IOVA(2));
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Map", "org.iodirty.Error.Kernel",
+				     "ttt", OWN_IOVA(2), OWN_GPA, OWN_LEN));
+	dt_assert(own_mappings(path) == 2, "a refused Map changed Mappings");
+	dt_pass("control: an IOAS area the daemon did not record refuses the Map of its range");
+
+	/* Another one, and a recorded mapping gone, while the daemon is down. */
+	dt_assert(strncmp(harness("freeze"), "ok", 2) == 0, "freeze");
+	own_harness("ioas-map", own_ioas, OWN_IOVA(3));
+	own_harness("ioas-unmap", own_ioas, OWN_IOVA(1));
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	daemon_pid = harness_wait_ready(++starts);
+
+	dt_assert(own_mappings(path) == 2, "%" PRIu64 " mappings after the restart, want 2",
+		  own_mappings(path));
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Map", NULL, "ttt", OWN_IOVA(2),
+				     OWN_GPA, OWN_LEN));
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Map", NULL, "ttt", OWN_IOVA(3),
+				     OWN_GPA, OWN_LEN));
+	dt_assert(own_mappings(path) == 4, "%" PRIu64 " mappings, want 4", own_mappings(path));
+	dt_pass("after kill -9 the next instance cleared the IOAS areas its state did not record: the client's Map retries succeed");
+	sd_bus_message_unref(
+		dt_call(bus, path, DT_SES_IFACE, "Unmap", NULL, "tt", OWN_IOVA(1), OWN_LEN));
+	dt_assert(own_mappings(path) == 3, "%" PRIu64 " mappings after the Unmap, want 3",
+		  own_mappings(path));
+	/* the recorded ones are really in the IOAS: the harness cannot map over them */
+	for (int i = 0; i < 4; i++) {
+		const char *r = harness("ioas-map own/iommufd %u 0x%" PRIx64 " 0x%" PRIx64,
+					own_ioas, OWN_IOVA(i), (uint64_t)OWN_LEN);
+
+		dt_assert(i == 1 ? strncmp(r, "ok", 2) == 0 : strncmp(r, "error", 5) == 0,
+			  "IOVA 0x%" PRIx64 ": harness ioas-map: %s", OWN_IOVA(i), r);
+	}
+	dt_pass("an Unmap of a recorded mapping the kernel no longer had succeeds; the IOAS holds exactly the recorded mappings");
+
+	sd_bus_message_unref(dt_call(bus, path, DT_SES_IFACE, "Destroy", NULL, ""));
+	free(path);
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static void adopt(void)
@@ -583,7 +677,8 @@ int main(void)
 		uint64_t page = rng_below(GUEST_PAGES), tries = 0;
 
 		while (dt_pageset_test(&marked, (GUEST_GPA >> LOG_SHIFT) + page)) {
-			dt_assert(++tries < GUEST_PAGES, "every page is marked: no negative control");
+			dt_assert(++tries < GUEST_PAGES,
+				  "every page is marked: no negative control");
 			page = (page + 1) % GUEST_PAGES;
 		}
 		mark_pages(&page, 1);
@@ -623,6 +718,7 @@ int main(void)
 	dt_pass("Destroy: the store holds only the state");
 
 	policy_survives_restart();
+	owner_death_between_map_and_save();
 
 	st = harness("quit");
 	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);
