@@ -28,3 +28,26 @@ int iod_bus_client_open(const char *address, bool user, sd_bus **ret)
 	*ret = bus;
 	return 0;
 }
+
+int iod_bus_new_batch(sd_bus *bus, const char *path, bool map, const struct iod_mapping *v,
+		      size_t n, sd_bus_message **ret)
+{
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(bus, &m, "org.iodirty.Tracker1", path,
+					   "org.iodirty.Session1", map ? "MapBatch" : "UnmapBatch");
+	if (r >= 0)
+		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = map ? sd_bus_message_append(m, "(ttt)", v[i].iova, v[i].gpa, v[i].length)
+			: sd_bus_message_append(m, "(tt)", v[i].iova, v[i].length);
+	if (r >= 0)
+		r = sd_bus_message_close_container(m);
+	if (r < 0) {
+		sd_bus_message_unref(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}

@@ -443,18 +443,17 @@ struct event {
 static int call_batch(sd_bus *bus, const char *path, bool map, const struct event *v, size_t n,
 		      sd_bus_error *error)
 {
+	struct iod_mapping *e = calloc(n ? n : 1, sizeof(*e));
 	sd_bus_message *m = NULL;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, SES_IFACE,
-					   map ? "MapBatch" : "UnmapBatch");
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
-	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = map ? sd_bus_message_append(m, "(ttt)", v[i].iova, v[i].gpa, v[i].size)
-			: sd_bus_message_append(m, "(tt)", v[i].iova, v[i].size);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
+	if (!e)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		e[i] = (struct iod_mapping){
+			.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+	r = iod_bus_new_batch(bus, path, map, e, n, &m);
+	free(e);
 	if (r >= 0)
 		r = sd_bus_call(bus, m, 0, error, NULL);
 	sd_bus_message_unref(m);

@@ -538,21 +538,17 @@ static void call_churn_batch(sd_bus *bus, const char *path, bool map, uint64_t i
 			     uint64_t len, int n)
 {
 	const char *member = map ? "MapBatch" : "UnmapBatch";
+	struct iod_mapping v[CHURN_BATCH];
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	sd_bus_message *m = NULL;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, SES_IFACE, member);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
-	for (int i = 0; r >= 0 && i < n; i++) {
-		uint64_t at = iova + (uint64_t)i * len;
-
-		r = map ? sd_bus_message_append(m, "(ttt)", at, gpa, len)
-			: sd_bus_message_append(m, "(tt)", at, len);
-	}
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
+	if (n > CHURN_BATCH)
+		die("a churn batch of %d entries", n);
+	for (int i = 0; i < n; i++)
+		v[i] = (struct iod_mapping){
+			.iova = iova + (uint64_t)i * len, .gpa = gpa, .length = len};
+	r = iod_bus_new_batch(bus, path, map, v, (size_t)n, &m);
 	if (r >= 0)
 		r = sd_bus_call(bus, m, 0, &error, NULL);
 	if (r < 0)

@@ -362,18 +362,17 @@ static void batch_call(bool map, const struct mapping *v, size_t n, const char *
 		       const char *needle)
 {
 	const char *member = map ? "MapBatch" : "UnmapBatch";
+	struct iod_mapping *ev = calloc(n ? n : 1, sizeof(*ev));
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	sd_bus_message *m = NULL;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DT_DEST, spath, DT_SES_IFACE, member);
-	if (r >= 0)
-		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
-	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = map ? sd_bus_message_append(m, "(ttt)", v[i].iova, v[i].gpa, v[i].size)
-			: sd_bus_message_append(m, "(tt)", v[i].iova, v[i].size);
-	if (r >= 0)
-		r = sd_bus_message_close_container(m);
+	dt_assert(ev, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		ev[i] = (struct iod_mapping){
+			.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+	r = iod_bus_new_batch(bus, spath, map, ev, n, &m);
+	free(ev);
 	dt_assert(r >= 0, "building %s: %s", member, strerror(-r));
 	r = sd_bus_call(bus, m, 0, &e, NULL);
 	if (!want_error)
@@ -683,8 +682,8 @@ static void negative_controls(void)
 		  " pages, want 1",
 		  lost);
 	/* That page is lost by design: it leaves the comparisons that follow. */
-	marked.bits[((gpa + LOG_PAGE) >> LOG_SHIFT) / 64] &=
-		~(UINT64_C(1) << (((gpa + LOG_PAGE) >> LOG_SHIFT) % 64));
+	marked.bits[((gpa + LOG_PAGE) >> LOG_SHIFT) / 64] &= ~(
+		UINT64_C(1) << (((gpa + LOG_PAGE) >> LOG_SHIFT) % 64));
 	compare(&lost, &spurious, false);
 	dt_assert(lost == 0 && spurious == 0, "the control's page is still counted");
 	dt_pass("negative control: IOMMU_IOAS_UNMAP before Unmap loses the page, and the check "
