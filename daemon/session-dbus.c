@@ -305,32 +305,29 @@ static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struc
 	return 0;
 }
 
-static int method_map_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/* MapBatch (map) or UnmapBatch: read the array, then as Map/Unmap. */
+static int batch(sd_bus_message *m, struct iod_session *s, bool map, sd_bus_error *error)
 {
 	struct iod_mapping *v = NULL;
 	size_t n;
 	int r;
 
-	r = read_events(m, userdata, true, &v, &n, error);
+	r = read_events(m, s, map, &v, &n, error);
 	if (r < 0)
 		return r;
-	r = events_apply(m, userdata, true, "maps", v, n, error);
+	r = events_apply(m, s, map, map ? "maps" : "ranges", v, n, error);
 	free(v);
 	return r;
 }
 
+static int method_map_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return batch(m, userdata, true, error);
+}
+
 static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
-	struct iod_mapping *v = NULL;
-	size_t n;
-	int r;
-
-	r = read_events(m, userdata, false, &v, &n, error);
-	if (r < 0)
-		return r;
-	r = events_apply(m, userdata, false, "ranges", v, n, error);
-	free(v);
-	return r;
+	return batch(m, userdata, false, error);
 }
 
 static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
