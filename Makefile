@@ -142,7 +142,7 @@ include tests/bus/bus.mk
 
 # --- top-level targets -------------------------------------------------------------------
 .DEFAULT_GOAL := all
-.PHONY: all lib tests check check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
+.PHONY: all lib tests check check-fresh check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
 	format format-check clean help demo valgrind bench-vm
 
 all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) ## build everything into $(B)/
@@ -181,6 +181,9 @@ bench-vm: all ## harvest benchmarks in the mock guest (tests/vm/bench.tests)
 
 demo: all ## the main job: the bundled guest, iodirtyd and a reference migration
 	@B=$(B) sh tests/vm/run demo
+
+check-fresh: ## the README's test command in a fresh minimal Debian 12 root, as CI runs it (root)
+	sh tests/fresh-root.sh 'sh tests/deps.sh && make check'
 
 deps: ## install build and test dependencies on Debian 12 (needs root)
 	sh tests/deps.sh
