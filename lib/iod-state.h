@@ -5,9 +5,10 @@
  * memfd in systemd's fd store, next to the fds it names, and rebuilds its sessions from it
  * after a restart. The schema is proto/iodirty-state.schema.json.
  *
- * Parsing is strict: unknown keys, wrong types, out-of-range numbers, duplicate names or
- * ids, overlapping regions or mappings, unaligned addresses and references to unknown
- * objects are all rejected with a reason. Every key is required but a session's
+ * Parsing is strict: malformed JSON (iod_json_parse()), unknown keys, wrong types,
+ * out-of-range numbers, duplicate names or ids, overlapping regions or mappings, unaligned
+ * addresses, references to unknown objects and a generation without a successor are all
+ * rejected with a reason. Every key is required but a session's
  * "disconnect_policy", which version 1 documents written before it was added lack.
  */
 #ifndef IOD_STATE_H
@@ -92,7 +93,7 @@ struct iod_state_session {
 };
 
 struct iod_state {
-	uint64_t generation; /* bumped on every save */
+	uint64_t generation; /* bumped on every save; at most UINT64_MAX - 1 */
 	struct iod_state_session *sessions;
 	size_t n_sessions;
 };
@@ -110,6 +111,12 @@ int iod_state_to_json(const struct iod_state *st, char **ret_json);
  * *ret_reason (may be NULL) gets a malloc'ed sentence saying what is wrong and where.
  */
 int iod_state_from_json(const char *json, struct iod_state **ret, char **ret_reason);
+/*
+ * The same for text[0..len) as it was read (iod_json_parse()): a NUL byte in it, and so
+ * anything after one, is an error. iod_state_from_json() is this with strlen(json).
+ */
+int iod_state_from_json_len(const char *text, size_t len, struct iod_state **ret,
+			    char **ret_reason);
 
 /*
  * Check a state in memory with the same rules as the parser. Returns 0, or -EINVAL with

@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The state document (json-c). Writing validates first and emits a compact document;
- * reading runs json-c's strict tokener, then a lexical pass for what json-c lets through
- * (duplicate keys, single quotes, NaN/Infinity, leading zeros, raw control characters,
- * integers beyond 64 bits), then a typed walk over the tree, then the same consistency rules
- * as iod_state_validate().
+ * reading runs the strict JSON parser (iod_json_parse(): json-c's strict tokener, then a
+ * lexical pass for what json-c lets through: duplicate keys, trailing data, NUL bytes,
+ * single quotes, NaN/Infinity, leading zeros, raw control characters, integers beyond 64
+ * bits), then a typed walk over the tree, then the same consistency rules as
+ * iod_state_validate().
  *
  * Encoding (proto/iodirty-state.schema.json): addresses, lengths and offsets are strings of
  * "0x" and 1 to 16 hex digits, so every uint64 survives any JSON reader; ids, uid and
- * page_shift are JSON integers; generation and rounds are JSON integers over the full uint64
- * range (json-c reads them back exactly; the lexical pass rejects anything larger instead
- * of letting json-c clamp it). Absent fd names are null. A session's disconnect_policy is
- * the one optional key: written unless it is IOD_STATE_DISCONNECT_UNSET, which is what a
- * document without it (from a daemon that did not record it) reads back as.
+ * page_shift are JSON integers; generation and rounds are JSON integers over the uint64
+ * range (json-c reads them back exactly; the strict parser rejects anything larger instead
+ * of letting json-c clamp it), except that a generation of 2^64-1 is refused: it has no
+ * successor, so the next save would wrap to 0 and look older than every other state.
+ * Absent fd names are null. A session's disconnect_policy is the one optional key: written
+ * unless it is IOD_STATE_DISCONNECT_UNSET, which is what a document without it (from a
+ * daemon that did not record it) reads back as.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,10 +27,12 @@
 
 #include <json.h>
 
+#include "iod-json.h"
 #include "iod-state.h"
 #include "iod-util.h"
 
 #define STATE_MAX_DEPTH 8 /* the document needs 5 */
+#define STATE_MAX_KEYS 16 /* the largest object of the document has 15 keys */
 #define FDNAME_MAX 255 /* systemd's limit for FDNAME= */
 #define OWNER_MAX 255 /* D-Bus names */
 #define DEVICE_NAME_MAX 4095
@@ -474,6 +479,11 @@ static int validate(struct ctx *c, const struct iod_state *st)
 	_cleanup_free_ size_t *idx = NULL;
 	int r;
 
+	if (st->generation == UINT64_MAX)
+		return fail(c,
+			    "generation: %" PRIu64
+			    " has no successor (the next save would wrap to 0)",
+			    st->generation);
 	if (st->n_sessions && !st->sessions)
 		return fail(c, "sessions: %zu entries but no array", st->n_sessions);
 
@@ -763,256 +773,6 @@ int iod_state_to_json(const struct iod_state *st, char **ret_json)
 		return -ENOMEM;
 	*ret_json = copy;
 	return 0;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Lexical pass: what json-c's strict mode still accepts but JSON does not, plus duplicate
- * keys (json-c keeps the last value silently). Runs on text json-c has already parsed, so
- * strings are terminated and brackets balance. */
-
-#define LEX_MAX_KEYS 16 /* the largest object of the document has 15 keys */
-
-struct lex_key {
-	size_t off, len; /* of the token, quotes included */
-	bool escaped;
-};
-
-struct lex_frame {
-	bool object;
-	bool expect_key;
-	size_t n_keys;
-	struct lex_key keys[LEX_MAX_KEYS];
-};
-
-/* Decode a string token with json-c; *ret is malloc'ed, *ret_len its length. */
-static int decode_string_token(const char *s, const struct lex_key *k, char **ret, size_t *ret_len)
-{
-	_cleanup_free_ char *tok = strndup(s + k->off, k->len);
-	struct json_object *o;
-	char *copy;
-	size_t len;
-
-	if (!tok)
-		return -ENOMEM;
-	o = json_tokener_parse(tok);
-	if (!o || !json_object_is_type(o, json_type_string)) {
-		json_object_put(o);
-		return -ENOMEM; /* the tokener had already accepted this token */
-	}
-	len = json_object_get_string_len(o);
-	copy = malloc(len + 1);
-	if (copy)
-		memcpy(copy, json_object_get_string(o), len + 1);
-	json_object_put(o);
-	if (!copy)
-		return -ENOMEM;
-	*ret = copy;
-	*ret_len = len;
-	return 0;
-}
-
-static int keys_equal(const char *s, const struct lex_key *a, const struct lex_key *b)
-{
-	_cleanup_free_ char *da = NULL, *db = NULL;
-	size_t la, lb;
-	int r;
-
-	if (!a->escaped && !b->escaped)
-		return a->len == b->len && memcmp(s + a->off, s + b->off, a->len) == 0;
-	r = decode_string_token(s, a, &da, &la);
-	if (r < 0)
-		return r;
-	r = decode_string_token(s, b, &db, &lb);
-	if (r < 0)
-		return r;
-	return la == lb && memcmp(da, db, la) == 0;
-}
-
-static bool is_digit(char ch)
-{
-	return ch >= '0' && ch <= '9';
-}
-
-/* Check a number token against JSON's grammar and 64-bit range; *i is left on its end. */
-static int lex_number(struct ctx *c, const char *s, size_t len, size_t *i)
-{
-	size_t start = *i, p = *i, int_start, n_digits;
-	bool negative = false, integer = true;
-
-	if (s[p] == '-') {
-		negative = true;
-		p++;
-	}
-	int_start = p;
-	if (p < len && s[p] == '0')
-		p++;
-	else if (p < len && s[p] >= '1' && s[p] <= '9')
-		while (p < len && is_digit(s[p]))
-			p++;
-	else
-		return fail(c, "malformed number at offset %zu", start);
-	n_digits = p - int_start;
-	if (p < len && s[p] == '.') {
-		integer = false;
-		p++;
-		if (p >= len || !is_digit(s[p]))
-			return fail(c, "malformed number at offset %zu", start);
-		while (p < len && is_digit(s[p]))
-			p++;
-	}
-	if (p < len && (s[p] == 'e' || s[p] == 'E')) {
-		integer = false;
-		p++;
-		if (p < len && (s[p] == '+' || s[p] == '-'))
-			p++;
-		if (p >= len || !is_digit(s[p]))
-			return fail(c, "malformed number at offset %zu", start);
-		while (p < len && is_digit(s[p]))
-			p++;
-	}
-	if (p < len && is_digit(s[p]))
-		return fail(c, "malformed number at offset %zu (leading zero)", start);
-
-	if (integer) {
-		/* json-c clamps integers beyond 64 bits; refuse them instead */
-		const char *limit = negative ? "9223372036854775808" : "18446744073709551615";
-		size_t limit_len = strlen(limit);
-
-		if (n_digits > limit_len ||
-		    (n_digits == limit_len && memcmp(s + int_start, limit, limit_len) > 0))
-			return fail(c, "number at offset %zu is out of the 64-bit range", start);
-	}
-	*i = p - 1;
-	return 0;
-}
-
-/* A string token starting at *i; a key when the innermost object expects one. */
-static int lex_string(struct ctx *c, const char *s, size_t len, size_t *i, struct lex_frame *top)
-{
-	struct lex_key k = {.off = *i};
-	size_t p = *i + 1;
-	char buf[68];
-	int r;
-
-	for (; p < len && s[p] != '"'; p++) {
-		if ((unsigned char)s[p] < 0x20)
-			return fail(
-				c,
-				"malformed JSON: raw control character in a string at offset %zu",
-				p);
-		if (s[p] == '\\') {
-			k.escaped = true;
-			p++;
-		}
-	}
-	if (p >= len)
-		return fail(c, "malformed JSON: unterminated string at offset %zu", *i);
-	k.len = p + 1 - k.off;
-	*i = p;
-
-	if (!top || !top->object || !top->expect_key)
-		return 0;
-	top->expect_key = false;
-	if (k.escaped) {
-		/* json-c cuts keys at a NUL, which would make "a\u0000" a silent duplicate */
-		_cleanup_free_ char *key = NULL;
-		size_t key_len;
-
-		r = decode_string_token(s, &k, &key, &key_len);
-		if (r < 0)
-			return r;
-		if (memchr(key, 0, key_len))
-			return fail(c, "key at offset %zu contains a NUL character", k.off);
-	}
-	for (size_t j = 0; j < top->n_keys; j++) {
-		r = keys_equal(s, &top->keys[j], &k);
-		if (r < 0)
-			return r;
-		if (r > 0)
-			return fail(c, "duplicate key \"%s\" at offset %zu",
-				    printable(s + k.off + 1, k.len - 2, buf), k.off);
-	}
-	if (top->n_keys >= LEX_MAX_KEYS)
-		return fail(c, "object at offset %zu has too many keys", k.off);
-	top->keys[top->n_keys++] = k;
-	return 0;
-}
-
-static bool is_letter(char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
-
-/* A bare word at *i: only true, false and null are JSON. */
-static int lex_word(struct ctx *c, const char *s, size_t len, size_t *i)
-{
-	size_t p = *i, n;
-	char buf[68];
-
-	while (p < len && is_letter(s[p]))
-		p++;
-	n = p - *i;
-	if (!((n == 4 && memcmp(s + *i, "true", 4) == 0) ||
-	      (n == 5 && memcmp(s + *i, "false", 5) == 0) ||
-	      (n == 4 && memcmp(s + *i, "null", 4) == 0)))
-		return fail(c, "malformed JSON: %s at offset %zu is not a JSON value",
-			    printable(s + *i, n, buf), *i);
-	*i = p - 1;
-	return 0;
-}
-
-static int lex_check(struct ctx *c, const char *s, size_t len)
-{
-	struct lex_frame stack[STATE_MAX_DEPTH + 1];
-	size_t depth = 0;
-	int r = 0;
-
-	for (size_t i = 0; i < len && r >= 0; i++) {
-		struct lex_frame *top = depth ? &stack[depth - 1] : NULL;
-		char ch = s[i];
-
-		switch (ch) {
-		case ' ':
-		case '\t':
-		case '\n':
-		case '\r':
-		case ':':
-			break;
-		case '"':
-			r = lex_string(c, s, len, &i, top);
-			break;
-		case '{':
-		case '[':
-			if (depth >= ELEMENTSOF(stack))
-				return fail(c, "malformed JSON: nested too deeply at offset %zu",
-					    i);
-			stack[depth++] = (struct lex_frame){.object = ch == '{',
-							    .expect_key = true};
-			break;
-		case '}':
-		case ']':
-			if (depth == 0)
-				return fail(c, "malformed JSON: unbalanced '%c' at offset %zu", ch,
-					    i);
-			depth--;
-			break;
-		case ',':
-			if (top && top->object)
-				top->expect_key = true;
-			break;
-		case '\'':
-			return fail(c, "malformed JSON: single-quoted string at offset %zu", i);
-		default:
-			if (ch == '-' || is_digit(ch))
-				r = lex_number(c, s, len, &i);
-			else if (is_letter(ch))
-				r = lex_word(c, s, len, &i);
-			else
-				return fail(c, "malformed JSON: unexpected character at offset %zu",
-					    i);
-		}
-	}
-	return r;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1482,68 +1242,34 @@ static int parse_root(struct ctx *c, struct json_object *root, struct iod_state 
 	return 0;
 }
 
-static void tokener_freep(struct json_tokener **tok)
+int iod_state_from_json_len(const char *text, size_t len, struct iod_state **ret, char **ret_reason)
 {
-	if (*tok)
-		json_tokener_free(*tok);
+	_cleanup_(ctx_done) struct ctx c = {.err = -EBADMSG, .si = SIZE_MAX};
+	_cleanup_(json_putp) struct json_object *root = NULL;
+	_cleanup_free_ char *reason = NULL;
+	struct iod_state *st = NULL;
+	int r;
+
+	if (!text || !ret)
+		return -EINVAL;
+
+	r = iod_json_parse(text, len, STATE_MAX_DEPTH, STATE_MAX_KEYS, &root, &reason);
+	if (r == -EBADMSG)
+		r = fail(&c, "%s", reason);
+	else if (r >= 0)
+		r = parse_root(&c, root, &st);
+	if (r < 0) {
+		if ((r == -EBADMSG || r == -EPROTO) && ret_reason)
+			*ret_reason = TAKE_PTR(c.reason);
+		return r;
+	}
+	*ret = st;
+	return 0;
 }
 
 int iod_state_from_json(const char *json, struct iod_state **ret, char **ret_reason)
 {
-	_cleanup_(ctx_done) struct ctx c = {.err = -EBADMSG, .si = SIZE_MAX};
-	_cleanup_(tokener_freep) struct json_tokener *tok = NULL;
-	_cleanup_(json_putp) struct json_object *root = NULL;
-	struct iod_state *st = NULL;
-	size_t len;
-	int r;
-
-	if (!json || !ret)
+	if (!json)
 		return -EINVAL;
-
-	len = strlen(json);
-	if (len == 0) {
-		r = fail(&c, "malformed JSON: the document is empty");
-		goto out;
-	}
-	if (len > INT_MAX) {
-		r = fail(&c, "the document is too large");
-		goto out;
-	}
-
-	tok = json_tokener_new_ex(STATE_MAX_DEPTH);
-	if (!tok)
-		return -ENOMEM;
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-	root = json_tokener_parse_ex(tok, json, (int)len);
-	if (!root) {
-		enum json_tokener_error e = json_tokener_get_error(tok);
-
-		if (e == json_tokener_continue || e == json_tokener_success)
-			r = fail(&c,
-				 "malformed JSON: the document ends before the object is complete");
-		else
-			r = fail(&c, "malformed JSON at offset %zu: %s",
-				 json_tokener_get_parse_end(tok), json_tokener_error_desc(e));
-		goto out;
-	}
-	if (json_tokener_get_parse_end(tok) != len) {
-		r = fail(&c, "malformed JSON: trailing data at offset %zu",
-			 json_tokener_get_parse_end(tok));
-		goto out;
-	}
-
-	r = lex_check(&c, json, len);
-	if (r < 0)
-		goto out;
-
-	r = parse_root(&c, root, &st);
-	if (r < 0)
-		goto out;
-	*ret = st;
-	return 0;
-
-out:
-	if ((r == -EBADMSG || r == -EPROTO) && ret_reason)
-		*ret_reason = TAKE_PTR(c.reason);
-	return r;
+	return iod_state_from_json_len(json, strlen(json), ret, ret_reason);
 }

@@ -12,6 +12,7 @@
 
 #include <json.h>
 
+#include "iod-json.h"
 #include "iodirty.h"
 
 IOD_DEFINE_FREEP(struct iod_state, iod_state_free);
@@ -384,7 +385,7 @@ static struct iod_state *rich_state(uint64_t seed)
 	const size_t n = ELEMENTSOF(shifts);
 
 	rng_state = seed;
-	st->generation = UINT64_MAX;
+	st->generation = UINT64_MAX - 1; /* the largest with a successor */
 	st->n_sessions = n;
 	st->sessions = xcalloc(n, sizeof(*st->sessions));
 	for (size_t si = 0; si < n; si++) {
@@ -488,7 +489,7 @@ START_TEST(test_rich_round_trip)
 
 	round_trip(st, &json);
 	/* spot checks of the encoding */
-	ck_assert_ptr_nonnull(strstr(json, "\"generation\":18446744073709551615,"));
+	ck_assert_ptr_nonnull(strstr(json, "\"generation\":18446744073709551614,"));
 	ck_assert_ptr_nonnull(strstr(json, "\"rounds\":18446744073709551615,"));
 	ck_assert_ptr_nonnull(strstr(json, "\"uid\":4294967295,"));
 	ck_assert_ptr_nonnull(strstr(json, "\"offset\":\"0xffffffffffffefff\""));
@@ -651,6 +652,8 @@ static const struct reject_case {
 	{"/generation", "1.5", -EBADMSG, "generation", "expected an integer"},
 	{"/generation", "\"7\"", -EBADMSG, "generation", "expected an integer"},
 	{"/generation", "null", -EBADMSG, "generation", "expected an integer"},
+	{"/generation", "18446744073709551615", -EBADMSG, "generation",
+	 "18446744073709551615 has no successor"},
 	{"/sessions", DELETE, -EBADMSG, "sessions", "missing"},
 	{"/sessions", "{}", -EBADMSG, "sessions", "expected an array"},
 	{"/sessions", "null", -EBADMSG, "sessions", "expected an array"},
@@ -959,7 +962,7 @@ static const struct accept_case accepted_changes[] = {
 	{"/sessions/0/regions/1/gpa", "\"0x80000000\""}, /* touching is not overlapping */
 	{"/sessions/0/mappings/2/iova", "\"0x100001000\""}, /* touching */
 	{"/sessions/0/mappings/2/gpa", "\"0xffffffffffffd000\""}, /* ends 4 KiB below 2^64 */
-	{"/generation", "18446744073709551615"},
+	{"/generation", "18446744073709551614"}, /* the last one with a successor */
 	{"/sessions/0/rounds", "18446744073709551615"},
 	{"/sessions/0/uid", "4294967295"},
 	{"/sessions/0/ioas_id", "0"},
@@ -992,9 +995,9 @@ START_TEST(test_accept_values)
 	_cleanup_free_ char *text = NULL;
 	_cleanup_(iod_state_freep) struct iod_state *st = NULL;
 
-	text = mutate_golden("/generation", "18446744073709551615");
+	text = mutate_golden("/generation", "18446744073709551614");
 	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
-	ck_assert_uint_eq(st->generation, UINT64_MAX);
+	ck_assert_uint_eq(st->generation, UINT64_MAX - 1);
 	st = iod_state_free(st);
 	free(text);
 
@@ -1043,7 +1046,7 @@ static const struct text_case {
 	const char *what;
 } text_cases[] = {
 	{"empty", "", -EBADMSG, "empty"},
-	{"blank", "  \n\t", -EBADMSG, "ends before"},
+	{"blank", "  \n\t", -EBADMSG, "empty"},
 	{"open brace", "{", -EBADMSG, "ends before"},
 	{"truncated", G_HEAD "0,\"sessions\":[]", -EBADMSG, "ends before"},
 	{"truncated in a string", G_HEAD "0,\"sessions\":[],\"x", -EBADMSG, "ends before"},
@@ -1067,7 +1070,7 @@ static const struct text_case {
 	{"not an object: array", "[]", -EBADMSG, "not an object"},
 	{"not an object: string", "\"x\"", -EBADMSG, "not an object"},
 	{"not an object: number", "1 ", -EBADMSG, "not an object"},
-	{"not an object: null", "null", -EBADMSG, "ends before"},
+	{"not an object: null", "null", -EBADMSG, "not an object"},
 	{"deeply nested array",
 	 "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
 	 -EBADMSG, "malformed JSON"},
@@ -1181,6 +1184,61 @@ START_TEST(test_reject_deep_nesting)
 	memset(text + depth, ']', depth);
 	text[2 * depth] = 0;
 	assert_rejected(text, -EBADMSG, NULL, "malformed JSON", "100000 brackets");
+}
+END_TEST
+
+/* The daemon reads a memfd: the length is what was read, and a NUL byte is not an end. */
+START_TEST(test_reject_nul)
+{
+	const size_t len = strlen(golden);
+	static const char tails[][8] = {"", "{}", " ", "\n{}", "x"};
+
+	for (size_t k = 0; k < ELEMENTSOF(tails); k++) {
+		_cleanup_free_ char *text = malloc(len + 1 + sizeof(tails[k]));
+		_cleanup_free_ char *reason = NULL, *want = NULL;
+		struct iod_state *st = (struct iod_state *)0x1;
+		size_t n = len + 1 + strlen(tails[k]);
+
+		ck_assert_ptr_nonnull(text);
+		memcpy(text, golden, len);
+		text[len] = '\0';
+		memcpy(text + len + 1, tails[k], strlen(tails[k]));
+		ck_assert_int_eq(iod_state_from_json_len(text, n, &st, &reason), -EBADMSG);
+		ck_assert_ptr_eq(st, (struct iod_state *)0x1);
+		ck_assert_int_ge(asprintf(&want, "NUL byte at offset %zu", len), 0);
+		ck_assert_msg(reason && strstr(reason, want), "golden + NUL + \"%s\": reason %s",
+			      tails[k], reason ? reason : "(none)");
+	}
+	/* a NUL inside, where the text before it is no document */
+	{
+		static const char text[] = G_HEAD "0\0,\"sessions\":[]}";
+		_cleanup_free_ char *reason = NULL;
+		struct iod_state *st = NULL;
+
+		ck_assert_int_eq(iod_state_from_json_len(text, sizeof(text) - 1, &st, &reason),
+				 -EBADMSG);
+		ck_assert_msg(reason && strstr(reason, "NUL byte at offset 27"), "reason %s",
+			      reason ? reason : "(none)");
+	}
+}
+END_TEST
+
+START_TEST(test_accept_len)
+{
+	const size_t len = strlen(golden);
+	_cleanup_(iod_state_freep) struct iod_state *want = golden_state(), *st = NULL;
+	_cleanup_free_ char *text = malloc(len + 4);
+	_cleanup_free_ char *reason = NULL;
+	int r;
+
+	/* not NUL-terminated: the bytes after len are not looked at */
+	ck_assert_ptr_nonnull(text);
+	memcpy(text, golden, len);
+	memcpy(text + len, "x\0{", 4);
+	r = iod_state_from_json_len(text, len, &st, &reason);
+	ck_assert_msg(r == 0, "rejected (%d): %s", r, reason ? reason : "(no reason)");
+	assert_state_equal(want, st);
+	ck_assert_int_eq(iod_state_from_json_len(NULL, 0, &st, NULL), -EINVAL);
 }
 END_TEST
 
@@ -1364,6 +1422,10 @@ static void m_mapping_big_page(struct iod_state *st)
 {
 	S1->mappings[0].iova = 0x1000;
 }
+static void m_generation_max(struct iod_state *st)
+{
+	st->generation = UINT64_MAX; /* the next save would wrap to 0 */
+}
 static void m_sessions_null(struct iod_state *st)
 {
 	for (size_t i = 0; i < st->n_sessions; i++)
@@ -1425,6 +1487,7 @@ static const struct validate_case {
 	{"mapping 2M page", m_mapping_big_page, "sessions[1].mappings[0].iova",
 	 "not aligned to the page size 0x200000"},
 	{"sessions NULL", m_sessions_null, "sessions", "no array"},
+	{"generation 2^64-1", m_generation_max, "generation", "has no successor"},
 };
 
 START_TEST(test_validate)
@@ -1484,6 +1547,203 @@ START_TEST(test_validate_accepts)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------- */
+/* The strict JSON parser under the state and the daemon's configuration (iod_json_parse) */
+
+#define JSON_DEPTH 8
+#define JSON_KEYS 16
+/* A string literal and its length, NUL bytes inside included. */
+#define BYTES(s) s, sizeof(s) - 1
+
+static const struct json_reject_case {
+	const char *label;
+	const char *text;
+	size_t len;
+	const char *what; /* the reason says this */
+} json_reject_cases[] = {
+	{"empty", BYTES(""), "the document is empty"},
+	{"only white space", BYTES(" \n\t\r "), "the document is empty"},
+
+	{"duplicate key", BYTES("{\"a\":1,\"a\":2}"), "duplicate key \"a\" at offset 7"},
+	{"duplicate key, same value", BYTES("{\"a\":1,\"b\":2,\"a\":1}"),
+	 "duplicate key \"a\" at offset 13"},
+	{"duplicate key, nested", BYTES("{\"x\":[{\"y\":{\"a\":1,\"a\":{}}}]}"),
+	 "duplicate key \"a\" at offset 18"},
+	{"duplicate key, in a later element", BYTES("[{\"a\":1},{\"a\":1,\"a\":1}]"),
+	 "duplicate key \"a\" at offset 16"},
+	{"duplicate key, escaped", BYTES("{\"a\":1,\"\\u0061\":2}"), "duplicate key"},
+	{"duplicate key, after a nested object", BYTES("{\"a\":{\"b\":1},\"a\":2}"),
+	 "duplicate key \"a\" at offset 13"},
+	{"key with a NUL", BYTES("{\"a\\u0000\":1}"), "contains a NUL character"},
+
+	{"second object", BYTES("{\"a\":1}{\"b\":2}"),
+	 "trailing data after the JSON value at offset 7"},
+	{"second object on the next line", BYTES("{\"a\":1}\n{\"b\":2}\n"),
+	 "trailing data after the JSON value at offset 8"},
+	{"second array", BYTES("[1] [2]"), "trailing data after the JSON value at offset 4"},
+	{"trailing garbage", BYTES("{\"a\":1} x"),
+	 "trailing data after the JSON value at offset 8"},
+	{"trailing brace", BYTES("{\"a\":1}}"), "trailing data after the JSON value at offset 7"},
+	{"trailing garbage after a number", BYTES("12x"),
+	 "trailing data after the JSON value at offset 2"},
+	{"trailing garbage after a string", BYTES("\"a\" \"b\""),
+	 "trailing data after the JSON value at offset 4"},
+
+	{"NUL after the value", BYTES("{\"a\":1}\0"), "NUL byte at offset 7"},
+	{"data after a NUL", BYTES("{\"a\":1}\0{\"b\":2}"), "NUL byte at offset 7"},
+	{"NUL after white space", BYTES("{\"a\":1}\n\0"), "NUL byte at offset 8"},
+	{"NUL in a string", BYTES("{\"a\":\"x\0y\"}"), "NUL byte at offset 7"},
+	{"NUL between tokens", BYTES("{\"a\":\0 1}"), "NUL byte at offset 5"},
+	{"NUL first", BYTES("\0{}"), "NUL byte at offset 0"},
+
+	{"single-quoted key", BYTES("{'a':1}"), "single-quoted string at offset 1"},
+	{"single-quoted value", BYTES("{\"a\":'x'}"), "single-quoted string at offset 5"},
+	{"single-quoted top level", BYTES("'x'"), "single-quoted string at offset 0"},
+	{"single-quoted key and value", BYTES("{'a':'x'}"), "single-quoted string at offset 1"},
+	{"single-quoted value, a quote in a key", BYTES("{\"it's\\\"\":'x'}"),
+	 "single-quoted string at offset 10"},
+
+	{"trailing comma in an object", BYTES("{\"a\":1,}"), "trailing comma at offset 6"},
+	{"trailing comma in an array", BYTES("[1,2,]"), "trailing comma at offset 4"},
+	{"trailing comma, nested, blanks", BYTES("{\"a\":[1, \n],\"b\":2}"),
+	 "trailing comma at offset 7"},
+	{"trailing comma after an object", BYTES("{\"a\":{},\n}"), "trailing comma at offset 7"},
+	{"comma alone", BYTES("[,]"), "malformed JSON at offset 1"},
+
+	{"block comment", BYTES("{\"a\":1 /* one */}"), "comment at offset 7"},
+	{"line comment", BYTES("{\"a\":1, // one\n\"b\":2}"), "comment at offset 8"},
+	{"comment first", BYTES("// settings\n{\"a\":1}"), "comment at offset 0"},
+	{"hash comment", BYTES("{\"a\":1, # one\n\"b\":2}"), "comment at offset 8"},
+	{"comment after the value", BYTES("{\"a\":1} // one"),
+	 "trailing data after the JSON value at offset 8"},
+
+	{"NaN", BYTES("{\"a\":NaN}"), "NaN at offset 5 is not a JSON value"},
+	{"Infinity", BYTES("[Infinity]"), "Infinity at offset 1 is not a JSON value"},
+	{"-Infinity", BYTES("[-Infinity]"), "malformed number at offset 1"},
+	{"nan", BYTES("[nan]"), "malformed JSON at offset"},
+	{"upper case literal", BYTES("[TRUE]"), "malformed JSON at offset"},
+	{"unquoted key", BYTES("{a:1}"), "malformed JSON at offset"},
+	{"leading zero", BYTES("[00]"), "leading zero"},
+	{"plus sign", BYTES("[+1]"), "malformed JSON at offset 1"},
+	{"hex number", BYTES("[0x10]"), "malformed JSON at offset"},
+	{"integer beyond 64 bits", BYTES("[18446744073709551616]"),
+	 "number at offset 1 is out of the 64-bit range"},
+	{"raw control character", BYTES("[\"a\tb\"]"),
+	 "raw control character in a string at offset 3"},
+	{"invalid UTF-8", BYTES("[\"\xff\"]"), "malformed JSON at offset"},
+	{"byte order mark", BYTES("\xef\xbb\xbf{}"), "malformed JSON: byte order mark at offset 0"},
+
+	{"unterminated object", BYTES("{\"a\":1"), "ends before the value is complete"},
+	{"unterminated string", BYTES("\"abc"), "ends before the value is complete"},
+	{"unterminated literal", BYTES("[tru"), "ends before the value is complete"},
+	{"too deep", BYTES("[[[[[[[[[]]]]]]]]]"), "malformed JSON at offset 8"},
+	{"too many keys",
+	 BYTES("{\"a\":0,\"b\":0,\"c\":0,\"d\":0,\"e\":0,\"f\":0,\"g\":0,\"h\":0,\"i\":0,"
+	       "\"j\":0,\"k\":0,\"l\":0,\"m\":0,\"n\":0,\"o\":0,\"p\":0,\"q\":0}"),
+	 "too many keys in one object (more than 16) at offset 97"},
+};
+
+START_TEST(test_json_reject)
+{
+	const struct json_reject_case *c = &json_reject_cases[_i];
+	struct json_object *o = (struct json_object *)0x1;
+	_cleanup_free_ char *reason = NULL;
+	int r;
+
+	r = iod_json_parse(c->text, c->len, JSON_DEPTH, JSON_KEYS, &o, &reason);
+	ck_assert_msg(r == -EBADMSG, "%s: accepted (%d)", c->label, r);
+	ck_assert_ptr_eq(o, (struct json_object *)0x1);
+	ck_assert_msg(reason && strstr(reason, c->what), "%s: reason \"%s\" does not say \"%s\"",
+		      c->label, reason ? reason : "(none)", c->what);
+	/* the reason is optional */
+	ck_assert_int_eq(iod_json_parse(c->text, c->len, JSON_DEPTH, JSON_KEYS, &o, NULL),
+			 -EBADMSG);
+	ck_assert_ptr_eq(o, (struct json_object *)0x1);
+}
+END_TEST
+
+static const struct json_accept_case {
+	const char *text;
+	size_t len;
+	enum json_type type;
+} json_accept_cases[] = {
+	{BYTES("{}"), json_type_object},
+	{BYTES("[]"), json_type_array},
+	{BYTES(" \n\t{\"a\" : 1 , \"b\":[true,false,null],\"c\":{\"a\":-1.5e3}}\r\n"),
+	 json_type_object}, /* the same key in an inner object */
+	{BYTES("[{\"a\":1},{\"a\":1}]"), json_type_array}, /* and in sibling objects */
+	{BYTES("{\"a\":{\"b\":1},\"b\":2}"), json_type_object},
+	{BYTES("{\"a\":\"/* no comment */ // 'x', ] } \\\" #\"}"), json_type_object},
+	{BYTES("{\"a\":1,\"A\":2,\"a \":3,\"\\u0061b\":4,\"\\\"\":5,\"\":6}"), json_type_object},
+	{BYTES("{\"caf\\u00e9\":\"\xe2\x82\xac \\ud83d\\ude00\"}"), json_type_object},
+	{BYTES("\"x\""), json_type_string},
+	{BYTES("0"), json_type_int},
+	{BYTES("-12"), json_type_int},
+	{BYTES("1.5e3 "), json_type_double},
+	{BYTES("18446744073709551615"), json_type_int},
+	{BYTES("-9223372036854775808"), json_type_int},
+	{BYTES("true"), json_type_boolean},
+	{BYTES("null"), json_type_null},
+	{BYTES("[[[[[[[[]]]]]]]]"), json_type_array}, /* 8 deep */
+	{BYTES("{\"a\":0,\"b\":0,\"c\":0,\"d\":0,\"e\":0,\"f\":0,\"g\":0,\"h\":0,\"i\":0,"
+	       "\"j\":0,\"k\":0,\"l\":0,\"m\":0,\"n\":0,\"o\":0,\"p\":{\"a\":0}}"),
+	 json_type_object}, /* 16 keys */
+};
+
+START_TEST(test_json_accept)
+{
+	const struct json_accept_case *c = &json_accept_cases[_i];
+	_cleanup_(json_putp) struct json_object *o = NULL, *want = NULL;
+	_cleanup_free_ char *reason = NULL;
+	int r;
+
+	r = iod_json_parse(c->text, c->len, JSON_DEPTH, JSON_KEYS, &o, &reason);
+	ck_assert_msg(r == 0, "%s: rejected (%d): %s", c->text, r, reason ? reason : "(none)");
+	ck_assert_ptr_null(reason);
+	ck_assert_msg(json_object_is_type(o, c->type), "%s: type %d", c->text,
+		      json_object_get_type(o));
+	/* the same tree json-c's own parser makes */
+	want = json_tokener_parse(c->text);
+	ck_assert_msg(json_object_equal(o, want), "%s: parsed as %s", c->text,
+		      json_object_to_json_string(o));
+}
+END_TEST
+
+START_TEST(test_json_length)
+{
+	_cleanup_(json_putp) struct json_object *o = NULL;
+	struct json_object *out = (struct json_object *)0x1;
+
+	/* only len bytes are read: no NUL terminator needed, what follows is not looked at */
+	ck_assert_int_eq(iod_json_parse("{\"a\":1}x\0{", 7, JSON_DEPTH, JSON_KEYS, &o, NULL), 0);
+	ck_assert_int_eq(json_object_get_int(json_object_object_get(o, "a")), 1);
+	json_object_put(o);
+	o = NULL;
+	/* a number at the very end of the text */
+	ck_assert_int_eq(iod_json_parse("1234", 2, JSON_DEPTH, JSON_KEYS, &o, NULL), 0);
+	ck_assert_int_eq(json_object_get_int(o), 12);
+
+	ck_assert_int_eq(iod_json_parse(NULL, 0, JSON_DEPTH, JSON_KEYS, &out, NULL), -EINVAL);
+	ck_assert_int_eq(iod_json_parse("{}", 2, JSON_DEPTH, JSON_KEYS, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iod_json_parse("{}", 2, 0, JSON_KEYS, &out, NULL), -EINVAL);
+	ck_assert_int_eq(iod_json_parse("{}", 2, JSON_DEPTH, 0, &out, NULL), -EINVAL);
+	ck_assert_ptr_eq(out, (struct json_object *)0x1);
+}
+END_TEST
+
+static Suite *json_suite(void)
+{
+	Suite *s = suite_create("json");
+	TCase *tc;
+
+	tc = tcase_create("strict");
+	tcase_add_loop_test(tc, test_json_reject, 0, ELEMENTSOF(json_reject_cases));
+	tcase_add_loop_test(tc, test_json_accept, 0, ELEMENTSOF(json_accept_cases));
+	tcase_add_test(tc, test_json_length);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 static Suite *state_suite(void)
 {
 	Suite *s = suite_create("state");
@@ -1510,6 +1770,8 @@ static Suite *state_suite(void)
 	tcase_add_loop_test(tc, test_reject_text, 0, ELEMENTSOF(text_cases));
 	tcase_add_test(tc, test_reject_every_prefix);
 	tcase_add_test(tc, test_reject_deep_nesting);
+	tcase_add_test(tc, test_reject_nul);
+	tcase_add_test(tc, test_accept_len);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("validate");
@@ -1526,6 +1788,7 @@ int main(void)
 	SRunner *sr = srunner_create(state_suite());
 	int failures;
 
+	srunner_add_suite(sr, json_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failures = srunner_ntests_failed(sr);
 	srunner_free(sr);
