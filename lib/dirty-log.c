@@ -12,6 +12,15 @@
  * Nothing keeps a pointer into the mapping across calls: the header, the region table and
  * the planes are found from the mapping's base and the offsets stored in the memfd, because
  * adding a region may move the mapping (mremap).
+ *
+ * Untouched pages stay untouched. The memfd is shmem, where touching a page allocates it: a
+ * write, and a read through a mapping as well. Regions can be huge (4 TiB at 4 KiB pages is
+ * 128 MiB per plane) and are mostly clean, so nothing here walks a plane word by word: the
+ * walkers ask the memfd where it holds data (lseek SEEK_DATA / SEEK_HOLE) and visit only
+ * that, since a hole reads as zeros; writers never store zeros into a page that gets no bit
+ * (see log_or_sparse()); and the clearing walkers give pages that they find wholly zero back
+ * (see log_sweep_plane()). The cost of a snapshot, an ack or a count is that of the pages
+ * that hold data, not that of the regions.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +49,7 @@ struct iod_dirty_log {
 	int fd;
 	uint8_t *map;
 	uint64_t map_size; /* bytes mapped; may run past the end of the file, never accessed */
+	uint64_t page_size; /* the system's: what shmem allocates, and gives back, at a time */
 	uint64_t *scratch; /* reused by iod_log_merge() when it rescales */
 	uint64_t scratch_words;
 };
@@ -69,6 +79,11 @@ static unsigned log_shift(const struct iod_dirty_log *log)
 static uint64_t table_end(uint64_t regions_offset, uint32_t max_regions)
 {
 	return regions_offset + (uint64_t)max_regions * sizeof(struct iod_log_region);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
 }
 
 /* Round v up to a multiple of the power of two a; false if that overflows. */
@@ -221,14 +236,81 @@ static int log_ensure_size(struct iod_dirty_log *log, uint64_t end)
 	return r;
 }
 
+/*
+ * Where the memfd holds data. A cursor keeps the last answer, [data, hole) as seen from
+ * `from`, so that planes lying next to one another, or all inside one hole, cost a single
+ * pair of lseek() calls. It is good for one walk over planes that do not overlap: the walk
+ * changes only the plane it is in, behind its position.
+ *
+ * lseek() moves the file position that the fd shares with its dups (the fd store holds one);
+ * nothing reads or writes the log through the file position. A file without SEEK_DATA (not
+ * shmem; only iod_log_open_fd() could be given one) reads as data throughout.
+ */
+struct data_cursor {
+	bool valid;
+	uint64_t from, data, hole; /* data == hole == UINT64_MAX: no data at or after from */
+};
+
+/*
+ * The first data of the memfd in [pos, end): [*ret_start, *ret_end). false if there is none.
+ * Offsets come back as the file has them, page aligned, unless clipped to [pos, end).
+ */
+static bool log_next_data(const struct iod_dirty_log *log, struct data_cursor *c, uint64_t pos,
+			  uint64_t end, uint64_t *ret_start, uint64_t *ret_end)
+{
+	uint64_t start;
+
+	if (pos >= end)
+		return false;
+	if (!c->valid || pos < c->from || pos >= c->hole) {
+		off_t d = lseek(log->fd, (off_t)pos, SEEK_DATA), h;
+
+		*c = (struct data_cursor){.valid = true, .from = pos};
+		if (d < 0 && errno == ENXIO) {
+			c->data = c->hole = UINT64_MAX;
+		} else if (d < 0) {
+			c->data = pos;
+			c->hole = UINT64_MAX;
+		} else {
+			h = lseek(log->fd, d, SEEK_HOLE);
+			c->data = (uint64_t)d;
+			c->hole = h < d ? UINT64_MAX : (uint64_t)h;
+		}
+	}
+	start = pos > c->data ? pos : c->data;
+	if (start >= end)
+		return false;
+	*ret_start = start;
+	*ret_end = min_u64(c->hole, end);
+	return true;
+}
+
+/* Give [offset, offset + length) back to the kernel; it reads as zeros from then on. */
+static int log_punch(struct iod_dirty_log *log, uint64_t offset, uint64_t length)
+{
+	if (length == 0)
+		return 0;
+	if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+		      (off_t)length) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Zero [offset, offset + length) of the memfd, giving whole pages back where possible. */
 static void log_zero(struct iod_dirty_log *log, uint64_t offset, uint64_t length)
 {
-	if (length == 0)
+	struct data_cursor c = {};
+	uint64_t ds, de;
+
+	if (log_punch(log, offset, length) == 0)
 		return;
-	if (fallocate(log->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-		      (off_t)length) < 0)
-		memset(log->map + offset, 0, length);
+	/* No hole punching (not shmem): clear what is not zero yet, where there is data. */
+	for (uint64_t pos = offset; log_next_data(log, &c, pos, offset + length, &ds, &de);
+	     pos = de)
+		for (uint64_t *w = (uint64_t *)(log->map + ds); w < (uint64_t *)(log->map + de);
+		     w++)
+			if (*w)
+				*w = 0;
 }
 
 static void log_zero_region_planes(struct iod_dirty_log *log, const struct iod_log_region *r)
@@ -246,11 +328,15 @@ static void log_zero_region_planes(struct iod_dirty_log *log, const struct iod_l
 static struct iod_dirty_log *log_alloc(void)
 {
 	struct iod_dirty_log *log = calloc(1, sizeof(*log));
+	long page = sysconf(_SC_PAGESIZE);
 
 	if (!log)
 		return NULL;
 	log->fd = -EBADF;
 	log->map = MAP_FAILED;
+	/* Only the unit of giving pages back; any power of two works, the real one works best. */
+	log->page_size = page > 0 && !((uint64_t)page & ((uint64_t)page - 1)) ? (uint64_t)page
+									      : 4096;
 	return log;
 }
 
@@ -710,6 +796,53 @@ uint64_t iod_log_tracked_bytes(const struct iod_dirty_log *log)
 }
 
 /*
+ * plane[dst + i] |= src[src_off + i] for i < n, where the plane (nbits bits) lives at offset
+ * off of the memfd: iod_bitmap_or(), but a page of the memfd whose share of src is clear is
+ * left alone. A bitmap read from the kernel is mostly clear, and OR-ing its zero words in
+ * would allocate every page of the plane it covers. Runs of pages that do get bits go to
+ * the engine in one call each, so a dense bitmap still takes its full-speed path.
+ */
+static int log_or_sparse(const struct iod_dirty_log *log, uint64_t off, uint64_t nbits,
+			 uint64_t dst, const uint64_t *src, uint64_t src_nbits, uint64_t src_off,
+			 uint64_t n)
+{
+	uint64_t *plane = log_plane(log, off);
+	uint64_t run_dst = 0, run_src = 0, run_n = 0;
+	int r;
+
+	/* Checked up front, so that nothing is merged when any of it is out of range. */
+	if (n > nbits || dst > nbits - n || n > src_nbits || src_off > src_nbits - n)
+		return -EINVAL;
+
+	while (n > 0) {
+		/* The bits whose words lie in the page holding dst's word (off is 8-aligned). */
+		uint64_t byte = off + dst / IOD_BITS_PER_WORD * sizeof(uint64_t);
+		uint64_t next_page = (byte | (log->page_size - 1)) + 1;
+		uint64_t k = min_u64(n, (next_page - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD -
+						dst);
+
+		if (!iod_bitmap_is_empty(src, src_nbits, src_off, k)) {
+			if (run_n == 0) {
+				run_dst = dst;
+				run_src = src_off;
+			}
+			run_n += k;
+		} else if (run_n > 0) {
+			r = iod_bitmap_or(plane, nbits, run_dst, src, src_nbits, run_src, run_n);
+			if (r < 0)
+				return r;
+			run_n = 0;
+		}
+		dst += k;
+		src_off += k;
+		n -= k;
+	}
+	if (run_n > 0)
+		return iod_bitmap_or(plane, nbits, run_dst, src, src_nbits, run_src, run_n);
+	return 0;
+}
+
+/*
  * OR log pages [first, first + npages) into the accumulating planes, starting with region
  * index (which holds page first; the range was checked to be covered). The bits come from
  * bit src_start onwards of src (src_nbits bits), or are all set when src is NULL.
@@ -726,7 +859,6 @@ static int log_apply_pages(struct iod_dirty_log *log, size_t index, uint64_t fir
 		uint64_t rfirst = t[i].gpa >> shift;
 		uint64_t rend = rfirst + (t[i].length >> shift);
 		uint64_t to = end < rend ? end : rend;
-		uint64_t *plane = log_plane(log, t[i].accum_offset);
 		int r;
 
 		if (rend <= next)
@@ -734,10 +866,11 @@ static int log_apply_pages(struct iod_dirty_log *log, size_t index, uint64_t fir
 		if (rfirst > next)
 			return -ERANGE; /* a hole; not reached, the range was checked */
 		if (src)
-			r = iod_bitmap_or(plane, rend - rfirst, next - rfirst, src, src_nbits,
-					  src_start + (next - first), to - next);
+			r = log_or_sparse(log, t[i].accum_offset, rend - rfirst, next - rfirst, src,
+					  src_nbits, src_start + (next - first), to - next);
 		else
-			r = iod_bitmap_set_range(plane, rend - rfirst, next - rfirst, to - next);
+			r = iod_bitmap_set_range(log_plane(log, t[i].accum_offset), rend - rfirst,
+						 next - rfirst, to - next);
 		if (r < 0)
 			return r;
 		next = to;
@@ -890,8 +1023,111 @@ static uint64_t last_word_mask(uint64_t nbits)
 					 : UINT64_MAX;
 }
 
+/*
+ * Clear words [w0, w1) of plane, moving their bits into dst first when there is one (bits
+ * past nbits, in the last word, are dropped: only a foreign writer puts any there). Only
+ * words that are not zero are written. Returns whether any was.
+ */
+static bool clear_words(uint64_t *plane, uint64_t *dst, uint64_t w0, uint64_t w1, uint64_t nbits)
+{
+	uint64_t last = iod_bitmap_words(nbits) - 1, any = 0, tail = 0;
+
+	if (w1 > last) {
+		/* The last word of the plane, with the bits that belong to it. */
+		tail = plane[last];
+		if (tail)
+			plane[last] = 0;
+		if (dst && (tail & last_word_mask(nbits)))
+			dst[last] |= tail & last_word_mask(nbits);
+		w1 = last;
+	}
+	if (!dst) {
+		for (uint64_t w = w0; w < w1; w++) {
+			any |= plane[w];
+			if (plane[w])
+				plane[w] = 0;
+		}
+		return any | tail;
+	}
+	for (uint64_t w = w0; w < w1; w++) {
+		uint64_t bits = plane[w];
+
+		any |= bits;
+		if (bits) {
+			plane[w] = 0;
+			dst[w] |= bits;
+		}
+	}
+	return any | tail;
+}
+
+/*
+ * Clear the plane of nbits bits at offset off of the memfd; with dst (the round plane of
+ * the same region), OR its bits into dst first. Only the memfd's data is visited, a page at
+ * a time, and only words that are not zero are written (dst's included: a page of the round
+ * plane gets allocated only for a bit).
+ *
+ * A page that lies wholly inside the plane and holds no bit is given back (punched). Such
+ * pages held bits a round before, were read through a mapping, or, in the accumulating
+ * plane, were pinned by IOMMU_HWPT_GET_DIRTY_BITMAP through iod_log_accum_direct(): the
+ * kernel pins the bitmap for writing (FOLL_WRITE, which allocates) a window of up to 512
+ * pages at a time, from each bit it sets outside the window it holds (Linux 6.10 on,
+ * iova_bitmap_set(); before 6.10 every window of the range was pinned, bits or not). So a
+ * single dirty page can allocate 2 MiB of the plane. Giving those back costs the next
+ * harvest that pins them again a page fault each: proportional to what the kernel pins, not
+ * to the regions, and the alternative is a plane that stays allocated wherever a bit once
+ * was. A page with bits is cleared in place and kept: what was dirty in a round is likely
+ * to be dirty in the next, and a busy page is not freed and faulted in again every round.
+ * What stays allocated is the pages that held bits in the latest round.
+ *
+ * Why punching is safe:
+ *  - The page reads as zeros before and after; a reader with the memfd mapped (read-only,
+ *    a client, the fd store's next owner) sees no change, and its next touch of the page
+ *    faults in a new zero page (which a reader should avoid: iod_log_next_data()).
+ *  - Only a writer racing with us could lose a bit: one that sets a bit in the page after
+ *    we looked at it and before the punch, or into a page the kernel had pinned before the
+ *    punch (the pinned copy would be cut off from the file). The log has a single writer
+ *    at a time, the owner's thread, and iod_log_accum_direct()'s pointer is written only
+ *    inside the owner's own synchronous IOMMU_HWPT_GET_DIRTY_BITMAP call, whose pins are
+ *    dropped before it returns; nothing writes a plane while a snapshot or an ack runs.
+ *    Reading a word and then zeroing it has always needed that: a concurrent bit would
+ *    be lost the same way without any punching.
+ *  - The pointers stay valid: the mapping does not change, only the pages under it.
+ *  - Only whole pages inside the plane are punched. A punch is exact to the byte anyway
+ *    (it zeroes, rather than frees, the parts of pages at either end), so this is about
+ *    cost: a page the plane shares with a neighbour (planes need only be 8-byte aligned)
+ *    could not be freed, and its words are cleared one by one instead.
+ *  - A punch that fails changes nothing: the page is zeros already.
+ */
+static void log_sweep_plane(struct iod_dirty_log *log, struct data_cursor *c, uint64_t off,
+			    uint64_t nbits, uint64_t *dst)
+{
+	uint64_t *plane = log_plane(log, off);
+	uint64_t end = off + iod_bitmap_bytes(nbits), page = log->page_size;
+	uint64_t ds, de, punch = 0, punch_end = 0;
+
+	for (uint64_t pos = off; log_next_data(log, c, pos, end, &ds, &de); pos = de) {
+		for (uint64_t a = ds, b; a < de; a = b) {
+			bool any;
+
+			b = min_u64((a | (page - 1)) + 1, de);
+			any = clear_words(plane, dst, (a - off) / sizeof(uint64_t),
+					  (b - off) / sizeof(uint64_t), nbits);
+			if (!any && b - a == page) {
+				if (a != punch_end) {
+					(void)log_punch(log, punch, punch_end - punch);
+					punch = a;
+				}
+				punch_end = b;
+			}
+		}
+	}
+	(void)log_punch(log, punch, punch_end - punch);
+}
+
 int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages)
 {
+	struct data_cursor c = {};
 	const struct iod_log_region *t;
 	size_t n;
 
@@ -899,24 +1135,9 @@ int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages)
 		return -EINVAL;
 	t = log_table(log);
 	n = log_header(log)->n_regions;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t nbits = t[i].length >> log_shift(log);
-		uint64_t words = iod_bitmap_words(nbits);
-		uint64_t *accum = log_plane(log, t[i].accum_offset);
-		uint64_t *round = log_plane(log, t[i].round_offset);
-
-		/* Only touch words that have bits: clean pages of the memfd stay unallocated. */
-		for (uint64_t w = 0; w < words; w++) {
-			uint64_t bits = accum[w];
-
-			if (!bits)
-				continue;
-			if (w == words - 1)
-				bits &= last_word_mask(nbits);
-			round[w] |= bits;
-			accum[w] = 0;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		log_sweep_plane(log, &c, t[i].accum_offset, t[i].length >> log_shift(log),
+				log_plane(log, t[i].round_offset));
 	log_header(log)->rounds++;
 	if (ret_dirty_pages)
 		*ret_dirty_pages = iod_log_count_round(log);
@@ -925,6 +1146,7 @@ int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages)
 
 int iod_log_ack(struct iod_dirty_log *log)
 {
+	struct data_cursor c = {};
 	const struct iod_log_region *t;
 	size_t n;
 
@@ -932,14 +1154,8 @@ int iod_log_ack(struct iod_dirty_log *log)
 		return -EINVAL;
 	t = log_table(log);
 	n = log_header(log)->n_regions;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t words = iod_bitmap_words(t[i].length >> log_shift(log));
-		uint64_t *round = log_plane(log, t[i].round_offset);
-
-		for (uint64_t w = 0; w < words; w++)
-			if (round[w])
-				round[w] = 0;
-	}
+	for (size_t i = 0; i < n; i++)
+		log_sweep_plane(log, &c, t[i].round_offset, t[i].length >> log_shift(log), NULL);
 	return 0;
 }
 
@@ -957,17 +1173,105 @@ const uint64_t *iod_log_round_bitmap(const struct iod_dirty_log *log, size_t reg
 	return r ? log_plane(log, r->round_offset) : NULL;
 }
 
+/*
+ * The bits [*ret_first, *ret_end) of the plane of nbits bits at offset off that lie in the
+ * first data of the memfd at or after bit; false if there is none.
+ */
+static bool plane_next_data(const struct iod_dirty_log *log, struct data_cursor *c, uint64_t off,
+			    uint64_t nbits, uint64_t bit, uint64_t *ret_first, uint64_t *ret_end)
+{
+	uint64_t ds, de, first;
+
+	if (bit >= nbits || !log_next_data(log, c, off + bit / IOD_BITS_PER_WORD * sizeof(uint64_t),
+					   off + iod_bitmap_bytes(nbits), &ds, &de))
+		return false;
+	first = (ds - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD;
+	*ret_first = first > bit ? first : bit;
+	*ret_end = min_u64((de - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD, nbits);
+	return true;
+}
+
+int iod_log_next_data(const struct iod_dirty_log *log, size_t region, bool round, uint64_t bit,
+		      uint64_t *ret_first, uint64_t *ret_end)
+{
+	const struct iod_log_region *r = iod_log_region(log, region);
+	struct data_cursor c = {};
+	uint64_t first, end;
+
+	if (!r || !ret_first || !ret_end)
+		return -EINVAL;
+	if (!plane_next_data(log, &c, round ? r->round_offset : r->accum_offset,
+			     r->length >> log_shift(log), bit, &first, &end))
+		return -ENODATA;
+	*ret_first = first;
+	*ret_end = end;
+	return 0;
+}
+
 static uint64_t log_count(const struct iod_dirty_log *log, bool round)
 {
+	struct data_cursor c = {};
 	uint64_t sum = 0;
 
 	for (size_t i = 0; i < iod_log_region_count(log); i++) {
 		const struct iod_log_region *r = &log_table(log)[i];
-		uint64_t nbits = r->length >> log_shift(log), c;
+		uint64_t nbits = r->length >> log_shift(log), off, first, end, n;
 
-		if (iod_bitmap_count(log_plane(log, round ? r->round_offset : r->accum_offset),
-				     nbits, 0, nbits, &c) == 0)
-			sum += c;
+		off = round ? r->round_offset : r->accum_offset;
+		for (uint64_t bit = 0; plane_next_data(log, &c, off, nbits, bit, &first, &end);
+		     bit = end)
+			if (iod_bitmap_count(log_plane(log, off), nbits, first, end - first, &n) ==
+			    0)
+				sum += n;
+	}
+	return sum;
+}
+
+uint64_t iod_log_count_union(const struct iod_dirty_log *log)
+{
+	struct data_cursor ca = {}, cr = {};
+	uint64_t sum = 0;
+
+	/* Everything in the round, and what the accumulating plane has beyond it. */
+	for (size_t i = 0; i < iod_log_region_count(log); i++) {
+		const struct iod_log_region *g = &log_table(log)[i];
+		const uint64_t *a = log_plane(log, g->accum_offset);
+		const uint64_t *r = log_plane(log, g->round_offset);
+		uint64_t nbits = g->length >> log_shift(log), af, ae, rf, re, n;
+
+		for (uint64_t bit = 0;
+		     plane_next_data(log, &cr, g->round_offset, nbits, bit, &rf, &re); bit = re)
+			if (iod_bitmap_count(r, nbits, rf, re - rf, &n) == 0)
+				sum += n;
+
+		for (uint64_t bit = 0;
+		     plane_next_data(log, &ca, g->accum_offset, nbits, bit, &af, &ae); bit = ae) {
+			/* Where the round is a hole it is clear; elsewhere, bit by bit. */
+			for (uint64_t pos = af; pos < ae;) {
+				uint64_t hole_end = ae, both_end;
+
+				if (plane_next_data(log, &cr, g->round_offset, nbits, pos, &rf,
+						    &re) &&
+				    rf < ae)
+					hole_end = rf;
+				if (hole_end > pos &&
+				    iod_bitmap_count(a, nbits, pos, hole_end - pos, &n) == 0)
+					sum += n;
+				if (hole_end >= ae)
+					break;
+				/* Both hold data here: whole words from hole_end, but past nbits. */
+				both_end = min_u64(re, ae);
+				for (uint64_t w = hole_end / IOD_BITS_PER_WORD;
+				     w * IOD_BITS_PER_WORD < both_end; w++) {
+					uint64_t v = a[w] & ~r[w];
+
+					if ((w + 1) * IOD_BITS_PER_WORD > nbits)
+						v &= last_word_mask(nbits);
+					sum += (uint64_t)__builtin_popcountll(v);
+				}
+				pos = both_end;
+			}
+		}
 	}
 	return sum;
 }

@@ -112,7 +112,11 @@ int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src, 
  * lies inside one region and gpa's page is the first bit of a word (its page index in the
  * region is a multiple of 64): -EXDEV otherwise, and the caller reads into a buffer and
  * uses iod_log_merge(). -EINVAL: nbits 0 or gpa not page aligned; -EOVERFLOW: wraps. The
- * pointer is valid until the next iod_log_add_region() or iod_log_remove_region().
+ * pointer is valid until the next iod_log_add_region() or iod_log_remove_region(), and
+ * may be written through only while no other call on the log runs (see the note on memory
+ * below). The kernel pins, and so allocates, up to 512 pages of the bitmap from each bit it
+ * sets (all of the bitmap before Linux 6.10), bits or not; the next iod_log_snapshot()
+ * gives back those left without a bit.
  */
 int iod_log_accum_direct(struct iod_dirty_log *log, uint64_t gpa, uint64_t nbits, uint64_t **ret);
 
@@ -124,13 +128,38 @@ int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages);
 /* The client has the round: clear the round plane. */
 int iod_log_ack(struct iod_dirty_log *log);
 
+/*
+ * Memory: the memfd is shared memory, in which a page is allocated when it is first
+ * touched, read through a mapping or written. The log touches only pages that hold bits:
+ * snapshot, ack and the counts visit only the parts of the memfd holding data
+ * (SEEK_DATA), merging writes only pages that get a bit, and snapshot and ack give back
+ * (FALLOC_FL_PUNCH_HOLE) the pages of the plane they clear that they find without a bit;
+ * the pages that held bits in the last round are cleared in place and kept. So a clean log
+ * holds no page of its planes, however large its regions. A mapping, read-only or not,
+ * sees a page that was given back as zeros. The log has one writer at a time: no bit may
+ * be set through iod_log_accum_direct() while a snapshot or an ack runs.
+ */
+
 /* Read access to a region's planes (NULL for a bad index). Bits: length >> page_shift. */
 const uint64_t *iod_log_accum_bitmap(const struct iod_dirty_log *log, size_t region);
 const uint64_t *iod_log_round_bitmap(const struct iod_dirty_log *log, size_t region);
 
+/*
+ * Where a plane of region may hold set bits: *ret_first, *ret_end (bits, ret_first >= bit)
+ * bound the first stretch at or after bit that lies in pages of the memfd that hold data.
+ * All bits outside such stretches are clear. A reader walking a large plane through
+ * iod_log_accum_bitmap() / iod_log_round_bitmap() should visit only these stretches:
+ * reading any other page through the mapping allocates it. -ENODATA: no data from bit on;
+ * -EINVAL: no such region or NULL out-parameters.
+ */
+int iod_log_next_data(const struct iod_dirty_log *log, size_t region, bool round, uint64_t bit,
+		      uint64_t *ret_first, uint64_t *ret_end);
+
 /* Count set bits of a plane over all regions. */
 uint64_t iod_log_count_accum(const struct iod_dirty_log *log);
 uint64_t iod_log_count_round(const struct iod_dirty_log *log);
+/* Count pages set in either plane: what a snapshot now would report. */
+uint64_t iod_log_count_union(const struct iod_dirty_log *log);
 
 uint64_t iod_log_flags(const struct iod_dirty_log *log);
 void iod_log_set_flags(struct iod_dirty_log *log, uint64_t flags);
