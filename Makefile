@@ -145,7 +145,7 @@ include tests/bus/bus.mk
 .PHONY: all lib tests check check-fresh check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
 	format format-check clean help demo valgrind bench-vm
 
-all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) ## build everything into $(B)/
+all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) $(BUS_SCALE) ## build everything into $(B)/
 
 lib: $(LIBIODIRTY) ## build libiodirty only
 

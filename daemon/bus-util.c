@@ -37,7 +37,7 @@ int iod_bus_read_options(sd_bus_message *m, const struct iod_bus_option *table, 
 	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
 		const struct iod_bus_option *o;
 		const char *key, *contents;
-		char type, sig[2];
+		char type, sig[2], q[IOD_QUOTE_MAX], qc[IOD_QUOTE_MAX];
 		size_t i;
 
 		r = sd_bus_message_read(m, "s", &key);
@@ -50,7 +50,7 @@ int iod_bus_read_options(sd_bus_message *m, const struct iod_bus_option *table, 
 			}
 		if (!o)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-						 "Unknown option \"%s\"", key);
+						 "Unknown option \"%s\"", iod_quote(key, q));
 		if (seen & (UINT64_C(1) << i))
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 						 "Option \"%s\" given twice", key);
@@ -64,7 +64,7 @@ int iod_bus_read_options(sd_bus_message *m, const struct iod_bus_option *table, 
 		if (type != 'v' || strcmp(contents, sig) != 0)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 						 "Option \"%s\" must be of type '%c', not '%s'",
-						 key, o->type, contents ? contents : "?");
+						 key, o->type, iod_quote(contents ? contents : "?", qc));
 
 		r = sd_bus_message_enter_container(m, 'v', sig);
 		if (r < 0)

@@ -9,8 +9,13 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "iod-json.h"
 #include "iodirty.h"
 #include "logging.h"
+
+#define CONFIG_MAX_BYTES (1u << 20)
+#define CONFIG_MAX_DEPTH 8 /* the file needs 2 */
+#define CONFIG_MAX_KEYS 64 /* per object; the file has fewer than 10 keys and limits */
 
 struct limit_desc {
 	const char *name;
@@ -35,6 +40,7 @@ static const struct limit_desc limit_table[] = {
 	LIMIT32("regions", regions, 1, IOD_LOG_MAX_REGIONS),
 	LIMIT32("mappings", mappings, 1, 1u << 24),
 	LIMIT64("log_bytes", log_bytes, 4096, UINT64_C(1) << 36),
+	LIMIT64("log_bytes_per_user", log_bytes_per_user, 4096, UINT64_C(1) << 40),
 	LIMIT32("ranges", ranges, 1, 1u << 20),
 };
 
@@ -53,6 +59,7 @@ void iod_config_init(struct iod_config *c)
 				.regions = 64,
 				.mappings = 65536,
 				.log_bytes = UINT64_C(256) << 20,
+				.log_bytes_per_user = UINT64_C(1) << 30,
 				.ranges = 65536,
 			},
 	};
@@ -212,8 +219,7 @@ static void json_putp(struct json_object **o)
 int iod_config_load(struct iod_config *c, const char *path, char **ret_reason)
 {
 	_cleanup_(json_putp) struct json_object *root = NULL;
-	enum json_tokener_error jerr = json_tokener_success;
-	_cleanup_free_ char *text = NULL;
+	_cleanup_free_ char *text = NULL, *why = NULL;
 	_cleanup_close_ int fd = -EBADF;
 	size_t size = 0, alloc = 0;
 	ssize_t n;
@@ -226,10 +232,10 @@ int iod_config_load(struct iod_config *c, const char *path, char **ret_reason)
 		if (alloc - size < 4096) {
 			char *p;
 
-			if (alloc >= (1u << 20))
+			if (alloc >= CONFIG_MAX_BYTES)
 				return reasonf(ret_reason, "%s: file is larger than 1 MiB", path);
 			alloc = alloc ? alloc * 2 : 8192;
-			p = realloc(text, alloc + 1);
+			p = realloc(text, alloc);
 			if (!p)
 				return -ENOMEM;
 			text = p;
@@ -241,14 +247,15 @@ int iod_config_load(struct iod_config *c, const char *path, char **ret_reason)
 			break;
 		size += (size_t)n;
 	}
-	if (!text)
+	if (size == 0)
 		return reasonf(ret_reason, "%s: file is empty", path);
-	text[size] = '\0';
 
-	root = json_tokener_parse_verbose(text, &jerr);
-	if (!root)
-		return reasonf(ret_reason, "%s: not valid JSON: %s", path,
-			       json_tokener_error_desc(jerr));
+	/* strict, and over the bytes read: a NUL byte does not end the file */
+	r = iod_json_parse(text, size, CONFIG_MAX_DEPTH, CONFIG_MAX_KEYS, &root, &why);
+	if (r == -EBADMSG)
+		return reasonf(ret_reason, "%s: %s", path, why);
+	if (r < 0)
+		return r;
 	if (!json_object_is_type(root, json_type_object))
 		return reasonf(ret_reason, "%s: the top level must be a JSON object", path);
 

@@ -23,6 +23,7 @@ struct iod_limits {
 	uint32_t regions; /* guest memory regions per session */
 	uint32_t mappings; /* IOVA mappings per session */
 	uint64_t log_bytes; /* dirty log bitmap bytes (both planes) per session */
+	uint64_t log_bytes_per_user; /* the same, summed over the sessions of a non-root uid */
 	uint32_t ranges; /* ranges in one HarvestRanges reply */
 };
 

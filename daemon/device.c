@@ -4,16 +4,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "device.h"
 #include "logging.h"
+
+#define VFIO_CDEV_PREFIX "/dev/vfio/devices/vfio"
+
+/* "/dev/vfio/devices/vfioN": the only paths a device may be named by. */
+static bool cdev_path_valid(const char *spec)
+{
+	const char *n = spec + strlen(VFIO_CDEV_PREFIX);
+
+	if (strncmp(spec, VFIO_CDEV_PREFIX, strlen(VFIO_CDEV_PREFIX)) != 0 || !*n ||
+	    strlen(n) > 10)
+		return false;
+	for (; *n; n++)
+		if (*n < '0' || *n > '9')
+			return false;
+	return true;
+}
 
 bool iod_device_spec_valid(const char *spec)
 {
 	if (!spec || !*spec || strlen(spec) >= 4096)
 		return false;
 	if (spec[0] == '/')
-		return true;
+		return cdev_path_valid(spec);
 	return iod_pci_address_valid(spec);
 }
 
@@ -46,11 +63,13 @@ int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
 		if (r < 0)
 			log_debug_errno(r, "No cdev path for the passed device fd: %m");
 	} else {
-		if (!iod_device_spec_valid(spec))
-			return iod_reasonf(
-				why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
-				spec);
+		if (!iod_device_spec_valid(spec)) {
+			char q[IOD_QUOTE_MAX];
+
+			return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+					   "Device \"%s\" is " IOD_DEVICE_SPEC_WANTED,
+					   iod_quote(spec, q));
+		}
 		d->name = strdup(spec);
 		if (!d->name)
 			return -ENOMEM;
@@ -76,13 +95,57 @@ int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
 		if (r == -ENOENT)
 			return iod_reasonf(why, -ENXIO, IOD_ERROR_NO_SUCH_DEVICE,
 					   "%s does not exist", d->cdev);
-		if (r == -ENOTTY)
+		if (r == -ENOTTY || r == -ELOOP)
 			return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-					   "%s is not a VFIO device cdev", d->cdev);
+					   "%s is not a VFIO device cdev (symbolic links are not "
+					   "followed)",
+					   d->cdev);
 		if (r < 0)
 			return iod_reason_kernel(why, r, "Failed to open %s", d->cdev);
 	}
 
+	*ret = TAKE_PTR(d);
+	return 0;
+}
+
+int iod_device_open_probe(const char *sysfs_root, const char *spec, int passed_fd,
+			  struct iod_device **ret, struct iod_reason *why)
+{
+	_cleanup_(iod_device_freep) struct iod_device *d = NULL;
+	struct stat a, b;
+	int r, flags;
+
+	if (spec)
+		return iod_device_open(sysfs_root, spec, -EBADF, ret, why);
+
+	r = iod_vfio_check_fd(passed_fd);
+	if (r < 0)
+		return iod_reasonf(
+			why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+			"The passed fd is not a VFIO device cdev (/dev/vfio/devices/vfioN): %s",
+			iod_strerror(r));
+	/* The caller proves it may use the device by an fd open for reading and writing: a
+	 * path-only fd (O_PATH) needs no permission on the device itself. */
+	flags = fcntl(passed_fd, F_GETFL);
+	if (flags < 0 || (flags & O_PATH) || (flags & O_ACCMODE) != O_RDWR)
+		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				   "The passed device fd must be open for reading and writing");
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->fd = -EBADF;
+	d->name = strdup("fd");
+	if (!d->name)
+		return -ENOMEM;
+	r = iod_vfio_fd_cdev_path(passed_fd, &d->cdev);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to find the cdev of the passed device fd");
+	r = iod_vfio_open(d->cdev, &d->fd);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to open %s", d->cdev);
+	if (fstat(passed_fd, &a) < 0 || fstat(d->fd, &b) < 0 || a.st_rdev != b.st_rdev)
+		return iod_reasonf(why, -ENXIO, IOD_ERROR_NO_SUCH_DEVICE,
+				   "%s is no longer the device of the passed fd", d->cdev);
 	*ret = TAKE_PTR(d);
 	return 0;
 }

@@ -42,6 +42,13 @@ struct iod_device {
  */
 int iod_device_open(const char *sysfs_root, const char *spec, int passed_fd,
 		    struct iod_device **ret, struct iod_reason *why);
+/*
+ * For a probe: like iod_device_open(), but a passed fd is never used itself: the daemon opens
+ * a file of its own for the same cdev (found through sysfs, checked to be the same device),
+ * since binding is forever for an open file. The passed fd must be open read-write.
+ */
+int iod_device_open_probe(const char *sysfs_root, const char *spec, int passed_fd,
+			  struct iod_device **ret, struct iod_reason *why);
 /* Close the device (the kernel unbinds it from iommufd). Does not detach from the session. */
 struct iod_device *iod_device_free(struct iod_device *d);
 IOD_DEFINE_FREEP(struct iod_device, iod_device_free)
@@ -49,8 +56,16 @@ IOD_DEFINE_FREEP(struct iod_device, iod_device_free)
 /* Bind to ictx, then read the IOMMU's capabilities and the device's features. */
 int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_reason *why);
 
-/* true if spec is syntactically a device name AttachDevice accepts. */
+/*
+ * true if spec is syntactically a device name AttachDevice and ProbeDevice accept: a PCI
+ * address or /dev/vfio/devices/vfioN. Naming a device needs root: the daemon opens it.
+ */
 bool iod_device_spec_valid(const char *spec);
+#define IOD_DEVICE_SPEC_WANTED \
+	"neither a PCI address (DDDD:BB:DD.F) nor a VFIO cdev under /dev/vfio/devices (vfioN)"
+#define IOD_DEVICE_NEEDS_ROOT                                                              \
+	"Only root may name a device, which the daemon then opens; open the cdev yourself " \
+	"and pass the fd"
 
 /* "none", "intel-vtd", "arm-smmuv3", ... or "unknown". */
 const char *iod_iommu_type_to_string(uint32_t type);

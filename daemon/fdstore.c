@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ struct iod_fdstore {
 	char *state_name; /* its name in the store */
 	char *last_json; /* its JSON with generation 0: an unchanged state is not saved again */
 	bool busy;
+	unsigned held; /* iod_state_hold(): changes wait for the last iod_state_release() */
+	bool pending; /* a change came while held */
 	bool closed; /* exiting: what the store holds is for the next instance */
 
 	/* passed in by the service manager, until iod_fdstore_restore() */
@@ -49,12 +52,96 @@ struct want {
 	int fd;
 };
 
+/* Parse a decimal that fills the whole string. */
+static int parse_unsigned(const char *s, unsigned long *ret)
+{
+	char *end;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	*ret = strtoul(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * The fds the service manager passed (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), read by hand
+ * rather than with sd_listen_fds_with_names(), which gives up on all of them when one is not
+ * open. A passed fd that is not open is logged and skipped; its name is not used, so that the
+ * fd number, which the next open() may hand out, is never taken for it. Every fd taken is
+ * CLOEXEC. The variables are removed either way.
+ */
+static int listen_fds_take(struct iod_fdstore *f)
+{
+	const char *e_pid = getenv("LISTEN_PID"), *e_fds = getenv("LISTEN_FDS");
+	const char *e_names = getenv("LISTEN_FDNAMES");
+	_cleanup_free_ char *names = NULL;
+	unsigned long pid, n;
+	char *name, *next;
+	int r = 0;
+
+	if (!e_pid || !e_fds)
+		goto out;
+	if (parse_unsigned(e_pid, &pid) < 0 || parse_unsigned(e_fds, &n) < 0) {
+		log_warning("LISTEN_PID=%s LISTEN_FDS=%s are not numbers, ignoring the passed fds.",
+			    e_pid, e_fds);
+		goto out;
+	}
+	if (pid != (unsigned long)getpid() || n == 0)
+		goto out;
+	if (n > (unsigned long)INT_MAX - SD_LISTEN_FDS_START) {
+		log_warning("LISTEN_FDS=%lu is out of range, ignoring the passed fds.", n);
+		goto out;
+	}
+	names = e_names ? strdup(e_names) : NULL;
+	if (e_names && !names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	f->listen_fds = calloc(n, sizeof(int));
+	f->listen_names = calloc(n, sizeof(char *));
+	if (!f->listen_fds || !f->listen_names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	name = names;
+	for (unsigned long i = 0; i < n; i++, name = next) {
+		int fd = SD_LISTEN_FDS_START + (int)i, flags;
+
+		next = name ? strchr(name, ':') : NULL;
+		if (next)
+			*next++ = '\0';
+		flags = fcntl(fd, F_GETFD);
+		if (flags < 0) {
+			log_warning("Passed fd %d (\"%s\") is not open, skipping it: %m", fd,
+				    name && *name ? name : "unnamed");
+			continue;
+		}
+		if (!(flags & FD_CLOEXEC))
+			(void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+		f->listen_fds[f->n_listen] = fd;
+		f->listen_names[f->n_listen] = name && *name ? strdup(name) : NULL;
+		if (name && *name && !f->listen_names[f->n_listen]) {
+			iod_close(fd);
+			r = -ENOMEM;
+			goto out;
+		}
+		f->n_listen++;
+	}
+out:
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return r;
+}
+
 int iod_fdstore_new(struct iod_fdstore **ret)
 {
 	struct iod_fdstore *f;
-	char **names = NULL;
 	const char *e;
-	int n;
+	int r;
 
 	f = calloc(1, sizeof(*f));
 	if (!f)
@@ -62,26 +149,10 @@ int iod_fdstore_new(struct iod_fdstore **ret)
 	e = getenv("NOTIFY_SOCKET");
 	f->active = e && *e;
 
-	n = sd_listen_fds_with_names(true, &names);
-	if (n < 0) {
-		log_warning_errno(n, "Failed to read LISTEN_FDS, ignoring the passed fds: %m");
-		n = 0;
-	}
-	if (n > 0) {
-		f->listen_fds = calloc((size_t)n, sizeof(int));
-		if (!f->listen_fds) {
-			for (int i = 0; i < n; i++)
-				free(names ? names[i] : NULL);
-			free(names);
-			free(f);
-			return -ENOMEM;
-		}
-		for (int i = 0; i < n; i++)
-			f->listen_fds[i] = SD_LISTEN_FDS_START + i;
-		f->listen_names = names;
-		f->n_listen = (size_t)n;
-	} else {
-		free(names);
+	r = listen_fds_take(f);
+	if (r < 0) {
+		iod_fdstore_free(f);
+		return r;
 	}
 	*ret = f;
 	return 0;
@@ -291,6 +362,14 @@ static int state_save(struct iod_manager *m)
 	if (r < 0)
 		return log_error_errno(r, "Failed to collect the state for the fd store: %m");
 	st->generation = 0;
+	if (f->generation >= UINT64_MAX - 1) {
+		/* The reader refuses UINT64_MAX (it has no successor): never wrap, never write it. */
+		iod_state_free(st);
+		return log_error_errno(EOVERFLOW,
+				       "The state generation is exhausted, the fd store keeps "
+				       "generation %" PRIu64 ": %m",
+				       f->generation);
+	}
 	r = iod_state_to_json(st, &cmp);
 	if (r >= 0 && f->last_json && strcmp(cmp, f->last_json) == 0) {
 		iod_state_free(st);
@@ -383,10 +462,30 @@ static int fdstore_sync(struct iod_manager *m)
 	return 0;
 }
 
+void iod_state_hold(struct iod_manager *m)
+{
+	if (m && m->fdstore)
+		m->fdstore->held++;
+}
+
+void iod_state_release(struct iod_manager *m)
+{
+	if (!m || !m->fdstore || m->fdstore->held == 0)
+		return;
+	if (--m->fdstore->held == 0 && m->fdstore->pending) {
+		m->fdstore->pending = false;
+		iod_state_changed(m);
+	}
+}
+
 void iod_state_changed(struct iod_manager *m)
 {
 	if (!m || !m->fdstore || m->fdstore->busy || m->fdstore->closed)
 		return;
+	if (m->fdstore->held) {
+		m->fdstore->pending = true;
+		return;
+	}
 	m->fdstore->busy = true;
 	iod_uevent_watch_devices(m);
 	if (m->fdstore->active)
@@ -434,7 +533,7 @@ static int state_read(int fd, const char *name, struct iod_state **ret)
 		done += (size_t)k;
 	}
 	buf[done] = '\0';
-	r = iod_state_from_json(buf, ret, &reason);
+	r = iod_state_from_json_len(buf, done, ret, &reason);
 	if (r < 0)
 		return log_warning_errno(r, "Stored state \"%s\" is unusable, ignoring it: %s",
 					 name, reason ? reason : iod_strerror(r));
@@ -464,7 +563,61 @@ static int session_failed_shell(struct iod_manager *m, const struct iod_state_se
 	return 0;
 }
 
-static void restore_session(struct iod_manager *m, const struct iod_state_session *st)
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool strv_contains_sorted(char **names, const char *name)
+{
+	size_t n = 0;
+
+	while (names[n])
+		n++;
+	return bsearch(&name, names, n, sizeof(char *), cmp_str) != NULL;
+}
+
+/*
+ * The names on the bus now, sorted, or NULL when the bus cannot say (then every recorded
+ * owner is taken as present: nothing is destroyed on a guess). The match on NameOwnerChanged
+ * is in place before this call, so an owner that leaves afterwards is noticed as usual.
+ */
+static char **bus_names(struct iod_manager *m)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	char **names = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!m->bus)
+		return NULL;
+	r = sd_bus_call_method(m->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "ListNames", &error, &reply, NULL);
+	if (r >= 0)
+		r = sd_bus_message_read_strv(reply, &names);
+	if (r < 0) {
+		log_warning("Failed to list the names on the bus, keeping every session's owner: %s",
+			    error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return NULL;
+	}
+	while (names && names[n])
+		n++;
+	if (names)
+		qsort(names, n, sizeof(char *), cmp_str);
+	return names;
+}
+
+static void strv_free(char **l)
+{
+	for (size_t i = 0; l && l[i]; i++)
+		free(l[i]);
+	free(l);
+}
+
+static void restore_session(struct iod_manager *m, const struct iod_state_session *st,
+			    char **names)
 {
 	struct iod_fdstore *f = m->fdstore;
 	struct iod_session *s = NULL;
@@ -497,6 +650,7 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 						 iod_strerror(r));
 			s->journal = j;
 		}
+		iod_session_probe_holes(s);
 		for (size_t i = 0; i < s->n_devices; i++) {
 			struct iod_device *d = s->devices[i];
 
@@ -505,17 +659,21 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 		}
 	}
 
-	if (st->owner) {
-		r = iod_session_set_owner(s, m->bus, st->owner);
+	if (st->owner && names && !strv_contains_sorted(names, st->owner)) {
+		log_info("Owner %s of session %s left the bus while the daemon was down.",
+			 st->owner, s->name);
+		if (s->options.disconnect_policy == IOD_DISCONNECT_DESTROY) {
+			log_info("Destroying session %s (disconnect policy \"destroy\").", s->name);
+			iod_session_free(s);
+			return;
+		}
+	} else if (st->owner) {
+		r = iod_session_set_owner(s, st->owner);
 		if (r < 0) {
-			log_info("Owner %s of session %s left the bus while the daemon was down.",
-				 st->owner, s->name);
-			if (s->options.disconnect_policy == IOD_DISCONNECT_DESTROY) {
-				log_info("Destroying session %s (disconnect policy \"destroy\").",
-					 s->name);
-				iod_session_free(s);
-				return;
-			}
+			log_error_errno(r, "Session %s: lost: %m", st->name);
+			s->keep_kernel = true;
+			iod_session_free(s);
+			return;
 		}
 	}
 
@@ -563,10 +721,14 @@ int iod_fdstore_restore(struct iod_manager *m)
 		log_info("Restoring %zu session(s) from state generation %" PRIu64
 			 " (%zu fds passed).",
 			 best->n_sessions, best->generation, f->n_listen);
+		char **names = bus_names(m);
+
 		f->generation = best->generation;
 		for (size_t i = 0; i < best->n_sessions; i++)
-			restore_session(m, &best->sessions[i]);
+			restore_session(m, &best->sessions[i], names);
+		strv_free(names);
 		iod_state_free(best);
+		iod_manager_check_restored_limits(m);
 	} else if (f->n_listen > 0) {
 		log_warning("The fd store holds %zu fds but no usable state: closing them.",
 			    f->n_listen);

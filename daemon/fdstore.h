@@ -41,6 +41,10 @@ int iod_fdstore_restore(struct iod_manager *m);
  */
 void iod_state_changed(struct iod_manager *m);
 
+/* Many changes in a row (an owner leaving with all its sessions): save once, at the end. */
+void iod_state_hold(struct iod_manager *m);
+void iod_state_release(struct iod_manager *m);
+
 /* The daemon is exiting: with an active store, leave the kernel objects to it. */
 void iod_fdstore_shutdown(struct iod_manager *m);
 

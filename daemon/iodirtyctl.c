@@ -217,6 +217,8 @@ static const char *const status_props[] = {
 	"iommufd_available",
 	"DirtyTrackingSupported",
 	"dirty_tracking_supported",
+	"KernelHoleBehavior",
+	"kernel_hole_behavior",
 	"DisconnectPolicy",
 	"disconnect_policy",
 	"DefaultPageSize",
@@ -235,6 +237,8 @@ static const char *const status_props[] = {
 	"max_mappings",
 	"MaxLogBytes",
 	"max_log_bytes",
+	"MaxLogBytesPerUser",
+	"max_log_bytes_per_user",
 	"MaxRanges",
 	"max_ranges",
 	NULL,
@@ -243,6 +247,7 @@ static const char *const status_labels[] = {
 	"Version",
 	"iommufd",
 	"Dirty tracking ioctls",
+	"Reads over IOVA holes",
 	"Disconnect policy",
 	"Default page size",
 	"Default huge pages",
@@ -252,6 +257,7 @@ static const char *const status_labels[] = {
 	"Max regions",
 	"Max mappings",
 	"Max log bytes",
+	"Max log bytes per user",
 	"Max ranges",
 };
 
@@ -735,14 +741,16 @@ static int cmd_harvest(sd_bus *bus, char **args)
 		r = sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec);
 		if (r >= 0)
 			r = read_log(fd, arg_peek, list);
-		if (r >= 0 && !arg_peek) {
-			sd_bus_error_free(&error);
-			r = sd_bus_call_method(bus, DEST, path, SES_IFACE, "Acknowledge", &error,
-					       NULL, "t", round);
-			if (r < 0) {
-				r = fail(&error, r, "Acknowledge");
-				goto out;
-			}
+	}
+	/* Printed below, so the round is delivered: acknowledge it. A truncated list is not the
+	 * whole round: it stays pending, and the next harvest delivers it again. */
+	if (r >= 0 && !arg_peek && !truncated) {
+		sd_bus_error_free(&error);
+		r = sd_bus_call_method(bus, DEST, path, SES_IFACE, "Acknowledge", &error, NULL, "t",
+				       round);
+		if (r < 0) {
+			r = fail(&error, r, "Acknowledge");
+			goto out;
 		}
 	}
 	if (r < 0) {
@@ -767,7 +775,7 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	} else {
 		printf("%22s: %" PRIu64 "%s\n", "Round", round, arg_peek ? " (peek)" : "");
 		printf("%22s: %" PRIu64 "\n", "Dirty pages", dirty);
-		printf("%22s: %s\n", "Precise", precise ? "yes" : "no (fallback devices)");
+		printf("%22s: %s\n", "Precise", precise ? "yes" : "no (fallback devices or huge IOMMU pages)");
 		printf("%22s: %" PRIu64 "\n", "Duration (usec)", usec);
 		if (arg_ranges) {
 			printf("%22s: %s\n", "Truncated", truncated ? "yes" : "no");

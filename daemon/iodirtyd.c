@@ -33,7 +33,7 @@ static void help(void)
 	       "                              destroy or keep\n"
 	       "     --limit=NAME=N           Override a limit of the configuration file (sessions,\n"
 	       "                              sessions_per_user, devices, regions, mappings,\n"
-	       "                              log_bytes, ranges)\n"
+	       "                              log_bytes, log_bytes_per_user, ranges)\n"
 	       "     --iommufd-path=PATH      Use PATH instead of /dev/iommu\n"
 	       "\n"
 	       "See iodirtyd(8) and iodirtyd.conf(5).\n");

@@ -53,11 +53,14 @@ static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
 			error, SD_BUS_ERROR_INVALID_ARGS,
 			"Option \"page_size\" must be a power of two from 4096 to 1073741824");
 	policy = iod_disconnect_policy_from_string(o.disconnect_policy);
-	if (policy < 0)
+	if (policy < 0) {
+		char q[IOD_QUOTE_MAX];
+
 		return sd_bus_error_setf(
 			error, SD_BUS_ERROR_INVALID_ARGS,
 			"Option \"disconnect_policy\" must be \"destroy\" or \"keep\", not \"%s\"",
-			o.disconnect_policy);
+			iod_quote(o.disconnect_policy, q));
+	}
 	*ret = (struct iod_session_options){
 		.page_size = o.page_size,
 		.huge_pages = o.huge_pages,
@@ -69,11 +72,13 @@ static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
 
 static int check_name(const char *name, sd_bus_error *error)
 {
+	char q[IOD_QUOTE_MAX];
+
 	if (!iod_session_name_valid(name))
 		return sd_bus_error_setf(
 			error, SD_BUS_ERROR_INVALID_ARGS,
 			"Session name \"%s\" is not 1 to %d characters of A-Z, a-z, 0-9, _ and -",
-			name, IOD_NAME_MAX);
+			iod_quote(name, q), IOD_NAME_MAX);
 	return 0;
 }
 
@@ -128,7 +133,7 @@ static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct io
 {
 	int r;
 
-	r = iod_session_set_owner(s, sd_bus_message_get_bus(m), sd_bus_message_get_sender(m));
+	r = iod_session_set_owner(s, sd_bus_message_get_sender(m));
 	if (r >= 0)
 		r = iod_manager_add_session(mgr, s);
 	if (r < 0)
@@ -349,24 +354,24 @@ static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *
 	_cleanup_(iod_device_freep) struct iod_device *d = NULL;
 	struct iod_iommufd *ictx = NULL;
 	struct iod_reason why = {};
+	char q[IOD_QUOTE_MAX];
 	uid_t uid;
 	int r;
-
-	if (spec && !iod_device_spec_valid(spec))
-		return sd_bus_error_setf(
-			error, SD_BUS_ERROR_INVALID_ARGS,
-			"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
-			spec);
 
 	r = iod_bus_query_uid(m, &uid, error);
 	if (r < 0)
 		return r;
 	if (spec && uid != 0)
-		return sd_bus_error_set(
-			error, SD_BUS_ERROR_ACCESS_DENIED,
-			"Only root may name a device; pass an open cdev fd to ProbeDeviceFd instead");
+		return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
+					IOD_DEVICE_NEEDS_ROOT " to ProbeDeviceFd");
+	if (spec && !iod_device_spec_valid(spec))
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Device \"%s\" is " IOD_DEVICE_SPEC_WANTED,
+					 iod_quote(spec, q));
 
-	r = iod_device_open(mgr->config.sysfs_root, spec, fd, &d, &why);
+	/* A file of the daemon's own: a cdev bind belongs to the open file and cannot be undone,
+	 * so the caller's fd is never bound (it stays free for the caller's own iommufd). */
+	r = iod_device_open_probe(mgr->config.sysfs_root, spec, fd, &d, &why);
 	if (r < 0)
 		return iod_bus_error_from_reason(error, r, &why);
 
@@ -379,6 +384,11 @@ static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *
 	if (r < 0)
 		return iod_bus_error_kernel(error, r, "Failed to open /dev/iommu");
 	r = iod_device_bind(d, ictx, &why);
+	if (r == -EINVAL || r == -EBUSY)
+		r = iod_reasonf(&why, -EBUSY, IOD_ERROR_BUSY,
+				"%s is in use: it is bound to an iommufd (a VMM holds it), and a "
+				"probe must not disturb it",
+				d->cdev ? d->cdev : d->name);
 	if (r >= 0)
 		r = sd_bus_message_new_method_return(m, &reply);
 	if (r >= 0)
@@ -465,6 +475,15 @@ static int property_get_kernel(sd_bus *bus, const char *path, const char *interf
 	return sd_bus_message_append(reply, "b", (int)v);
 }
 
+static int property_get_holes(sd_bus *bus, const char *path, const char *interface,
+			      const char *property, sd_bus_message *reply, void *userdata,
+			      sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+
+	return sd_bus_message_append(reply, "s", iod_hole_behavior_to_string(m->holes));
+}
+
 static int property_get_sessions(sd_bus *bus, const char *path, const char *interface,
 				 const char *property, sd_bus_message *reply, void *userdata,
 				 sd_bus_error *error)
@@ -503,6 +522,8 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, CONST),
 	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_kernel, 0, 0),
 	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_kernel, 0, 0),
+	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, 0,
+			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
@@ -516,6 +537,8 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_PROPERTY("MaxRegions", "u", NULL, MGR_OFF(config.limits.regions), CONST),
 	SD_BUS_PROPERTY("MaxMappings", "u", NULL, MGR_OFF(config.limits.mappings), CONST),
 	SD_BUS_PROPERTY("MaxLogBytes", "t", NULL, MGR_OFF(config.limits.log_bytes), CONST),
+	SD_BUS_PROPERTY("MaxLogBytesPerUser", "t", NULL, MGR_OFF(config.limits.log_bytes_per_user),
+			CONST),
 	SD_BUS_PROPERTY("MaxRanges", "u", NULL, MGR_OFF(config.limits.ranges), CONST),
 
 	SD_BUS_METHOD_WITH_ARGS("CreateSession", SD_BUS_ARGS("s", name, "a{sv}", options),

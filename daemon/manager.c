@@ -24,11 +24,12 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
 	m->config = *config;
 	config->iommufd_path = config->sysfs_root = NULL;
 
-	r = sd_event_default(&m->event);
+	/* Before anything opens an fd: the passed fds start at 3, and an fd number the service
+	 * manager named but did not pass must not be taken for one of ours. */
+	r = iod_fdstore_new(&m->fdstore);
 	if (r < 0)
 		return r;
-	/* Before anything opens an fd: LISTEN_FDS start at 3. */
-	r = iod_fdstore_new(&m->fdstore);
+	r = sd_event_default(&m->event);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(m);
@@ -67,6 +68,56 @@ static int name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *re
 	log_info("Acquired %s, ready.", IOD_BUS_NAME);
 	(void)sd_notify(false, "READY=1\nSTATUS=Serving " IOD_BUS_NAME);
 	return 0;
+}
+
+/* One match for every owner of every session: a unique name that leaves the bus. */
+static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+	const char *name, *old_owner, *new_owner;
+
+	if (sd_bus_message_read(message, "sss", &name, &old_owner, &new_owner) < 0)
+		return 0;
+	if (name[0] != ':' || *new_owner)
+		return 0;
+	iod_state_hold(m);
+	/* Destroying a session changes the list: look again from the start each time. */
+	for (size_t i = 0; i < m->n_sessions;) {
+		struct iod_session *s = m->sessions[i];
+
+		if (s->owner && strcmp(s->owner, name) == 0) {
+			iod_session_owner_left(s);
+			i = 0;
+			continue;
+		}
+		i++;
+	}
+	iod_state_release(m);
+	return 0;
+}
+
+void iod_manager_check_restored_limits(struct iod_manager *m)
+{
+	const struct iod_limits *l = &m->config.limits;
+
+	if (m->n_sessions > l->sessions)
+		log_warning("Restored %zu sessions, over the limit \"sessions\" of %u: none is "
+			    "dropped (their dirty logs and devices are live); new sessions are "
+			    "refused until there are fewer than %u.",
+			    m->n_sessions, l->sessions, l->sessions);
+	for (size_t i = 0; i < m->n_sessions; i++) {
+		uid_t uid = m->sessions[i]->uid;
+		unsigned n = iod_manager_sessions_of(m, uid);
+		bool first = true;
+
+		for (size_t k = 0; k < i && first; k++)
+			first = m->sessions[k]->uid != uid;
+		if (first && uid != 0 && n > l->sessions_per_user)
+			log_warning("Restored %u sessions of uid %u, over the limit "
+				    "\"sessions_per_user\" of %u: none is dropped; the uid may "
+				    "create new ones once it has fewer.",
+				    n, (unsigned)uid, l->sessions_per_user);
+	}
 }
 
 int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
@@ -113,6 +164,13 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 				       m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the node enumerator: %m");
+
+	/* Owners are watched by this one match, installed before any session exists (and
+	 * before the restore asks which owners are still there). */
+	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				"org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to watch the owners of sessions: %m");
 
 	r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r < 0)
@@ -217,6 +275,16 @@ unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid)
 	for (size_t i = 0; i < m->n_sessions; i++)
 		if (m->sessions[i]->uid == uid)
 			n++;
+	return n;
+}
+
+uint64_t iod_manager_log_bytes_of(struct iod_manager *m, uid_t uid)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < m->n_sessions; i++)
+		if (m->sessions[i]->uid == uid)
+			n += m->sessions[i]->log_bytes;
 	return n;
 }
 

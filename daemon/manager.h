@@ -35,6 +35,9 @@ struct iod_manager {
 	struct iod_uevent *uevent;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	bool ready;
+	/* How the kernel answers a dirty read over unmapped IOVA: learnt from the first dirty
+	 * capable HWPT of any session (iod_session_probe_holes()). */
+	enum iod_hole_behavior holes;
 };
 
 /* Takes over config (its strings are moved). */
@@ -51,10 +54,15 @@ struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *
 struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path);
 struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path);
 unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid);
+/* Bytes of dirty log (both planes) of the sessions of uid. */
+uint64_t iod_manager_log_bytes_of(struct iod_manager *m, uid_t uid);
 
 int iod_manager_add_session(struct iod_manager *m, struct iod_session *s);
 /* Unlink, announce SessionRemoved and free the session. */
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s);
+
+/* After a restore: say which limits the restored sessions exceed (none is dropped). */
+void iod_manager_check_restored_limits(struct iod_manager *m);
 
 /* The live sessions as persistent state. */
 int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret);

@@ -12,7 +12,8 @@
 #include "session.h"
 
 /* The owner (uid and bus name) and root may act on a session; nobody else. */
-static int check_caller(struct iod_session *s, sd_bus_message *m, sd_bus_error *error)
+static int check_caller_uid(struct iod_session *s, sd_bus_message *m, uid_t *ret_uid,
+			    sd_bus_error *error)
 {
 	const char *sender = sd_bus_message_get_sender(m);
 	uid_t uid;
@@ -21,6 +22,8 @@ static int check_caller(struct iod_session *s, sd_bus_message *m, sd_bus_error *
 	r = iod_bus_query_uid(m, &uid, error);
 	if (r < 0)
 		return r;
+	if (ret_uid)
+		*ret_uid = uid;
 	if (uid == 0)
 		return 0;
 	if (uid == s->uid && s->owner && sender && strcmp(sender, s->owner) == 0)
@@ -33,6 +36,11 @@ static int check_caller(struct iod_session *s, sd_bus_message *m, sd_bus_error *
 	return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
 				 "Session %s belongs to uid %u (%s)", s->name, (unsigned)s->uid,
 				 s->owner ? s->owner : "no bus name");
+}
+
+static int check_caller(struct iod_session *s, sd_bus_message *m, sd_bus_error *error)
+{
+	return check_caller_uid(s, m, NULL, error);
 }
 
 static int reply_reason(sd_bus_error *error, int r, const struct iod_reason *why)
@@ -111,20 +119,24 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	struct attach_options o = {.dirty_tracking = true};
 	struct iod_device *d = NULL;
 	struct iod_reason why = {};
+	char q[IOD_QUOTE_MAX];
+	uid_t uid;
 	int r;
 
 	r = iod_bus_read_options(m, attach_options_table, &o, error);
 	if (r < 0)
 		return r;
-	if (spec && !iod_device_spec_valid(spec))
-		return sd_bus_error_setf(
-			error, SD_BUS_ERROR_INVALID_ARGS,
-			"Device \"%s\" is neither a PCI address (DDDD:BB:DD.F) nor an absolute cdev path",
-			spec);
 
-	r = check_caller(s, m, error);
+	/* Before the name is even looked at: only root may have the daemon open a path. */
+	r = check_caller_uid(s, m, &uid, error);
 	if (r < 0)
 		return r;
+	if (spec && uid != 0)
+		return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, IOD_DEVICE_NEEDS_ROOT);
+	if (spec && !iod_device_spec_valid(spec))
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Device \"%s\" is " IOD_DEVICE_SPEC_WANTED,
+					 iod_quote(spec, q));
 
 	r = iod_session_check_device_limit(s, &why);
 	if (r < 0)
@@ -171,6 +183,7 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	struct iod_session *s = userdata;
 	struct iod_reason why = {};
 	struct iod_device *d;
+	char q[IOD_QUOTE_MAX];
 	const char *path;
 	int r;
 
@@ -185,7 +198,7 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	d = iod_manager_find_device_by_path(s->manager, path);
 	if (!d || d->session != s)
 		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_DEVICE,
-					 "Session %s has no device %s", s->name, path);
+					 "Session %s has no device %s", s->name, iod_quote(path, q));
 
 	r = iod_session_detach_device(s, d, &why);
 	if (r < 0)
@@ -436,6 +449,8 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	struct iod_harvest_result res;
 	struct iod_reason why = {};
 	bool iova, truncated;
+	char q[IOD_QUOTE_MAX];
+	uint64_t unmapped = 0;
 	size_t n;
 	int r;
 
@@ -449,7 +464,7 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	else
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "Option \"space\" must be \"gpa\" or \"iova\", not \"%s\"",
-					 o.space);
+					 iod_quote(o.space, q));
 	if (o.max_ranges == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "Option \"max_ranges\" must be at least 1");
@@ -467,17 +482,22 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	r = iod_session_dirty_ranges(s, o.peek, iova, o.max_ranges, &ranges, &n, &truncated);
+	r = iod_session_dirty_ranges(s, o.peek, iova, o.max_ranges, &ranges, &n, &truncated,
+				     &unmapped);
+	if (r == -EADDRNOTAVAIL) {
+		send_round_changed(s, o.peek);
+		return sd_bus_error_setf(
+			error, IOD_ERROR_NOT_MAPPED,
+			"%" PRIu64 " dirty page(s) of round %" PRIu64
+			" are mapped by no IOVA now (harvested before an Unmap), so they have no IOVA "
+			"to be reported at: ask with space \"gpa\". The round stays pending",
+			unmapped, res.round);
+	}
 	if (r < 0)
 		return iod_bus_error_kernel(error, r, "Failed to encode the dirty ranges");
 
-	/* Everything delivered: the round is done. A truncated one stays pending. */
-	if (!o.peek && !truncated) {
-		r = iod_session_acknowledge(s, res.round, &why);
-		if (r < 0)
-			return reply_reason(error, r, &why);
-	}
-
+	/* The round stays pending until the client acknowledges it, as for Harvest: a reply
+	 * that is lost, or a daemon killed before it went out, must not lose the round. */
 	r = sd_bus_message_new_method_return(m, &reply);
 	if (r < 0)
 		return r;
@@ -550,7 +570,7 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					 "Session %s is owned by %s, which is still connected",
 					 s->name, s->owner);
 
-	r = iod_session_set_owner(s, sd_bus_message_get_bus(m), sender);
+	r = iod_session_set_owner(s, sender);
 	if (r < 0)
 		return sd_bus_error_set_errnof(error, r, "Failed to track the new owner: %s",
 					       strerror(-r));

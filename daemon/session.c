@@ -8,7 +8,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
+
+#include <linux/magic.h>
 
 #include "journal.h"
 #include "logging.h"
@@ -178,7 +181,6 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	iod_iommufd_free(s->ictx);
 	iod_iova_map_free(s->map);
 	iod_log_free(s->log);
-	sd_bus_track_unref(s->track);
 	iod_journal_free(s->journal);
 	free(s->journal_fdname);
 	free(s->iommufd_fdname);
@@ -191,53 +193,36 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	return NULL;
 }
 
-static int track_handler(sd_bus_track *track, void *userdata)
+void iod_session_owner_left(struct iod_session *s)
 {
-	struct iod_session *s = userdata;
 	struct iod_manager *m = s->manager;
 
 	log_info("Owner %s of session %s left the bus.", s->owner ? s->owner : "(none)", s->name);
 	free(s->owner);
 	s->owner = NULL;
-	s->track = sd_bus_track_unref(s->track);
 
 	if (s->options.disconnect_policy == IOD_DISCONNECT_DESTROY) {
 		log_info("Destroying session %s (disconnect policy \"destroy\").", s->name);
 		iod_manager_destroy_session(m, s);
-		return 0;
+		return;
 	}
 
 	log_info("Keeping session %s for uid %u (disconnect policy \"keep\").", s->name,
 		 (unsigned)s->uid);
 	(void)iod_session_send_changed(s, "Owner", "State", NULL);
-	return 0;
 }
 
-int iod_session_set_owner(struct iod_session *s, sd_bus *bus, const char *owner)
+int iod_session_set_owner(struct iod_session *s, const char *owner)
 {
-	_cleanup_free_ char *copy = NULL;
-	sd_bus_track *t = NULL;
-	int r;
+	char *copy = NULL;
 
 	if (owner) {
 		copy = strdup(owner);
 		if (!copy)
 			return -ENOMEM;
-		if (bus) {
-			r = sd_bus_track_new(bus, &t, track_handler, s);
-			if (r < 0)
-				return r;
-			r = sd_bus_track_add_name(t, owner);
-			if (r < 0) {
-				sd_bus_track_unref(t);
-				return r;
-			}
-		}
 	}
-	sd_bus_track_unref(s->track);
-	s->track = t;
 	free(s->owner);
-	s->owner = TAKE_PTR(copy);
+	s->owner = copy;
 	return 0;
 }
 
@@ -303,11 +288,57 @@ static int hwpt_probe(struct iod_iommufd *ictx, uint32_t id, uint64_t page_size,
 	uint64_t word = 0;
 	int r;
 
-	r = iod_hwpt_read_dirty(ictx, id, 0, page_size, page_size, &word, IOD_READ_NO_CLEAR);
+	r = iod_hwpt_read_dirty(ictx, id, 0, page_size, page_size, &word,
+				IOD_READ_NO_CLEAR | IOD_READ_QUIET);
 	if (r == -ENOENT)
 		return r;
 	*ret_capable = r != -EOPNOTSUPP;
 	return 0;
+}
+
+void iod_session_probe_holes(struct iod_session *s)
+{
+	struct iod_manager *m = s->manager;
+	enum iod_hole_behavior b;
+	uint64_t hole, length;
+	int r;
+
+	if (m->holes != IOD_HOLES_UNKNOWN || !s->ictx || !s->ioas_id)
+		return;
+	for (size_t i = 0; i < s->n_hwpts; i++) {
+		const struct iod_session_hwpt *h = &s->hwpts[i];
+
+		if (!h->hw.dirty_capable)
+			continue;
+		r = iod_ioas_find_hole(s->ictx, s->ioas_id, &hole, &length);
+		if (r < 0) {
+			log_debug_errno(r, "Session %s: no unmappable IOVA in ioas %u to probe: %m",
+					s->name, s->ioas_id);
+			return;
+		}
+		r = iod_hwpt_probe_holes(s->ictx, h->hw.id, hole, length, &b);
+		if (r == -EOPNOTSUPP)
+			continue;
+		if (r < 0) {
+			log_debug_errno(r, "Session %s: probing hwpt %u at 0x%" PRIx64 " failed: %m",
+					s->name, h->hw.id, hole);
+			return;
+		}
+		m->holes = b;
+		if (m->bus)
+			(void)sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH,
+							     IOD_MANAGER_INTERFACE,
+							     "KernelHoleBehavior", NULL);
+		log_info("Kernel: a dirty bitmap read over unmapped IOVA %s (\"%s\").",
+			 b == IOD_HOLES_STRICT
+				 ? "fails with EINVAL: a harvest that finds a mapped area gone fails "
+				   "its session"
+				 : "succeeds with the bits from the hole on missing: harvests cover "
+				   "exactly the mapped areas, and an area unmapped behind the daemon's "
+				   "back goes unnoticed",
+			 iod_hole_behavior_to_string(b));
+		return;
+	}
 }
 
 int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
@@ -341,9 +372,11 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 	}
 	if (huge)
 		log_info("Session %s: ioas %u maps with huge IOMMU pages: a dirty huge page "
-			 "makes every page under it dirty (IOMMU_OPTION_HUGE_PAGES=0 keeps bits "
-			 "precise).",
+			 "makes every page under it dirty, so results are not precise "
+			 "(IOMMU_OPTION_HUGE_PAGES=0 before mapping keeps bits precise).",
 			 s->name, ioas_id);
+	/* The client's IOAS decides: HugePages and Precise say what it does. */
+	s->options.huge_pages = huge;
 
 	hwpts = calloc(n_hwpts + 1, sizeof(*hwpts));
 	if (!hwpts) {
@@ -376,6 +409,7 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 	s->ioas_id = ioas_id;
 	s->hwpts = TAKE_PTR(hwpts);
 	s->n_hwpts = n_hwpts;
+	iod_session_probe_holes(s);
 	return 0;
 }
 
@@ -458,6 +492,16 @@ static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint
 				   " bytes, over the limit \"log_bytes\" of %" PRIu64,
 				   s->name, s->log_bytes + bytes,
 				   s->manager->config.limits.log_bytes);
+	if (s->uid != 0) {
+		uint64_t user = iod_manager_log_bytes_of(s->manager, s->uid),
+			 limit = s->manager->config.limits.log_bytes_per_user;
+
+		if (user > limit || bytes > limit - user)
+			return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
+					   "The dirty logs of uid %u would grow to %" PRIu64
+					   " bytes, over the limit \"log_bytes_per_user\" of %" PRIu64,
+					   (unsigned)s->uid, user + bytes, limit);
+	}
 	if (s->mode == IOD_MODE_OWNER || !s->options.viommu) {
 		/* Without a vIOMMU IOVA = GPA: the region is also a mapping. */
 		if (!s->options.viommu &&
@@ -485,6 +529,7 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 {
 	struct iod_region g = {.gpa = gpa, .length = size, .offset = offset, .fd = -EBADF};
 	uint64_t align = iod_session_alignment(s), bytes, end;
+	struct statfs sf;
 	struct stat st;
 	int r, flags;
 
@@ -512,6 +557,17 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 		return iod_reasonf(
 			why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
 			"The memory fd is not a memfd or a file (memfd, tmpfs or hugetlbfs)");
+	/* Guest memory lives in RAM: a file on disk would have the IOMMU pin its page cache
+	 * and every DMA write would become disk I/O. */
+	if (fstatfs(fd, &sf) < 0)
+		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				   "The memory fd's file system cannot be examined: %s",
+				   strerror(errno));
+	if (sf.f_type != TMPFS_MAGIC && sf.f_type != HUGETLBFS_MAGIC)
+		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+				   "The memory fd is a file on disk (file system 0x%llx): guest memory "
+				   "must be a memfd or a file on tmpfs or hugetlbfs",
+				   (unsigned long long)sf.f_type);
 	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || (flags & O_ACCMODE) != O_RDWR)
 		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
@@ -598,6 +654,24 @@ int iod_session_add_region(struct iod_session *s, uint64_t gpa, uint64_t size,
 	r = check_region(s, gpa, size, &bytes, why);
 	if (r < 0)
 		return r;
+	if (!s->options.viommu) {
+		/* The region is also the mapping (IOVA = GPA) harvests read: a hole in the
+		 * client's IOAS inside it would have the kernel drop bits (or fail) there. */
+		r = iod_ioas_check_mapped(s->ictx, s->ioas_id, gpa, size);
+		if (r == -ENOENT)
+			return iod_reasonf(
+				why, -ERANGE, IOD_ERROR_INVALID_RANGE,
+				"IOVA [0x%" PRIx64 ", 0x%" PRIx64
+				") is not wholly mapped in ioas %u (it has a hole): declare each "
+				"mapped piece as a region of its own, or create the session with "
+				"viommu=true and report the mappings with Map",
+				gpa, gpa + size, s->ioas_id);
+		if (r < 0)
+			return iod_reason_kernel(why, r,
+						 "Failed to check that ioas %u maps [0x%" PRIx64
+						 ", +0x%" PRIx64 ")",
+						 s->ioas_id, gpa, size);
+	}
 	r = regions_grow(s);
 	if (r < 0)
 		return r;
@@ -634,6 +708,19 @@ struct harvest_ctx {
 	unsigned flags;
 };
 
+/* Remember which read failed, for the reason a failed session gives. */
+static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t length)
+{
+	struct iod_session *s = c->session;
+
+	s->read_error = (struct iod_read_error){
+		.hwpt_id = c->hwpt->hw.id, .iova = iova, .length = length, .err = r};
+	return log_debug_errno(r,
+			       "Failed to read dirty bits of hwpt %u at [0x%" PRIx64
+			       ", +0x%" PRIx64 "): %m",
+			       c->hwpt->hw.id, iova, length);
+}
+
 /* Read one mapped piece of one HWPT, chunk by chunk, into the accumulating plane. */
 static int harvest_piece(const struct iod_mapping *p, void *userdata)
 {
@@ -647,18 +734,13 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	 * Fast path: where the piece's first page starts a word of the log's accumulating
 	 * plane, the kernel ORs the bits straight into the log (it only ever sets bits). No
 	 * buffer, no copy, no merge; and since the plane lives in the log memfd, a crash right
-	 * after the read-and-clear loses nothing either.
+	 * after the read-and-clear loses nothing either, nor does a read that fails half way.
 	 */
 	uint64_t *direct;
 	if (iod_log_accum_direct(s->log, p->gpa, p->length >> shift, &direct) == 0) {
 		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova, p->length, page, direct,
 					c->flags);
-		if (r < 0)
-			return log_debug_errno(r,
-					       "Failed to read dirty bits of hwpt %u at [0x%" PRIx64
-					       ", +0x%" PRIx64 "): %m",
-					       c->hwpt->hw.id, p->iova, p->length);
-		return 0;
+		return r < 0 ? read_failed(c, r, p->iova, p->length) : 0;
 	}
 
 	for (uint64_t done = 0; done < p->length;) {
@@ -667,24 +749,21 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
 		 * merged: it lives in a memfd that the next instance replays (journal.h). */
 		uint64_t *buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
+		int k;
 
 		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page, buf,
 					c->flags);
-		if (r < 0) {
-			iod_journal_end(s->journal);
-			return log_debug_errno(r,
-					       "Failed to read dirty bits of hwpt %u at [0x%" PRIx64
-					       ", +0x%" PRIx64 "): %m",
-					       c->hwpt->hw.id, p->iova + done, len);
-		}
+		/* A read that failed half way may have cleared what it returned: merge that too. */
 		if (!iod_bitmap_is_empty(buf, nbits, 0, nbits)) {
-			r = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
-			if (r < 0) {
+			k = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
+			if (k < 0) {
 				iod_journal_end(s->journal);
-				return log_debug_errno(r, "Failed to merge into the log: %m");
+				return log_debug_errno(k, "Failed to merge into the log: %m");
 			}
 		}
 		iod_journal_end(s->journal);
+		if (r < 0)
+			return read_failed(c, r, p->iova + done, len);
 		done += len;
 	}
 	return 0;
@@ -700,6 +779,7 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 	if (r < 0)
 		return r;
 
+	s->read_error = (struct iod_read_error){};
 	for (size_t i = 0; i < s->n_hwpts; i++) {
 		struct harvest_ctx c = {.session = s, .hwpt = &s->hwpts[i], .flags = flags};
 
@@ -737,9 +817,14 @@ static bool session_has_fallback(const struct iod_session *s)
 	return false;
 }
 
+/*
+ * Precise: every bit stands for one page of page_size. Not with a fallback HWPT (its mapped
+ * ranges are always dirty), nor with huge IOMMU pages: a huge IOPTE has one dirty bit, and
+ * the kernel reports every page under it dirty.
+ */
 bool iod_session_precise(const struct iod_session *s)
 {
-	return !session_has_fallback(s);
+	return !session_has_fallback(s) && !s->options.huge_pages;
 }
 
 static int mark_piece(const struct iod_mapping *p, void *userdata)
@@ -763,6 +848,31 @@ static int mark_mapped(struct iod_session *s, uint64_t iova, uint64_t length)
 			return r;
 	}
 	return 0;
+}
+
+/*
+ * A harvest failed with r: fail the session, saying what the kernel refused. On a strict
+ * kernel (enum iod_hole_behavior) EINVAL for an area the session mapped means the area is
+ * no longer wholly in the IOAS, or its HWPT stopped tracking: either way, bits are lost.
+ */
+static void fail_harvest(struct iod_session *s, const char *when, int r)
+{
+	const struct iod_read_error *e = &s->read_error;
+
+	if (e->err != r || r == 0)
+		iod_session_fail(s, "%s failed: %s", when, iod_strerror(r));
+	else if (r == -EINVAL && s->manager->holes == IOD_HOLES_STRICT)
+		iod_session_fail(s,
+				 "%s failed: the kernel reports IOVA [0x%" PRIx64 ", +0x%" PRIx64
+				 ") of hwpt %u as not wholly mapped or not tracking (EINVAL): it "
+				 "left the IOAS without the harvest that Unmap does first, or its "
+				 "tracking was turned off, and its dirty bits are lost",
+				 when, e->iova, e->length, e->hwpt_id);
+	else
+		iod_session_fail(s,
+				 "%s failed: reading hwpt %u at IOVA [0x%" PRIx64 ", +0x%" PRIx64
+				 "): %s",
+				 when, e->hwpt_id, e->iova, e->length, iod_strerror(r));
 }
 
 void iod_session_fail(struct iod_session *s, const char *format, ...)
@@ -853,7 +963,7 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 	r = harvest_hwpts(s, NULL, 0, 0, 0);
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits. */
-		iod_session_fail(s, "harvest before stopping failed: %s", iod_strerror(r));
+		fail_harvest(s, "harvest before stopping", r);
 		return iod_reason_kernel(why, r, "Failed to harvest before stopping");
 	}
 	if (session_has_fallback(s)) {
@@ -878,22 +988,6 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 	return 0;
 }
 
-static uint64_t count_union(const struct iod_dirty_log *log)
-{
-	unsigned shift = iod_log_page_shift(log);
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < iod_log_region_count(log); i++) {
-		const struct iod_log_region *g = iod_log_region(log, i);
-		const uint64_t *a = iod_log_accum_bitmap(log, i), *b = iod_log_round_bitmap(log, i);
-		uint64_t words = iod_bitmap_words(g->length >> shift);
-
-		for (uint64_t w = 0; w < words; w++)
-			n += (uint64_t)__builtin_popcountll(a[w] | b[w]);
-	}
-	return n;
-}
-
 int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
 			struct iod_reason *why)
 {
@@ -910,20 +1004,21 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 
 	r = harvest_hwpts(s, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0);
 	if (r < 0) {
-		if (!peek)
-			/* A read-and-clear that failed half way may have lost bits. */
-			iod_session_fail(s, "harvest failed: %s", iod_strerror(r));
+		/* A read-and-clear that failed half way may have lost bits; EINVAL for an area
+		 * the session mapped says bits are lost, peek or not. */
+		if (!peek || r == -EINVAL)
+			fail_harvest(s, "harvest", r);
 		return iod_reason_kernel(why, r, "Failed to harvest session %s", s->name);
 	}
-	precise = !session_has_fallback(s);
-	if (!precise) {
+	precise = iod_session_precise(s);
+	if (session_has_fallback(s)) {
 		r = mark_mapped(s, 0, 0);
 		if (r < 0)
 			return iod_reason_kernel(why, r, "Failed to mark fallback ranges");
 	}
 
 	if (peek) {
-		dirty = count_union(s->log);
+		dirty = iod_log_count_union(s->log);
 	} else {
 		r = iod_log_snapshot(s->log, &dirty);
 		if (r < 0)
@@ -997,69 +1092,182 @@ static bool sink_add(struct range_sink *k, uint64_t start, uint64_t length)
 	return true;
 }
 
-/* Emit the dirty runs of region i between GPA [gpa, end), translated by delta. */
-static bool sink_region_runs(struct range_sink *k, const struct iod_log_region *g,
-			     const uint64_t *plane, unsigned shift, uint64_t gpa, uint64_t end,
-			     uint64_t delta)
+/*
+ * Walking the log's planes visits only the pages of the memfd that hold data
+ * (iod_log_next_data()): reading any other page through the mapping would allocate it, and a
+ * clean log of a large guest must stay a few pages.
+ */
+
+/* The first bit at or after bit, below nbits, set in one plane of region i; nbits if none. */
+static uint64_t plane_next_set(const struct iod_dirty_log *log, size_t i, bool round, uint64_t bit,
+			       uint64_t nbits)
 {
-	uint64_t nbits = g->length >> shift;
-	uint64_t first = (MAX(gpa, g->gpa) - g->gpa) >> shift;
-	uint64_t last = (MIN(end, g->gpa + g->length) - g->gpa + (UINT64_C(1) << shift) - 1) >>
-			shift;
+	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
+	uint64_t first, end;
 
-	for (uint64_t bit = first; bit < last;) {
-		uint64_t b = iod_bitmap_find_next_set(plane, nbits, bit), e;
+	while (bit < nbits && iod_log_next_data(log, i, round, bit, &first, &end) == 0 &&
+	       first < nbits) {
+		uint64_t limit = MIN(end, nbits),
+			 f = iod_bitmap_find_next_set(plane, limit, MAX(first, bit));
 
-		if (b >= last)
-			break;
-		e = iod_bitmap_find_next_clear(plane, nbits, b);
-		if (e > last)
-			e = last;
-		if (!sink_add(k, g->gpa + (b << shift) + delta, (e - b) << shift))
-			return false;
-		bit = e;
+		if (f < limit)
+			return f;
+		bit = limit;
 	}
+	return nbits;
+}
+
+/* The first bit at or after bit, below nbits, clear in one plane of region i. */
+static uint64_t plane_next_clear(const struct iod_dirty_log *log, size_t i, bool round,
+				 uint64_t bit, uint64_t nbits)
+{
+	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
+	uint64_t first, end;
+
+	while (bit < nbits) {
+		uint64_t limit, c;
+
+		if (iod_log_next_data(log, i, round, bit, &first, &end) < 0 || first > bit)
+			return bit; /* a hole: clear */
+		limit = MIN(end, nbits);
+		c = iod_bitmap_find_next_clear(plane, limit, bit);
+		if (c < limit)
+			return c;
+		bit = limit;
+	}
+	return nbits;
+}
+
+/* The next run [*ret_start, *ret_end) of pages set in the round plane (with peek: in either
+ * plane) of region i within [bit, nbits). false when there is none. */
+static bool next_dirty_run(const struct iod_dirty_log *log, size_t i, bool peek, uint64_t bit,
+			   uint64_t nbits, uint64_t *ret_start, uint64_t *ret_end)
+{
+	uint64_t b = plane_next_set(log, i, true, bit, nbits), e;
+
+	if (peek)
+		b = MIN(b, plane_next_set(log, i, false, bit, nbits));
+	if (b >= nbits)
+		return false;
+	for (e = b;;) {
+		uint64_t r = plane_next_clear(log, i, true, e, nbits);
+		uint64_t a = peek ? plane_next_clear(log, i, false, e, nbits) : r;
+
+		if (r == a)
+			break;
+		e = MAX(r, a);
+	}
+	*ret_start = b;
+	*ret_end = e;
 	return true;
 }
 
+/* Emit the dirty runs of region i between GPA [gpa, end), translated by delta. */
+static bool sink_region_runs(struct range_sink *k, const struct iod_dirty_log *log, size_t i,
+			     bool peek, uint64_t gpa, uint64_t end, uint64_t delta)
+{
+	const struct iod_log_region *g = iod_log_region(log, i);
+	unsigned shift = iod_log_page_shift(log);
+	uint64_t first = (MAX(gpa, g->gpa) - g->gpa) >> shift;
+	uint64_t last = (MIN(end, g->gpa + g->length) - g->gpa + (UINT64_C(1) << shift) - 1) >>
+			shift;
+	uint64_t b, e;
+
+	for (uint64_t bit = first; bit < last && next_dirty_run(log, i, peek, bit, last, &b, &e);
+	     bit = e)
+		if (!sink_add(k, g->gpa + (b << shift) + delta, (e - b) << shift))
+			return false;
+	return true;
+}
+
+struct gpa_interval {
+	uint64_t start, end;
+};
+
+static int gpa_interval_cmp(const void *a, const void *b)
+{
+	const struct gpa_interval *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/*
+ * Dirty pages of the round (with peek: of both planes) that no IOVA maps now (harvested
+ * before an Unmap): they have no IOVA to be reported at. O(mappings log mappings + runs).
+ */
+static int count_unmapped_dirty(struct iod_session *s, bool peek, uint64_t *ret)
+{
+	unsigned shift = iod_log_page_shift(s->log);
+	size_t n = 0, m = 0, count = iod_iova_map_count(s->map);
+	_cleanup_free_ struct gpa_interval *v = calloc(count ?: 1, sizeof(*v));
+	uint64_t total = 0;
+
+	if (!v)
+		return -ENOMEM;
+	/* The GPA ranges some IOVA maps, sorted and merged. */
+	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+	     p = iod_iova_map_next(s->map, p))
+		v[n++] = (struct gpa_interval){p->gpa, p->gpa + p->length};
+	qsort(v, n, sizeof(*v), gpa_interval_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (m > 0 && v[i].start <= v[m - 1].end)
+			v[m - 1].end = MAX(v[m - 1].end, v[i].end);
+		else
+			v[m++] = v[i];
+	}
+
+	for (size_t i = 0; i < iod_log_region_count(s->log); i++) {
+		const struct iod_log_region *g = iod_log_region(s->log, i);
+		uint64_t nbits = g->length >> shift, b, e, lo = 0;
+
+		for (uint64_t bit = 0; next_dirty_run(s->log, i, peek, bit, nbits, &b, &e); bit = e) {
+			uint64_t at = g->gpa + (b << shift), stop = g->gpa + (e << shift);
+
+			/* intervals ending at or before the run can be skipped for good */
+			while (lo < m && v[lo].end <= at)
+				lo++;
+			for (size_t k = lo; k < m && v[k].start < stop && at < stop; k++) {
+				if (v[k].start > at)
+					total += (v[k].start - at) >> shift;
+				at = MAX(at, MIN(v[k].end, stop));
+			}
+			if (at < stop)
+				total += (stop - at) >> shift;
+		}
+	}
+	*ret = total;
+	return 0;
+}
+
 int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, size_t max,
-			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated)
+			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated,
+			     uint64_t *ret_unmapped)
 {
 	size_t nregions = iod_log_region_count(s->log);
-	unsigned shift = iod_log_page_shift(s->log);
 	_cleanup_free_ struct iod_range *ranges = NULL;
-	_cleanup_free_ const uint64_t **planes = NULL;
-	_cleanup_free_ uint64_t **unions = NULL;
 	struct range_sink k = {.max = max};
-	int r = 0;
+	int r;
 
 	if (max == 0)
 		return -EINVAL;
-	ranges = calloc(MIN(max, 4096), sizeof(*ranges));
-	planes = calloc(nregions + 1, sizeof(*planes));
-	unions = calloc(nregions + 1, sizeof(*unions));
-	if (!ranges || !planes || !unions)
-		return -ENOMEM;
+	if (iova_space) {
+		uint64_t unmapped = 0;
+
+		r = count_unmapped_dirty(s, peek, &unmapped);
+		if (r < 0)
+			return r;
+		if (unmapped > 0) {
+			*ret_unmapped = unmapped;
+			return -EADDRNOTAVAIL;
+		}
+	}
+
 	/* Grow the output array lazily: a sparse round needs few entries. */
+	ranges = calloc(MIN(max, 4096), sizeof(*ranges));
+	if (!ranges)
+		return -ENOMEM;
 	k.ranges = ranges;
 	k.max = MIN(max, 4096);
-
-	for (size_t i = 0; i < nregions; i++) {
-		const struct iod_log_region *g = iod_log_region(s->log, i);
-		uint64_t words = iod_bitmap_words(g->length >> shift);
-
-		planes[i] = iod_log_round_bitmap(s->log, i);
-		if (!peek)
-			continue;
-		unions[i] = malloc(words * sizeof(uint64_t));
-		if (!unions[i]) {
-			r = -ENOMEM;
-			goto out;
-		}
-		for (uint64_t w = 0; w < words; w++)
-			unions[i][w] = planes[i][w] | iod_log_accum_bitmap(s->log, i)[w];
-		planes[i] = unions[i];
-	}
 
 	for (;;) {
 		bool done = true;
@@ -1070,7 +1278,7 @@ int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, 
 			for (size_t i = 0; i < nregions && done; i++) {
 				const struct iod_log_region *g = iod_log_region(s->log, i);
 
-				done = sink_region_runs(&k, g, planes[i], shift, g->gpa,
+				done = sink_region_runs(&k, s->log, i, peek, g->gpa,
 							g->gpa + g->length, 0);
 			}
 		} else {
@@ -1082,7 +1290,7 @@ int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, 
 					if (g->gpa >= p->gpa + p->length ||
 					    p->gpa >= g->gpa + g->length)
 						continue;
-					done = sink_region_runs(&k, g, planes[i], shift, p->gpa,
+					done = sink_region_runs(&k, s->log, i, peek, p->gpa,
 								p->gpa + p->length,
 								p->iova - p->gpa);
 				}
@@ -1095,10 +1303,8 @@ int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, 
 			size_t nmax = k.max > max / 4 ? max : k.max * 4;
 			struct iod_range *p = realloc(k.ranges, nmax * sizeof(*p));
 
-			if (!p) {
-				r = -ENOMEM;
-				goto out;
-			}
+			if (!p)
+				return -ENOMEM;
 			k.ranges = ranges = p;
 			k.max = nmax;
 		}
@@ -1107,10 +1313,7 @@ int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, 
 	*ret_ranges = TAKE_PTR(ranges);
 	*ret_n = k.n;
 	*ret_truncated = k.truncated;
-out:
-	for (size_t i = 0; i < nregions; i++)
-		free(unions[i]);
-	return r;
+	return 0;
 }
 
 int iod_session_open_log_ro(struct iod_session *s)
@@ -1181,7 +1384,11 @@ static bool find_mapped(const struct iod_session *s, uint64_t iova, uint64_t len
 	return iod_iova_map_foreach(s->map, iova, length, first_piece, ret) > 0;
 }
 
-/* One Map event against the session as it is, before anything changes. */
+/*
+ * One Map event against the session as it is, before anything changes. 1 if exactly this
+ * mapping (IOVA, GPA and length) is recorded already: a client's retry of a Map whose reply
+ * it never got (the daemon restarted), which succeeds without a change.
+ */
 static int check_map(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
 {
 	struct iod_mapping hit;
@@ -1195,6 +1402,9 @@ static int check_map(struct iod_session *s, const struct iod_mapping *e, struct 
 				   "GPA [0x%" PRIx64 ", 0x%" PRIx64
 				   ") is not inside one guest memory region",
 				   e->gpa, e->gpa + e->length);
+	if (iod_iova_map_lookup(s->map, e->iova, &hit) == 0 && hit.iova == e->iova &&
+	    hit.gpa == e->gpa && hit.length == e->length)
+		return 1;
 	if (find_mapped(s, e->iova, e->length, &hit))
 		return iod_reasonf(why, -EEXIST, IOD_ERROR_INVALID_RANGE,
 				   "IOVA [0x%" PRIx64 ", 0x%" PRIx64
@@ -1302,25 +1512,33 @@ static void map_undo(struct iod_session *s, const struct iod_mapping *e)
 int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
 			  size_t n, struct iod_reason *why)
 {
-	size_t i;
+	_cleanup_free_ bool *recorded = NULL;
+	size_t i, fresh = 0;
 	int r;
 
 	r = check_viommu(s, "map", why);
 	if (r < 0)
 		return r;
+	if (n == 0)
+		return 0;
+	recorded = calloc(n, sizeof(*recorded));
+	if (!recorded)
+		return iod_reason_kernel(why, -ENOMEM, "Failed to check the batch");
 	for (i = 0; i < n; i++) {
 		r = check_map(s, &maps[i], why);
 		if (r < 0)
 			return reason_at(why, r, array, i);
+		recorded[i] = r > 0;
+		fresh += !recorded[i];
 	}
-	if (n == 0)
-		return 0;
 	r = check_disjoint(array, maps, n, why);
 	if (r < 0)
 		return r;
-	r = check_mappings_limit(s, n, why);
+	r = check_mappings_limit(s, fresh, why);
 	if (r < 0)
 		return r;
+	if (fresh == 0)
+		return 0;
 
 	if (s->mode == IOD_MODE_OWNER) {
 		r = session_ensure_kernel(s, why);
@@ -1328,6 +1546,8 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 			return r;
 	}
 	for (i = 0; i < n; i++) {
+		if (recorded[i])
+			continue;
 		r = map_one(s, &maps[i], why);
 		if (r < 0)
 			break;
@@ -1336,7 +1556,8 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 		return 0;
 	/* All or nothing: what this call mapped goes again. */
 	for (size_t k = i; k-- > 0;)
-		map_undo(s, &maps[k]);
+		if (!recorded[k])
+			map_undo(s, &maps[k]);
 	return reason_at(why, r, array, i);
 }
 
@@ -1381,11 +1602,14 @@ static void harvest_before_unmap(struct iod_session *s, const struct iod_mapping
 	if (!s->tracking || s->failed || !find_mapped(s, e->iova, e->length, &hit))
 		return;
 	r = harvest_hwpts(s, NULL, e->iova, e->length, IOD_READ_NO_CLEAR);
-	if (r < 0)
-		iod_session_fail(s,
-				 "harvest before unmapping IOVA [0x%" PRIx64 ", 0x%" PRIx64
-				 ") failed: %s",
-				 e->iova, e->iova + e->length, iod_strerror(r));
+	if (r < 0) {
+		char when[96];
+
+		snprintf(when, sizeof(when),
+			 "harvest before unmapping IOVA [0x%" PRIx64 ", 0x%" PRIx64 ")", e->iova,
+			 e->iova + e->length);
+		fail_harvest(s, when, r);
+	}
 	if (session_has_fallback(s)) {
 		r = mark_mapped(s, e->iova, e->length);
 		if (r < 0)
@@ -1452,6 +1676,8 @@ static int unmap_one(struct iod_session *s, const struct iod_mapping *e, struct 
 int iod_session_unmap_batch(struct iod_session *s, const char *array,
 			    const struct iod_mapping *ranges, size_t n, struct iod_reason *why)
 {
+	struct iod_mapping hit;
+	size_t present = 0;
 	int r;
 
 	r = check_viommu(s, "unmap", why);
@@ -1461,7 +1687,20 @@ int iod_session_unmap_batch(struct iod_session *s, const char *array,
 		r = check_unmap(s, &ranges[i], why);
 		if (r < 0)
 			return reason_at(why, r, array, i);
+		present += find_mapped(s, ranges[i].iova, ranges[i].length, &hit);
 	}
+	/* Nothing of it is mapped: distinct, so that a client retrying an Unmap whose reply it
+	 * never got (the daemon restarted) can tell that its first attempt did it. */
+	if (n == 1 && present == 0)
+		return iod_reasonf(why, -ENOENT, IOD_ERROR_NOT_MAPPED,
+				   "There is no mapping in IOVA [0x%" PRIx64 ", 0x%" PRIx64
+				   ") (for a retried Unmap: the first attempt did it)",
+				   ranges[0].iova, ranges[0].iova + ranges[0].length);
+	if (n > 1 && present == 0)
+		return iod_reasonf(why, -ENOENT, IOD_ERROR_NOT_MAPPED,
+				   "There is no mapping in any of the %zu ranges (for a retried "
+				   "UnmapBatch: the first attempt did it)",
+				   n);
 	/* Every range is harvested before the first one leaves the IOAS. */
 	for (size_t i = 0; i < n; i++)
 		harvest_before_unmap(s, &ranges[i]);
@@ -1554,6 +1793,8 @@ static int attach_to_hwpt(struct iod_session *s, struct iod_device *d, bool dirt
 	h.users = 1;
 	s->hwpts[s->n_hwpts++] = h;
 	d->hwpt_id = h.hw.id;
+	if (dirty)
+		iod_session_probe_holes(s);
 	return 0;
 
 fail:
@@ -1649,9 +1890,7 @@ int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struc
 		if (h->hw.dirty_capable && h->hw.tracking) {
 			r = harvest_hwpts(s, h, 0, 0, 0);
 			if (r < 0)
-				iod_session_fail(
-					s, "harvest of hwpt %u before detaching %s failed: %s",
-					h->hw.id, d->name, iod_strerror(r));
+				fail_harvest(s, "harvest before detaching the device", r);
 		} else if (hwpt_is_fallback(s, h)) {
 			r = mark_mapped(s, 0, 0);
 			if (r < 0)
@@ -2005,6 +2244,16 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 		d->hwpt_id = sd->hwpt_id;
 		d->bound = true;
 		d->hw.dirty_tracking = sd->dirty_capable;
+		/* What the device offers is not recorded: ask the kernel again, as at attach (the
+		 * fd is still bound to the session's iommufd). */
+		r = s->ictx ? iod_iommufd_hw_info(s->ictx, d->dev_id, &d->hw) : -EBADF;
+		if (r < 0)
+			log_warning_errno(r,
+					  "Session %s: cannot read the IOMMU capabilities of restored "
+					  "device %u again, keeping what the state says: %m",
+					  st->name, d->index);
+		if (iod_vfio_probe_features(d->fd, &d->features) < 0)
+			d->features = (struct iod_vfio_features){};
 		if (strdup_or_null(sd->name, &d->name) < 0 ||
 		    asprintf(&d->path, "%s/device/%" PRIu32, s->path, d->index) < 0 ||
 		    fdname_new(&d->fdname, s, "dev/%" PRIu32, d->index) < 0)

@@ -45,6 +45,13 @@ struct iod_session_hwpt {
 	unsigned users; /* devices attached (owner mode) */
 };
 
+/* The dirty read that failed last, for the reason a failed session gives. */
+struct iod_read_error {
+	uint32_t hwpt_id;
+	uint64_t iova, length;
+	int err;
+};
+
 struct iod_session_options {
 	uint64_t page_size;
 	bool huge_pages;
@@ -61,11 +68,11 @@ struct iod_session {
 
 	uid_t uid;
 	char *owner; /* unique bus name of the owner; NULL while orphaned */
-	sd_bus_track *track;
 
 	bool tracking;
 	bool failed;
 	char *failure; /* why the log is incomplete */
+	struct iod_read_error read_error;
 
 	struct iod_iommufd *ictx; /* NULL until needed (owner mode) */
 	char *iommufd_fdname;
@@ -104,8 +111,20 @@ int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mo
 struct iod_session *iod_session_free(struct iod_session *s);
 IOD_DEFINE_FREEP(struct iod_session, iod_session_free)
 
-/* Set (or, with NULL, drop) the owner's bus name and watch it with sd_bus_track. */
-int iod_session_set_owner(struct iod_session *s, sd_bus *bus, const char *owner);
+/*
+ * Set (or, with NULL, drop) the owner's bus name. The manager watches every owner with one
+ * match on NameOwnerChanged (iod_manager_connect()), not one per session: a bus allows a
+ * connection few match rules (dbus-daemon: 512).
+ */
+int iod_session_set_owner(struct iod_session *s, const char *owner);
+/* The owner left the bus: destroy the session or keep it orphaned, as its policy says. */
+void iod_session_owner_left(struct iod_session *s);
+
+/*
+ * Learn how the kernel answers a dirty read over unmapped IOVA (enum iod_hole_behavior) from
+ * the session's first dirty capable HWPT, once per daemon: m->holes. Quiet, changes nothing.
+ */
+void iod_session_probe_holes(struct iod_session *s);
 
 /* Adopt mode: take over the client's iommufd (dup'ed) and name its IOAS and HWPTs. */
 int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
@@ -184,10 +203,13 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 /*
  * The dirty pages of the current round (with peek: of both planes) as ranges of bytes, in
  * GPA space or (iova_space) translated back through the IOVA map. At most max ranges;
- * *ret_truncated says that more were left. *ret_ranges is malloc'ed.
+ * *ret_truncated says that more were left. *ret_ranges is malloc'ed. In IOVA space, dirty
+ * pages that no IOVA maps now (harvested before an Unmap) cannot be reported: -EADDRNOTAVAIL,
+ * their number in *ret_unmapped.
  */
 int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, size_t max,
-			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated);
+			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated,
+			     uint64_t *ret_unmapped);
 /* The client has round: clear the round plane. -ESTALE for another round. */
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why);
 

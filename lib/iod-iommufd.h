@@ -66,6 +66,12 @@ int iod_ioas_map(struct iod_iommufd *ictx, uint32_t ioas_id, void *va, uint64_t 
 int iod_ioas_unmap(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t iova, uint64_t length,
 		   uint64_t *ret_unmapped);
 /*
+ * Is [iova, iova + length) of the IOAS wholly mapped, without a hole? 0 if so, -ENOENT if
+ * not (IOMMU_IOAS_COPY of the range into a scratch IOAS, destroyed at once: nothing changes).
+ */
+int iod_ioas_check_mapped(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t iova,
+			  uint64_t length);
+/*
  * The usable IOVA ranges (inclusive 'last' turned into start/length) and the required IOVA
  * alignment. *ret_ranges is malloc'ed (free() it); written only on success.
  */
@@ -92,14 +98,48 @@ struct iod_hwpt {
 int iod_hwpt_set_tracking(struct iod_iommufd *ictx, struct iod_hwpt *hwpt, bool enable);
 
 #define IOD_READ_NO_CLEAR (1u << 0) /* IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR */
+#define IOD_READ_QUIET (1u << 1) /* a probe: do not debug-log a failure */
 /*
  * Read (and unless IOD_READ_NO_CLEAR, clear) the dirty bits of [iova, iova + length) into
  * bitmap, one bit per page_size bytes (a power of two). The kernel only sets bits: the
  * caller zeroes the bitmap. iova and length must be page_size aligned (-EINVAL) and must
- * cover mapped IOVA only: the kernel silently drops bits of a range that starts in or
- * crosses a hole, so callers harvest exactly the areas they mapped.
+ * cover mapped IOVA only, so callers harvest exactly the areas they mapped: what the kernel
+ * does with a range that starts in or crosses an unmapped hole depends on its version
+ * (enum iod_hole_behavior). On a strict kernel a failed read may still have set (and, when
+ * clearing, cleared) the bits of the part before the hole: they are in bitmap.
  */
 int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iova, uint64_t length,
 			uint64_t page_size, uint64_t *bitmap, unsigned flags);
+
+/*
+ * What IOMMU_HWPT_GET_DIRTY_BITMAP does with IOVA that nothing maps. Linux up to 6.12.117
+ * ("silent") returns 0 and the bits of everything from the hole on are missing; the same
+ * happens when tracking is off or the bitmap cannot be pinned. From 6.12.118 ("strict") the
+ * walk's error comes back: a range that starts in or crosses a hole fails with EINVAL.
+ * Both are in the field.
+ */
+enum iod_hole_behavior {
+	IOD_HOLES_UNKNOWN, /* not probed yet, or no dirty capable HWPT to ask */
+	IOD_HOLES_SILENT, /* returns 0, bits after the hole lost */
+	IOD_HOLES_STRICT, /* fails with EINVAL */
+};
+/* "unknown", "silent" or "strict". */
+const char *iod_hole_behavior_to_string(enum iod_hole_behavior b);
+/*
+ * Ask the kernel which behaviour it has: a read without clearing, quietly, of
+ * [hole, hole + length) of a dirty capable HWPT, a range the caller knows nothing maps (see
+ * iod_ioas_find_hole()). It reads no bit and clears nothing. -EOPNOTSUPP for a HWPT that
+ * cannot track; any other error but the strict kernel's EINVAL is returned as it is.
+ */
+int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole,
+			 uint64_t length, enum iod_hole_behavior *ret);
+/*
+ * An IOVA range of the IOAS that nothing can map: outside every usable range the kernel
+ * reports (the IOMMU's aperture and reserved regions), aligned to and as long as
+ * *ret_length = max(the IOAS's IOVA alignment, the CPU page size). -ENOENT when the whole
+ * IOVA space is usable.
+ */
+int iod_ioas_find_hole(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t *ret_iova,
+		       uint64_t *ret_length);
 
 #endif

@@ -95,6 +95,15 @@ void iod_logf(int level, const char *format, ...) _printf_(2, 3);
 #define iod_debug(...) iod_logf(7, __VA_ARGS__)
 
 /*
+ * Client input quoted for a message (an error reply, a log line): at most IOD_QUOTE_CHARS
+ * characters of s, bytes outside printable ASCII and '"' and '\' written as \xNN, and a
+ * longer s cut with "...(N bytes)". Always fits buf; returns buf.
+ */
+#define IOD_QUOTE_CHARS 64
+#define IOD_QUOTE_MAX (IOD_QUOTE_CHARS * 4 + 32)
+const char *iod_quote(const char *s, char buf[static IOD_QUOTE_MAX]);
+
+/*
  * Describe a libiodirty error (negative errno) for a person, where the library gives an
  * errno a meaning of its own (see the module headers). Falls back to strerror().
  */

@@ -23,7 +23,11 @@ bool iod_pci_address_valid(const char *s);
  */
 int iod_vfio_cdev_path(const char *sysfs_root, const char *pci_address, char **ret_path);
 
-/* Open a cdev read-write, CLOEXEC. -ENOTTY if path is not a VFIO device cdev. */
+/*
+ * Open a cdev read-write, CLOEXEC. The path is resolved without following any symbolic link
+ * (-ELOOP) and checked before anything is opened for real: -ENOTTY if it is not a VFIO device
+ * cdev (a regular file is never read, a FIFO never blocks, another device is never opened).
+ */
 int iod_vfio_open(const char *path, int *ret_fd);
 /* Check that fd is a VFIO device cdev (character device of the vfio-dev class). */
 int iod_vfio_check_fd(int fd);

@@ -300,6 +300,39 @@ int iod_ioas_unmap(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t iova, ui
 	return 0;
 }
 
+int iod_ioas_check_mapped(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t iova,
+			  uint64_t length)
+{
+	struct iommu_ioas_copy cmd = {
+		.size = sizeof(cmd),
+		.flags = IOMMU_IOAS_MAP_READABLE,
+		.src_ioas_id = ioas_id,
+		.length = length,
+		.src_iova = iova,
+	};
+	uint32_t scratch;
+	uint64_t last;
+	int r;
+
+	if (!ictx || length == 0)
+		return -EINVAL;
+	if (iod_add_overflow(iova, length - 1, &last))
+		return -EOVERFLOW;
+
+	/* The kernel copies only a range its areas cover without a gap (ENOENT otherwise),
+	 * into an IOAS of its own, which pins nothing new (it has no domain) and goes again. */
+	r = iod_ioas_alloc(ictx, &scratch);
+	if (r < 0)
+		return r;
+	cmd.dst_ioas_id = scratch;
+	r = ioctl(ictx->fd, IOMMU_IOAS_COPY, &cmd) < 0 ? -errno : 0;
+	if (r < 0 && r != -ENOENT)
+		(void)debug_fail(r, "IOMMU_IOAS_COPY", "ioas %u, iova 0x%" PRIx64 ", length 0x%" PRIx64,
+				 ioas_id, iova, length);
+	(void)iod_iommufd_destroy(ictx, scratch);
+	return r;
+}
+
 int iod_ioas_iova_ranges(struct iod_iommufd *ictx, uint32_t ioas_id, struct iod_range **ret_ranges,
 			 size_t *ret_n, uint64_t *ret_alignment)
 {
@@ -419,7 +452,7 @@ int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iov
 
 	if (!ictx || !bitmap)
 		return -EINVAL;
-	if (flags & ~IOD_READ_NO_CLEAR)
+	if (flags & ~(IOD_READ_NO_CLEAR | IOD_READ_QUIET))
 		return -EINVAL;
 	if (!iod_is_pow2(page_size) || length == 0)
 		return -EINVAL;
@@ -431,10 +464,91 @@ int iod_hwpt_read_dirty(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t iov
 	if (flags & IOD_READ_NO_CLEAR)
 		cmd.flags |= IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR;
 
-	if (ioctl(ictx->fd, IOMMU_HWPT_GET_DIRTY_BITMAP, &cmd) < 0)
+	if (ioctl(ictx->fd, IOMMU_HWPT_GET_DIRTY_BITMAP, &cmd) < 0) {
+		if (flags & IOD_READ_QUIET)
+			return -errno;
 		return debug_fail(-errno, "IOMMU_HWPT_GET_DIRTY_BITMAP",
 				  "hwpt %u, iova 0x%" PRIx64 ", length 0x%" PRIx64
 				  ", page size 0x%" PRIx64,
 				  hwpt_id, iova, length, page_size);
+	}
 	return 0;
+}
+
+const char *iod_hole_behavior_to_string(enum iod_hole_behavior b)
+{
+	switch (b) {
+	case IOD_HOLES_SILENT:
+		return "silent";
+	case IOD_HOLES_STRICT:
+		return "strict";
+	default:
+		return "unknown";
+	}
+}
+
+int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole,
+			 uint64_t length, enum iod_hole_behavior *ret)
+{
+	uint64_t word = 0;
+	int r;
+
+	if (!ictx || !ret)
+		return -EINVAL;
+	/* One bit: the page size is the whole range. */
+	r = iod_hwpt_read_dirty(ictx, hwpt_id, hole, length, length, &word,
+				IOD_READ_NO_CLEAR | IOD_READ_QUIET);
+	if (r == 0)
+		*ret = IOD_HOLES_SILENT;
+	else if (r == -EINVAL)
+		*ret = IOD_HOLES_STRICT;
+	else
+		return r;
+	return 0;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct iod_range *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int iod_ioas_find_hole(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t *ret_iova,
+		       uint64_t *ret_length)
+{
+	_cleanup_free_ struct iod_range *ranges = NULL;
+	uint64_t align = 0, size, at = 0;
+	size_t n = 0;
+	int r;
+
+	if (!ictx || !ret_iova || !ret_length)
+		return -EINVAL;
+	r = iod_ioas_iova_ranges(ictx, ioas_id, &ranges, &n, &align);
+	if (r < 0)
+		return r;
+	size = (uint64_t)sys_page_size();
+	if (align > size && iod_is_pow2(align))
+		size = align;
+	qsort(ranges, n, sizeof(*ranges), range_cmp);
+
+	/* Walk the gaps between usable ranges, lowest first. */
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t last;
+
+		if (!iod_add_overflow(at, size - 1, &last) && (i == n || last < ranges[i].start)) {
+			*ret_iova = at;
+			*ret_length = size;
+			return 0;
+		}
+		if (i == n)
+			break;
+		/* past this range, aligned up */
+		if (iod_add_overflow(ranges[i].start, ranges[i].length, &last) ||
+		    iod_add_overflow(last, size - 1, &last))
+			return -ENOENT; /* usable up to the top */
+		if ((last & ~(size - 1)) > at)
+			at = last & ~(size - 1);
+	}
+	return -ENOENT;
 }

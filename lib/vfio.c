@@ -13,9 +13,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
 #include <linux/vfio.h>
 
 #include "iod-util.h"
@@ -268,21 +270,58 @@ int iod_vfio_fd_cdev_path(int fd, char **ret_path)
 	return 0;
 }
 
+/* open() that follows no symbolic link on the way, where the kernel can (openat2). */
+static int open_no_links(const char *path, int flags)
+{
+#ifdef SYS_openat2
+	struct open_how how = {
+		.flags = (uint64_t)flags,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+
+	if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+		return fd;
+#endif
+	/* Before Linux 5.6: at least the last component is not a link. */
+	return open(path, flags | O_NOFOLLOW);
+}
+
 int iod_vfio_open(const char *path, int *ret_fd)
 {
-	_cleanup_close_ int fd = -EBADF;
-	int r;
+	_cleanup_close_ int where = -EBADF, fd = -EBADF;
+	struct stat a, b;
+	char proc[64];
+	int r, flags;
 
 	if (!path || !ret_fd)
 		return -EINVAL;
 
-	fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return debug_fail(-errno, "open", "%s", path);
-
-	r = iod_vfio_check_fd(fd);
+	/*
+	 * Look before opening: an O_PATH handle opens nothing (no device open, no FIFO that
+	 * blocks, no file read), and what it names is checked to be a VFIO device cdev. Then
+	 * that very inode is opened through the handle.
+	 */
+	where = open_no_links(path, O_PATH | O_CLOEXEC);
+	if (where < 0)
+		return debug_fail(-errno, "open", "%s (O_PATH)", path);
+	r = iod_vfio_check_fd(where);
 	if (r < 0)
 		return debug_fail(r, "check", "%s", path);
+	if (fstat(where, &a) < 0)
+		return -errno;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", where);
+	fd = open(proc, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return debug_fail(-errno, "open", "%s", path);
+	if (fstat(fd, &b) < 0)
+		return -errno;
+	if (a.st_rdev != b.st_rdev || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+		return debug_fail(-ENOTTY, "open", "%s: changed while being opened", path);
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		return -errno;
 
 	*ret_fd = TAKE_FD(fd);
 	return 0;

@@ -2,7 +2,19 @@
 # Print the path of an unpacked Linux source tree from Debian's linux-source-6.12
 # package, unpacking it once into the cache (IOD_CACHE, default ~/.cache/iodirty).
 # The tree is keyed by the package version, so an upgrade unpacks a fresh one.
+# IOD_KERNEL_SRC=DIR uses an unpacked tree of your own instead (for example a scratch copy
+# with a change reverted, to run the guest tier against an older kernel's behaviour); the
+# guest kernel's cache key includes the folder's name.
 set -eu
+
+if [ -n "${IOD_KERNEL_SRC:-}" ]; then
+	if [ ! -f "$IOD_KERNEL_SRC/Makefile" ] || [ ! -d "$IOD_KERNEL_SRC/drivers/iommu" ]; then
+		echo "kernel-source: IOD_KERNEL_SRC=$IOD_KERNEL_SRC is not an unpacked Linux source tree" >&2
+		exit 1
+	fi
+	(cd "$IOD_KERNEL_SRC" && pwd)
+	exit 0
+fi
 
 pkg=linux-source-6.12
 cache=${IOD_CACHE:-${HOME:-/root}/.cache/iodirty}

@@ -23,8 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,6 +54,7 @@
 #define LIMIT_REGIONS 3
 #define LIMIT_MAPPINGS 4
 #define LIMIT_LOG_BYTES 65536
+#define LIMIT_LOG_BYTES_PER_USER 98304
 #define LIMIT_RANGES 16
 
 static const char *address;
@@ -391,8 +395,8 @@ static void test_memory_validation(sd_bus *bus)
 	call_err(bus, "map: needs the kernel", E_PREFIX "NoIommufd", "/dev/iommu", path, SES_IFACE,
 		 "Map", "ttt", 0x4000000, 0x100000, 4096);
 	expect_u64(bus, "map: failures left no mapping", path, SES_IFACE, "Mappings", 'u', 0);
-	sd_bus_message_unref(call_ok(bus, "unmap: nothing mapped is fine", path, SES_IFACE, "Unmap",
-				     "tt", 0, 65536));
+	call_err(bus, "unmap: nothing mapped there is NotMapped (a retry can tell it is done)",
+		 E_PREFIX "NotMapped", "no mapping", path, SES_IFACE, "Unmap", "tt", 0, 65536);
 	call_err(bus, "unmap: unaligned", E_INVALID_ARGS, NULL, path, SES_IFACE, "Unmap", "tt", 1,
 		 4096);
 	destroy(bus, "mem");
@@ -573,8 +577,9 @@ static void test_batch_validation(sd_bus *bus)
 	batch_err(bus, "unmap batch: more entries than the mappings limit",
 		  E_PREFIX "LimitExceeded", "\"mappings\"", path, false, over_limit,
 		  N_EVENTS(over_limit));
-	batch_ok(bus, "unmap batch: nothing mapped is fine", path, false, unmap_nothing,
-		 N_EVENTS(unmap_nothing));
+	batch_err(bus, "unmap batch: nothing of it mapped is NotMapped (a retry can tell it is done)",
+		  E_PREFIX "NotMapped", "any of the 2 ranges", path, false, unmap_nothing,
+		  N_EVENTS(unmap_nothing));
 	destroy(bus, "batch");
 
 	session_path("flatbatch", path, sizeof(path));
@@ -687,8 +692,12 @@ static void test_harvest(sd_bus *bus)
 		       "ranges: empty round", "r %d round %" PRIu64 " n %" PRIu64, r, round, n);
 	}
 	sd_bus_message_unref(reply);
-	expect_u64(bus, "ranges: a complete round is acknowledged", path, SES_IFACE, "PendingRound",
-		   't', 0);
+	expect_u64(bus, "ranges: the round stays pending until the client acknowledges it", path,
+		   SES_IFACE, "PendingRound", 't', 3);
+	sd_bus_message_unref(call_ok(bus, "ranges: Acknowledge the round", path, SES_IFACE,
+				     "Acknowledge", "t", (uint64_t)3));
+	expect_u64(bus, "ranges: nothing pending after Acknowledge", path, SES_IFACE,
+		   "PendingRound", 't', 0);
 
 	reply = call_ok(bus, "DumpState as root", MANAGER, MGR_IFACE, "DumpState", NULL);
 	if (reply) {
@@ -746,6 +755,199 @@ static void test_limits(sd_bus *bus)
 		destroy(bus, name);
 	}
 	close(mem);
+}
+
+static void run_as(uid_t uid, void (*fn)(sd_bus *bus, void *userdata), void *userdata);
+
+/* --- what a client may make the daemon open, hold and say (audit findings) ---------------- */
+
+/* A root-only folder with a file and a FIFO, watched for opens by anybody (inotify). */
+struct secrets {
+	char dir[64], file[96], fifo[96];
+	int inotify;
+};
+
+static void secrets_make(struct secrets *x)
+{
+	int fd;
+
+	snprintf(x->dir, sizeof(x->dir), "/tmp/iodirty-secret.XXXXXX");
+	if (!mkdtemp(x->dir))
+		abort();
+	snprintf(x->file, sizeof(x->file), "%s/secret", x->dir);
+	snprintf(x->fifo, sizeof(x->fifo), "%s/fifo", x->dir);
+	fd = open(x->file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, "secret\n", 7) != 7 || mkfifo(x->fifo, 0600) < 0)
+		abort();
+	close(fd);
+	x->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (x->inotify < 0 || inotify_add_watch(x->inotify, x->dir, IN_OPEN | IN_ACCESS) < 0)
+		abort();
+}
+
+/* How many opens (or reads) of anything in the folder since the last call. */
+static unsigned secrets_opened(struct secrets *x)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	unsigned n = 0;
+	ssize_t k;
+
+	while ((k = read(x->inotify, buf, sizeof(buf))) > 0)
+		for (char *p = buf; p < buf + k;) {
+			const struct inotify_event *e = (const void *)p;
+
+			n++;
+			p += sizeof(*e) + e->len;
+		}
+	return n;
+}
+
+static void secrets_remove(struct secrets *x)
+{
+	close(x->inotify);
+	unlink(x->file);
+	unlink(x->fifo);
+	rmdir(x->dir);
+}
+
+static void other_names_devices(sd_bus *bus, void *userdata)
+{
+	const struct secrets *x = userdata;
+	const char *names[] = {x->file, x->fifo, "/etc/shadow", "0000:00:01.0"};
+	char path[256], what[160];
+
+	create(bus, NULL, "nobodydev", false, "destroy");
+	session_path("nobodydev", path, sizeof(path));
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		snprintf(what, sizeof(what), "other uid: AttachDevice(\"%s\") is denied", names[i]);
+		call_err(bus, what, E_ACCESS_DENIED, "Only root may name a device", path, SES_IFACE,
+			 "AttachDevice", "sa{sv}", names[i], 0);
+	}
+	destroy(bus, "nobodydev");
+}
+
+static void test_named_devices(sd_bus *bus)
+{
+	struct secrets x;
+	char path[256];
+	unsigned n;
+
+	secrets_make(&x);
+	(void)secrets_opened(&x);
+	run_as(other_uid, other_names_devices, &x);
+	n = secrets_opened(&x);
+	result(n == 0, "other uid: AttachDevice by name made the daemon open nothing",
+	       "%u opens in a root-only folder", n);
+
+	/* Root may name a device, but only a VFIO cdev: nothing else is ever opened. */
+	create(bus, NULL, "rootdev", false, "keep");
+	session_path("rootdev", path, sizeof(path));
+	call_err(bus, "root: AttachDevice of a regular file is refused unopened", E_INVALID_ARGS,
+		 "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}", x.file, 0);
+	call_err(bus, "root: AttachDevice of a FIFO is refused unopened (no hang)", E_INVALID_ARGS,
+		 "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}", x.fifo, 0);
+	call_err(bus, "root: a path that climbs out of /dev/vfio/devices is refused",
+		 E_INVALID_ARGS, "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}",
+		 "/dev/vfio/devices/../../etc/shadow", 0);
+	n = secrets_opened(&x);
+	result(n == 0, "root: AttachDevice of a non-cdev made the daemon open nothing",
+	       "%u opens in the folder", n);
+	destroy(bus, "rootdev");
+	secrets_remove(&x);
+}
+
+static void test_memory_kinds(sd_bus *bus)
+{
+	char path[256], file[] = "/var/tmp/iodirty-disk.XXXXXX";
+	struct statfs sf;
+	int fd = mkstemp(file);
+
+	if (fd < 0 || ftruncate(fd, 65536) < 0)
+		abort();
+	session_path("kinds", path, sizeof(path));
+	create(bus, NULL, "kinds", true, "keep");
+	if (fstatfs(fd, &sf) == 0 && (sf.f_type == 0x01021994 || sf.f_type == 0x958458f6)) {
+		printf("SKIP: %s is on tmpfs or hugetlbfs here: no disk file to offer\n", file);
+	} else {
+		int rw = open(file, O_RDWR | O_CLOEXEC);
+
+		call_err(bus, "memory: a file on disk is not guest memory", E_INVALID_ARGS,
+			 "tmpfs or hugetlbfs", path, SES_IFACE, "AddMemory", "httt", rw, 0, 4096,
+			 0);
+		close(rw);
+	}
+	expect_u64(bus, "memory: the disk file left no region", path, SES_IFACE, "TrackedBytes",
+		   't', 0);
+	destroy(bus, "kinds");
+	close(fd);
+	unlink(file);
+}
+
+/* Error replies quote client input: bounded and escaped, never raw. */
+static void test_error_echo(sd_bus *bus)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	char *big = malloc(10001);
+	const char *weird = "vm\x01\x1b[31m\nowned";
+	bool clean = true;
+	int r;
+
+	if (!big)
+		abort();
+	memset(big, 'a', 10000);
+	big[10000] = '\0';
+	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "CreateSession", &error, &reply,
+			       "sa{sv}", big, 0);
+	result(r < 0 && error.message && strlen(error.message) < 512,
+	       "error replies quote a 10,000-character name in under 512 bytes", "%zu bytes",
+	       error.message ? strlen(error.message) : (size_t)0);
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(reply);
+	reply = NULL;
+
+	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "GetSession", &error, &reply, "s",
+			       weird);
+	for (const char *p = error.message; p && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			clean = false;
+	result(r < 0 && error.message && clean && strstr(error.message, "\\x01"),
+	       "error replies escape control bytes of client input", "%s",
+	       error.message ? error.message : "(none)");
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(reply);
+	free(big);
+}
+
+/* Log bytes count per user across sessions: one uid cannot pin sessions x log_bytes. */
+static void other_fills_logs(sd_bus *bus, void *userdata)
+{
+	int mem = make_memfd((uint64_t)1 << 30, false);
+	char a[256], b[256];
+
+	create(bus, NULL, "logs1", true, "destroy");
+	create(bus, NULL, "logs2", true, "destroy");
+	session_path("logs1", a, sizeof(a));
+	session_path("logs2", b, sizeof(b));
+	/* 1 GiB at 4 KiB pages: 32 KiB per plane, 64 KiB of log: the whole per-session limit */
+	sd_bus_message_unref(call_ok(bus, "other uid: a log of log_bytes", a, SES_IFACE,
+				     "AddMemory", "httt", mem, 0, (uint64_t)1 << 30, 0));
+	call_err(bus, "other uid: a second full log is over log_bytes_per_user",
+		 E_PREFIX "LimitExceeded", "log_bytes_per_user", b, SES_IFACE, "AddMemory", "httt",
+		 mem, 0, (uint64_t)1 << 30, 0);
+	sd_bus_message_unref(call_ok(bus, "other uid: what is left of log_bytes_per_user fits", b,
+				     SES_IFACE, "AddMemory", "httt", mem, 0, (uint64_t)1 << 29,
+				     0));
+	destroy(bus, "logs1");
+	destroy(bus, "logs2");
+	close(mem);
+}
+
+static void test_log_bytes_per_user(sd_bus *bus)
+{
+	expect_u64(bus, "limits: MaxLogBytesPerUser", MANAGER, MGR_IFACE, "MaxLogBytesPerUser", 't',
+		   LIMIT_LOG_BYTES_PER_USER);
+	run_as(other_uid, other_fills_logs, NULL);
 }
 
 /* --- other uids and the disconnect policy ------------------------------------------------ */
@@ -989,6 +1191,10 @@ int main(int argc, char *argv[])
 	test_batch_validation(bus);
 	test_harvest(bus);
 	test_limits(bus);
+	test_named_devices(bus);
+	test_memory_kinds(bus);
+	test_error_echo(bus);
+	test_log_bytes_per_user(bus);
 	test_access(bus);
 	sd_bus_flush_close_unref(bus);
 

@@ -560,7 +560,7 @@ START_TEST(test_read_dirty_args)
 		iod_hwpt_read_dirty(ictx, 1, UINT64_MAX - 0xfff, 0x2000, 0x1000, bitmap, 0),
 		-EOVERFLOW);
 	/* flags, bitmap */
-	ck_assert_int_eq(iod_hwpt_read_dirty(ictx, 1, 0, 0x1000, 0x1000, bitmap, 1u << 1), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_read_dirty(ictx, 1, 0, 0x1000, 0x1000, bitmap, 1u << 2), -EINVAL);
 	ck_assert_int_eq(iod_hwpt_read_dirty(ictx, 1, 0, 0x1000, 0x1000, NULL, 0), -EINVAL);
 
 	for (size_t i = 0; i < ELEMENTSOF(bitmap); i++)

@@ -11,7 +11,14 @@
  *     a Harvest against the same bytes inline in a D-Bus byte array (a test-only echo
  *     service on the same bus), both read to the end by the client;
  *  3. vIOMMU churn: map + unmap pairs per second with the daemon in the loop (Map, Unmap
- *     with its harvest before unmap) against the raw IOAS map + unmap ioctls.
+ *     with its harvest before unmap) against the raw IOAS map + unmap ioctls;
+ *  4. vIOMMU events at scale: single Map + Unmap pairs with 10 and with 10,000 live
+ *     mappings in the session, and with 1 and with 50 sessions in the daemon, against the
+ *     raw ioctls and against what a VMM does in-process (IOAS map, a read without clearing
+ *     of the range per HWPT, IOAS unmap); once with the daemon as above and once under
+ *     fdstore-harness, which gives it systemd's fd store, so that every event is persisted
+ *     as under systemd. Printed: the rates, 10,000 / 10 mappings, 50 / 1 sessions, and
+ *     what persistence costs (store / no store).
  *
  * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
  * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
@@ -169,18 +176,37 @@ static void wait_name(sd_bus *bus, const char *name, pid_t pid)
 	skip("%s did not appear on the bus", name);
 }
 
-static void start_daemon(sd_bus *bus)
+#define HARNESS_CONTROL "/tmp/iodirty-bench-harness"
+
+/* iodirtyd on the bench bus; with store, under fdstore-harness (the fd store of systemd). */
+static void start_daemon(sd_bus *bus, bool store)
 {
 	char arg[600];
 
 	daemon_pid = fork();
 	if (daemon_pid == 0) {
 		snprintf(arg, sizeof(arg), "--bus-address=%s", bus_address);
-		execlp("iodirtyd", "iodirtyd", arg, "--log-level=warning",
-		       "--limit=log_bytes=268435456", (char *)NULL);
+		if (store)
+			execlp("fdstore-harness", "fdstore-harness",
+			       "--control=" HARNESS_CONTROL, "--", "iodirtyd", arg,
+			       "--log-level=warning", "--limit=log_bytes=268435456",
+			       "--limit=sessions=64", (char *)NULL);
+		else
+			execlp("iodirtyd", "iodirtyd", arg, "--log-level=warning",
+			       "--limit=log_bytes=268435456", "--limit=sessions=64", (char *)NULL);
 		_exit(127);
 	}
 	wait_name(bus, DEST, daemon_pid);
+}
+
+static void stop_daemon(void)
+{
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+	}
+	daemon_pid = 0;
+	/* the bus forgets the name when the connection closes: no stale owner for the next */
 }
 
 /* The test-only echo: Bitmap(t size) -> ay of size bytes, from a buffer it keeps. */
@@ -618,6 +644,161 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 	free(path);
 }
 
+/* --- 4. vIOMMU events at scale -------------------------------------------------------------- */
+
+#define SCALE_LEN (64 * 1024)
+#define SCALE_LIVE_BASE (UINT64_C(1) << 30) /* live mappings: 4 KiB each from 1 GiB */
+#define SCALE_PAIRS_MAX 400
+#define SCALE_BUDGET_NS (UINT64_C(3) * 1000 * 1000 * 1000)
+
+/* A session that only records mappings (a vIOMMU, no HWPT): the daemon's state grows. */
+static char *scale_bystander(sd_bus *bus, struct mock *k, int i, int mappings)
+{
+	struct iod_mapping v[256];
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	const uint64_t gpa = UINT64_C(1) << 32;
+	const char *path;
+	char name[32], *ret;
+	int r;
+
+	snprintf(name, sizeof(name), "bystander-%d", i);
+	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "AdoptSession", &error, &reply,
+			       "shuaua{sv}", name, k->fd, k->ioas, 0, 1, "viommu", "b", 1);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "o", &path);
+	if (r < 0)
+		die("AdoptSession %s: %s", name, error.message ? error.message : strerror(-r));
+	ret = strdup(path);
+	sd_bus_message_unref(reply);
+	call(bus, ret, "AddRegion", NULL, "tt", gpa, k->mem_size);
+	for (int done = 0; done < mappings; done += 256) {
+		int n = mappings - done < 256 ? mappings - done : 256;
+
+		for (int j = 0; j < n; j++)
+			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
+						    .gpa = gpa,
+						    .length = PAGE};
+		r = iod_bus_new_batch(bus, ret, true, v, (size_t)n, &m);
+		if (r >= 0)
+			r = sd_bus_call(bus, m, 0, &error, NULL);
+		if (r < 0)
+			die("MapBatch %s: %s", name, error.message ? error.message : strerror(-r));
+		sd_bus_message_unref(m);
+		m = NULL;
+	}
+	sd_bus_error_free(&error);
+	return ret;
+}
+
+/* Map + unmap pairs until the budget is spent; pairs per second. mode: 0 raw, 1 in-process
+ * (a read without clearing per HWPT before the unmap), 2 through the daemon. */
+static double scale_pairs(sd_bus *bus, struct mock *k, const char *path, int mode)
+{
+	const uint64_t gpa = UINT64_C(1) << 32, iova = IOD_MOCK_APERTURE_START;
+	uint64_t bitmap[SCALE_LEN / PAGE / 64 + 1];
+	uint64_t t0 = now_nsec(), t = 0;
+	int pairs = 0;
+
+	while (pairs < SCALE_PAIRS_MAX && (pairs < 20 || t < SCALE_BUDGET_NS)) {
+		uint64_t at = iova + (uint64_t)(pairs % 64) * SCALE_LEN;
+
+		if (iod_ioas_map(k->ictx, k->ioas, k->mem, SCALE_LEN, at,
+				 IOD_MAP_READ | IOD_MAP_WRITE) < 0)
+			die("map: %m");
+		if (mode == 2) {
+			call(bus, path, "Map", NULL, "ttt", at, gpa, (uint64_t)SCALE_LEN);
+			call(bus, path, "Unmap", NULL, "tt", at, (uint64_t)SCALE_LEN);
+		} else if (mode == 1) {
+			for (int i = 0; i < N_HWPTS; i++)
+				if (iod_hwpt_read_dirty(k->ictx, k->hwpt[i], at, SCALE_LEN, PAGE,
+							bitmap, IOD_READ_NO_CLEAR) < 0)
+					die("read dirty: %m");
+		}
+		mock_unmap_range(k, at, SCALE_LEN);
+		pairs++;
+		t = now_nsec() - t0;
+	}
+	return pairs / (t / 1e9);
+}
+
+struct scale_result {
+	double daemon, raw, inproc;
+};
+
+static struct scale_result scale_plain, scale_store;
+
+/* One configuration: live mappings in the measured session, sessions in the daemon. */
+static struct scale_result scale_run(sd_bus *bus, struct mock *k, int live, int sessions,
+				     bool store)
+{
+	const uint64_t gpa = UINT64_C(1) << 32;
+	char *bystanders[64] = {}, *path;
+	struct iod_mapping v[256];
+	struct scale_result res;
+	sd_bus_message *m = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	path = adopt(bus, k, "scale", true);
+	call(bus, path, "AddRegion", NULL, "tt", gpa, k->mem_size);
+	call(bus, path, "Start", NULL, NULL);
+	/* the live mappings: 4 KiB each, in the IOAS and recorded */
+	mock_map_range(k, SCALE_LIVE_BASE, (uint64_t)live * PAGE);
+	for (int done = 0; done < live; done += 256) {
+		int n = live - done < 256 ? live - done : 256;
+
+		for (int j = 0; j < n; j++)
+			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
+						    .gpa = gpa + (uint64_t)(done + j) % (k->mem_size / PAGE) * PAGE,
+						    .length = PAGE};
+		r = iod_bus_new_batch(bus, path, true, v, (size_t)n, &m);
+		if (r >= 0)
+			r = sd_bus_call(bus, m, 0, &error, NULL);
+		if (r < 0)
+			die("MapBatch: %s", error.message ? error.message : strerror(-r));
+		sd_bus_message_unref(m);
+		m = NULL;
+	}
+	for (int i = 1; i < sessions; i++)
+		bystanders[i] = scale_bystander(bus, k, i, 200);
+
+	res.raw = scale_pairs(bus, k, path, 0);
+	res.inproc = scale_pairs(bus, k, path, 1);
+	res.daemon = scale_pairs(bus, k, path, 2);
+	printf("bench: scale: %5d live mappings, %2d session(s), %-12s %8.0f pairs/s with "
+	       "iodirtyd, %8.0f/s in-process, %8.0f/s raw: daemon / in-process = %.1f, "
+	       "daemon / raw = %.1f\n",
+	       live, sessions, store ? "fd store:" : "no fd store:", res.daemon, res.inproc,
+	       res.raw, res.inproc / res.daemon, res.raw / res.daemon);
+
+	for (int i = 1; i < sessions; i++) {
+		call(bus, bystanders[i], "Destroy", NULL, NULL);
+		free(bystanders[i]);
+	}
+	call(bus, path, "Destroy", NULL, NULL);
+	mock_unmap_range(k, SCALE_LIVE_BASE, (uint64_t)live * PAGE);
+	free(path);
+	sd_bus_error_free(&error);
+	return res;
+}
+
+static void bench_scale(sd_bus *bus, struct mock *k, bool store)
+{
+	struct scale_result few = scale_run(bus, k, 10, 1, store);
+	struct scale_result many = scale_run(bus, k, 10000, 1, store);
+	struct scale_result crowd = scale_run(bus, k, 10, 50, store);
+
+	printf("bench: scale (%s): single-event rate with 10 / with 10,000 live mappings = %.2f "
+	       "(goal <= 1.2); with 1 / with 50 sessions = %.2f\n",
+	       store ? "fd store" : "no fd store", few.daemon / many.daemon,
+	       few.daemon / crowd.daemon);
+	if (store)
+		scale_store = few;
+	else
+		scale_plain = few;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
@@ -632,7 +813,7 @@ int main(int argc, char **argv)
 	start_bus();
 	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("cannot connect to the bench bus %s", bus_address);
-	start_daemon(bus);
+	start_daemon(bus, false);
 	printf("bench: iodirtyd and a private bus at %s\n", bus_address);
 
 	mock_setup(&k, 256 * SZ_1M);
@@ -642,6 +823,13 @@ int main(int argc, char **argv)
 	bench_harvest(bus, &k, aperture, false, 3);
 	bench_churn(bus, &k, 300);
 	bench_delivery(bus, &k, 3);
+	bench_scale(bus, &k, false);
+	stop_daemon();
+	start_daemon(bus, true);
+	bench_scale(bus, &k, true);
+	printf("bench: scale: persistence (fd store on / off, 10 live mappings, 1 session): an "
+	       "event costs %.2f times as much (goal <= 1.1)\n",
+	       scale_plain.daemon / scale_store.daemon);
 	mock_teardown(&k);
 
 	sd_bus_flush_close_unref(bus);

@@ -86,6 +86,14 @@ static inline sd_bus *dt_connect(void)
 	dt_assert(address && *address, "IOD_BUS_ADDRESS is not set: run under guest-daemon.sh");
 	r = iod_bus_client_open(address, false, &bus);
 	dt_assert(r >= 0, "connecting to %s: %s", address, strerror(-r));
+	/* Finish the handshake now: a connection left unauthenticated longer than the bus's
+	 * auth_timeout (dbus-daemon: 5 s) is dropped, and a test may keep one idle a while. */
+	{
+		const char *unique = NULL;
+
+		r = sd_bus_get_unique_name(bus, &unique);
+		dt_assert(r >= 0, "connecting to %s: %s", address, strerror(-r));
+	}
 	return bus;
 }
 
@@ -111,6 +119,22 @@ static inline sd_bus *dt_connect(void)
 		sd_bus_error_free(&_e);                                                          \
 		_reply;                                                                          \
 	})
+
+/* A call that must fail with want_error, its message containing needle. */
+#define dt_call_fails(bus, path, iface, member, want_error, needle, types, ...)                  \
+	do {                                                                                     \
+		sd_bus_error _e = SD_BUS_ERROR_NULL;                                             \
+		int _r = sd_bus_call_method(bus, DT_DEST, path, iface, member, &_e, NULL, types, \
+					    ##__VA_ARGS__);                                      \
+		dt_assert(_r < 0, "%s succeeded, expected %s", member, want_error);              \
+		dt_assert(sd_bus_error_has_name(&_e, want_error) && _e.message &&                \
+				  strstr(_e.message, needle),                                    \
+			  "%s failed with %s (%s), expected %s saying \"%s\"", member,           \
+			  _e.name ? _e.name : "?", _e.message ? _e.message : "", want_error,     \
+			  needle);                                                               \
+		printf("%s refused as expected: %s\n", member, _e.message);                      \
+		sd_bus_error_free(&_e);                                                          \
+	} while (0)
 
 static inline char *dt_get_string(sd_bus *bus, const char *path, const char *iface,
 				  const char *prop)

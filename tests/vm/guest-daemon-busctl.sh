@@ -94,6 +94,8 @@ if [ "$shape" = mock ]; then
 	expect "HarvestRanges: exactly the marked pages" \
 		'^ta\(tt\)btbt 1 2 16789504 8192 17825792 4096 false 3 true [0-9]+$' \
 		$B call $T $SI HarvestRanges 'a{sv}' 0
+	expect "HarvestRanges leaves the round pending" '^t 1$' $B get-property $T $SI PendingRound
+	expect "Acknowledge the ranges' round" '^$' $B call $T $SI Acknowledge t 1
 	mark 0x3ff000 1
 	expect "iodirtyctl harvest --ranges --json" '"start":20967424' $C --json harvest --ranges vm1
 	mark 0x200000 1

@@ -21,11 +21,15 @@
  *
  * Negative controls prove that the comparison can fail: a page marked after the final
  * harvest is reported missing, and a range unmapped from the IOAS before the daemon hears of
- * it (the wrong order) loses its dirty page. Then a session whose HWPT disappears under it
+ * it (the wrong order) loses its dirty page: unnoticed on a "silent" kernel (up to
+ * 6.12.117), failing the session on a "strict" one (6.12.118 on); which kernel runs here is
+ * printed and must match Manager1.KernelHoleBehavior. Then a session whose HWPT disappears under it
  * fails at the next Unmap (State "failed", signal Failed, Harvest refused with
  * SessionFailed), and Destroy turns off the tracking the daemon turned on.
  *
- * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last.
+ * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last. IOD_TEST_ONLY=<check>
+ * (controls, batches, iova_space, region_hole, huge_pages, order, destroy) runs one check
+ * after a short set-up instead of the whole program.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +46,7 @@
 #include <linux/iommufd.h>
 
 #include "daemon-test.h"
+#include "huge-buffer.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
 #include "test-rng.h"
@@ -272,8 +277,18 @@ static void harvest_ranges(void)
 	free(round.bits);
 	sd_bus_message_unref(reply);
 	stats.ranges++;
-	if (truncated)
-		stats.truncated++; /* stays pending: a later round delivers the rest */
+	if (truncated) {
+		stats.truncated++; /* not the whole round: a later round delivers the rest */
+		return;
+	}
+	/* Like Harvest, the round stays pending until acknowledged; now and then leave it. */
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+		  "HarvestRanges round %" PRIu64 " is not pending before Acknowledge", nr);
+	if (rng_below(5) == 0) {
+		stats.unacked++;
+		return;
+	}
+	scall("Acknowledge", "t", nr);
 }
 
 static void peek(void)
@@ -300,6 +315,21 @@ static bool overlaps(uint64_t iova, uint64_t size)
 		if (iova < maps[i].iova + maps[i].size && maps[i].iova < iova + size)
 			return true;
 	return false;
+}
+
+/* The first free IOVA range of size from at, 1 MiB aligned (the mock aperture ends at 2 GiB). */
+static uint64_t free_iova_at(uint64_t at, uint64_t size)
+{
+	while (overlaps(at, size))
+		at += SZ_1M;
+	dt_assert(at + size <= IOD_MOCK_APERTURE_END, "no free IOVA range");
+	return at;
+}
+
+/* A free IOVA range of size in the aperture, 1 MiB aligned. */
+static uint64_t free_iova(uint64_t size)
+{
+	return free_iova_at(IOD_MOCK_APERTURE_START, size);
 }
 
 /* Map [iova, +size) -> gpa into the IOAS; it joins maps[] (the caller tells the daemon). */
@@ -629,7 +659,7 @@ static void run_random(unsigned ops)
 /* The comparison above can fail, and the order of the adopt-mode unmap protocol matters. */
 static void negative_controls(void)
 {
-	uint64_t lost, spurious, iova, size, gpa, nr;
+	uint64_t lost, spurious, iova, gpa, nr;
 	int r;
 
 	/* 1. a page marked after the final harvest is missing: one never marked before */
@@ -657,7 +687,60 @@ static void negative_controls(void)
 	dt_pass("negative control: a mark after the last harvest is reported lost, the next "
 		"harvest has it");
 
-	/* 2. the wrong order: out of the IOAS before the daemon is told loses the bits */
+}
+
+/*
+ * The kernel this runs on, from the raw ioctl: a read without clearing over IOVA 0, outside
+ * the mock aperture, is 0 on a "silent" kernel and EINVAL on a "strict" one; anything else
+ * fails the test. The daemon must have found the same (Manager1.KernelHoleBehavior).
+ */
+static enum iod_hole_behavior kernel_holes(void)
+{
+	struct iommu_hwpt_get_dirty_bitmap cmd = {
+		.size = sizeof(cmd),
+		.hwpt_id = vmm.hwpt[0],
+		.flags = IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+		.iova = 0,
+		.length = (uint64_t)sysconf(_SC_PAGESIZE),
+		.page_size = (uint64_t)sysconf(_SC_PAGESIZE),
+	};
+	enum iod_hole_behavior b;
+	uint64_t word = 0;
+	char *daemon;
+	int r;
+
+	cmd.data = (uintptr_t)&word;
+	r = ioctl(vmm.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, &cmd) < 0 ? -errno : 0;
+	dt_assert(r == 0 || r == -EINVAL,
+		  "a dirty read over unmapped IOVA returned %d: neither the silent (0) nor the "
+		  "strict (EINVAL) kernel behaviour",
+		  r);
+	b = r == 0 ? IOD_HOLES_SILENT : IOD_HOLES_STRICT;
+	daemon = dt_get_string(bus, DT_MANAGER, DT_MGR_IFACE, "KernelHoleBehavior");
+	dt_assert(strcmp(daemon, iod_hole_behavior_to_string(b)) == 0,
+		  "Manager1.KernelHoleBehavior is \"%s\", the kernel behaves \"%s\"", daemon,
+		  iod_hole_behavior_to_string(b));
+	free(daemon);
+	printf("kernel behaviour: \"%s\" (a dirty read over unmapped IOVA %s)\n",
+	       iod_hole_behavior_to_string(b),
+	       b == IOD_HOLES_STRICT ? "fails with EINVAL: Linux 6.12.118 and later"
+				     : "returns 0 without the bits: Linux up to 6.12.117");
+	return b;
+}
+
+/*
+ * The wrong order: out of the IOAS before the daemon is told. The bits are lost either way;
+ * a silent kernel lets it pass unnoticed (the comparison sees the lost page), a strict one
+ * makes the daemon's pre-unmap harvest fail, and with it the session, visibly. Last on this
+ * session: on a strict kernel it fails.
+ */
+static void negative_control_order(void)
+{
+	enum iod_hole_behavior holes = kernel_holes();
+	uint64_t lost, spurious, iova, size, gpa, nr, page;
+	char *s;
+	int r;
+
 	size = 4 * LOG_PAGE;
 	gpa = GUEST_SIZE - size;
 	while (dt_pageset_test(&marked, (gpa + LOG_PAGE) >> LOG_SHIFT))
@@ -671,23 +754,199 @@ static void negative_controls(void)
 	scall("Map", "ttt", iova, gpa, size);
 	r = mock_dirty(vmm.hwpt[1], iova + LOG_PAGE, 1, 0, &nr);
 	dt_assert(r == 0 && nr > 0, "mock DIRTY");
-	dt_pageset_add(&marked, gpa + LOG_PAGE);
+	page = gpa + LOG_PAGE;
+	dt_pageset_add(&marked, page);
 	r = iod_ioas_unmap(vmm.ictx, vmm.ioas, iova, size, NULL);
 	dt_assert(r == 0, "IOAS unmap: %s", iod_strerror(r));
 	scall("Unmap", "tt", iova, size); /* too late: the IOPTEs are gone */
-	harvest();
-	compare(&lost, &spurious, false);
-	dt_assert(lost == 1 && spurious == 0,
-		  "negative control: unmapping before telling the daemon lost %" PRIu64
-		  " pages, want 1",
-		  lost);
-	/* That page is lost by design: it leaves the comparisons that follow. */
-	marked.bits[((gpa + LOG_PAGE) >> LOG_SHIFT) / 64] &= ~(
-		UINT64_C(1) << (((gpa + LOG_PAGE) >> LOG_SHIFT) % 64));
-	compare(&lost, &spurious, false);
-	dt_assert(lost == 0 && spurious == 0, "the control's page is still counted");
-	dt_pass("negative control: IOMMU_IOAS_UNMAP before Unmap loses the page, and the check "
-		"sees it");
+
+	if (holes == IOD_HOLES_SILENT) {
+		harvest();
+		compare(&lost, &spurious, false);
+		dt_assert(lost == 1 && spurious == 0,
+			  "negative control: unmapping before telling the daemon lost %" PRIu64
+			  " pages, want 1",
+			  lost);
+		/* That page is lost by design: it leaves the comparisons that follow. */
+		marked.bits[(page >> LOG_SHIFT) / 64] &= ~(UINT64_C(1)
+							   << ((page >> LOG_SHIFT) % 64));
+		compare(&lost, &spurious, false);
+		dt_assert(lost == 0 && spurious == 0, "the control's page is still counted");
+		dt_pass("negative control (silent kernel): IOMMU_IOAS_UNMAP before Unmap loses the "
+			"page unnoticed by the daemon, and the check sees it");
+		return;
+	}
+
+	s = dt_get_string(bus, spath, DT_SES_IFACE, "State");
+	dt_assert(strcmp(s, "failed") == 0, "State is %s after the too-late Unmap, want failed", s);
+	free(s);
+	dt_assert(!dt_get_u64(bus, spath, DT_SES_IFACE, "LogComplete", 'b'), "LogComplete");
+	s = dt_get_string(bus, spath, DT_SES_IFACE, "FailureReason");
+	dt_assert(strstr(s, "not wholly mapped") && strstr(s, "bits are lost"),
+		  "FailureReason does not say what happened: %s", s);
+	printf("FailureReason: %s\n", s);
+	free(s);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Harvest",
+				     "org.iodirty.Error.SessionFailed", "a{sv}", 0));
+	dt_pass("negative control (strict kernel): IOMMU_IOAS_UNMAP before Unmap fails the "
+		"daemon's pre-unmap harvest with EINVAL, and the session fails visibly");
+}
+
+/*
+ * HarvestRanges in IOVA space cannot report a page that no IOVA maps any more (it was
+ * harvested before an Unmap): it says so (NotMapped) instead of leaving it out, the round
+ * stays pending, and in GPA space the page is there.
+ */
+static void iova_space_after_unmap(void)
+{
+	uint64_t size = 4 * LOG_PAGE, iova = free_iova(size), gpa, nr;
+	struct dt_pageset round;
+	sd_bus_message *reply;
+	uint64_t rnd, dirty, usec, start, length, page;
+	int truncated, precise;
+	char needle[96];
+
+	gpa = GUEST_SIZE - 8 * LOG_PAGE;
+	while (dt_pageset_test(&marked, (gpa + LOG_PAGE) >> LOG_SHIFT))
+		gpa -= LOG_PAGE;
+	page = gpa + LOG_PAGE;
+	harvest(); /* start from an empty round */
+	scall("Acknowledge", "t", dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't'));
+	ioas_map_at(iova, gpa, size);
+	scall("Map", "ttt", iova, gpa, size);
+	dt_assert(mock_dirty(vmm.hwpt[0], iova + LOG_PAGE, 1, 0, &nr) == 0 && nr, "mock DIRTY");
+	dt_pageset_add(&marked, page);
+	scall("Unmap", "tt", iova, size);
+	dt_assert(iod_ioas_unmap(vmm.ictx, vmm.ioas, iova, size, NULL) == 0, "IOAS unmap");
+	n_maps--;
+
+	snprintf(needle, sizeof(needle), "1 dirty page(s) of round");
+	dt_call_fails(bus, spath, DT_SES_IFACE, "HarvestRanges", "org.iodirty.Error.NotMapped",
+		      needle, "a{sv}", 1, "space", "s", "iova");
+	rnd = dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't');
+	dt_assert(rnd > 0, "the refused round is not pending");
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "HarvestRanges", NULL, "a{sv}", 1, "space", "s",
+			"gpa");
+	dt_assert(sd_bus_message_read(reply, "t", &rnd) > 0 &&
+			  sd_bus_message_enter_container(reply, 'a', "(tt)") > 0,
+		  "HarvestRanges reply");
+	dt_pageset_init(&round, GUEST_SIZE, LOG_SHIFT);
+	while (sd_bus_message_read(reply, "(tt)", &start, &length) > 0)
+		for (uint64_t a = start; a < start + length; a += LOG_PAGE)
+			dt_pageset_add(&round, a);
+	dt_assert(sd_bus_message_exit_container(reply) >= 0 &&
+			  sd_bus_message_read(reply, "btbt", &truncated, &dirty, &precise, &usec) >
+				  0,
+		  "HarvestRanges reply");
+	dt_assert(dt_pageset_test(&round, page >> LOG_SHIFT) && dirty == 1,
+		  "GPA space: the page harvested before the Unmap is missing (%" PRIu64 " pages)",
+		  dirty);
+	check_subset(&round, "HarvestRanges gpa");
+	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
+		harvested.bits[w] |= round.bits[w];
+	free(round.bits);
+	sd_bus_message_unref(reply);
+	scall("Acknowledge", "t", rnd);
+	dt_pass("HarvestRanges in IOVA space with a dirty page no IOVA maps any more: NotMapped, "
+		"the round stays pending, and GPA space has the page");
+}
+
+/*
+ * Without a vIOMMU a region is also the mapping harvests read: AddRegion refuses a range
+ * with a hole in the client's IOAS (where the kernel would drop bits or fail), and takes
+ * each mapped piece.
+ */
+static void region_with_hole(void)
+{
+	uint64_t size = 16 * LOG_PAGE, base = free_iova_at(UINT64_C(1) << 30, 3 * size);
+	char *saved = spath ? strdup(spath) : NULL;
+	char needle[96];
+
+	ioas_map_at(base, 0, size);
+	ioas_map_at(base + 2 * size, size, size); /* [base + size, base + 2 size) is a hole */
+	adopt("adopt-hole", &vmm.hwpt[0], 1, false); /* never started: it must not ENABLE */
+	snprintf(needle, sizeof(needle), "not wholly mapped in ioas %u", vmm.ioas);
+	dt_call_fails(bus, spath, DT_SES_IFACE, "AddRegion", "org.iodirty.Error.InvalidRange",
+		      needle, "tt", base, 3 * size);
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "TrackedBytes", 't') == 0,
+		  "a refused AddRegion added memory");
+	scall("AddRegion", "tt", base, size);
+	scall("AddRegion", "tt", base + 2 * size, size);
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "TrackedBytes", 't') == 2 * size,
+		  "the two mapped pieces are not tracked");
+	scall("Destroy", "");
+	free(spath);
+	spath = saved;
+	for (int i = 0; i < 2; i++) {
+		dt_assert(iod_ioas_unmap(vmm.ictx, vmm.ioas, maps[n_maps - 1].iova,
+					 maps[n_maps - 1].size, NULL) == 0,
+			  "IOAS unmap");
+		n_maps--;
+	}
+	dt_pass("AddRegion without a vIOMMU refuses a range with a hole in the IOAS "
+		"(InvalidRange) and takes each mapped piece");
+}
+
+/*
+ * An IOAS that maps with huge IOPTEs: one dirty bit covers 1 MiB of the mock, the kernel
+ * reports all of it dirty, so the session says it is not precise (HugePages, Precise).
+ */
+static void huge_pages_are_not_precise(void)
+{
+	const uint64_t size = 2 * SZ_1M, iova = free_iova_at(UINT64_C(1) << 30, size);
+	uint32_t ioas, stdev, idev, hwpt;
+	struct iod_mock_cmd cmd = {.size = sizeof(cmd), .op = IOD_MOCK_OP_DOMAIN_FLAGS};
+	char *saved = spath ? strdup(spath) : NULL;
+	const char *why = NULL;
+	sd_bus_message *reply;
+	uint64_t nr, rnd, dirty, usec;
+	int fd, precise;
+	void *buf;
+
+	buf = vm_huge_buffer(size, IOD_MOCK_HUGE_IOPTE_PAGES * mock_page, &why);
+	dt_assert(buf, "no huge buffer in the test guest: %s", why);
+	dt_assert(iod_ioas_alloc(vmm.ictx, &ioas) == 0, "IOAS alloc"); /* huge pages on */
+	cmd.id = ioas;
+	cmd.domain.dev_flags = IOD_MOCK_DEV_HUGE_IOVA;
+	dt_assert(ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) == 0, "mock device with huge IOPTEs");
+	stdev = cmd.domain.out_stdev_id;
+	idev = cmd.domain.out_idev_id;
+	dt_assert(iod_hwpt_alloc(vmm.ictx, idev, ioas, IOD_HWPT_DIRTY, &hwpt) == 0, "dirty HWPT");
+	dt_assert(mock_replace(stdev, hwpt) == 0, "attach");
+	dt_assert(iod_ioas_map(vmm.ictx, ioas, buf, size, iova, IOD_MAP_READ | IOD_MAP_WRITE) == 0,
+		  "IOAS map");
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}",
+			"adopt-huge", vmm.fd, ioas, 1, hwpt, 0);
+	sd_bus_message_unref(reply);
+	free(spath);
+	spath = strdup("/org/iodirty/Tracker1/session/adopt_2dhuge");
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "HugePages", 'b'),
+		  "HugePages is false for an IOAS with huge pages on");
+	dt_assert(!dt_get_u64(bus, spath, DT_SES_IFACE, "Precise", 'b'),
+		  "Precise is true although huge IOPTEs may map");
+	scall("AddRegion", "tt", iova, size);
+	scall("Start", "");
+	dt_assert(mock_dirty(hwpt, iova + 3 * LOG_PAGE, 1, 1, &nr) == 0 && nr == 1, "mock DIRTY");
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &rnd, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_assert(!precise, "a round over huge IOPTEs says it is precise");
+	dt_assert(dirty == SZ_1M / LOG_PAGE,
+		  "one dirty mock page under a huge IOPTE gave %" PRIu64 " dirty pages, want %" PRIu64,
+		  dirty, SZ_1M / LOG_PAGE);
+	sd_bus_message_unref(reply);
+	scall("Destroy", "");
+	free(spath);
+	spath = saved;
+	dt_assert(iod_iommufd_destroy(vmm.ictx, stdev) == 0, "destroy the mock device");
+	dt_assert(iod_iommufd_destroy(vmm.ictx, hwpt) == 0, "destroy the HWPT");
+	dt_assert(iod_iommufd_destroy(vmm.ictx, ioas) == 0, "destroy the IOAS");
+	munmap(buf, size);
+	dt_pass("an IOAS with huge IOPTEs: HugePages true, Precise false, and one dirty mock page "
+		"harvests as %" PRIu64 " pages (1 MiB), marked not precise",
+		SZ_1M / LOG_PAGE);
 }
 
 static unsigned mappings_changed;
@@ -730,17 +989,6 @@ static unsigned take_mappings_changed(void)
 	n = mappings_changed;
 	mappings_changed = 0;
 	return n;
-}
-
-/* A free IOVA range of size in the aperture, 1 MiB aligned. */
-static uint64_t free_iova(uint64_t size)
-{
-	uint64_t iova = IOD_MOCK_APERTURE_START;
-
-	while (overlaps(iova, size))
-		iova += SZ_1M;
-	dt_assert(iova + size <= IOD_MOCK_APERTURE_END, "no free IOVA range");
-	return iova;
 }
 
 static void expect_mappings(uint64_t count, uint64_t bytes, const char *when)
@@ -954,7 +1202,19 @@ static void destroy_and_fail(void)
 
 int main(void)
 {
-	const char *o = getenv("IOD_TEST_OPS");
+	static const struct {
+		const char *name;
+		void (*fn)(void);
+	} steps[] = {
+		{"controls", negative_controls},
+		{"batches", batch_checks},
+		{"iova_space", iova_space_after_unmap},
+		{"region_hole", region_with_hole},
+		{"huge_pages", huge_pages_are_not_precise},
+		{"order", negative_control_order},
+		{"destroy", destroy_and_fail},
+	};
+	const char *o = getenv("IOD_TEST_OPS"), *only = getenv("IOD_TEST_ONLY");
 	unsigned ops = o ? (unsigned)strtoul(o, NULL, 0) : 3000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -968,10 +1228,22 @@ int main(void)
 	dt_pageset_init(&marked, GUEST_SIZE, LOG_SHIFT);
 	dt_pageset_init(&harvested, GUEST_SIZE, LOG_SHIFT);
 
+	if (only) {
+		/* One check on a fresh session, to show it pass or fail on its own. */
+		adopt("adopt", vmm.hwpt, NDEV, true);
+		scall("AddRegion", "tt", UINT64_C(0), GUEST_SIZE);
+		scall("Start", "");
+		for (size_t i = 0; i < ELEMENTSOF(steps); i++)
+			if (strcmp(steps[i].name, only) == 0) {
+				steps[i].fn();
+				printf("%u checks passed (IOD_TEST_ONLY=%s)\n", dt_passed, only);
+				return EXIT_SUCCESS;
+			}
+		dt_assert(false, "IOD_TEST_ONLY=%s is not one of this test's checks", only);
+	}
 	run_random(ops);
-	negative_controls();
-	batch_checks();
-	destroy_and_fail();
+	for (size_t i = 0; i < ELEMENTSOF(steps); i++)
+		steps[i].fn();
 
 	sd_bus_flush_close_unref(bus);
 	printf("%u checks passed\n", dt_passed);

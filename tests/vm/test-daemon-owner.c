@@ -14,7 +14,9 @@
  *  - with a vIOMMU: Map(iova, gpa, size) makes the device's DMA to iova land at gpa in the
  *    memfd; the round holds exactly the mapped GPA ranges; Unmap keeps the range in the next
  *    round and DMA to the unmapped IOVA no longer reaches memory;
- *  - DetachDevice and Destroy release everything (the device can be attached again).
+ *  - DetachDevice and Destroy release everything (the device can be attached again);
+ *  - a probe has no side effect: ProbeDeviceFd leaves the caller's fd unbound, and a probe
+ *    of a device bound elsewhere is refused (Busy).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -311,6 +313,43 @@ static void test_viommu(void)
 	free(spath);
 }
 
+/*
+ * A probe has no side effect on the device: ProbeDeviceFd leaves the caller's fd unbound
+ * (the caller can still bind it to an iommufd of its own), and a probe by name of a device
+ * somebody holds bound is refused (Busy) instead of touching it.
+ */
+static void test_probe(const char *pci)
+{
+	struct iod_iommufd *ictx = NULL;
+	sd_bus_message *reply;
+	uint32_t dev_id = 0;
+	int fd, r;
+
+	fd = open(cdev, O_RDWR | O_CLOEXEC);
+	dt_assert(fd >= 0, "open %s: %s", cdev, strerror(errno));
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "ProbeDeviceFd", NULL, "h", fd);
+	sd_bus_message_unref(reply);
+	dt_assert(iod_iommufd_open(NULL, &ictx) == 0, "open /dev/iommu");
+	r = iod_vfio_bind(fd, iod_iommufd_fd(ictx), &dev_id);
+	dt_assert(r == 0,
+		  "after ProbeDeviceFd the caller's fd cannot be bound to its own iommufd: %s "
+		  "(the probe bound it)",
+		  iod_strerror(r));
+	dt_pass("ProbeDeviceFd leaves the caller's fd unbound: the caller binds it itself "
+		"(dev_id %u)",
+		dev_id);
+
+	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "ProbeDevice", "org.iodirty.Error.Busy",
+		      "is in use", "s", pci);
+	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "ProbeDeviceFd", "org.iodirty.Error.Busy",
+		      "is in use", "h", fd);
+	close(fd); /* unbinds */
+	iod_iommufd_free(ictx);
+	sd_bus_message_unref(dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "ProbeDevice", NULL, "s", pci));
+	dt_pass("a probe of a device bound elsewhere is refused with Busy and disturbs nothing; "
+		"once free it is probed again");
+}
+
 int main(void)
 {
 	const char *env = getenv("IOD_EDU_PCI");
@@ -333,6 +372,7 @@ int main(void)
 	dt_assert(mem != MAP_FAILED, "mmap memfd");
 
 	bus = dt_connect();
+	test_probe(env);
 	test_identity();
 	test_viommu();
 	sd_bus_flush_close_unref(bus);

@@ -12,10 +12,12 @@
  *  - while idle, with pages marked and not harvested: after the restart those bits must
  *    still be in the IOMMU (read without clearing) and come out of the next Harvest; an
  *    instance that enabled tracking again would have wiped them;
- *  - right after sending Harvest, after a random delay of 0..4 ms: before the daemon read
- *    the call, in the middle of the harvest, or after the reply;
- *  - between the Harvest reply and Acknowledge: the round survives, and the new instance
- *    accepts Acknowledge of it.
+ *  - right after sending Harvest (now and then HarvestRanges), after a random delay of
+ *    0..4 ms: before the daemon read the call, in the middle of the harvest, or after the
+ *    reply;
+ *  - between the Harvest reply and Acknowledge, and between the HarvestRanges reply and
+ *    Acknowledge: the round survives (PendingRound is still its number), and the new
+ *    instance accepts Acknowledge of it.
  * After each restart the daemon holds as many fds as the previous instances did, the store
  * holds exactly the session's iommufd, log and journal memfds and one state, and the session
  * is still tracking. At the end the union of the delivered rounds must equal the set of
@@ -25,6 +27,19 @@
  * whose default is "destroy" stay, orphaned, when their owner leaves while the daemon is
  * down and when it leaves after the restart; a "destroy" session whose owner left while the
  * daemon was down is gone.
+ *
+ * A VMM with a vIOMMU recovers a Map or Unmap that a restart interrupted by sending it again,
+ * blindly. On a second IOAS with its own mock device on its own dirty-tracking HWPT, adopted
+ * as a session with a vIOMMU, for IOD_TEST_VIOMMU_CYCLES cycles (60 by default) the program
+ * maps a few small ranges of guest memory (IOMMU_IOAS_MAP, then Map or MapBatch), unmaps
+ * some (Unmap or UnmapBatch, then IOMMU_IOAS_UNMAP once the daemon answered), marks pages of
+ * mapped ranges dirty and harvests now and then. About half of the Map, MapBatch, Unmap and
+ * UnmapBatch calls are sent and the daemon is killed (SIGKILL) 0..4 ms later; once the next
+ * instance is ready the same call goes again: a Map or MapBatch must succeed (a mapping
+ * identical to a recorded one is accepted unchanged), an Unmap or UnmapBatch must succeed or
+ * answer NotMapped (the first attempt did it; it must, when the first reply made it out).
+ * The daemon then records exactly the VMM's mappings, and at the end the union of the
+ * delivered rounds equals the set of pages marked: none lost, none spurious.
  *
  * IOD_TEST_SEED=<n> repeats a run's choices (not the kernel's timing).
  */
@@ -115,9 +130,12 @@ static char *spath;
 static pid_t daemon_pid;
 static unsigned starts = 1;
 
+static uint32_t max_ranges; /* Manager1.MaxRanges: a HarvestRanges reply is never cut */
+
 static struct {
 	unsigned marks, harvests, idle_kills, harvest_kills, ack_kills, terms, replies_lost,
 		acked_after_restart, journal_merges;
+	unsigned ranges_rounds, ranges_harvest_kills, ranges_ack_kills;
 } stats;
 
 /* Mark n log pages dirty (page numbers from GUEST_GPA), as a device writing them would
@@ -166,18 +184,22 @@ static void mark_random(unsigned n)
 	mark_pages(pages, n);
 }
 
-static void check_subset(const struct dt_pageset *got, const char *what)
+/* Every page got holds was marked (is in was_marked): nothing spurious, at every round. */
+static void check_subset(const struct dt_pageset *got, const struct dt_pageset *was_marked,
+			 const char *what)
 {
 	for (uint64_t w = 0; w < iod_bitmap_words(got->npages); w++) {
-		uint64_t extra = got->bits[w] & ~marked.bits[w];
+		uint64_t extra = got->bits[w] & ~was_marked->bits[w];
 
 		dt_assert(!extra, "%s: page 0x%" PRIx64 " is dirty but was never marked", what,
 			  (w * 64 + (uint64_t)__builtin_ctzll(extra)) << LOG_SHIFT);
 	}
 }
 
-/* A Harvest reply: read the round plane as a client does, into delivered. Its round. */
-static uint64_t take_round(sd_bus_message *reply)
+/* A Harvest reply: read the round plane as a client does, check it against was_marked and
+ * add it to into. Its round. */
+static uint64_t read_round(sd_bus_message *reply, struct dt_pageset *into,
+			   const struct dt_pageset *was_marked)
 {
 	struct dt_pageset round;
 	uint64_t nr, dirty, usec, n;
@@ -190,12 +212,61 @@ static uint64_t take_round(sd_bus_message *reply)
 	dt_assert(n == dirty,
 		  "round %" PRIu64 ": %" PRIu64 " pages in the log, Harvest said %" PRIu64, nr, n,
 		  dirty);
-	check_subset(&round, "Harvest");
+	check_subset(&round, was_marked, "Harvest");
 	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
-		delivered.bits[w] |= round.bits[w];
+		into->bits[w] |= round.bits[w];
 	free(round.bits);
-	stats.harvests++;
 	return nr;
+}
+
+/* A HarvestRanges reply (space "gpa"): its byte ranges, as a client reads them, checked
+ * against was_marked and added to into. Its round. */
+static uint64_t read_ranges(sd_bus_message *reply, struct dt_pageset *into,
+			    const struct dt_pageset *was_marked)
+{
+	struct dt_pageset round;
+	uint64_t nr, dirty, usec, start, length;
+	int truncated, precise;
+
+	dt_assert(sd_bus_message_read(reply, "t", &nr) > 0, "HarvestRanges reply");
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(tt)") > 0, "HarvestRanges reply");
+	dt_pageset_init(&round, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	while (sd_bus_message_read(reply, "(tt)", &start, &length) > 0) {
+		dt_assert(length > 0 && start % LOG_PAGE == 0 && length % LOG_PAGE == 0,
+			  "range [0x%" PRIx64 ", +0x%" PRIx64 ") is not whole pages", start,
+			  length);
+		for (uint64_t a = start; a < start + length; a += LOG_PAGE)
+			dt_pageset_add(&round, a);
+	}
+	dt_assert(sd_bus_message_exit_container(reply) >= 0, "HarvestRanges reply");
+	dt_assert(sd_bus_message_read(reply, "btbt", &truncated, &dirty, &precise, &usec) > 0,
+		  "HarvestRanges reply");
+	/* a truncated round must not be acknowledged: max_ranges is the limit, never reached */
+	dt_assert(!truncated, "round %" PRIu64 ": HarvestRanges truncated at %" PRIu32 " ranges",
+		  nr, max_ranges);
+	dt_assert(dt_pageset_count(&round) == dirty,
+		  "round %" PRIu64 ": %" PRIu64 " pages in the ranges, HarvestRanges said %" PRIu64,
+		  nr, dt_pageset_count(&round), dirty);
+	check_subset(&round, was_marked, "HarvestRanges");
+	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
+		into->bits[w] |= round.bits[w];
+	free(round.bits);
+	return nr;
+}
+
+/* A Harvest reply of session rs, into delivered. Its round. */
+static uint64_t take_round(sd_bus_message *reply)
+{
+	stats.harvests++;
+	return read_round(reply, &delivered, &marked);
+}
+
+/* A HarvestRanges reply of session rs, into delivered. Its round. */
+static uint64_t take_ranges(sd_bus_message *reply)
+{
+	stats.harvests++;
+	stats.ranges_rounds++;
+	return read_ranges(reply, &delivered, &marked);
 }
 
 static void acknowledge(uint64_t round)
@@ -322,29 +393,47 @@ static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 	return 0;
 }
 
+/* Wait for the answer to an asynchronous call: the daemon's reply, or the bus's error once
+ * the daemon is gone. */
+static void wait_pending(struct pending *p)
+{
+	int r;
+
+	while (!p->done) {
+		r = sd_bus_process(bus, NULL);
+		dt_assert(r >= 0, "sd_bus_process: %s", strerror(-r));
+		if (r == 0)
+			sd_bus_wait(bus, 1000000);
+	}
+}
+
 static void kill_in_harvest(void)
 {
+	bool ranges = rng_below(3) == 0;
 	struct pending p = {};
 	sd_bus_slot *slot = NULL;
 	int r;
 
 	mark_random(1 + (unsigned)rng_below(40));
 	harvest_sent();
-	r = sd_bus_call_method_async(bus, &slot, DT_DEST, spath, DT_SES_IFACE, "Harvest", on_reply,
-				     &p, "a{sv}", 0);
-	dt_assert(r >= 0, "Harvest: %s", strerror(-r));
+	if (ranges)
+		r = sd_bus_call_method_async(bus, &slot, DT_DEST, spath, DT_SES_IFACE,
+					     "HarvestRanges", on_reply, &p, "a{sv}", 2, "space",
+					     "s", "gpa", "max_ranges", "u", max_ranges);
+	else
+		r = sd_bus_call_method_async(bus, &slot, DT_DEST, spath, DT_SES_IFACE, "Harvest",
+					     on_reply, &p, "a{sv}", 0);
+	dt_assert(r >= 0, "%s: %s", ranges ? "HarvestRanges" : "Harvest", strerror(-r));
 	dt_assert(sd_bus_flush(bus) >= 0, "flush");
 	usleep((useconds_t)rng_below(4000));
 	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
-	while (!p.done) {
-		r = sd_bus_process(bus, NULL);
-		dt_assert(r >= 0, "sd_bus_process: %s", strerror(-r));
-		if (r == 0)
-			sd_bus_wait(bus, 1000000);
-	}
+	wait_pending(&p);
 	if (p.reply) {
 		/* The reply made it out: the round is ours, acknowledged or not. */
-		take_round(p.reply);
+		if (ranges)
+			take_ranges(p.reply);
+		else
+			take_round(p.reply);
 		sd_bus_message_unref(p.reply);
 	} else {
 		stats.replies_lost++;
@@ -353,6 +442,8 @@ static void kill_in_harvest(void)
 	sd_bus_slot_unref(slot);
 	check_after_restart();
 	stats.harvest_kills++;
+	if (ranges)
+		stats.ranges_harvest_kills++;
 }
 
 static void kill_before_ack(void)
@@ -369,6 +460,32 @@ static void kill_before_ack(void)
 	acknowledge(nr);
 	stats.acked_after_restart++;
 	stats.ack_kills++;
+}
+
+/* HarvestRanges no longer acknowledges its round either: a kill between its reply and
+ * Acknowledge leaves the round pending, and the next instance accepts its Acknowledge. */
+static void kill_before_ranges_ack(void)
+{
+	sd_bus_message *reply;
+	uint64_t nr;
+
+	mark_random(1 + (unsigned)rng_below(40));
+	harvest_sent();
+	reply = dt_call(bus, spath, DT_SES_IFACE, "HarvestRanges", NULL, "a{sv}", 2, "space", "s",
+			"gpa", "max_ranges", "u", max_ranges);
+	nr = take_ranges(reply);
+	sd_bus_message_unref(reply);
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+		  "round %" PRIu64 " of HarvestRanges is not pending before Acknowledge", nr);
+	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
+	check_after_restart();
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+		  "round %" PRIu64 " of HarvestRanges is no longer pending after the restart", nr);
+	acknowledge(nr);
+	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == 0,
+		  "round %" PRIu64 " is still pending after its Acknowledge", nr);
+	stats.acked_after_restart++;
+	stats.ranges_ack_kills++;
 }
 
 /* ---- the disconnect policy across a restart --------------------------------------------- */
@@ -587,6 +704,505 @@ static void owner_death_between_map_and_save(void)
 	free(path);
 }
 
+/* ---- vIOMMU: a Map or Unmap the daemon died in, retried blindly ------------------------- */
+
+/*
+ * The VMM's second address space: an IOAS with its own mock device on its own
+ * dirty-tracking HWPT (a second session on the first HWPT would enable tracking on it again,
+ * which wipes its bits), adopted as session rv with a vIOMMU. Mappings take pieces of the
+ * guest memory buffer at IOVA slots of their own, far from each other, each holding one
+ * mapping of at most RV_MAX_PAGES pages; slot RV_SLOTS is kept for the negative control.
+ */
+#define RV_SLOTS 64
+#define RV_SLOT_SIZE (64 * UINT64_C(1024))
+#define RV_IOVA(slot) ((UINT64_C(1) << 30) + (uint64_t)(slot)*RV_SLOT_SIZE)
+#define RV_MAX_PAGES 4
+#define RV_MAX_BATCH 4
+#define NOT_MAPPED "org.iodirty.Error.NotMapped"
+
+_Static_assert(RV_SLOT_SIZE / LOG_PAGE >= RV_MAX_PAGES, "a mapping fits its slot");
+_Static_assert(RV_IOVA(RV_SLOTS + 1) <= IOD_MOCK_APERTURE_END, "the slots are in the aperture");
+
+struct rv_mapping {
+	uint64_t iova, gpa, size;
+	unsigned slot;
+};
+
+static uint32_t rv_ioas, rv_stdev, rv_hwpt;
+static char *rvpath;
+/* the mappings the daemon has answered for (Map or MapBatch), not yet Unmap'ed */
+static struct rv_mapping rv_maps[RV_SLOTS];
+static size_t rv_n;
+static bool rv_slot_used[RV_SLOTS];
+/* GPA pages of this phase only: the first phase's pages are in marked and delivered */
+static struct dt_pageset rv_marked, rv_delivered;
+
+static struct {
+	unsigned map, map_batch, batched, unmap, unmap_batch, unbatched, kills, replies_out,
+		found_done, redone, marks, harvests;
+} rv_stats;
+
+static void rv_vmm_setup(void)
+{
+	struct iod_mock_cmd dom = {.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS};
+	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
+	int r;
+
+	dt_assert(iod_ioas_alloc(ictx, &rv_ioas) == 0, "second IOAS alloc");
+	dt_assert(iod_ioas_set_huge_pages(ictx, rv_ioas, false) == 0, "huge pages off");
+	dom.id = rv_ioas;
+	r = mock_cmd(&dom);
+	dt_assert(r == 0, "second mock device: %s", strerror(-r));
+	rv_stdev = dom.domain.out_stdev_id;
+	r = iod_hwpt_alloc(ictx, dom.domain.out_idev_id, rv_ioas, IOD_HWPT_DIRTY, &rv_hwpt);
+	dt_assert(r == 0, "second dirty HWPT: %s", iod_strerror(r));
+	rep.id = rv_stdev;
+	rep.replace.pt_id = rv_hwpt;
+	r = mock_cmd(&rep);
+	dt_assert(r == 0, "attach the second mock device to hwpt %u: %s", rv_hwpt, strerror(-r));
+}
+
+static void rv_vmm_teardown(void)
+{
+	int r;
+
+	/* reverse order: the device (unbound with its selftest object), the HWPT, the IOAS
+	 * (with what is still mapped in it) */
+	r = iod_iommufd_destroy(ictx, rv_stdev);
+	dt_assert(r == 0, "destroy the second mock device: %s", iod_strerror(r));
+	r = iod_iommufd_destroy(ictx, rv_hwpt);
+	dt_assert(r == 0, "destroy hwpt %u: %s", rv_hwpt, iod_strerror(r));
+	r = iod_iommufd_destroy(ictx, rv_ioas);
+	dt_assert(r == 0, "destroy ioas %u: %s", rv_ioas, iod_strerror(r));
+}
+
+static void rv_ioas_map(const struct rv_mapping *m)
+{
+	int r;
+
+	r = iod_ioas_map(ictx, rv_ioas, guest + (m->gpa - GUEST_GPA), m->size, m->iova,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "IOAS map [0x%" PRIx64 ", +0x%" PRIx64 ") -> GPA 0x%" PRIx64 ": %s",
+		  m->iova, m->size, m->gpa, iod_strerror(r));
+}
+
+static void rv_ioas_unmap(const struct rv_mapping *m)
+{
+	uint64_t unmapped = 0;
+	int r;
+
+	r = iod_ioas_unmap(ictx, rv_ioas, m->iova, m->size, &unmapped);
+	dt_assert(r == 0 && unmapped == m->size,
+		  "IOAS unmap [0x%" PRIx64 ", +0x%" PRIx64 "): %s, %" PRIu64 " bytes", m->iova,
+		  m->size, iod_strerror(r), unmapped);
+}
+
+/* Mark pages [first, first + npages) of mapping m dirty on the second HWPT, at their IOVA
+ * (both mock IOPTEs of each), as the device writing them would; their GPAs join rv_marked. */
+static void rv_mark(const struct rv_mapping *m, uint64_t first, uint64_t npages)
+{
+	const uint64_t per = LOG_PAGE / mock_page, nbits = npages * per;
+	uint64_t marks[4] = {};
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = rv_hwpt,
+		.dirty = {.iova = m->iova + first * LOG_PAGE,
+			  .length = npages * LOG_PAGE,
+			  .page_size = mock_page,
+			  .uptr = (uintptr_t)marks},
+	};
+	int r;
+
+	dt_assert(first + npages <= m->size / LOG_PAGE && nbits <= 64 * ELEMENTSOF(marks),
+		  "rv_mark: pages %" PRIu64 "+%" PRIu64 " of a mapping of %" PRIu64, first, npages,
+		  m->size / LOG_PAGE);
+	for (uint64_t b = 0; b < nbits; b++)
+		marks[b / 64] |= UINT64_C(1) << (b % 64);
+	r = mock_cmd(&cmd);
+	dt_assert(r == 0, "mock DIRTY at IOVA 0x%" PRIx64 ": %s", cmd.dirty.iova, strerror(-r));
+	dt_assert(cmd.dirty.out_nr_dirty == nbits,
+		  "the mock marked %" PRIu64 " IOPTEs at IOVA 0x%" PRIx64 ", not %" PRIu64,
+		  (uint64_t)cmd.dirty.out_nr_dirty, cmd.dirty.iova, nbits);
+	for (uint64_t i = 0; i < npages; i++)
+		dt_pageset_add(&rv_marked, m->gpa + (first + i) * LOG_PAGE);
+	rv_stats.marks++;
+}
+
+static void rv_mark_random(void)
+{
+	const struct rv_mapping *m;
+	uint64_t pages, first;
+
+	if (rv_n == 0)
+		return;
+	m = &rv_maps[rng_below(rv_n)];
+	pages = m->size / LOG_PAGE;
+	first = rng_below(pages);
+	rv_mark(m, first, 1 + rng_below(pages - first));
+}
+
+/* Harvest and Acknowledge a round of session rv; its pages join rv_delivered. */
+static void rv_harvest(void)
+{
+	sd_bus_message *reply;
+	uint64_t nr;
+
+	reply = dt_call(bus, rvpath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	nr = read_round(reply, &rv_delivered, &rv_marked);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, rvpath, DT_SES_IFACE, "Acknowledge", NULL, "t", nr));
+	rv_stats.harvests++;
+}
+
+/* The daemon records exactly the mappings the VMM has told it of. */
+static void rv_check_recorded(const char *when)
+{
+	uint64_t bytes = 0, n, b;
+
+	for (size_t i = 0; i < rv_n; i++)
+		bytes += rv_maps[i].size;
+	n = dt_get_u64(bus, rvpath, DT_SES_IFACE, "Mappings", 'u');
+	b = dt_get_u64(bus, rvpath, DT_SES_IFACE, "MappedBytes", 't');
+	dt_assert(n == rv_n && b == bytes,
+		  "%s: the daemon records %" PRIu64 " mappings of 0x%" PRIx64
+		  " bytes, the VMM has %zu of 0x%" PRIx64,
+		  when, n, b, rv_n, bytes);
+}
+
+static const char *rv_member(bool map, size_t n)
+{
+	if (map)
+		return n > 1 ? "MapBatch" : "Map";
+	return n > 1 ? "UnmapBatch" : "Unmap";
+}
+
+/* Map (map, n == 1), MapBatch, Unmap or UnmapBatch of the n entries of v to session rv. */
+static sd_bus_message *rv_message(bool map, const struct rv_mapping *v, size_t n)
+{
+	struct iod_mapping ev[RV_MAX_BATCH];
+	sd_bus_message *m = NULL;
+	int r;
+
+	dt_assert(n >= 1 && n <= RV_MAX_BATCH, "a call of %zu entries", n);
+	if (n == 1) {
+		r = sd_bus_message_new_method_call(bus, &m, DT_DEST, rvpath, DT_SES_IFACE,
+						   rv_member(map, n));
+		if (r >= 0 && map)
+			r = sd_bus_message_append(m, "ttt", v->iova, v->gpa, v->size);
+		else if (r >= 0)
+			r = sd_bus_message_append(m, "tt", v->iova, v->size);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			ev[i] = (struct iod_mapping){
+				.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+		r = iod_bus_new_batch(bus, rvpath, map, ev, n, &m);
+	}
+	dt_assert(r >= 0, "building %s: %s", rv_member(map, n), strerror(-r));
+	return m;
+}
+
+/* Send the call and wait for the daemon's answer. It must succeed; with ret_not_mapped
+ * set, NotMapped is accepted too and said there. */
+static void rv_sync(bool map, const struct rv_mapping *v, size_t n, bool *ret_not_mapped,
+		    const char *when)
+{
+	sd_bus_message *m = rv_message(map, v, n);
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = sd_bus_call(bus, m, 0, &e, NULL);
+	if (r < 0 && ret_not_mapped && sd_bus_error_has_name(&e, NOT_MAPPED)) {
+		*ret_not_mapped = true;
+	} else {
+		dt_assert(r >= 0, "%s of %zu entries at IOVA 0x%" PRIx64 "%s failed: %s (%s)",
+			  rv_member(map, n), n, v[0].iova, when,
+			  e.message ? e.message : strerror(-r), e.name ? e.name : "?");
+		if (ret_not_mapped)
+			*ret_not_mapped = false;
+	}
+	sd_bus_error_free(&e);
+	sd_bus_message_unref(m);
+}
+
+/*
+ * Tell the daemon of a map (map) or unmap event of the n entries of v. Half of the time the
+ * call is sent, the daemon is killed (SIGKILL) 0..4 ms later, and once its next instance is
+ * ready the VMM, not knowing whether the first attempt took effect, sends the same call
+ * again: a Map or MapBatch must succeed, an Unmap or UnmapBatch must succeed or answer
+ * NotMapped, which it must when the first attempt's reply made it out. Returns once the
+ * daemon has answered.
+ */
+static void rv_event(bool map, const struct rv_mapping *v, size_t n)
+{
+	const char *member = rv_member(map, n);
+	struct pending p = {};
+	sd_bus_slot *slot = NULL;
+	sd_bus_message *m;
+	bool not_mapped;
+	int r;
+
+	if (rng_below(2) == 0) {
+		rv_sync(map, v, n, NULL, "");
+		return;
+	}
+	m = rv_message(map, v, n);
+	r = sd_bus_call_async(bus, &slot, m, on_reply, &p, 0);
+	dt_assert(r >= 0, "%s: %s", member, strerror(-r));
+	sd_bus_message_unref(m);
+	dt_assert(sd_bus_flush(bus) >= 0, "flush");
+	usleep((useconds_t)rng_below(4000));
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	wait_pending(&p);
+	sd_bus_slot_unref(slot);
+	/* the store holds session rv's fds now: no check_after_restart() */
+	daemon_pid = harness_wait_ready(++starts);
+	rv_stats.kills++;
+	if (p.reply) {
+		rv_stats.replies_out++;
+		sd_bus_message_unref(p.reply);
+	} else {
+		/* Only the bus answers for a daemon that died; the daemon itself never refuses. */
+		dt_assert(strncmp(p.error, "org.freedesktop.DBus.Error.", 27) == 0,
+			  "%s at IOVA 0x%" PRIx64 " failed with %s before the kill", member,
+			  v[0].iova, p.error);
+		free(p.error);
+	}
+
+	rv_sync(map, v, n, map ? NULL : &not_mapped, " (a blind retry after kill -9)");
+	if (map)
+		return;
+	if (not_mapped) {
+		rv_stats.found_done++;
+		return;
+	}
+	/* The state is saved before the reply goes out: a reply that made it out means the
+	 * next instance knows the mappings are gone. */
+	dt_assert(!p.reply,
+		  "%s at IOVA 0x%" PRIx64 " was answered before the kill, yet its retry found "
+		  "the mappings still recorded",
+		  member, v[0].iova);
+	rv_stats.redone++;
+}
+
+/* A free slot, at random; RV_SLOTS if there is none. */
+static unsigned rv_free_slot(void)
+{
+	unsigned start = (unsigned)rng_below(RV_SLOTS);
+
+	for (unsigned i = 0; i < RV_SLOTS; i++)
+		if (!rv_slot_used[(start + i) % RV_SLOTS])
+			return (start + i) % RV_SLOTS;
+	return RV_SLOTS;
+}
+
+/* Map 1..RV_MAX_BATCH new mappings of 1..RV_MAX_PAGES random pages of guest memory into the
+ * IOAS, then tell the daemon: Map for one, MapBatch for more. */
+static void rv_map_some(void)
+{
+	struct rv_mapping v[RV_MAX_BATCH];
+	size_t k = 1 + rng_below(RV_MAX_BATCH), n = 0;
+
+	for (; n < k; n++) {
+		uint64_t pages = 1 + rng_below(RV_MAX_PAGES);
+		unsigned slot = rv_free_slot();
+
+		if (slot == RV_SLOTS)
+			break;
+		rv_slot_used[slot] = true;
+		v[n] = (struct rv_mapping){
+			.iova = RV_IOVA(slot),
+			.gpa = GUEST_GPA + rng_below(GUEST_PAGES - pages + 1) * LOG_PAGE,
+			.size = pages * LOG_PAGE,
+			.slot = slot,
+		};
+		rv_ioas_map(&v[n]);
+	}
+	if (n == 0)
+		return;
+	rv_event(true, v, n);
+	for (size_t i = 0; i < n; i++)
+		rv_maps[rv_n++] = v[i];
+	if (n == 1) {
+		rv_stats.map++;
+	} else {
+		rv_stats.map_batch++;
+		rv_stats.batched += n;
+	}
+	rv_check_recorded(rv_member(true, n));
+}
+
+/* Unmap 1..RV_MAX_BATCH recorded mappings: the daemon first (Unmap for one, UnmapBatch for
+ * more), and only once it has answered, IOMMU_IOAS_UNMAP (the adopt-mode protocol). */
+static void rv_unmap_some(void)
+{
+	struct rv_mapping v[RV_MAX_BATCH];
+	size_t k = 1 + rng_below(RV_MAX_BATCH);
+
+	if (k > rv_n)
+		k = rv_n;
+	if (k == 0)
+		return;
+	for (size_t i = 0; i < k; i++) {
+		size_t j = rng_below(rv_n);
+
+		v[i] = rv_maps[j];
+		rv_maps[j] = rv_maps[--rv_n];
+	}
+	rv_event(false, v, k);
+	for (size_t i = 0; i < k; i++) {
+		rv_ioas_unmap(&v[i]);
+		rv_slot_used[v[i].slot] = false;
+	}
+	if (k == 1) {
+		rv_stats.unmap++;
+	} else {
+		rv_stats.unmap_batch++;
+		rv_stats.unbatched += k;
+	}
+	rv_check_recorded(rv_member(false, k));
+}
+
+/* Lost: marked, never delivered; spurious: delivered, never marked (GPA pages). */
+static void rv_compare(uint64_t *ret_lost, uint64_t *ret_spurious, bool print)
+{
+	uint64_t lost = 0, spurious = 0;
+
+	for (uint64_t p = 0; p < rv_marked.npages; p++) {
+		bool m = dt_pageset_test(&rv_marked, p), d = dt_pageset_test(&rv_delivered, p);
+
+		if (m == d)
+			continue;
+		if (m)
+			lost++;
+		else
+			spurious++;
+		if (print && lost + spurious <= 8)
+			printf("  GPA page 0x%" PRIx64 ": %s\n", p << LOG_SHIFT,
+			       m ? "marked, never delivered (lost)" : "delivered, never marked");
+	}
+	*ret_lost = lost;
+	*ret_spurious = spurious;
+}
+
+/* Without kills: what makes the blind retries safe, and that the checks can refuse. */
+static void rv_controls(void)
+{
+	struct rv_mapping a = {.iova = RV_IOVA(0), .gpa = GUEST_GPA, .size = 2 * LOG_PAGE};
+	struct rv_mapping both[2] = {a, {.iova = RV_IOVA(1), .size = LOG_PAGE}};
+	bool not_mapped;
+
+	rv_ioas_map(&a);
+	rv_sync(true, &a, 1, NULL, "");
+	rv_sync(true, &a, 1, NULL, " (the same Map again)");
+	sd_bus_message_unref(dt_call(bus, rvpath, DT_SES_IFACE, "Map",
+				     "org.iodirty.Error.InvalidRange", "ttt", a.iova,
+				     a.gpa + LOG_PAGE, a.size));
+	rv_maps[rv_n++] = a;
+	rv_check_recorded("a Map twice and one to another GPA");
+	dt_pass("control: a Map identical to a recorded mapping succeeds without a change; one at its IOVA to another GPA is InvalidRange");
+
+	rv_sync(false, &a, 1, &not_mapped, "");
+	dt_assert(!not_mapped, "the first Unmap of a recorded mapping is NotMapped");
+	rv_n = 0;
+	rv_check_recorded("Unmap");
+	rv_sync(false, &a, 1, &not_mapped, " (the same Unmap again)");
+	dt_assert(not_mapped, "Unmap of IOVA 0x%" PRIx64 " twice: the second is not NotMapped",
+		  a.iova);
+	rv_sync(false, both, 2, &not_mapped, " (nothing mapped)");
+	dt_assert(not_mapped, "UnmapBatch of nothing mapped is not NotMapped");
+	rv_ioas_unmap(&a);
+	dt_pass("control: an Unmap or UnmapBatch with nothing mapped is NotMapped");
+}
+
+static void viommu_events_survive_kills(void)
+{
+	const char *c = getenv("IOD_TEST_VIOMMU_CYCLES");
+	unsigned cycles = c ? (unsigned)strtoul(c, NULL, 0) : 60, starts_before = starts;
+	uint64_t lost, spurious;
+	sd_bus_message *reply;
+	const char *p, *st;
+	time_t t0;
+
+	rv_vmm_setup();
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "rv",
+			vfd, rv_ioas, 1, rv_hwpt, 1, "viommu", "b", 1);
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "AdoptSession reply");
+	rvpath = strdup(p);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, rvpath, DT_SES_IFACE, "AddRegion", NULL, "tt", GUEST_GPA,
+				     (uint64_t)GUEST_SIZE));
+	sd_bus_message_unref(dt_call(bus, rvpath, DT_SES_IFACE, "Start", NULL, ""));
+	st = harness("status");
+	dt_assert(strstr(harness_names(st), "rv/iommufd") && strstr(harness_names(st), "rv/log") &&
+			  strstr(harness_names(st), "rv/journal"),
+		  "after AdoptSession rv the store holds: %s", st);
+	dt_pageset_init(&rv_marked, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	dt_pageset_init(&rv_delivered, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+
+	rv_controls();
+
+	t0 = time(NULL);
+	for (unsigned i = 0; i < cycles; i++) {
+		if (rv_n == 0 || (rv_n + RV_MAX_BATCH <= RV_SLOTS && rng_below(5) < 3))
+			rv_map_some();
+		else
+			rv_unmap_some();
+		for (uint64_t k = rng_below(4); k > 0; k--)
+			rv_mark_random();
+		if (rng_below(4) == 0)
+			rv_harvest();
+	}
+	printf("%u vIOMMU cycles in %ld s, %zu mappings left\n", cycles, (long)(time(NULL) - t0),
+	       rv_n);
+	dt_assert(starts - starts_before == rv_stats.kills, "%u restarts for %u kills",
+		  starts - starts_before, rv_stats.kills);
+	dt_pass("vIOMMU events: %u Map, %u MapBatch (%u mappings), %u Unmap, %u UnmapBatch (%u mappings); %u of them killed 0..4 ms after sending (%u replies out before the kill) and retried blindly: every Map/MapBatch retry succeeded, %u Unmap/UnmapBatch retries found the first attempt done (NotMapped), %u did it again",
+		rv_stats.map, rv_stats.map_batch, rv_stats.batched, rv_stats.unmap,
+		rv_stats.unmap_batch, rv_stats.unbatched, rv_stats.kills, rv_stats.replies_out,
+		rv_stats.found_done, rv_stats.redone);
+
+	/* The last round, then the comparison. */
+	rv_harvest();
+	rv_compare(&lost, &spurious, true);
+	dt_assert(lost == 0 && spurious == 0,
+		  "vIOMMU events: %" PRIu64 " pages lost, %" PRIu64 " spurious", lost, spurious);
+	dt_pass("vIOMMU events through %u kills: marked %" PRIu64 " pages, delivered %" PRIu64
+		": 0 lost, 0 spurious (%u marks, %u rounds)",
+		rv_stats.kills, dt_pageset_count(&rv_marked), dt_pageset_count(&rv_delivered),
+		rv_stats.marks, rv_stats.harvests);
+
+	/* Negative control: a page never marked, in a new mapping, marked after the last
+	 * harvest, shows as missing. */
+	{
+		struct rv_mapping m = {.iova = RV_IOVA(RV_SLOTS), .size = LOG_PAGE};
+		uint64_t page = rng_below(GUEST_PAGES), tries = 0;
+
+		while (dt_pageset_test(&rv_marked, (GUEST_GPA >> LOG_SHIFT) + page)) {
+			dt_assert(++tries < GUEST_PAGES,
+				  "every page is marked: no negative control");
+			page = (page + 1) % GUEST_PAGES;
+		}
+		m.gpa = GUEST_GPA + page * LOG_PAGE;
+		rv_ioas_map(&m);
+		rv_sync(true, &m, 1, NULL, "");
+		rv_mark(&m, 0, 1);
+	}
+	rv_compare(&lost, &spurious, false);
+	dt_assert(lost == 1 && spurious == 0,
+		  "negative control: %" PRIu64 " lost, %" PRIu64 " spurious, want 1 and 0", lost,
+		  spurious);
+	dt_pass("negative control: a page marked after the last harvest shows as missing");
+
+	sd_bus_message_unref(dt_call(bus, rvpath, DT_SES_IFACE, "Destroy", NULL, ""));
+	st = harness("status");
+	dt_assert(!strstr(harness_names(st), "rv/"), "after Destroy of rv the store holds: %s", st);
+	rv_vmm_teardown();
+	free(rvpath);
+	free(rv_marked.bits);
+	free(rv_delivered.bits);
+}
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static void adopt(void)
@@ -626,6 +1242,7 @@ int main(void)
 	dt_pageset_init(&in_iommu, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
 	daemon_pid = harness_wait_ready(1);
 	adopt();
+	max_ranges = (uint32_t)dt_get_u64(bus, DT_MANAGER, DT_MGR_IFACE, "MaxRanges", 'u');
 	st = harness("status");
 	dt_assert(harness_field(st, "stored") == 4, "after AdoptSession the store holds: %s", st);
 	dt_pass("AdoptSession: iommufd, log, journal and state are in the fd store");
@@ -637,7 +1254,7 @@ int main(void)
 			mark_random(1 + (unsigned)rng_below(20));
 			acknowledge(harvest());
 		}
-		switch (rng_below(4)) {
+		switch (rng_below(5)) {
 		case 0:
 			kill_idle();
 			break;
@@ -645,15 +1262,19 @@ int main(void)
 		case 2:
 			kill_in_harvest();
 			break;
-		default:
+		case 3:
 			kill_before_ack();
+			break;
+		default:
+			kill_before_ranges_ack();
 			break;
 		}
 	}
 	printf("%u restarts in %ld s\n", cycles, (long)(time(NULL) - t0));
-	dt_pass("%u restarts: %u while idle (bits still in the IOMMU after each), %u in a harvest (%u replies lost), %u before Acknowledge (%u acknowledged by the next instance), %u by SIGTERM",
-		cycles, stats.idle_kills, stats.harvest_kills, stats.replies_lost, stats.ack_kills,
-		stats.acked_after_restart, stats.terms);
+	dt_pass("%u restarts: %u while idle (bits still in the IOMMU after each), %u in a harvest (%u of them in HarvestRanges; %u replies lost), %u between the reply and Acknowledge (%u after Harvest, %u after HarvestRanges; %u acknowledged by the next instance), %u by SIGTERM",
+		cycles, stats.idle_kills, stats.harvest_kills, stats.ranges_harvest_kills,
+		stats.replies_lost, stats.ack_kills + stats.ranges_ack_kills, stats.ack_kills,
+		stats.ranges_ack_kills, stats.acked_after_restart, stats.terms);
 	dt_pass("fd counts constant: the daemon %u fds after each restart, the store 4",
 		baseline_fds);
 
@@ -668,8 +1289,9 @@ int main(void)
 		dt_assert(marked.bits[w] == delivered.bits[w],
 			  "delivered pages differ from marked");
 	}
-	dt_pass("union of %u delivered rounds = the %" PRIu64 " pages marked (%u marks), exactly",
-		stats.harvests, dt_pageset_count(&marked), stats.marks);
+	dt_pass("union of %u delivered rounds (%u of them HarvestRanges) = the %" PRIu64
+		" pages marked (%u marks), exactly",
+		stats.harvests, stats.ranges_rounds, dt_pageset_count(&marked), stats.marks);
 
 	/* Negative control: a page never marked before, marked after the last harvest, is not
 	 * delivered. (A random page could be one marked earlier: then nothing would differ.) */
@@ -719,6 +1341,7 @@ int main(void)
 
 	policy_survives_restart();
 	owner_death_between_map_and_save();
+	viommu_events_survive_kills();
 
 	st = harness("quit");
 	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);

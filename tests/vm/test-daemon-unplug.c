@@ -16,6 +16,9 @@
  *    every mapped page, which the fallback device made dirty up to its release;
  *  - nothing leaks: the daemon holds as many fds as before the attach, and the store the
  *    same names (iommufd, log, journal, memory, state).
+ * Then a removal that begins while the daemon is stopped and killed, and the device's
+ * properties (IommuType, IommuDirtyTracking, DmaLogging, Migration, MigrationFlags) across a
+ * kill -9: the next instance says what the first one did.
  * At the end the PCI bus is rescanned and the edu device bound to vfio-pci again, for the
  * tests that follow.
  */
@@ -144,20 +147,28 @@ static int wait_removal(pid_t child)
  * instance takes the device back from the store and learns of the removal only from VFIO's
  * repeated release request.
  */
-static void removal_while_down(void)
+/* Rescan the PCI bus and wait for the edu device to be back on vfio-pci. */
+static void device_back(void)
 {
-	sd_bus_message *reply;
-	const char *p;
-	char *spath, *dpath, *state, sysfs[256];
-	unsigned starts;
-	pid_t child;
-	int memfd, status;
+	char sysfs[256];
 
 	snprintf(sysfs, sizeof(sysfs), "/sys/bus/pci/devices/%s/vfio-dev", pci);
 	rescan();
 	for (int i = 0; i < 100 && access(sysfs, F_OK) < 0; i++)
 		usleep(50000);
 	dt_assert(access(sysfs, F_OK) == 0, "%s is not back on vfio-pci after a rescan", pci);
+}
+
+static void removal_while_down(void)
+{
+	sd_bus_message *reply;
+	const char *p;
+	char *spath, *dpath, *state;
+	unsigned starts;
+	pid_t child;
+	int memfd, status;
+
+	device_back();
 
 	memfd = memfd_create("guest-memory", MFD_CLOEXEC);
 	dt_assert(memfd >= 0 && ftruncate(memfd, MEM_SIZE) == 0, "memfd");
@@ -196,6 +207,86 @@ static void removal_while_down(void)
 	dt_pass("a removal begun while the daemon was stopped completes after kill -9: the next instance releases the device on VFIO's request");
 
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
+	free(spath);
+	free(dpath);
+}
+
+/* A string or boolean property of the device, as text. */
+static char *device_props(const char *dpath)
+{
+	static const char *const names[] = {"IommuType", "IommuDirtyTracking", "DmaLogging",
+					    "Migration"};
+	char *out = NULL, *s;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	dt_assert(f, "open_memstream");
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		if (i == 0) {
+			s = dt_get_string(bus, dpath, DT_DEV_IFACE, names[i]);
+			fprintf(f, "%s=%s", names[i], s);
+			free(s);
+		} else {
+			fprintf(f, " %s=%" PRIu64, names[i],
+				dt_get_u64(bus, dpath, DT_DEV_IFACE, names[i], 'b'));
+		}
+	}
+	{
+		sd_bus_error e = SD_BUS_ERROR_NULL;
+		char **flags = NULL;
+		int r = sd_bus_get_property_strv(bus, DT_DEST, dpath, DT_DEV_IFACE,
+						 "MigrationFlags", &e, &flags);
+
+		dt_assert(r >= 0, "MigrationFlags: %s", e.message ? e.message : strerror(-r));
+		fprintf(f, " MigrationFlags=");
+		for (size_t i = 0; flags && flags[i]; i++) {
+			fprintf(f, "%s%s", i ? "," : "", flags[i]);
+			free(flags[i]);
+		}
+		free(flags);
+		sd_bus_error_free(&e);
+	}
+	fclose(f);
+	return out;
+}
+
+/* What the kernel said about a device at attach is what the next instance says too. */
+static void device_properties_survive_restart(void)
+{
+	sd_bus_message *reply;
+	const char *p;
+	char *spath, *dpath, *before, *after;
+	unsigned starts;
+	int memfd;
+
+	device_back();
+	memfd = memfd_create("guest-memory", MFD_CLOEXEC);
+	dt_assert(memfd >= 0 && ftruncate(memfd, MEM_SIZE) == 0, "memfd");
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "props",
+			1, "disconnect_policy", "s", "keep");
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "CreateSession reply");
+	spath = strdup(p);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "AddMemory", NULL, "httt", memfd,
+				     UINT64_C(0), MEM_SIZE, GPA_BASE));
+	close(memfd);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDevice", NULL, "sa{sv}", pci, 0);
+	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "AttachDevice reply");
+	dpath = strdup(p);
+	sd_bus_message_unref(reply);
+	before = device_props(dpath);
+	dt_assert(strstr(before, "IommuType=intel-vtd"), "before the restart: %s", before);
+
+	starts = (unsigned)harness_field(harness("status"), "starts");
+	dt_assert(strncmp(harness("kill 9"), "ok", 2) == 0, "kill -9");
+	harness_wait_ready(starts + 1);
+	after = device_props(dpath);
+	dt_assert(strcmp(before, after) == 0, "device properties before the restart: %s; after: %s",
+		  before, after);
+	dt_pass("device properties survive kill -9: %s", after);
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
+	free(before);
+	free(after);
 	free(spath);
 	free(dpath);
 }
@@ -298,6 +389,7 @@ int main(void)
 
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
 	removal_while_down();
+	device_properties_survive_restart();
 	st = harness("quit");
 	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);
 	sd_bus_slot_unref(slot);

@@ -130,6 +130,7 @@ static void catch_stop(void)
 struct mock_map {
 	uint64_t iova, gpa; /* gpa of the chunk */
 	bool mapped;
+	bool unreported; /* in the IOAS, its Map not answered yet (the daemon was away) */
 };
 
 struct mock_vm {
@@ -259,6 +260,7 @@ static int random_mapped(struct mock_vm *vm)
 	return -1;
 }
 
+/* A Map or Unmap event; -ENOENT for NotMapped (an Unmap the daemon already did). */
 static int bus_map(struct mock_vm *vm, const char *member, const char *types, ...)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -269,7 +271,9 @@ static int bus_map(struct mock_vm *vm, const char *member, const char *types, ..
 	r = sd_bus_call_methodv(vm->bus, DEST, vm->path, SES_IFACE, member, &error, NULL, types,
 				ap);
 	va_end(ap);
-	if (r < 0)
+	if (r < 0 && sd_bus_error_has_name(&error, "org.iodirty.Error.NotMapped"))
+		r = -ENOENT;
+	else if (r < 0)
 		printf("%s: %s\n", member, error.message ? error.message : strerror(-r));
 	sd_bus_error_free(&error);
 	return r;
@@ -289,15 +293,30 @@ static int mock_map(struct mock_vm *vm, int s, uint64_t gpa, bool report)
 		return r;
 	if (report) {
 		r = bus_map(vm, "Map", "ttt", p->iova, gpa, CHUNK);
-		if (r < 0) {
-			/* unreported, it must not carry DMA: take it back */
+		if (r < 0 && !vm->tolerate_bus_errors) {
 			(void)iod_ioas_unmap(vm->ictx, vm->ioas, p->iova, CHUNK, NULL);
-			return vm->tolerate_bus_errors ? -EAGAIN : r;
+			return r;
 		}
+		/* The daemon is away (restarting): it may have recorded the mapping before it
+		 * went. The mapping stays, carries no DMA, and its Map is retried until answered
+		 * (a Map identical to a recorded one succeeds): never taken back unreported. */
+		p->unreported = r < 0;
 	}
 	p->mapped = true;
 	vm->n_mapped++;
-	return 0;
+	return p->unreported ? -EAGAIN : 0;
+}
+
+/* Retry the Map of every mapping whose Map the daemon did not answer. */
+static void mock_report_pending(struct mock_vm *vm)
+{
+	for (int s = 0; s < IOVA_SLOTS; s++) {
+		struct mock_map *p = &vm->maps[s];
+
+		if (p->mapped && p->unreported &&
+		    bus_map(vm, "Map", "ttt", p->iova, p->gpa, CHUNK) >= 0)
+			p->unreported = false;
+	}
 }
 
 /* Unmap slot s: the Unmap event first (the daemon harvests it), then the IOAS. */
@@ -308,6 +327,8 @@ static int mock_unmap(struct mock_vm *vm, int s, bool report)
 
 	if (report) {
 		r = bus_map(vm, "Unmap", "tt", p->iova, CHUNK);
+		if (r == -ENOENT && (p->unreported || vm->tolerate_bus_errors))
+			r = 0; /* a retry the first attempt did, or a Map never recorded */
 		if (r < 0)
 			return vm->tolerate_bus_errors ? -EAGAIN : r; /* stays mapped */
 	}
@@ -315,6 +336,7 @@ static int mock_unmap(struct mock_vm *vm, int s, bool report)
 	if (r < 0)
 		return r;
 	p->mapped = false;
+	p->unreported = false;
 	vm->n_mapped--;
 	return 0;
 }
@@ -346,6 +368,8 @@ static int mock_step(struct mock_vm *vm)
 	unsigned n_writes = 1 + (unsigned)(rng() % 6);
 	int r;
 
+	if (vm->tolerate_bus_errors)
+		mock_report_pending(vm);
 	if (vm->churn_enabled && rng() % 4 == 0) {
 		if ((rng() % 2 || vm->n_mapped > IOVA_SLOTS / 2) && vm->n_mapped > 4) {
 			r = mock_unmap(vm, random_mapped(vm), true);
@@ -371,6 +395,8 @@ static int mock_step(struct mock_vm *vm)
 		if (s < 0)
 			break;
 		p = &vm->maps[s];
+		if (p->unreported)
+			continue; /* the daemon may not know it: no DMA through it */
 		first = rng() % pages;
 		n = 1 + rng() % (rng() % 16 == 0 ? 32 : 3);
 		if (first + n > pages)

@@ -178,6 +178,8 @@ expect_dirty() {
 		log "adopt: HarvestRanges answered '$out', want '<round> $want <usec>'"
 		return 1
 	fi
+	# the round stays pending until the client has it: acknowledge it
+	call "$vm_path" org.iodirty.Session1 Acknowledge t "$(echo "$out" | awk '{ print $2 }')" || return 1
 	log "adopt: $2 page(s) at GPA $((vm_base + $1)) dirty, precise"
 }
 mark() { # mark OFFSET PAGES: the mock device dirties PAGES pages at vm_base + OFFSET
