@@ -54,9 +54,10 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
 LIB_HDRS := $(wildcard lib/iod*.h)
 LIBIODIRTY := $(B)/libiodirty.a
 
+# Position independent: the client's shared library carries some of these objects.
 $(B)/lib/%.o: lib/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(JSON_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -fPIC $(JSON_CFLAGS) -c $< -o $@
 
 $(LIBIODIRTY): $(LIB_OBJS)
 	@rm -f $@
@@ -71,32 +72,65 @@ $(B)/libiodirty.pc: lib/libiodirty.pc.in $(B)/.install-paths
 	@mkdir -p $(@D)
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' $< >$@
 
-# --- daemon and client -------------------------------------------------------------------
-DAEMON_SRCS := $(filter-out daemon/iodirtyctl.c daemon/iodirty-migrate.c daemon/migrate.c daemon/bus-client.c,$(wildcard daemon/*.c))
-DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/%.o)
-CTL_SRCS := $(wildcard daemon/iodirtyctl.c)
-CTL_OBJS := $(CTL_SRCS:%.c=$(B)/%.o)
-# The client side of the bus (iod_bus_client_open()): iodirtyctl, iodirty-migrate, the test clients.
-BUS_CLIENT_OBJS := $(B)/daemon/bus-client.o
-BINS :=
-ifneq ($(DAEMON_SRCS),)
-BINS += $(B)/iodirtyd
-endif
-ifneq ($(CTL_SRCS),)
-BINS += $(B)/iodirtyctl
-endif
-MIGRATE_OBJS := $(B)/daemon/iodirty-migrate.o $(B)/daemon/migrate.o $(BUS_CLIENT_OBJS)
-BINS += $(B)/iodirty-migrate
+# --- iodirtyd: everything but main() in a core library, linked by iodirtyd and the tests ---
+DAEMON_CORE_SRCS := $(filter-out daemon/iodirtyd.c,$(wildcard daemon/*.c))
+DAEMON_CORE_OBJS := $(DAEMON_CORE_SRCS:%.c=$(B)/%.o)
+DAEMON_CORE := $(B)/libiodirtyd.a
+DAEMON_LIBS = $(SYSTEMD_LIBS) $(NL_LIBS) $(JSON_LIBS)
 
 $(B)/daemon/%.o: daemon/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) $(JSON_CFLAGS) $(NL_CFLAGS) -Idaemon -c $< -o $@
 
-$(B)/iodirtyd: $(DAEMON_OBJS) $(LIBIODIRTY)
-	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(NL_LIBS) $(JSON_LIBS)
+$(DAEMON_CORE): $(DAEMON_CORE_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
 
-$(B)/iodirtyctl: $(CTL_OBJS) $(BUS_CLIENT_OBJS) $(LIBIODIRTY)
-	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
+$(B)/iodirtyd: $(B)/daemon/iodirtyd.o $(DAEMON_CORE) $(LIBIODIRTY)
+	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(DAEMON_LIBS)
+
+# --- libiodirty-client: connect, bus names, batch builders, the log reader --------------------
+# Installed as a shared library (SONAME libiodirty-client.so.0, exporting only its API, see
+# client/libiodirty-client.sym); the programs and tests of this tree link the same objects
+# statically (libiodirty-client.a), so that they run from the build folder and in the guest.
+CLIENT_LIB_SRCS := client/bus-client.c
+CLIENT_LIB_OBJS := $(CLIENT_LIB_SRCS:%.c=$(B)/%.o)
+CLIENT_LIB := $(B)/libiodirty-client.a
+CLIENT_SO_VERSION := 0.1.0
+CLIENT_SO := $(B)/libiodirty-client.so.$(CLIENT_SO_VERSION)
+CLIENT_LIBS = $(SYSTEMD_LIBS) $(JSON_LIBS)
+
+$(B)/client/%.o: client/%.c $(UAPI_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) $(JSON_CFLAGS) -Iclient -c $< -o $@
+
+$(CLIENT_LIB): $(CLIENT_LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# The log reader and what it needs of libiodirty go into the shared library too.
+CLIENT_SO_LIB_OBJS := $(addprefix $(B)/lib/,dirty-log.o bitmap.o log.o util.o)
+
+$(CLIENT_SO): $(CLIENT_LIB_OBJS) $(CLIENT_SO_LIB_OBJS) client/libiodirty-client.sym
+	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,libiodirty-client.so.0 \
+		-Wl,--version-script=client/libiodirty-client.sym -Wl,--no-undefined \
+		$(CLIENT_LIB_OBJS) $(CLIENT_SO_LIB_OBJS) -o $@ $(SYSTEMD_LIBS)
+	ln -sf $(notdir $@) $(B)/libiodirty-client.so.0
+	ln -sf libiodirty-client.so.0 $(B)/libiodirty-client.so
+
+$(B)/libiodirty-client.pc: client/libiodirty-client.pc.in $(B)/.install-paths
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|;s|@VERSION@|$(CLIENT_SO_VERSION)|' $< >$@
+
+# --- the client programs ---------------------------------------------------------------------
+$(B)/iodirtyctl: $(B)/client/iodirtyctl.o $(CLIENT_LIB) $(LIBIODIRTY)
+	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
+
+MIGRATE_OBJS := $(B)/client/iodirty-migrate.o $(B)/client/migrate.o
+$(B)/iodirty-migrate: $(MIGRATE_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
+	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
+
+BINS := $(B)/iodirtyd $(B)/iodirtyctl $(B)/iodirty-migrate
 
 # --- units: the service names the installed daemon's path ------------------------------
 UNITS := $(patsubst units/%.in,$(B)/units/%,$(wildcard units/*.service.in))
@@ -111,9 +145,6 @@ $(B)/units/%: units/%.in $(B)/units/.sbindir
 
 FORCE:
 
-$(B)/iodirty-migrate: $(MIGRATE_OBJS) $(LIBIODIRTY)
-	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
-
 # --- tests -------------------------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test-*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
@@ -124,7 +155,17 @@ $(B)/tests/%.o: tests/unit/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(JSON_CFLAGS) -Itests/unit -c $< -o $@
 
-$(B)/tests/test-%: $(B)/tests/test-%.o $(LIBIODIRTY)
+# Unit tests of iodirtyd's core (tests/unit/test-daemon-*.c) link libiodirtyd.a.
+UNIT_DAEMON_BINS := $(filter $(B)/tests/test-daemon-%,$(UNIT_BINS))
+
+$(UNIT_DAEMON_BINS:=.o): $(B)/tests/%.o: tests/unit/%.c $(UAPI_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(SYSTEMD_CFLAGS) $(JSON_CFLAGS) -Itests/unit -Idaemon -c $< -o $@
+
+$(UNIT_DAEMON_BINS): %: %.o $(DAEMON_CORE) $(LIBIODIRTY)
+	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(DAEMON_LIBS)
+
+$(filter-out $(UNIT_DAEMON_BINS),$(UNIT_BINS)): $(B)/tests/test-%: $(B)/tests/test-%.o $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(JSON_LIBS)
 
 $(B)/bench/%.o: tests/bench/%.c $(UAPI_STAMP)
@@ -145,7 +186,7 @@ include tests/bus/bus.mk
 .PHONY: all lib tests check check-fresh check-unit check-asan check-bus check-vm check-units bench install uninstall deps \
 	format format-check clean help demo valgrind bench-vm
 
-all: $(LIBIODIRTY) $(B)/libiodirty.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) $(BUS_SCALE) ## build everything into $(B)/
+all: $(LIBIODIRTY) $(B)/libiodirty.pc $(DAEMON_CORE) $(CLIENT_LIB) $(CLIENT_SO) $(B)/libiodirty-client.pc $(BINS) $(UNITS) $(UNIT_BINS) $(BENCH_BINS) $(VM_TEST_BINS) $(BUS_CLIENT) $(BUS_SCALE) ## build everything into $(B)/
 
 lib: $(LIBIODIRTY) ## build libiodirty only
 
@@ -193,9 +234,14 @@ install: all ## install into $(DESTDIR)$(PREFIX) (binaries, library, headers, un
 	install -m 0644 $(LIBIODIRTY) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 $(B)/libiodirty.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 0644 $(LIB_HDRS) $(DESTDIR)$(INCLUDEDIR)/iodirty/
-	$(if $(wildcard $(B)/iodirtyd),install -D -m 0755 $(B)/iodirtyd $(DESTDIR)$(SBINDIR)/iodirtyd)
-	$(if $(wildcard $(B)/iodirtyctl),install -D -m 0755 $(B)/iodirtyctl $(DESTDIR)$(BINDIR)/iodirtyctl)
+	install -D -m 0755 $(B)/iodirtyd $(DESTDIR)$(SBINDIR)/iodirtyd
+	install -D -m 0755 $(B)/iodirtyctl $(DESTDIR)$(BINDIR)/iodirtyctl
 	install -D -m 0755 $(B)/iodirty-migrate $(DESTDIR)$(BINDIR)/iodirty-migrate
+	install -m 0755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(CLIENT_SO)) $(DESTDIR)$(LIBDIR)/libiodirty-client.so.0
+	ln -sf libiodirty-client.so.0 $(DESTDIR)$(LIBDIR)/libiodirty-client.so
+	install -m 0644 $(B)/libiodirty-client.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 0644 client/iodirty-client.h $(DESTDIR)$(INCLUDEDIR)/iodirty/
 	$(if $(UNITS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS))
 	$(if $(wildcard units/*.conf),install -D -m 0644 -t $(DESTDIR)$(DBUSPOLICYDIR) units/*.conf)
 	$(if $(wildcard units/*.sysusers),for f in units/*.sysusers; do install -D -m 0644 $$f $(DESTDIR)$(SYSUSERSDIR)/$$(basename $$f .sysusers).conf; done)
@@ -203,7 +249,7 @@ install: all ## install into $(DESTDIR)$(PREFIX) (binaries, library, headers, un
 	$(if $(wildcard proto/*.xml),install -D -m 0644 -t $(DESTDIR)$(DBUSDATADIR)/interfaces proto/*.xml)
 	for m in $(wildcard man/*.[1-8]); do install -D -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/$$(basename $$m); done
 
-FORMAT_SRCS = $(wildcard lib/*.[ch] daemon/*.[ch] tests/*/*.[ch])
+FORMAT_SRCS = $(wildcard lib/*.[ch] daemon/*.[ch] client/*.[ch] tests/*/*.[ch])
 format: ## reformat the C sources with clang-format
 	clang-format -i $(FORMAT_SRCS)
 
@@ -217,4 +263,4 @@ help: ## list the targets
 	@echo "iodirty make targets (variables: B=build dir, PREFIX, DESTDIR, SANITIZE=address,undefined, IOD_CACHE):"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
--include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CTL_OBJS:.o=.d) $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(DAEMON_CORE_OBJS:.o=.d) $(B)/daemon/iodirtyd.d $(CLIENT_LIB_OBJS:.o=.d) $(B)/client/iodirtyctl.d $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)

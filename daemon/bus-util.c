@@ -64,7 +64,8 @@ int iod_bus_read_options(sd_bus_message *m, const struct iod_bus_option *table, 
 		if (type != 'v' || strcmp(contents, sig) != 0)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 						 "Option \"%s\" must be of type '%c', not '%s'",
-						 key, o->type, iod_quote(contents ? contents : "?", qc));
+						 key, o->type,
+						 iod_quote(contents ? contents : "?", qc));
 
 		r = sd_bus_message_enter_container(m, 'v', sig);
 		if (r < 0)

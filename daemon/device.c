@@ -16,8 +16,7 @@ static bool cdev_path_valid(const char *spec)
 {
 	const char *n = spec + strlen(VFIO_CDEV_PREFIX);
 
-	if (strncmp(spec, VFIO_CDEV_PREFIX, strlen(VFIO_CDEV_PREFIX)) != 0 || !*n ||
-	    strlen(n) > 10)
+	if (strncmp(spec, VFIO_CDEV_PREFIX, strlen(VFIO_CDEV_PREFIX)) != 0 || !*n || strlen(n) > 10)
 		return false;
 	for (; *n; n++)
 		if (*n < '0' || *n > '9')

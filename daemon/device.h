@@ -63,7 +63,7 @@ int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_r
 bool iod_device_spec_valid(const char *spec);
 #define IOD_DEVICE_SPEC_WANTED \
 	"neither a PCI address (DDDD:BB:DD.F) nor a VFIO cdev under /dev/vfio/devices (vfioN)"
-#define IOD_DEVICE_NEEDS_ROOT                                                              \
+#define IOD_DEVICE_NEEDS_ROOT                                                               \
 	"Only root may name a device, which the daemon then opens; open the cdev yourself " \
 	"and pass the fd"
 

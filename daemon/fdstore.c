@@ -597,8 +597,9 @@ static char **bus_names(struct iod_manager *m)
 	if (r >= 0)
 		r = sd_bus_message_read_strv(reply, &names);
 	if (r < 0) {
-		log_warning("Failed to list the names on the bus, keeping every session's owner: %s",
-			    error.message ? error.message : strerror(-r));
+		log_warning(
+			"Failed to list the names on the bus, keeping every session's owner: %s",
+			error.message ? error.message : strerror(-r));
 		sd_bus_error_free(&error);
 		return NULL;
 	}
@@ -616,8 +617,7 @@ static void strv_free(char **l)
 	free(l);
 }
 
-static void restore_session(struct iod_manager *m, const struct iod_state_session *st,
-			    char **names)
+static void restore_session(struct iod_manager *m, const struct iod_state_session *st, char **names)
 {
 	struct iod_fdstore *f = m->fdstore;
 	struct iod_session *s = NULL;

@@ -168,7 +168,8 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 	/* Owners are watched by this one match, installed before any session exists (and
 	 * before the restore asks which owners are still there). */
 	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-				"org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed, m);
+				"org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed,
+				m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to watch the owners of sessions: %m");
 

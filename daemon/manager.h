@@ -14,13 +14,6 @@
 #include "config.h"
 #include "iodirty.h"
 
-#define IOD_BUS_NAME "org.iodirty.Tracker1"
-#define IOD_MANAGER_PATH "/org/iodirty/Tracker1"
-#define IOD_SESSION_PREFIX "/org/iodirty/Tracker1/session"
-#define IOD_MANAGER_INTERFACE "org.iodirty.Manager1"
-#define IOD_SESSION_INTERFACE "org.iodirty.Session1"
-#define IOD_DEVICE_INTERFACE "org.iodirty.Device1"
-
 struct iod_session;
 struct iod_device;
 struct iod_uevent;

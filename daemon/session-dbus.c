@@ -198,7 +198,8 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	d = iod_manager_find_device_by_path(s->manager, path);
 	if (!d || d->session != s)
 		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_DEVICE,
-					 "Session %s has no device %s", s->name, iod_quote(path, q));
+					 "Session %s has no device %s", s->name,
+					 iod_quote(path, q));
 
 	r = iod_session_detach_device(s, d, &why);
 	if (r < 0)

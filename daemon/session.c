@@ -21,17 +21,6 @@
 /* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */
 #define HARVEST_CHUNK_BITS (UINT64_C(1) << 18)
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 const char *iod_session_mode_to_string(enum iod_session_mode mode)
 {
 	return mode == IOD_MODE_ADOPT ? "adopt" : "owner";
@@ -320,7 +309,8 @@ void iod_session_probe_holes(struct iod_session *s)
 		if (r == -EOPNOTSUPP)
 			continue;
 		if (r < 0) {
-			log_debug_errno(r, "Session %s: probing hwpt %u at 0x%" PRIx64 " failed: %m",
+			log_debug_errno(r,
+					"Session %s: probing hwpt %u at 0x%" PRIx64 " failed: %m",
 					s->name, h->hw.id, hole);
 			return;
 		}
@@ -329,14 +319,15 @@ void iod_session_probe_holes(struct iod_session *s)
 			(void)sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH,
 							     IOD_MANAGER_INTERFACE,
 							     "KernelHoleBehavior", NULL);
-		log_info("Kernel: a dirty bitmap read over unmapped IOVA %s (\"%s\").",
-			 b == IOD_HOLES_STRICT
-				 ? "fails with EINVAL: a harvest that finds a mapped area gone fails "
-				   "its session"
-				 : "succeeds with the bits from the hole on missing: harvests cover "
-				   "exactly the mapped areas, and an area unmapped behind the daemon's "
-				   "back goes unnoticed",
-			 iod_hole_behavior_to_string(b));
+		log_info(
+			"Kernel: a dirty bitmap read over unmapped IOVA %s (\"%s\").",
+			b == IOD_HOLES_STRICT
+				? "fails with EINVAL: a harvest that finds a mapped area gone fails "
+				  "its session"
+				: "succeeds with the bits from the hole on missing: harvests cover "
+				  "exactly the mapped areas, and an area unmapped behind the daemon's "
+				  "back goes unnoticed",
+			iod_hole_behavior_to_string(b));
 		return;
 	}
 }
@@ -497,10 +488,11 @@ static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint
 			 limit = s->manager->config.limits.log_bytes_per_user;
 
 		if (user > limit || bytes > limit - user)
-			return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-					   "The dirty logs of uid %u would grow to %" PRIu64
-					   " bytes, over the limit \"log_bytes_per_user\" of %" PRIu64,
-					   (unsigned)s->uid, user + bytes, limit);
+			return iod_reasonf(
+				why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
+				"The dirty logs of uid %u would grow to %" PRIu64
+				" bytes, over the limit \"log_bytes_per_user\" of %" PRIu64,
+				(unsigned)s->uid, user + bytes, limit);
 	}
 	if (s->mode == IOD_MODE_OWNER || !s->options.viommu) {
 		/* Without a vIOMMU IOVA = GPA: the region is also a mapping. */
@@ -564,10 +556,11 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 				   "The memory fd's file system cannot be examined: %s",
 				   strerror(errno));
 	if (sf.f_type != TMPFS_MAGIC && sf.f_type != HUGETLBFS_MAGIC)
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				   "The memory fd is a file on disk (file system 0x%llx): guest memory "
-				   "must be a memfd or a file on tmpfs or hugetlbfs",
-				   (unsigned long long)sf.f_type);
+		return iod_reasonf(
+			why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+			"The memory fd is a file on disk (file system 0x%llx): guest memory "
+			"must be a memfd or a file on tmpfs or hugetlbfs",
+			(unsigned long long)sf.f_type);
 	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || (flags & O_ACCMODE) != O_RDWR)
 		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
@@ -715,10 +708,9 @@ static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t len
 
 	s->read_error = (struct iod_read_error){
 		.hwpt_id = c->hwpt->hw.id, .iova = iova, .length = length, .err = r};
-	return log_debug_errno(r,
-			       "Failed to read dirty bits of hwpt %u at [0x%" PRIx64
-			       ", +0x%" PRIx64 "): %m",
-			       c->hwpt->hw.id, iova, length);
+	return log_debug_errno(
+		r, "Failed to read dirty bits of hwpt %u at [0x%" PRIx64 ", +0x%" PRIx64 "): %m",
+		c->hwpt->hw.id, iova, length);
 }
 
 /* Read one mapped piece of one HWPT, chunk by chunk, into the accumulating plane. */
@@ -869,10 +861,9 @@ static void fail_harvest(struct iod_session *s, const char *when, int r)
 				 "tracking was turned off, and its dirty bits are lost",
 				 when, e->iova, e->length, e->hwpt_id);
 	else
-		iod_session_fail(s,
-				 "%s failed: reading hwpt %u at IOVA [0x%" PRIx64 ", +0x%" PRIx64
-				 "): %s",
-				 when, e->hwpt_id, e->iova, e->length, iod_strerror(r));
+		iod_session_fail(
+			s, "%s failed: reading hwpt %u at IOVA [0x%" PRIx64 ", +0x%" PRIx64 "): %s",
+			when, e->hwpt_id, e->iova, e->length, iod_strerror(r));
 }
 
 void iod_session_fail(struct iod_session *s, const char *format, ...)
@@ -940,7 +931,7 @@ int iod_session_start(struct iod_session *s, struct iod_reason *why)
 	}
 
 	s->tracking = true;
-	s->last_round_usec = now_usec();
+	s->last_round_usec = iod_now_usec();
 	log_info("Session %s: dirty tracking started (%s).", s->name,
 		 iod_session_tracking_mode_string(s));
 	return 0;
@@ -991,7 +982,7 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
 			struct iod_reason *why)
 {
-	uint64_t t0 = now_usec(), dirty = 0, now;
+	uint64_t t0 = iod_now_usec(), dirty = 0, now;
 	bool precise;
 	int r;
 
@@ -1025,7 +1016,7 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 			return iod_reason_kernel(why, r, "Failed to start round");
 	}
 
-	now = now_usec();
+	now = iod_now_usec();
 	*ret = (struct iod_harvest_result){
 		.round = iod_log_rounds(s->log),
 		.dirty_pages = dirty,
@@ -1092,76 +1083,6 @@ static bool sink_add(struct range_sink *k, uint64_t start, uint64_t length)
 	return true;
 }
 
-/*
- * Walking the log's planes visits only the pages of the memfd that hold data
- * (iod_log_next_data()): reading any other page through the mapping would allocate it, and a
- * clean log of a large guest must stay a few pages.
- */
-
-/* The first bit at or after bit, below nbits, set in one plane of region i; nbits if none. */
-static uint64_t plane_next_set(const struct iod_dirty_log *log, size_t i, bool round, uint64_t bit,
-			       uint64_t nbits)
-{
-	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
-	uint64_t first, end;
-
-	while (bit < nbits && iod_log_next_data(log, i, round, bit, &first, &end) == 0 &&
-	       first < nbits) {
-		uint64_t limit = MIN(end, nbits),
-			 f = iod_bitmap_find_next_set(plane, limit, MAX(first, bit));
-
-		if (f < limit)
-			return f;
-		bit = limit;
-	}
-	return nbits;
-}
-
-/* The first bit at or after bit, below nbits, clear in one plane of region i. */
-static uint64_t plane_next_clear(const struct iod_dirty_log *log, size_t i, bool round,
-				 uint64_t bit, uint64_t nbits)
-{
-	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
-	uint64_t first, end;
-
-	while (bit < nbits) {
-		uint64_t limit, c;
-
-		if (iod_log_next_data(log, i, round, bit, &first, &end) < 0 || first > bit)
-			return bit; /* a hole: clear */
-		limit = MIN(end, nbits);
-		c = iod_bitmap_find_next_clear(plane, limit, bit);
-		if (c < limit)
-			return c;
-		bit = limit;
-	}
-	return nbits;
-}
-
-/* The next run [*ret_start, *ret_end) of pages set in the round plane (with peek: in either
- * plane) of region i within [bit, nbits). false when there is none. */
-static bool next_dirty_run(const struct iod_dirty_log *log, size_t i, bool peek, uint64_t bit,
-			   uint64_t nbits, uint64_t *ret_start, uint64_t *ret_end)
-{
-	uint64_t b = plane_next_set(log, i, true, bit, nbits), e;
-
-	if (peek)
-		b = MIN(b, plane_next_set(log, i, false, bit, nbits));
-	if (b >= nbits)
-		return false;
-	for (e = b;;) {
-		uint64_t r = plane_next_clear(log, i, true, e, nbits);
-		uint64_t a = peek ? plane_next_clear(log, i, false, e, nbits) : r;
-
-		if (r == a)
-			break;
-		e = MAX(r, a);
-	}
-	*ret_start = b;
-	*ret_end = e;
-	return true;
-}
-
 /* Emit the dirty runs of region i between GPA [gpa, end), translated by delta. */
 static bool sink_region_runs(struct range_sink *k, const struct iod_dirty_log *log, size_t i,
 			     bool peek, uint64_t gpa, uint64_t end, uint64_t delta)
@@ -1173,8 +1094,8 @@ static bool sink_region_runs(struct range_sink *k, const struct iod_dirty_log *l
 			shift;
 	uint64_t b, e;
 
-	for (uint64_t bit = first; bit < last && next_dirty_run(log, i, peek, bit, last, &b, &e);
-	     bit = e)
+	for (uint64_t bit = first;
+	     bit < last && iod_log_next_dirty(log, i, peek, bit, last, &b, &e) == 0; bit = e)
 		if (!sink_add(k, g->gpa + (b << shift) + delta, (e - b) << shift))
 			return false;
 	return true;
@@ -1220,7 +1141,8 @@ static int count_unmapped_dirty(struct iod_session *s, bool peek, uint64_t *ret)
 		const struct iod_log_region *g = iod_log_region(s->log, i);
 		uint64_t nbits = g->length >> shift, b, e, lo = 0;
 
-		for (uint64_t bit = 0; next_dirty_run(s->log, i, peek, bit, nbits, &b, &e); bit = e) {
+		for (uint64_t bit = 0; iod_log_next_dirty(s->log, i, peek, bit, nbits, &b, &e) == 0;
+		     bit = e) {
 			uint64_t at = g->gpa + (b << shift), stop = g->gpa + (e << shift);
 
 			/* intervals ending at or before the run can be skipped for good */
@@ -2248,10 +2170,11 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 		 * fd is still bound to the session's iommufd). */
 		r = s->ictx ? iod_iommufd_hw_info(s->ictx, d->dev_id, &d->hw) : -EBADF;
 		if (r < 0)
-			log_warning_errno(r,
-					  "Session %s: cannot read the IOMMU capabilities of restored "
-					  "device %u again, keeping what the state says: %m",
-					  st->name, d->index);
+			log_warning_errno(
+				r,
+				"Session %s: cannot read the IOMMU capabilities of restored "
+				"device %u again, keeping what the state says: %m",
+				st->name, d->index);
 		if (iod_vfio_probe_features(d->fd, &d->features) < 0)
 			d->features = (struct iod_vfio_features){};
 		if (strdup_or_null(sd->name, &d->name) < 0 ||
@@ -2275,7 +2198,7 @@ int iod_session_from_state(struct iod_manager *m, const struct iod_state_session
 	if (s->failed)
 		s->failure = strdup("the log was incomplete before the daemon restarted");
 	s->round_pending = iod_log_count_round(s->log) > 0;
-	s->last_round_usec = now_usec();
+	s->last_round_usec = iod_now_usec();
 	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
 		unmap_unrecorded(s);
 

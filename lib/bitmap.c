@@ -29,11 +29,6 @@ static inline uint64_t mask_from(unsigned n)
 	return ALL_ONES << n;
 }
 
-static inline uint64_t min_u64(uint64_t a, uint64_t b)
-{
-	return a < b ? a : b;
-}
-
 static inline unsigned popcount64(uint64_t x)
 {
 #ifdef __POPCNT__
@@ -219,7 +214,7 @@ int iod_bitmap_or(uint64_t *dst, uint64_t dst_nbits, uint64_t dst_off, const uin
 	dst += dst_off / 64;
 	d = dst_off % 64;
 	if (d > 0) {
-		unsigned h = min_u64(n, 64 - d);
+		unsigned h = MIN(n, 64 - d);
 
 		*dst++ |= get_bits(src, src_off, h) << d;
 		src_off += h;
@@ -408,7 +403,7 @@ static inline uint64_t find_next(const uint64_t *map, uint64_t nbits, uint64_t s
 	}
 	/* Bits past nbits in the last word are not part of the bitmap. */
 	bit = w * 64 + __builtin_ctzll(v);
-	return min_u64(bit, nbits);
+	return MIN(bit, nbits);
 }
 
 uint64_t iod_bitmap_find_next_set(const uint64_t *map, uint64_t nbits, uint64_t start)
@@ -685,7 +680,7 @@ static void rescale_up_large(uint64_t *dst, uint64_t dst_nbits, const uint64_t *
 	uint64_t nb = full / q; /* dst bits backed by q whole src words */
 
 	for (uint64_t i = 0; i * 64 < nb; i++) {
-		uint64_t bits = min_u64(64, nb - i * 64), v = 0;
+		uint64_t bits = MIN(64, nb - i * 64), v = 0;
 		const uint64_t *s = src + i * 64 * q;
 
 		if (q == 1) {
@@ -886,8 +881,8 @@ static bool scan_words(struct range_scan *state, const uint64_t *map, uint64_t i
 		__builtin_prefetch(map + ahead);
 
 	while (i + 8 <= end) {
-		unsigned nlines = min_u64((end - i) / 8, SCAN_BLOCK_LINES), k = 0, q = 0;
-		uint64_t limit = min_u64(i + SCAN_AHEAD_WORDS, end - 7);
+		unsigned nlines = MIN((end - i) / 8, SCAN_BLOCK_LINES), k = 0, q = 0;
+		uint64_t limit = MIN(i + SCAN_AHEAD_WORDS, end - 7);
 
 		for (unsigned l = 0; l < nlines; l++) {
 			lines[k] = l;

@@ -52,6 +52,7 @@ struct iod_dirty_log {
 	uint64_t page_size; /* the system's: what shmem allocates, and gives back, at a time */
 	uint64_t *scratch; /* reused by iod_log_merge() when it rescales */
 	uint64_t scratch_words;
+	bool read_only; /* a client's view (iod_log_open_fd_ro()): no change is allowed */
 };
 
 IOD_DEFINE_FREEP(struct iod_dirty_log, iod_log_free)
@@ -79,11 +80,6 @@ static unsigned log_shift(const struct iod_dirty_log *log)
 static uint64_t table_end(uint64_t regions_offset, uint32_t max_regions)
 {
 	return regions_offset + (uint64_t)max_regions * sizeof(struct iod_log_region);
-}
-
-static uint64_t min_u64(uint64_t a, uint64_t b)
-{
-	return a < b ? a : b;
 }
 
 /* Round v up to a multiple of the power of two a; false if that overflows. */
@@ -281,7 +277,7 @@ static bool log_next_data(const struct iod_dirty_log *log, struct data_cursor *c
 	if (start >= end)
 		return false;
 	*ret_start = start;
-	*ret_end = min_u64(c->hole, end);
+	*ret_end = MIN(c->hole, end);
 	return true;
 }
 
@@ -528,7 +524,7 @@ static int log_validate_regions(const struct iod_dirty_log *log)
 	return 0;
 }
 
-int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
+static int log_open(int fd, bool read_only, struct iod_dirty_log **ret)
 {
 	_cleanup_(iod_log_freep) struct iod_dirty_log *log = NULL;
 	struct iod_log_header h;
@@ -544,6 +540,7 @@ int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
 	log = log_alloc();
 	if (!log)
 		return -ENOMEM;
+	log->read_only = read_only;
 
 	log->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (log->fd < 0)
@@ -551,7 +548,7 @@ int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
 	if (fstat(log->fd, &st) < 0)
 		return -errno;
 	/* The same owner-only mode as iod_log_new() gives, whoever made this memfd. */
-	if ((st.st_mode & 07777) != 0600 && fchmod(log->fd, 0600) < 0)
+	if (!read_only && (st.st_mode & 07777) != 0600 && fchmod(log->fd, 0600) < 0)
 		iod_debug("dirty log: cannot restrict the memfd to its owner, ignoring: %m");
 	if (!S_ISREG(st.st_mode)) {
 		iod_debug("dirty log: fd %d is not a regular file (memfd)", fd);
@@ -576,7 +573,8 @@ int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
 	if (h.size > SIZE_MAX)
 		return -EFBIG;
 
-	log->map = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
+	log->map = mmap(NULL, h.size, read_only ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+			log->fd, 0);
 	if (log->map == MAP_FAILED)
 		return -errno;
 	log->map_size = h.size;
@@ -590,10 +588,21 @@ int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
 		return r;
 
 	/* A log written by iod_log_new() is sealed already; an older or foreign one may not be. */
-	(void)fcntl(log->fd, F_ADD_SEALS, F_SEAL_SHRINK);
+	if (!read_only)
+		(void)fcntl(log->fd, F_ADD_SEALS, F_SEAL_SHRINK);
 
 	*ret = TAKE_PTR(log);
 	return 0;
+}
+
+int iod_log_open_fd(int fd, struct iod_dirty_log **ret)
+{
+	return log_open(fd, false, ret);
+}
+
+int iod_log_open_fd_ro(int fd, struct iod_dirty_log **ret)
+{
+	return log_open(fd, true, ret);
 }
 
 struct iod_dirty_log *iod_log_free(struct iod_dirty_log *log)
@@ -643,6 +652,9 @@ int iod_log_accum_direct(struct iod_dirty_log *log, uint64_t gpa, uint64_t nbits
 	unsigned shift;
 	uint64_t page, end;
 	ssize_t i;
+
+	if (log && log->read_only)
+		return -EROFS;
 
 	if (!log || !ret || nbits == 0)
 		return -EINVAL;
@@ -696,6 +708,9 @@ int iod_log_add_region(struct iod_dirty_log *log, uint64_t gpa, uint64_t length)
 	uint64_t page, end, bytes, need, offset;
 	size_t lo, hi, n;
 	int r;
+
+	if (log && log->read_only)
+		return -EROFS;
 
 	if (!log)
 		return -EINVAL;
@@ -758,6 +773,9 @@ int iod_log_remove_region(struct iod_dirty_log *log, uint64_t gpa)
 	struct iod_log_region *t;
 	ssize_t i;
 
+	if (log && log->read_only)
+		return -EROFS;
+
 	if (!log)
 		return -EINVAL;
 	h = log_header(log);
@@ -818,8 +836,7 @@ static int log_or_sparse(const struct iod_dirty_log *log, uint64_t off, uint64_t
 		/* The bits whose words lie in the page holding dst's word (off is 8-aligned). */
 		uint64_t byte = off + dst / IOD_BITS_PER_WORD * sizeof(uint64_t);
 		uint64_t next_page = (byte | (log->page_size - 1)) + 1;
-		uint64_t k = min_u64(n, (next_page - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD -
-						dst);
+		uint64_t k = MIN(n, (next_page - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD - dst);
 
 		if (!iod_bitmap_is_empty(src, src_nbits, src_off, k)) {
 			if (run_n == 0) {
@@ -884,6 +901,9 @@ int iod_log_mark(struct iod_dirty_log *log, uint64_t gpa, uint64_t length)
 	uint64_t end, first, last;
 	size_t index;
 	int r;
+
+	if (log && log->read_only)
+		return -EROFS;
 
 	if (!log || length == 0)
 		return -EINVAL;
@@ -992,6 +1012,9 @@ int iod_log_merge(struct iod_dirty_log *log, uint64_t gpa, const uint64_t *src, 
 	uint64_t align, bytes, end, limit;
 	size_t index;
 	int r;
+
+	if (log && log->read_only)
+		return -EROFS;
 
 	if (!log || !src || nbits == 0 || src_shift >= 64)
 		return -EINVAL;
@@ -1110,7 +1133,7 @@ static void log_sweep_plane(struct iod_dirty_log *log, struct data_cursor *c, ui
 		for (uint64_t a = ds, b; a < de; a = b) {
 			bool any;
 
-			b = min_u64((a | (page - 1)) + 1, de);
+			b = MIN((a | (page - 1)) + 1, de);
 			any = clear_words(plane, dst, (a - off) / sizeof(uint64_t),
 					  (b - off) / sizeof(uint64_t), nbits);
 			if (!any && b - a == page) {
@@ -1131,6 +1154,9 @@ int iod_log_snapshot(struct iod_dirty_log *log, uint64_t *ret_dirty_pages)
 	const struct iod_log_region *t;
 	size_t n;
 
+	if (log && log->read_only)
+		return -EROFS;
+
 	if (!log)
 		return -EINVAL;
 	t = log_table(log);
@@ -1149,6 +1175,9 @@ int iod_log_ack(struct iod_dirty_log *log)
 	struct data_cursor c = {};
 	const struct iod_log_region *t;
 	size_t n;
+
+	if (log && log->read_only)
+		return -EROFS;
 
 	if (!log)
 		return -EINVAL;
@@ -1187,7 +1216,7 @@ static bool plane_next_data(const struct iod_dirty_log *log, struct data_cursor 
 		return false;
 	first = (ds - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD;
 	*ret_first = first > bit ? first : bit;
-	*ret_end = min_u64((de - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD, nbits);
+	*ret_end = MIN((de - off) / sizeof(uint64_t) * IOD_BITS_PER_WORD, nbits);
 	return true;
 }
 
@@ -1205,6 +1234,77 @@ int iod_log_next_data(const struct iod_dirty_log *log, size_t region, bool round
 		return -ENODATA;
 	*ret_first = first;
 	*ret_end = end;
+	return 0;
+}
+
+/* The first bit at or after bit, below nbits, set in one plane of region i; nbits if none.
+ * Only pages holding data are read (a read of any other page would allocate it). */
+static uint64_t plane_next_set(const struct iod_dirty_log *log, size_t i, bool round, uint64_t bit,
+			       uint64_t nbits)
+{
+	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
+	uint64_t first, end;
+
+	while (bit < nbits && iod_log_next_data(log, i, round, bit, &first, &end) == 0 &&
+	       first < nbits) {
+		uint64_t limit = MIN(end, nbits),
+			 f = iod_bitmap_find_next_set(plane, limit, MAX(first, bit));
+
+		if (f < limit)
+			return f;
+		bit = limit;
+	}
+	return nbits;
+}
+
+/* The first bit at or after bit, below nbits, clear in one plane of region i. */
+static uint64_t plane_next_clear(const struct iod_dirty_log *log, size_t i, bool round,
+				 uint64_t bit, uint64_t nbits)
+{
+	const uint64_t *plane = round ? iod_log_round_bitmap(log, i) : iod_log_accum_bitmap(log, i);
+	uint64_t first, end;
+
+	while (bit < nbits) {
+		uint64_t limit, c;
+
+		if (iod_log_next_data(log, i, round, bit, &first, &end) < 0 || first > bit)
+			return bit; /* a hole: clear */
+		limit = MIN(end, nbits);
+		c = iod_bitmap_find_next_clear(plane, limit, bit);
+		if (c < limit)
+			return c;
+		bit = limit;
+	}
+	return nbits;
+}
+
+int iod_log_next_dirty(const struct iod_dirty_log *log, size_t region, bool both, uint64_t bit,
+		       uint64_t nbits, uint64_t *ret_start, uint64_t *ret_end)
+{
+	const struct iod_log_region *r = iod_log_region(log, region);
+	uint64_t b, e;
+
+	if (!r || !ret_start || !ret_end)
+		return -EINVAL;
+	nbits = MIN(nbits, r->length >> log_shift(log));
+	b = plane_next_set(log, region, true, bit, nbits);
+	if (both)
+		b = MIN(b, plane_next_set(log, region, false, bit, nbits));
+	if (b >= nbits)
+		return -ENODATA;
+	/* The run ends where both planes are clear. */
+	for (e = b;;) {
+		uint64_t x = plane_next_clear(log, region, true, e, nbits);
+		uint64_t y = both ? plane_next_clear(log, region, false, e, nbits) : x;
+
+		if (x == y) {
+			e = x;
+			break;
+		}
+		e = MAX(x, y);
+	}
+	*ret_start = b;
+	*ret_end = e;
 	return 0;
 }
 
@@ -1260,7 +1360,7 @@ uint64_t iod_log_count_union(const struct iod_dirty_log *log)
 				if (hole_end >= ae)
 					break;
 				/* Both hold data here: whole words from hole_end, but past nbits. */
-				both_end = min_u64(re, ae);
+				both_end = MIN(re, ae);
 				for (uint64_t w = hole_end / IOD_BITS_PER_WORD;
 				     w * IOD_BITS_PER_WORD < both_end; w++) {
 					uint64_t v = a[w] & ~r[w];
@@ -1293,6 +1393,8 @@ uint64_t iod_log_flags(const struct iod_dirty_log *log)
 
 void iod_log_set_flags(struct iod_dirty_log *log, uint64_t flags)
 {
+	if (log && log->read_only)
+		return;
 	if (log)
 		log_header(log)->flags = flags;
 }

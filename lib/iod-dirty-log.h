@@ -64,6 +64,13 @@ int iod_log_new(unsigned page_shift, struct iod_dirty_log **ret);
  * saying why), -EPROTO for an unknown version.
  */
 int iod_log_open_fd(int fd, struct iod_dirty_log **ret);
+/*
+ * A client's view of a log memfd it was handed (possibly open read-only): the same checks
+ * as iod_log_open_fd(), mapped read-only, and the read functions below work on it; every
+ * function that would change the log returns -EROFS (iod_log_set_flags() does nothing).
+ * This is the one reader of the layout: clients use it rather than the structs.
+ */
+int iod_log_open_fd_ro(int fd, struct iod_dirty_log **ret);
 struct iod_dirty_log *iod_log_free(struct iod_dirty_log *log);
 
 /* The memfd (owned by the log; dup it to keep it). */
@@ -154,6 +161,14 @@ const uint64_t *iod_log_round_bitmap(const struct iod_dirty_log *log, size_t reg
  */
 int iod_log_next_data(const struct iod_dirty_log *log, size_t region, bool round, uint64_t bit,
 		      uint64_t *ret_first, uint64_t *ret_end);
+
+/*
+ * The first run of dirty pages of region at or after bit, below nbits (bits): pages set in
+ * the round plane, or with both in either plane. [*ret_start, *ret_end). Reads only pages
+ * of the memfd that hold data. -ENODATA: no dirty page from bit on; -EINVAL: no such region.
+ */
+int iod_log_next_dirty(const struct iod_dirty_log *log, size_t region, bool both, uint64_t bit,
+		       uint64_t nbits, uint64_t *ret_start, uint64_t *ret_end);
 
 /* Count set bits of a plane over all regions. */
 uint64_t iod_log_count_accum(const struct iod_dirty_log *log);

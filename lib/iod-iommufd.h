@@ -131,8 +131,8 @@ const char *iod_hole_behavior_to_string(enum iod_hole_behavior b);
  * iod_ioas_find_hole()). It reads no bit and clears nothing. -EOPNOTSUPP for a HWPT that
  * cannot track; any other error but the strict kernel's EINVAL is returned as it is.
  */
-int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole,
-			 uint64_t length, enum iod_hole_behavior *ret);
+int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole, uint64_t length,
+			 enum iod_hole_behavior *ret);
 /*
  * An IOVA range of the IOAS that nothing can map: outside every usable range the kernel
  * reports (the IOMMU's aperture and reserved regions), aligned to and as long as

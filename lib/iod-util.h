@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -21,6 +22,12 @@
 #define _unlikely_(x) __builtin_expect(!!(x), 0)
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+/* Arguments are evaluated twice: no side effects in them. */
+#undef MIN
+#undef MAX
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Hand a pointer (or fd) over to someone else: returns the value and resets the variable. */
 #define TAKE_PTR(p)                                 \
@@ -82,6 +89,20 @@ static inline bool iod_is_aligned(uint64_t v, uint64_t align)
 static inline bool iod_is_pow2(uint64_t v)
 {
 	return v && !(v & (v - 1));
+}
+
+/* CLOCK_MONOTONIC in nanoseconds and microseconds. */
+static inline uint64_t iod_now_nsec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t iod_now_usec(void)
+{
+	return iod_now_nsec() / 1000;
 }
 
 /*

@@ -4,6 +4,7 @@
 #define IODIRTY_H
 
 #include "iod-util.h"
+#include "iod-names.h"
 #include "iod-bitmap.h"
 #include "iod-iova-map.h"
 #include "iod-dirty-log.h"

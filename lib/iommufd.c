@@ -327,8 +327,9 @@ int iod_ioas_check_mapped(struct iod_iommufd *ictx, uint32_t ioas_id, uint64_t i
 	cmd.dst_ioas_id = scratch;
 	r = ioctl(ictx->fd, IOMMU_IOAS_COPY, &cmd) < 0 ? -errno : 0;
 	if (r < 0 && r != -ENOENT)
-		(void)debug_fail(r, "IOMMU_IOAS_COPY", "ioas %u, iova 0x%" PRIx64 ", length 0x%" PRIx64,
-				 ioas_id, iova, length);
+		(void)debug_fail(r, "IOMMU_IOAS_COPY",
+				 "ioas %u, iova 0x%" PRIx64 ", length 0x%" PRIx64, ioas_id, iova,
+				 length);
 	(void)iod_iommufd_destroy(ictx, scratch);
 	return r;
 }
@@ -487,8 +488,8 @@ const char *iod_hole_behavior_to_string(enum iod_hole_behavior b)
 	}
 }
 
-int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole,
-			 uint64_t length, enum iod_hole_behavior *ret)
+int iod_hwpt_probe_holes(struct iod_iommufd *ictx, uint32_t hwpt_id, uint64_t hole, uint64_t length,
+			 enum iod_hole_behavior *ret)
 {
 	uint64_t word = 0;
 	int r;

@@ -287,16 +287,6 @@ static size_t *sorted_index(const void *base, size_t n, size_t size, size_t offs
 #define SORTED_INDEX(array, n, field, kind) \
 	sorted_index((array), (n), sizeof(*(array)), offsetof(__typeof__(*(array)), field), (kind))
 
-static inline size_t max_sz(size_t a, size_t b)
-{
-	return a > b ? a : b;
-}
-
-static inline size_t min_sz(size_t a, size_t b)
-{
-	return a < b ? a : b;
-}
-
 /* An address range: non-zero, aligned to the page, not wrapping. */
 static int check_range(struct ctx *c, const char *what, size_t i, const char *addr_name,
 		       uint64_t addr, uint64_t length, uint64_t page)
@@ -340,8 +330,8 @@ static int check_overlaps(struct ctx *c, const char *what, const char *addr_name
 		memcpy(&b_start, b + start_off, sizeof(b_start));
 		if (a_start + a_len > b_start) /* ranges were checked not to wrap */
 			return fail(c, "%s[%zu].%s: overlaps %s[%zu]", what,
-				    max_sz(idx[k - 1], idx[k]), addr_name, what,
-				    min_sz(idx[k - 1], idx[k]));
+				    MAX(idx[k - 1], idx[k]), addr_name, what,
+				    MIN(idx[k - 1], idx[k]));
 	}
 	return 0;
 }

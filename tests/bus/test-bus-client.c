@@ -35,13 +35,8 @@
 
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "iod-dirty-log.h"
-
-#define DEST "org.iodirty.Tracker1"
-#define MANAGER "/org/iodirty/Tracker1"
-#define MGR_IFACE "org.iodirty.Manager1"
-#define SES_IFACE "org.iodirty.Session1"
 
 #define E_INVALID_ARGS "org.freedesktop.DBus.Error.InvalidArgs"
 #define E_ACCESS_DENIED "org.freedesktop.DBus.Error.AccessDenied"
@@ -95,21 +90,21 @@ static const char *session_path(const char *name, char *buf, size_t size)
 {
 	char *p = NULL;
 
-	if (sd_bus_path_encode(MANAGER "/session", name, &p) < 0)
+	if (sd_bus_path_encode(IOD_MANAGER_PATH "/session", name, &p) < 0)
 		abort();
 	snprintf(buf, size, "%s", p);
 	free(p);
 	return buf;
 }
 
-/* Call member of DEST with the arguments types and ap describe (none if types is NULL). */
+/* Call member of IOD_BUS_NAME with the arguments types and ap describe (none if types is NULL). */
 static int callv(sd_bus *bus, const char *path, const char *iface, const char *member,
 		 sd_bus_error *error, sd_bus_message **reply, const char *types, va_list ap)
 {
 	sd_bus_message *m = NULL;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, iface, member);
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, path, iface, member);
 	if (r >= 0 && types)
 		r = sd_bus_message_appendv(m, types, ap);
 	if (r >= 0)
@@ -184,7 +179,7 @@ static uint64_t get_u64(sd_bus *bus, const char *path, const char *iface, const 
 	uint32_t u;
 	int b, r;
 
-	r = sd_bus_get_property(bus, DEST, path, iface, prop, &error, &reply, sig);
+	r = sd_bus_get_property(bus, IOD_BUS_NAME, path, iface, prop, &error, &reply, sig);
 	if (r >= 0) {
 		if (type == 't')
 			r = sd_bus_message_read(reply, "t", &v);
@@ -203,7 +198,7 @@ static char *get_string(sd_bus *bus, const char *path, const char *iface, const 
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	char *s = NULL;
 
-	if (sd_bus_get_property_string(bus, DEST, path, iface, prop, &error, &s) < 0)
+	if (sd_bus_get_property_string(bus, IOD_BUS_NAME, path, iface, prop, &error, &s) < 0)
 		s = strdup("(error)");
 	sd_bus_error_free(&error);
 	return s;
@@ -229,16 +224,16 @@ static void expect_u64(sd_bus *bus, const char *name, const char *path, const ch
 static void create(sd_bus *bus, const char *name, const char *session, bool viommu,
 		   const char *policy)
 {
-	sd_bus_message *reply = call_ok(bus, name, MANAGER, MGR_IFACE, "CreateSession", "sa{sv}",
-					session, 2, "viommu", "b", (int)viommu, "disconnect_policy",
-					"s", policy);
+	sd_bus_message *reply = call_ok(bus, name, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+					"CreateSession", "sa{sv}", session, 2, "viommu", "b",
+					(int)viommu, "disconnect_policy", "s", policy);
 	sd_bus_message_unref(reply);
 }
 
 static void destroy(sd_bus *bus, const char *session)
 {
-	sd_bus_message_unref(
-		call_ok(bus, NULL, MANAGER, MGR_IFACE, "DestroySession", "s", session));
+	sd_bus_message_unref(call_ok(bus, NULL, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+				     "DestroySession", "s", session));
 }
 
 static int make_memfd(uint64_t size, bool read_only)
@@ -260,39 +255,44 @@ static int make_memfd(uint64_t size, bool read_only)
 
 static void test_create_validation(sd_bus *bus)
 {
-	call_err(bus, "create: empty name", E_INVALID_ARGS, "not 1 to 64", MANAGER, MGR_IFACE,
-		 "CreateSession", "sa{sv}", "", 0);
-	call_err(bus, "create: name with a slash", E_INVALID_ARGS, "a/b", MANAGER, MGR_IFACE,
-		 "CreateSession", "sa{sv}", "a/b", 0);
-	call_err(bus, "create: name of 65 characters", E_INVALID_ARGS, NULL, MANAGER, MGR_IFACE,
-		 "CreateSession", "sa{sv}",
+	call_err(bus, "create: empty name", E_INVALID_ARGS, "not 1 to 64", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "", 0);
+	call_err(bus, "create: name with a slash", E_INVALID_ARGS, "a/b", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "a/b", 0);
+	call_err(bus, "create: name of 65 characters", E_INVALID_ARGS, NULL, IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}",
 		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0);
-	call_err(bus, "create: unknown option", E_INVALID_ARGS, "Unknown option \"bogus\"", MANAGER,
-		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "bogus", "b", 1);
-	call_err(bus, "create: option of the wrong type", E_INVALID_ARGS, "page_size", MANAGER,
-		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "u", 4096);
-	call_err(bus, "create: option given twice", E_INVALID_ARGS, "twice", MANAGER, MGR_IFACE,
-		 "CreateSession", "sa{sv}", "v1", 2, "viommu", "b", 1, "viommu", "b", 0);
+	call_err(bus, "create: unknown option", E_INVALID_ARGS, "Unknown option \"bogus\"",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 1,
+		 "bogus", "b", 1);
+	call_err(bus, "create: option of the wrong type", E_INVALID_ARGS, "page_size",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 1,
+		 "page_size", "u", 4096);
+	call_err(bus, "create: option given twice", E_INVALID_ARGS, "twice", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 2, "viommu", "b", 1,
+		 "viommu", "b", 0);
 	call_err(bus, "create: page size not a power of two", E_INVALID_ARGS, "power of two",
-		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "t",
-		 (uint64_t)12288);
-	call_err(bus, "create: page size too small", E_INVALID_ARGS, "power of two", MANAGER,
-		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "page_size", "t", (uint64_t)2048);
-	call_err(bus, "create: bad disconnect policy", E_INVALID_ARGS, "\"later\"", MANAGER,
-		 MGR_IFACE, "CreateSession", "sa{sv}", "v1", 1, "disconnect_policy", "s", "later");
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 1,
+		 "page_size", "t", (uint64_t)12288);
+	call_err(bus, "create: page size too small", E_INVALID_ARGS, "power of two",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 1,
+		 "page_size", "t", (uint64_t)2048);
+	call_err(bus, "create: bad disconnect policy", E_INVALID_ARGS, "\"later\"",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 1,
+		 "disconnect_policy", "s", "later");
 	call_err(bus, "adopt: huge_pages is not an adopt option", E_INVALID_ARGS, "huge_pages",
-		 MANAGER, MGR_IFACE, "AdoptSession", "shuaua{sv}", "v1", 0, 1, 0, 1, "huge_pages",
-		 "b", 0);
-	call_err(bus, "get: no such session", E_PREFIX "NoSuchSession", "nothere", MANAGER,
-		 MGR_IFACE, "GetSession", "s", "nothere");
-	call_err(bus, "destroy: no such session", E_PREFIX "NoSuchSession", NULL, MANAGER,
-		 MGR_IFACE, "DestroySession", "s", "nothere");
-	expect_u64(bus, "create: failures left no session", MANAGER, MGR_IFACE, "MaxSessions", 'u',
-		   LIMIT_SESSIONS);
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "v1", 0, 1,
+		 0, 1, "huge_pages", "b", 0);
+	call_err(bus, "get: no such session", E_PREFIX "NoSuchSession", "nothere", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "GetSession", "s", "nothere");
+	call_err(bus, "destroy: no such session", E_PREFIX "NoSuchSession", NULL, IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "DestroySession", "s", "nothere");
+	expect_u64(bus, "create: failures left no session", IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+		   "MaxSessions", 'u', LIMIT_SESSIONS);
 
 	create(bus, "create: v1", "v1", false, "keep");
-	call_err(bus, "create: duplicate name", E_PREFIX "SessionExists", "v1", MANAGER, MGR_IFACE,
-		 "CreateSession", "sa{sv}", "v1", 0);
+	call_err(bus, "create: duplicate name", E_PREFIX "SessionExists", "v1", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "v1", 0);
 	destroy(bus, "v1");
 }
 
@@ -306,19 +306,22 @@ static void test_adopt_validation(sd_bus *bus)
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		abort();
-	call_err(bus, "adopt: a memfd is not an iommufd", E_INVALID_ARGS, "not an iommufd", MANAGER,
-		 MGR_IFACE, "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 0, 0);
-	call_err(bus, "adopt: a pipe is not an iommufd", E_INVALID_ARGS, "not an iommufd", MANAGER,
-		 MGR_IFACE, "AdoptSession", "shuaua{sv}", "a1", p[0], 1, 0, 0);
-	call_err(bus, "adopt: ioas 0", E_INVALID_ARGS, "ioas_id 0", MANAGER, MGR_IFACE,
-		 "AdoptSession", "shuaua{sv}", "a1", memfd, 0, 0, 0);
-	call_err(bus, "adopt: hwpt given twice", E_INVALID_ARGS, "twice", MANAGER, MGR_IFACE,
-		 "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 2, 5, 5, 0);
-	call_err(bus, "adopt: hwpt id = ioas id", E_INVALID_ARGS, "not a HWPT", MANAGER, MGR_IFACE,
-		 "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 1, 1, 0);
+	call_err(bus, "adopt: a memfd is not an iommufd", E_INVALID_ARGS, "not an iommufd",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "a1", memfd,
+		 1, 0, 0);
+	call_err(bus, "adopt: a pipe is not an iommufd", E_INVALID_ARGS, "not an iommufd",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "a1", p[0],
+		 1, 0, 0);
+	call_err(bus, "adopt: ioas 0", E_INVALID_ARGS, "ioas_id 0", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "a1", memfd, 0, 0, 0);
+	call_err(bus, "adopt: hwpt given twice", E_INVALID_ARGS, "twice", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 2, 5, 5, 0);
+	call_err(bus, "adopt: hwpt id = ioas id", E_INVALID_ARGS, "not a HWPT", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "AdoptSession", "shuaua{sv}", "a1", memfd, 1, 1, 1, 0);
 
 	/* More HWPTs than the device limit. */
-	r = sd_bus_message_new_method_call(bus, &m, DEST, MANAGER, MGR_IFACE, "AdoptSession");
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, IOD_MANAGER_PATH,
+					   IOD_MANAGER_INTERFACE, "AdoptSession");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "shu", "a1", memfd, 1);
 	if (r >= 0)
@@ -332,8 +335,8 @@ static void test_adopt_validation(sd_bus *bus)
 	sd_bus_error_free(&error);
 	sd_bus_message_unref(m);
 
-	call_err(bus, "get: failed adopts left no session", E_PREFIX "NoSuchSession", NULL, MANAGER,
-		 MGR_IFACE, "GetSession", "s", "a1");
+	call_err(bus, "get: failed adopts left no session", E_PREFIX "NoSuchSession", NULL,
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "GetSession", "s", "a1");
 	close(memfd);
 	close(p[0]);
 	close(p[1]);
@@ -349,86 +352,95 @@ static void test_memory_validation(sd_bus *bus)
 	session_path("mem", path, sizeof(path));
 	create(bus, "memory: create viommu session", "mem", true, "keep");
 
-	call_err(bus, "memory: size 0", E_INVALID_ARGS, "must not be 0", path, SES_IFACE,
-		 "AddMemory", "httt", good, 0, 0, 0);
-	call_err(bus, "memory: unaligned gpa", E_INVALID_ARGS, "aligned", path, SES_IFACE,
-		 "AddMemory", "httt", good, 0, 4096, 100);
-	call_err(bus, "memory: unaligned size", E_INVALID_ARGS, "aligned", path, SES_IFACE,
-		 "AddMemory", "httt", good, 0, 4097, 0);
-	call_err(bus, "memory: unaligned offset", E_INVALID_ARGS, "offset", path, SES_IFACE,
-		 "AddMemory", "httt", good, 12, 4096, 0);
+	call_err(bus, "memory: size 0", E_INVALID_ARGS, "must not be 0", path,
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 0, 0);
+	call_err(bus, "memory: unaligned gpa", E_INVALID_ARGS, "aligned", path,
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 4096, 100);
+	call_err(bus, "memory: unaligned size", E_INVALID_ARGS, "aligned", path,
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 4097, 0);
+	call_err(bus, "memory: unaligned offset", E_INVALID_ARGS, "offset", path,
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 12, 4096, 0);
 	call_err(bus, "memory: gpa + size overflows", E_PREFIX "InvalidRange", "overflows", path,
-		 SES_IFACE, "AddMemory", "httt", good, 0, 8192, UINT64_MAX - 4095);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 8192, UINT64_MAX - 4095);
 	call_err(bus, "memory: offset + size overflows", E_PREFIX "InvalidRange", "overflows", path,
-		 SES_IFACE, "AddMemory", "httt", good, UINT64_MAX - 4095, 8192, 0);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, UINT64_MAX - 4095, 8192, 0);
 	call_err(bus, "memory: a pipe is not memory", E_INVALID_ARGS, "not a memfd", path,
-		 SES_IFACE, "AddMemory", "httt", p[0], 0, 4096, 0);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", p[0], 0, 4096, 0);
 	call_err(bus, "memory: a read-only memfd", E_INVALID_ARGS, "reading and writing", path,
-		 SES_IFACE, "AddMemory", "httt", ro, 0, 4096, 0);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", ro, 0, 4096, 0);
 	call_err(bus, "memory: past the end of the memfd", E_PREFIX "InvalidRange", "less than",
-		 path, SES_IFACE, "AddMemory", "httt", good, 65536, 4 * 65536, 0);
-	expect_u64(bus, "memory: failures left no region", path, SES_IFACE, "TrackedBytes", 't', 0);
+		 path, IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 65536, 4 * 65536, 0);
+	expect_u64(bus, "memory: failures left no region", path, IOD_SESSION_INTERFACE,
+		   "TrackedBytes", 't', 0);
 
-	sd_bus_message_unref(call_ok(bus, "memory: region at 1 MiB", path, SES_IFACE, "AddMemory",
-				     "httt", good, 0, 65536, 0x100000));
+	sd_bus_message_unref(call_ok(bus, "memory: region at 1 MiB", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", good, 0, 65536, 0x100000));
 	call_err(bus, "memory: overlapping region", E_PREFIX "InvalidRange", "overlaps", path,
-		 SES_IFACE, "AddMemory", "httt", good, 0, 8192, 0x10f000);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 8192, 0x10f000);
 	call_err(bus, "memory: region containing another", E_PREFIX "InvalidRange", "overlaps",
-		 path, SES_IFACE, "AddMemory", "httt", good, 0, 4 * 65536, 0xf0000);
-	sd_bus_message_unref(call_ok(bus, "memory: adjacent region", path, SES_IFACE, "AddMemory",
-				     "httt", good, 65536, 65536, 0x110000));
-	expect_u64(bus, "memory: tracked bytes", path, SES_IFACE, "TrackedBytes", 't', 131072);
+		 path, IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 4 * 65536, 0xf0000);
+	sd_bus_message_unref(call_ok(bus, "memory: adjacent region", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", good, 65536, 65536, 0x110000));
+	expect_u64(bus, "memory: tracked bytes", path, IOD_SESSION_INTERFACE, "TrackedBytes", 't',
+		   131072);
 	call_err(bus, "memory: AddRegion is for adopt mode", E_PREFIX "WrongMode", "owner mode",
-		 path, SES_IFACE, "AddRegion", "tt", 0, 4096);
+		 path, IOD_SESSION_INTERFACE, "AddRegion", "tt", 0, 4096);
 
 	/* vIOMMU events: validation before the kernel. */
-	call_err(bus, "map: size 0", E_INVALID_ARGS, NULL, path, SES_IFACE, "Map", "ttt", 0,
-		 0x100000, 0);
-	call_err(bus, "map: unaligned iova", E_INVALID_ARGS, "iova", path, SES_IFACE, "Map", "ttt",
-		 0x800, 0x100000, 4096);
+	call_err(bus, "map: size 0", E_INVALID_ARGS, NULL, path, IOD_SESSION_INTERFACE, "Map",
+		 "ttt", 0, 0x100000, 0);
+	call_err(bus, "map: unaligned iova", E_INVALID_ARGS, "iova", path, IOD_SESSION_INTERFACE,
+		 "Map", "ttt", 0x800, 0x100000, 4096);
 	call_err(bus, "map: iova + size overflows", E_PREFIX "InvalidRange", "overflows", path,
-		 SES_IFACE, "Map", "ttt", UINT64_MAX - 4095, 0x100000, 8192);
+		 IOD_SESSION_INTERFACE, "Map", "ttt", UINT64_MAX - 4095, 0x100000, 8192);
 	call_err(bus, "map: gpa outside guest memory", E_PREFIX "InvalidRange",
-		 "not inside one guest memory region", path, SES_IFACE, "Map", "ttt", 0, 0, 4096);
-	call_err(bus, "map: gpa across two regions", E_PREFIX "InvalidRange", NULL, path, SES_IFACE,
-		 "Map", "ttt", 0, 0x10f000, 8192);
-	call_err(bus, "map: needs the kernel", E_PREFIX "NoIommufd", "/dev/iommu", path, SES_IFACE,
-		 "Map", "ttt", 0x4000000, 0x100000, 4096);
-	expect_u64(bus, "map: failures left no mapping", path, SES_IFACE, "Mappings", 'u', 0);
+		 "not inside one guest memory region", path, IOD_SESSION_INTERFACE, "Map", "ttt", 0,
+		 0, 4096);
+	call_err(bus, "map: gpa across two regions", E_PREFIX "InvalidRange", NULL, path,
+		 IOD_SESSION_INTERFACE, "Map", "ttt", 0, 0x10f000, 8192);
+	call_err(bus, "map: needs the kernel", E_PREFIX "NoIommufd", "/dev/iommu", path,
+		 IOD_SESSION_INTERFACE, "Map", "ttt", 0x4000000, 0x100000, 4096);
+	expect_u64(bus, "map: failures left no mapping", path, IOD_SESSION_INTERFACE, "Mappings",
+		   'u', 0);
 	call_err(bus, "unmap: nothing mapped there is NotMapped (a retry can tell it is done)",
-		 E_PREFIX "NotMapped", "no mapping", path, SES_IFACE, "Unmap", "tt", 0, 65536);
-	call_err(bus, "unmap: unaligned", E_INVALID_ARGS, NULL, path, SES_IFACE, "Unmap", "tt", 1,
-		 4096);
+		 E_PREFIX "NotMapped", "no mapping", path, IOD_SESSION_INTERFACE, "Unmap", "tt", 0,
+		 65536);
+	call_err(bus, "unmap: unaligned", E_INVALID_ARGS, NULL, path, IOD_SESSION_INTERFACE,
+		 "Unmap", "tt", 1, 4096);
 	destroy(bus, "mem");
 
 	/* Without a vIOMMU AddMemory maps IOVA = GPA at once: that needs /dev/iommu. */
 	session_path("flat", path, sizeof(path));
 	create(bus, "memory: create flat session", "flat", false, "keep");
 	call_err(bus, "memory: flat session needs the kernel", E_PREFIX "NoIommufd",
-		 "CONFIG_IOMMUFD", path, SES_IFACE, "AddMemory", "httt", good, 0, 65536, 0);
-	expect_u64(bus, "memory: NoIommufd left no region", path, SES_IFACE, "TrackedBytes", 't',
-		   0);
-	expect_u64(bus, "memory: NoIommufd left no IOAS", path, SES_IFACE, "IoasId", 'u', 0);
-	call_err(bus, "map: no vIOMMU", E_PREFIX "WrongMode", "viommu", path, SES_IFACE, "Map",
-		 "ttt", 0, 0, 4096);
-	call_err(bus, "device: bad name", E_INVALID_ARGS, "neither a PCI address", path, SES_IFACE,
-		 "AttachDevice", "sa{sv}", "eth0", 0);
-	call_err(bus, "device: bad PCI address", E_INVALID_ARGS, NULL, path, SES_IFACE,
+		 "CONFIG_IOMMUFD", path, IOD_SESSION_INTERFACE, "AddMemory", "httt", good, 0, 65536,
+		 0);
+	expect_u64(bus, "memory: NoIommufd left no region", path, IOD_SESSION_INTERFACE,
+		   "TrackedBytes", 't', 0);
+	expect_u64(bus, "memory: NoIommufd left no IOAS", path, IOD_SESSION_INTERFACE, "IoasId",
+		   'u', 0);
+	call_err(bus, "map: no vIOMMU", E_PREFIX "WrongMode", "viommu", path, IOD_SESSION_INTERFACE,
+		 "Map", "ttt", 0, 0, 4096);
+	call_err(bus, "device: bad name", E_INVALID_ARGS, "neither a PCI address", path,
+		 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", "eth0", 0);
+	call_err(bus, "device: bad PCI address", E_INVALID_ARGS, NULL, path, IOD_SESSION_INTERFACE,
 		 "AttachDevice", "sa{sv}", "0000:00:1g.0", 0);
-	call_err(bus, "device: unknown option", E_INVALID_ARGS, "Unknown option", path, SES_IFACE,
-		 "AttachDevice", "sa{sv}", "0000:00:01.0", 1, "bogus", "b", 1);
+	call_err(bus, "device: unknown option", E_INVALID_ARGS, "Unknown option", path,
+		 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", "0000:00:01.0", 1, "bogus", "b",
+		 1);
 	call_err(bus, "device: a pipe is not a VFIO cdev", E_INVALID_ARGS, "not a VFIO device",
-		 path, SES_IFACE, "AttachDeviceFd", "ha{sv}", p[0], 0);
-	call_err(bus, "device: /dev/null is not a VFIO cdev", E_INVALID_ARGS, NULL, path, SES_IFACE,
-		 "AttachDevice", "sa{sv}", "/dev/null", 0);
-	call_err(bus, "device: no such PCI device", E_PREFIX "NoSuchDevice", NULL, path, SES_IFACE,
-		 "AttachDevice", "sa{sv}", "00ff:ff:1f.7", 0);
+		 path, IOD_SESSION_INTERFACE, "AttachDeviceFd", "ha{sv}", p[0], 0);
+	call_err(bus, "device: /dev/null is not a VFIO cdev", E_INVALID_ARGS, NULL, path,
+		 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", "/dev/null", 0);
+	call_err(bus, "device: no such PCI device", E_PREFIX "NoSuchDevice", NULL, path,
+		 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", "00ff:ff:1f.7", 0);
 	call_err(bus, "device: no such device object", E_PREFIX "NoSuchDevice", NULL, path,
-		 SES_IFACE, "DetachDevice", "o", "/org/iodirty/Tracker1/session/flat/device/9");
-	call_err(bus, "probe: bad name", E_INVALID_ARGS, NULL, MANAGER, MGR_IFACE, "ProbeDevice",
-		 "s", "nope");
+		 IOD_SESSION_INTERFACE, "DetachDevice", "o",
+		 "/org/iodirty/Tracker1/session/flat/device/9");
+	call_err(bus, "probe: bad name", E_INVALID_ARGS, NULL, IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "ProbeDevice", "s", "nope");
 	call_err(bus, "probe: a pipe is not a VFIO cdev", E_INVALID_ARGS, "not a VFIO device",
-		 MANAGER, MGR_IFACE, "ProbeDeviceFd", "h", p[0]);
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "ProbeDeviceFd", "h", p[0]);
 	destroy(bus, "flat");
 
 	close(good);
@@ -480,7 +492,7 @@ static void batch_ok(sd_bus *bus, const char *name, const char *path, bool map,
 static void batch_err(sd_bus *bus, const char *name, const char *want, const char *needle,
 		      const char *path, bool map, const struct event *v, size_t n)
 {
-	uint64_t before = get_u64(bus, path, SES_IFACE, "Mappings", 'u');
+	uint64_t before = get_u64(bus, path, IOD_SESSION_INTERFACE, "Mappings", 'u');
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	char unchanged[160];
 	int r;
@@ -489,7 +501,7 @@ static void batch_err(sd_bus *bus, const char *name, const char *want, const cha
 	expect_error(name, r, &error, want, needle);
 	sd_bus_error_free(&error);
 	snprintf(unchanged, sizeof(unchanged), "%s: nothing changed", name);
-	expect_u64(bus, unchanged, path, SES_IFACE, "Mappings", 'u', before);
+	expect_u64(bus, unchanged, path, IOD_SESSION_INTERFACE, "Mappings", 'u', before);
 }
 
 #define N_EVENTS(v) (sizeof(v) / sizeof((v)[0]))
@@ -535,13 +547,14 @@ static void test_batch_validation(sd_bus *bus)
 
 	session_path("batch", path, sizeof(path));
 	create(bus, "batch: create viommu session", "batch", true, "keep");
-	sd_bus_message_unref(call_ok(bus, "batch: region at 1 MiB", path, SES_IFACE, "AddMemory",
-				     "httt", mem, (uint64_t)0, (uint64_t)65536,
+	sd_bus_message_unref(call_ok(bus, "batch: region at 1 MiB", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem, (uint64_t)0, (uint64_t)65536,
 				     (uint64_t)0x100000));
 
 	batch_ok(bus, "batch: empty MapBatch succeeds", path, true, NULL, 0);
 	batch_ok(bus, "batch: empty UnmapBatch succeeds", path, false, NULL, 0);
-	expect_u64(bus, "batch: empty batches map nothing", path, SES_IFACE, "Mappings", 'u', 0);
+	expect_u64(bus, "batch: empty batches map nothing", path, IOD_SESSION_INTERFACE, "Mappings",
+		   'u', 0);
 
 	batch_err(bus, "map batch: unaligned iova", E_INVALID_ARGS, "maps[1]: iova 0x20800", path,
 		  true, unaligned_iova, N_EVENTS(unaligned_iova));
@@ -577,7 +590,8 @@ static void test_batch_validation(sd_bus *bus)
 	batch_err(bus, "unmap batch: more entries than the mappings limit",
 		  E_PREFIX "LimitExceeded", "\"mappings\"", path, false, over_limit,
 		  N_EVENTS(over_limit));
-	batch_err(bus, "unmap batch: nothing of it mapped is NotMapped (a retry can tell it is done)",
+	batch_err(bus,
+		  "unmap batch: nothing of it mapped is NotMapped (a retry can tell it is done)",
 		  E_PREFIX "NotMapped", "any of the 2 ranges", path, false, unmap_nothing,
 		  N_EVENTS(unmap_nothing));
 	destroy(bus, "batch");
@@ -598,8 +612,7 @@ static void test_batch_validation(sd_bus *bus)
 
 static void test_harvest(sd_bus *bus)
 {
-	const struct iod_log_header *h;
-	const struct iod_log_region *regions;
+	struct iod_dirty_log *log = NULL;
 	sd_bus_message *reply;
 	uint64_t round = 0, dirty = 9, usec, n;
 	int fd = -1, precise = 0, truncated = 1, mem = make_memfd(2 * 65536, false);
@@ -608,37 +621,40 @@ static void test_harvest(sd_bus *bus)
 
 	session_path("hv", path, sizeof(path));
 	create(bus, "harvest: create", "hv", true, "keep");
-	sd_bus_message_unref(call_ok(bus, "harvest: memory", path, SES_IFACE, "AddMemory", "httt",
-				     mem, 0, 2 * 65536, 0x200000));
+	sd_bus_message_unref(call_ok(bus, "harvest: memory", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem, 0, 2 * 65536, 0x200000));
 
-	call_err(bus, "harvest: before Start", E_PREFIX "NotTracking", "Start", path, SES_IFACE,
-		 "Harvest", "a{sv}", 0);
-	call_err(bus, "harvest: unknown option", E_INVALID_ARGS, "Unknown option", path, SES_IFACE,
-		 "Harvest", "a{sv}", 1, "clear", "b", 1);
-	sd_bus_message_unref(call_ok(bus, "start", path, SES_IFACE, "Start", NULL));
+	call_err(bus, "harvest: before Start", E_PREFIX "NotTracking", "Start", path,
+		 IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 0);
+	call_err(bus, "harvest: unknown option", E_INVALID_ARGS, "Unknown option", path,
+		 IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 1, "clear", "b", 1);
+	sd_bus_message_unref(call_ok(bus, "start", path, IOD_SESSION_INTERFACE, "Start", NULL));
 	sd_bus_message_unref(
-		call_ok(bus, "start again is a no-op", path, SES_IFACE, "Start", NULL));
-	expect_string(bus, "start: state", path, SES_IFACE, "State", "tracking");
+		call_ok(bus, "start again is a no-op", path, IOD_SESSION_INTERFACE, "Start", NULL));
+	expect_string(bus, "start: state", path, IOD_SESSION_INTERFACE, "State", "tracking");
 
-	reply = call_ok(bus, "harvest: round 1", path, SES_IFACE, "Harvest", "a{sv}", 0);
+	reply = call_ok(bus, "harvest: round 1", path, IOD_SESSION_INTERFACE, "Harvest", "a{sv}",
+			0);
 	if (reply &&
 	    sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) >= 0) {
 		result(round == 1 && dirty == 0 && precise, "harvest: round 1 result",
 		       "round %" PRIu64 " dirty %" PRIu64 " precise %d", round, dirty, precise);
-		p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
-		result(p != MAP_FAILED, "harvest: the log fd maps", "%s", strerror(errno));
-		if (p != MAP_FAILED) {
-			h = p;
-			regions = (const void *)((const char *)p + h->regions_offset);
-			result(h->magic == IOD_LOG_MAGIC && h->version == IOD_LOG_VERSION,
-			       "harvest: log header", "magic %" PRIx64, h->magic);
-			result(h->n_regions == 1 && h->page_shift == 12 && h->rounds == 1,
-			       "harvest: log region table", "%u regions, shift %u, rounds %" PRIu64,
-			       h->n_regions, h->page_shift, h->rounds);
-			result(h->regions_offset + sizeof(*regions) <= 4096 &&
-				       regions[0].gpa == 0x200000 && regions[0].length == 2 * 65536,
-			       "harvest: log region", "gpa %" PRIx64, regions[0].gpa);
-			munmap(p, 4096);
+		n = (uint64_t)iod_log_open_fd_ro(fd, &log);
+		result(log, "harvest: the log fd is a valid log (the client library's reader)",
+		       "%s", iod_strerror((int)n));
+		if (log) {
+			const struct iod_log_region *g = iod_log_region(log, 0);
+
+			result(iod_log_region_count(log) == 1 && iod_log_page_shift(log) == 12 &&
+				       iod_log_rounds(log) == 1,
+			       "harvest: log region table",
+			       "%zu regions, shift %u, rounds %" PRIu64, iod_log_region_count(log),
+			       iod_log_page_shift(log), iod_log_rounds(log));
+			result(g && g->gpa == 0x200000 && g->length == 2 * 65536,
+			       "harvest: log region", "gpa %" PRIx64, g ? g->gpa : 0);
+			result(iod_log_mark(log, 0x200000, 4096) == -EROFS,
+			       "harvest: the reader refuses to change the log", "");
+			iod_log_free(log);
 		}
 		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		result(p == MAP_FAILED && errno == EACCES, "harvest: the log fd is read-only",
@@ -647,36 +663,39 @@ static void test_harvest(sd_bus *bus)
 			munmap(p, 4096);
 	}
 	sd_bus_message_unref(reply);
-	expect_u64(bus, "harvest: pending round", path, SES_IFACE, "PendingRound", 't', 1);
-	expect_u64(bus, "harvest: rounds", path, SES_IFACE, "Rounds", 't', 1);
+	expect_u64(bus, "harvest: pending round", path, IOD_SESSION_INTERFACE, "PendingRound", 't',
+		   1);
+	expect_u64(bus, "harvest: rounds", path, IOD_SESSION_INTERFACE, "Rounds", 't', 1);
 
-	reply = call_ok(bus, "harvest: peek", path, SES_IFACE, "Harvest", "a{sv}", 1, "peek", "b",
-			1);
+	reply = call_ok(bus, "harvest: peek", path, IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 1,
+			"peek", "b", 1);
 	if (reply && sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) >= 0)
 		result(round == 1, "harvest: peek starts no round", "round %" PRIu64, round);
 	sd_bus_message_unref(reply);
 
-	call_err(bus, "acknowledge: round 0", E_INVALID_ARGS, NULL, path, SES_IFACE, "Acknowledge",
-		 "t", (uint64_t)0);
+	call_err(bus, "acknowledge: round 0", E_INVALID_ARGS, NULL, path, IOD_SESSION_INTERFACE,
+		 "Acknowledge", "t", (uint64_t)0);
 	call_err(bus, "acknowledge: wrong round", E_PREFIX "NoSuchRound", "round 1", path,
-		 SES_IFACE, "Acknowledge", "t", (uint64_t)7);
-	reply = call_ok(bus, "harvest: round 2 without acknowledging", path, SES_IFACE, "Harvest",
-			"a{sv}", 0);
+		 IOD_SESSION_INTERFACE, "Acknowledge", "t", (uint64_t)7);
+	reply = call_ok(bus, "harvest: round 2 without acknowledging", path, IOD_SESSION_INTERFACE,
+			"Harvest", "a{sv}", 0);
 	sd_bus_message_unref(reply);
 	call_err(bus, "acknowledge: a merged round", E_PREFIX "NoSuchRound", "round 2", path,
-		 SES_IFACE, "Acknowledge", "t", (uint64_t)1);
-	sd_bus_message_unref(call_ok(bus, "acknowledge: round 2", path, SES_IFACE, "Acknowledge",
-				     "t", (uint64_t)2));
-	expect_u64(bus, "acknowledge: nothing pending", path, SES_IFACE, "PendingRound", 't', 0);
+		 IOD_SESSION_INTERFACE, "Acknowledge", "t", (uint64_t)1);
+	sd_bus_message_unref(call_ok(bus, "acknowledge: round 2", path, IOD_SESSION_INTERFACE,
+				     "Acknowledge", "t", (uint64_t)2));
+	expect_u64(bus, "acknowledge: nothing pending", path, IOD_SESSION_INTERFACE, "PendingRound",
+		   't', 0);
 
-	call_err(bus, "ranges: bad space", E_INVALID_ARGS, "\"gpa\" or \"iova\"", path, SES_IFACE,
-		 "HarvestRanges", "a{sv}", 1, "space", "s", "hpa");
-	call_err(bus, "ranges: max_ranges 0", E_INVALID_ARGS, "at least 1", path, SES_IFACE,
-		 "HarvestRanges", "a{sv}", 1, "max_ranges", "u", 0);
+	call_err(bus, "ranges: bad space", E_INVALID_ARGS, "\"gpa\" or \"iova\"", path,
+		 IOD_SESSION_INTERFACE, "HarvestRanges", "a{sv}", 1, "space", "s", "hpa");
+	call_err(bus, "ranges: max_ranges 0", E_INVALID_ARGS, "at least 1", path,
+		 IOD_SESSION_INTERFACE, "HarvestRanges", "a{sv}", 1, "max_ranges", "u", 0);
 	call_err(bus, "ranges: max_ranges over the limit", E_PREFIX "LimitExceeded", "ranges", path,
-		 SES_IFACE, "HarvestRanges", "a{sv}", 1, "max_ranges", "u", LIMIT_RANGES + 1);
-	reply = call_ok(bus, "ranges: iova space", path, SES_IFACE, "HarvestRanges", "a{sv}", 2,
-			"space", "s", "iova", "max_ranges", "u", LIMIT_RANGES);
+		 IOD_SESSION_INTERFACE, "HarvestRanges", "a{sv}", 1, "max_ranges", "u",
+		 LIMIT_RANGES + 1);
+	reply = call_ok(bus, "ranges: iova space", path, IOD_SESSION_INTERFACE, "HarvestRanges",
+			"a{sv}", 2, "space", "s", "iova", "max_ranges", "u", LIMIT_RANGES);
 	if (reply) {
 		int r = sd_bus_message_read(reply, "t", &round);
 
@@ -693,13 +712,14 @@ static void test_harvest(sd_bus *bus)
 	}
 	sd_bus_message_unref(reply);
 	expect_u64(bus, "ranges: the round stays pending until the client acknowledges it", path,
-		   SES_IFACE, "PendingRound", 't', 3);
-	sd_bus_message_unref(call_ok(bus, "ranges: Acknowledge the round", path, SES_IFACE,
-				     "Acknowledge", "t", (uint64_t)3));
-	expect_u64(bus, "ranges: nothing pending after Acknowledge", path, SES_IFACE,
+		   IOD_SESSION_INTERFACE, "PendingRound", 't', 3);
+	sd_bus_message_unref(call_ok(bus, "ranges: Acknowledge the round", path,
+				     IOD_SESSION_INTERFACE, "Acknowledge", "t", (uint64_t)3));
+	expect_u64(bus, "ranges: nothing pending after Acknowledge", path, IOD_SESSION_INTERFACE,
 		   "PendingRound", 't', 0);
 
-	reply = call_ok(bus, "DumpState as root", MANAGER, MGR_IFACE, "DumpState", NULL);
+	reply = call_ok(bus, "DumpState as root", IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			"DumpState", NULL);
 	if (reply) {
 		const char *json = NULL;
 
@@ -710,14 +730,15 @@ static void test_harvest(sd_bus *bus)
 	}
 	sd_bus_message_unref(reply);
 
-	sd_bus_message_unref(call_ok(bus, "stop", path, SES_IFACE, "Stop", NULL));
-	sd_bus_message_unref(call_ok(bus, "stop again is a no-op", path, SES_IFACE, "Stop", NULL));
-	call_err(bus, "harvest: after Stop", E_PREFIX "NotTracking", NULL, path, SES_IFACE,
-		 "Harvest", "a{sv}", 0);
+	sd_bus_message_unref(call_ok(bus, "stop", path, IOD_SESSION_INTERFACE, "Stop", NULL));
 	sd_bus_message_unref(
-		call_ok(bus, "destroy via Session1.Destroy", path, SES_IFACE, "Destroy", NULL));
+		call_ok(bus, "stop again is a no-op", path, IOD_SESSION_INTERFACE, "Stop", NULL));
+	call_err(bus, "harvest: after Stop", E_PREFIX "NotTracking", NULL, path,
+		 IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 0);
+	sd_bus_message_unref(call_ok(bus, "destroy via Session1.Destroy", path,
+				     IOD_SESSION_INTERFACE, "Destroy", NULL));
 	call_err(bus, "destroy: the object is gone", "org.freedesktop.DBus.Error.UnknownObject",
-		 NULL, path, SES_IFACE, "Start", NULL);
+		 NULL, path, IOD_SESSION_INTERFACE, "Start", NULL);
 	close(mem);
 }
 
@@ -731,25 +752,25 @@ static void test_limits(sd_bus *bus)
 	session_path("lim", path, sizeof(path));
 	create(bus, "limits: create", "lim", true, "keep");
 	for (int i = 0; i < LIMIT_REGIONS; i++)
-		sd_bus_message_unref(call_ok(bus, "limits: region", path, SES_IFACE, "AddMemory",
-					     "httt", mem, (uint64_t)i * 4096, 4096,
+		sd_bus_message_unref(call_ok(bus, "limits: region", path, IOD_SESSION_INTERFACE,
+					     "AddMemory", "httt", mem, (uint64_t)i * 4096, 4096,
 					     (uint64_t)i * 0x100000));
 	call_err(bus, "limits: one region too many", E_PREFIX "LimitExceeded", "regions", path,
-		 SES_IFACE, "AddMemory", "httt", mem, 0, 4096, 0x10000000);
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", mem, 0, 4096, 0x10000000);
 	destroy(bus, "lim");
 
 	/* 65536 bytes of log = 32 KiB per plane = 262144 pages = 1 GiB of guest memory. */
 	create(bus, "limits: create for log bytes", "lim", true, "keep");
-	call_err(bus, "limits: log bytes", E_PREFIX "LimitExceeded", "log_bytes", path, SES_IFACE,
-		 "AddMemory", "httt", mem, 0, (uint64_t)2 << 30, 0);
+	call_err(bus, "limits: log bytes", E_PREFIX "LimitExceeded", "log_bytes", path,
+		 IOD_SESSION_INTERFACE, "AddMemory", "httt", mem, 0, (uint64_t)2 << 30, 0);
 	destroy(bus, "lim");
 
 	for (int i = 0; i < LIMIT_SESSIONS; i++) {
 		snprintf(name, sizeof(name), "many%d", i);
 		create(bus, "limits: session", name, false, "keep");
 	}
-	call_err(bus, "limits: one session too many", E_PREFIX "LimitExceeded", "sessions", MANAGER,
-		 MGR_IFACE, "CreateSession", "sa{sv}", "onemore", 0);
+	call_err(bus, "limits: one session too many", E_PREFIX "LimitExceeded", "sessions",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "onemore", 0);
 	for (int i = 0; i < LIMIT_SESSIONS; i++) {
 		snprintf(name, sizeof(name), "many%d", i);
 		destroy(bus, name);
@@ -820,8 +841,8 @@ static void other_names_devices(sd_bus *bus, void *userdata)
 	session_path("nobodydev", path, sizeof(path));
 	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
 		snprintf(what, sizeof(what), "other uid: AttachDevice(\"%s\") is denied", names[i]);
-		call_err(bus, what, E_ACCESS_DENIED, "Only root may name a device", path, SES_IFACE,
-			 "AttachDevice", "sa{sv}", names[i], 0);
+		call_err(bus, what, E_ACCESS_DENIED, "Only root may name a device", path,
+			 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", names[i], 0);
 	}
 	destroy(bus, "nobodydev");
 }
@@ -843,12 +864,14 @@ static void test_named_devices(sd_bus *bus)
 	create(bus, NULL, "rootdev", false, "keep");
 	session_path("rootdev", path, sizeof(path));
 	call_err(bus, "root: AttachDevice of a regular file is refused unopened", E_INVALID_ARGS,
-		 "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}", x.file, 0);
+		 "/dev/vfio/devices", path, IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", x.file,
+		 0);
 	call_err(bus, "root: AttachDevice of a FIFO is refused unopened (no hang)", E_INVALID_ARGS,
-		 "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}", x.fifo, 0);
+		 "/dev/vfio/devices", path, IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", x.fifo,
+		 0);
 	call_err(bus, "root: a path that climbs out of /dev/vfio/devices is refused",
-		 E_INVALID_ARGS, "/dev/vfio/devices", path, SES_IFACE, "AttachDevice", "sa{sv}",
-		 "/dev/vfio/devices/../../etc/shadow", 0);
+		 E_INVALID_ARGS, "/dev/vfio/devices", path, IOD_SESSION_INTERFACE, "AttachDevice",
+		 "sa{sv}", "/dev/vfio/devices/../../etc/shadow", 0);
 	n = secrets_opened(&x);
 	result(n == 0, "root: AttachDevice of a non-cdev made the daemon open nothing",
 	       "%u opens in the folder", n);
@@ -872,12 +895,12 @@ static void test_memory_kinds(sd_bus *bus)
 		int rw = open(file, O_RDWR | O_CLOEXEC);
 
 		call_err(bus, "memory: a file on disk is not guest memory", E_INVALID_ARGS,
-			 "tmpfs or hugetlbfs", path, SES_IFACE, "AddMemory", "httt", rw, 0, 4096,
-			 0);
+			 "tmpfs or hugetlbfs", path, IOD_SESSION_INTERFACE, "AddMemory", "httt", rw,
+			 0, 4096, 0);
 		close(rw);
 	}
-	expect_u64(bus, "memory: the disk file left no region", path, SES_IFACE, "TrackedBytes",
-		   't', 0);
+	expect_u64(bus, "memory: the disk file left no region", path, IOD_SESSION_INTERFACE,
+		   "TrackedBytes", 't', 0);
 	destroy(bus, "kinds");
 	close(fd);
 	unlink(file);
@@ -897,8 +920,8 @@ static void test_error_echo(sd_bus *bus)
 		abort();
 	memset(big, 'a', 10000);
 	big[10000] = '\0';
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "CreateSession", &error, &reply,
-			       "sa{sv}", big, 0);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "CreateSession", &error, &reply, "sa{sv}", big, 0);
 	result(r < 0 && error.message && strlen(error.message) < 512,
 	       "error replies quote a 10,000-character name in under 512 bytes", "%zu bytes",
 	       error.message ? strlen(error.message) : (size_t)0);
@@ -906,8 +929,8 @@ static void test_error_echo(sd_bus *bus)
 	sd_bus_message_unref(reply);
 	reply = NULL;
 
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "GetSession", &error, &reply, "s",
-			       weird);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "GetSession", &error, &reply, "s", weird);
 	for (const char *p = error.message; p && *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			clean = false;
@@ -930,14 +953,14 @@ static void other_fills_logs(sd_bus *bus, void *userdata)
 	session_path("logs1", a, sizeof(a));
 	session_path("logs2", b, sizeof(b));
 	/* 1 GiB at 4 KiB pages: 32 KiB per plane, 64 KiB of log: the whole per-session limit */
-	sd_bus_message_unref(call_ok(bus, "other uid: a log of log_bytes", a, SES_IFACE,
+	sd_bus_message_unref(call_ok(bus, "other uid: a log of log_bytes", a, IOD_SESSION_INTERFACE,
 				     "AddMemory", "httt", mem, 0, (uint64_t)1 << 30, 0));
 	call_err(bus, "other uid: a second full log is over log_bytes_per_user",
-		 E_PREFIX "LimitExceeded", "log_bytes_per_user", b, SES_IFACE, "AddMemory", "httt",
-		 mem, 0, (uint64_t)1 << 30, 0);
+		 E_PREFIX "LimitExceeded", "log_bytes_per_user", b, IOD_SESSION_INTERFACE,
+		 "AddMemory", "httt", mem, 0, (uint64_t)1 << 30, 0);
 	sd_bus_message_unref(call_ok(bus, "other uid: what is left of log_bytes_per_user fits", b,
-				     SES_IFACE, "AddMemory", "httt", mem, 0, (uint64_t)1 << 29,
-				     0));
+				     IOD_SESSION_INTERFACE, "AddMemory", "httt", mem, 0,
+				     (uint64_t)1 << 29, 0));
 	destroy(bus, "logs1");
 	destroy(bus, "logs2");
 	close(mem);
@@ -945,8 +968,8 @@ static void other_fills_logs(sd_bus *bus, void *userdata)
 
 static void test_log_bytes_per_user(sd_bus *bus)
 {
-	expect_u64(bus, "limits: MaxLogBytesPerUser", MANAGER, MGR_IFACE, "MaxLogBytesPerUser", 't',
-		   LIMIT_LOG_BYTES_PER_USER);
+	expect_u64(bus, "limits: MaxLogBytesPerUser", IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+		   "MaxLogBytesPerUser", 't', LIMIT_LOG_BYTES_PER_USER);
 	run_as(other_uid, other_fills_logs, NULL);
 }
 
@@ -988,28 +1011,30 @@ static void other_acts_on_root_session(sd_bus *bus, void *userdata)
 	const char *path = userdata;
 
 	call_err(bus, "other uid: Start on root's session", E_ACCESS_DENIED, "belongs to uid 0",
-		 path, SES_IFACE, "Start", NULL);
+		 path, IOD_SESSION_INTERFACE, "Start", NULL);
 	call_err(bus, "other uid: Harvest on root's session", E_ACCESS_DENIED, NULL, path,
-		 SES_IFACE, "Harvest", "a{sv}", 0);
-	call_err(bus, "other uid: Claim of root's session", E_ACCESS_DENIED, NULL, path, SES_IFACE,
-		 "Claim", NULL);
+		 IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 0);
+	call_err(bus, "other uid: Claim of root's session", E_ACCESS_DENIED, NULL, path,
+		 IOD_SESSION_INTERFACE, "Claim", NULL);
 	call_err(bus, "other uid: Destroy of root's session", E_ACCESS_DENIED, NULL, path,
-		 SES_IFACE, "Destroy", NULL);
-	call_err(bus, "other uid: DestroySession of root's session", E_ACCESS_DENIED, NULL, MANAGER,
-		 MGR_IFACE, "DestroySession", "s", "rootvm");
-	call_err(bus, "other uid: DumpState", E_ACCESS_DENIED, "root", MANAGER, MGR_IFACE,
-		 "DumpState", NULL);
-	call_err(bus, "other uid: ProbeDevice by name", E_ACCESS_DENIED, "ProbeDeviceFd", MANAGER,
-		 MGR_IFACE, "ProbeDevice", "s", "0000:00:01.0");
+		 IOD_SESSION_INTERFACE, "Destroy", NULL);
+	call_err(bus, "other uid: DestroySession of root's session", E_ACCESS_DENIED, NULL,
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "DestroySession", "s", "rootvm");
+	call_err(bus, "other uid: DumpState", E_ACCESS_DENIED, "root", IOD_MANAGER_PATH,
+		 IOD_MANAGER_INTERFACE, "DumpState", NULL);
+	call_err(bus, "other uid: ProbeDevice by name", E_ACCESS_DENIED, "ProbeDeviceFd",
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "ProbeDevice", "s", "0000:00:01.0");
 	call_err(bus, "other uid: MapBatch on root's session", E_ACCESS_DENIED, "belongs to uid 0",
-		 path, SES_IFACE, "MapBatch", "a(ttt)", 1, (uint64_t)0x10000, (uint64_t)0x100000,
-		 (uint64_t)0x1000);
+		 path, IOD_SESSION_INTERFACE, "MapBatch", "a(ttt)", 1, (uint64_t)0x10000,
+		 (uint64_t)0x100000, (uint64_t)0x1000);
 	call_err(bus, "other uid: UnmapBatch on root's session", E_ACCESS_DENIED,
-		 "belongs to uid 0", path, SES_IFACE, "UnmapBatch", "a(tt)", 1, (uint64_t)0x10000,
-		 (uint64_t)0x1000);
+		 "belongs to uid 0", path, IOD_SESSION_INTERFACE, "UnmapBatch", "a(tt)", 1,
+		 (uint64_t)0x10000, (uint64_t)0x1000);
 	call_err(bus, "other uid: Map on root's session", E_ACCESS_DENIED, "belongs to uid 0", path,
-		 SES_IFACE, "Map", "ttt", (uint64_t)0x10000, (uint64_t)0x100000, (uint64_t)0x1000);
-	expect_string(bus, "other uid: may read properties", path, SES_IFACE, "Name", "rootvm");
+		 IOD_SESSION_INTERFACE, "Map", "ttt", (uint64_t)0x10000, (uint64_t)0x100000,
+		 (uint64_t)0x1000);
+	expect_string(bus, "other uid: may read properties", path, IOD_SESSION_INTERFACE, "Name",
+		      "rootvm");
 }
 
 static void other_creates(sd_bus *bus, void *userdata)
@@ -1018,12 +1043,14 @@ static void other_creates(sd_bus *bus, void *userdata)
 
 	create(bus, "other uid: create own session", "nobodyvm", true, "keep");
 	session_path("nobodyvm", path, sizeof(path));
-	sd_bus_message_unref(
-		call_ok(bus, "other uid: Start own session", path, SES_IFACE, "Start", NULL));
-	expect_u64(bus, "other uid: OwnerUID", path, SES_IFACE, "OwnerUID", 'u', other_uid);
+	sd_bus_message_unref(call_ok(bus, "other uid: Start own session", path,
+				     IOD_SESSION_INTERFACE, "Start", NULL));
+	expect_u64(bus, "other uid: OwnerUID", path, IOD_SESSION_INTERFACE, "OwnerUID", 'u',
+		   other_uid);
 	create(bus, "other uid: second session", "nobodyvm2", true, "destroy");
 	call_err(bus, "other uid: sessions_per_user", E_PREFIX "LimitExceeded", "sessions_per_user",
-		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "nobodyvm3", 0);
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "nobodyvm3",
+		 0);
 	/* Leaving the bus now: nobodyvm is kept (orphaned), nobodyvm2 destroyed. */
 }
 
@@ -1032,16 +1059,18 @@ static void other_reclaims(sd_bus *bus, void *userdata)
 	char path[256];
 
 	session_path("nobodyvm", path, sizeof(path));
-	expect_string(bus, "keep: orphaned state", path, SES_IFACE, "State", "orphaned-tracking");
+	expect_string(bus, "keep: orphaned state", path, IOD_SESSION_INTERFACE, "State",
+		      "orphaned-tracking");
 	call_err(bus, "keep: same uid, other connection, before Claim", E_ACCESS_DENIED, "Claim",
-		 path, SES_IFACE, "Harvest", "a{sv}", 0);
-	sd_bus_message_unref(
-		call_ok(bus, "keep: Claim by the same uid", path, SES_IFACE, "Claim", NULL));
-	sd_bus_message_unref(
-		call_ok(bus, "keep: Harvest after Claim", path, SES_IFACE, "Harvest", "a{sv}", 0));
-	expect_string(bus, "keep: tracking again", path, SES_IFACE, "State", "tracking");
-	sd_bus_message_unref(
-		call_ok(bus, "keep: Claim again is a no-op", path, SES_IFACE, "Claim", NULL));
+		 path, IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 0);
+	sd_bus_message_unref(call_ok(bus, "keep: Claim by the same uid", path,
+				     IOD_SESSION_INTERFACE, "Claim", NULL));
+	sd_bus_message_unref(call_ok(bus, "keep: Harvest after Claim", path, IOD_SESSION_INTERFACE,
+				     "Harvest", "a{sv}", 0));
+	expect_string(bus, "keep: tracking again", path, IOD_SESSION_INTERFACE, "State",
+		      "tracking");
+	sd_bus_message_unref(call_ok(bus, "keep: Claim again is a no-op", path,
+				     IOD_SESSION_INTERFACE, "Claim", NULL));
 	/* Stay connected while the parent checks that root can still act. */
 }
 
@@ -1051,10 +1080,10 @@ static void denied_uid_checks(sd_bus *bus, void *userdata)
 	char *s;
 
 	call_err(bus, "bus policy: a uid outside the group cannot create", E_ACCESS_DENIED, NULL,
-		 MANAGER, MGR_IFACE, "CreateSession", "sa{sv}", "denied", 0);
+		 IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "denied", 0);
 	call_err(bus, "bus policy: a uid outside the group cannot Start", E_ACCESS_DENIED, NULL,
-		 path, SES_IFACE, "Start", NULL);
-	s = get_string(bus, MANAGER, MGR_IFACE, "Version");
+		 path, IOD_SESSION_INTERFACE, "Start", NULL);
+	s = get_string(bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "Version");
 	result(s && strcmp(s, "(error)") != 0, "bus policy: anybody may read properties",
 	       "Version: %s", s);
 	free(s);
@@ -1066,8 +1095,8 @@ static bool session_exists(sd_bus *bus, const char *name)
 	sd_bus_message *reply = NULL;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "GetSession", &error, &reply, "s",
-			       name);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "GetSession", &error, &reply, "s", name);
 	sd_bus_message_unref(reply);
 	sd_bus_error_free(&error);
 	return r >= 0;
@@ -1100,15 +1129,17 @@ static void test_access(sd_bus *bus)
 	       "nobodyvm2 still exists");
 	result(session_exists(bus, "nobodyvm"), "keep policy: session stays", "nobodyvm is gone");
 	session_path("nobodyvm", opath, sizeof(opath));
-	expect_string(bus, "keep policy: no owner", opath, SES_IFACE, "Owner", "");
-	expect_u64(bus, "keep policy: still tracking", opath, SES_IFACE, "Tracking", 'b', 1);
+	expect_string(bus, "keep policy: no owner", opath, IOD_SESSION_INTERFACE, "Owner", "");
+	expect_u64(bus, "keep policy: still tracking", opath, IOD_SESSION_INTERFACE, "Tracking",
+		   'b', 1);
 
 	run_as(other_uid, other_reclaims, NULL);
-	sd_bus_message_unref(
-		call_ok(bus, "root may act on any session", opath, SES_IFACE, "Stop", NULL));
-	sd_bus_message_unref(
-		call_ok(bus, "root may claim any session", opath, SES_IFACE, "Claim", NULL));
-	expect_u64(bus, "claim: owner uid unchanged", opath, SES_IFACE, "OwnerUID", 'u', other_uid);
+	sd_bus_message_unref(call_ok(bus, "root may act on any session", opath,
+				     IOD_SESSION_INTERFACE, "Stop", NULL));
+	sd_bus_message_unref(call_ok(bus, "root may claim any session", opath,
+				     IOD_SESSION_INTERFACE, "Claim", NULL));
+	expect_u64(bus, "claim: owner uid unchanged", opath, IOD_SESSION_INTERFACE, "OwnerUID", 'u',
+		   other_uid);
 	destroy(bus, "nobodyvm");
 	destroy(bus, "rootvm");
 }
@@ -1151,7 +1182,7 @@ static int notify_listen(const char *socket_path)
 		bus = connect_bus();
 		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
 				       "org.freedesktop.DBus", "GetNameOwner", &error, &reply, "s",
-				       DEST);
+				       IOD_BUS_NAME);
 		if (r >= 0)
 			r = sd_bus_message_read(reply, "s", &owner);
 		result(r >= 0, "notify: the name is owned when READY=1 comes", "%s",

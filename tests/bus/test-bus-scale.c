@@ -67,8 +67,8 @@ static void create(sd_bus *bus, unsigned i)
 
 	snprintf(name, sizeof(name), "vm%u", i);
 	r = sd_bus_call_method(bus, DT_DEST, DT_MANAGER, DT_MGR_IFACE, "CreateSession", &error,
-			       &reply, "sa{sv}", name, 2, "viommu", "b", 1, "disconnect_policy", "s",
-			       i % OWNERS == 0 ? "destroy" : "keep");
+			       &reply, "sa{sv}", name, 2, "viommu", "b", 1, "disconnect_policy",
+			       "s", i % OWNERS == 0 ? "destroy" : "keep");
 	dt_assert(r >= 0, "CreateSession #%u: %s: %s", i + 1, error.name ? error.name : "",
 		  error.message ? error.message : strerror(-r));
 	sd_bus_message_unref(reply);

@@ -1664,6 +1664,88 @@ START_TEST(test_sparse_merge)
 }
 END_TEST
 
+/*
+ * iod_log_next_dirty() against a reference: random marks in both planes of two regions (one
+ * large and sparse, one small and dense), runs compared page by page, for the round plane
+ * alone and for both planes; and through a read-only view of the same memfd.
+ */
+START_TEST(test_next_dirty_runs)
+{
+	const uint64_t seed = test_seed(0x5eed + _i);
+	const uint64_t lengths[2] = {UINT64_C(1) << 32, UINT64_C(1)
+								<< 22}; /* 1 Mi and 1 Ki pages */
+	const uint64_t gpas[2] = {0, UINT64_C(1) << 40};
+	struct iod_dirty_log *log = NULL, *view = NULL;
+
+	rng_state = seed;
+	ck_assert_int_eq(iod_log_new(12, &log), 0);
+	for (int g = 0; g < 2; g++)
+		ck_assert_int_eq(iod_log_add_region(log, gpas[g], lengths[g]), 0);
+	/* round plane: marks, snapshot; then more marks in the accumulating plane */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int k = 0; k < 200; k++) {
+			int g = (int)(rng() % 2);
+			uint64_t pages = lengths[g] >> 12, p = rng() % pages, n = 1 + rng() % 70;
+
+			if (p + n > pages)
+				n = pages - p;
+			ck_assert_int_eq(iod_log_mark(log, gpas[g] + (p << 12), n << 12), 0);
+		}
+		if (pass == 0)
+			ck_assert_int_eq(iod_log_snapshot(log, NULL), 0);
+	}
+	ck_assert_int_eq(iod_log_open_fd_ro(iod_log_fd(log), &view), 0);
+
+	for (int both = 0; both < 2; both++)
+		for (int v = 0; v < 2; v++) {
+			struct iod_dirty_log *l = v ? view : log;
+
+			for (size_t g = 0; g < 2; g++) {
+				const uint64_t *round = iod_log_round_bitmap(l, g);
+				const uint64_t *accum = iod_log_accum_bitmap(l, g);
+				uint64_t nbits = lengths[g] >> 12, pos = 0, start, end, total = 0;
+
+				for (uint64_t b = 0;
+				     iod_log_next_dirty(l, g, both, b, nbits, &start, &end) == 0;
+				     b = end) {
+					ck_assert_msg(start >= pos && end > start && end <= nbits,
+						      "seed %#" PRIx64 ": run [%" PRIu64
+						      ", %" PRIu64 ") after %" PRIu64,
+						      seed, start, end, pos);
+					/* nothing dirty in the gap, everything dirty in the run, and the
+					 * run ends where the dirt does */
+					for (uint64_t i = pos; i < end; i++) {
+						bool dirty = iod_bitmap_test(round, i) ||
+							     (both && iod_bitmap_test(accum, i));
+
+						ck_assert_msg(dirty == (i >= start),
+							      "seed %#" PRIx64
+							      ", region %zu, both %d: "
+							      "page %" PRIu64 " is %s",
+							      seed, g, both, i,
+							      dirty ? "dirty" : "clean");
+					}
+					ck_assert(end == nbits ||
+						  !(iod_bitmap_test(round, end) ||
+						    (both && iod_bitmap_test(accum, end))));
+					total += end - start;
+					pos = end;
+				}
+				for (uint64_t i = pos; i < nbits; i++)
+					ck_assert(!(iod_bitmap_test(round, i) ||
+						    (both && iod_bitmap_test(accum, i))));
+				ck_assert_uint_gt(total, 0);
+			}
+		}
+	ck_assert_int_eq(iod_log_next_dirty(log, 2, false, 0, 1, &(uint64_t){0}, &(uint64_t){0}),
+			 -EINVAL);
+	ck_assert_int_eq(iod_log_mark(view, 0, 4096), -EROFS);
+	ck_assert_int_eq(iod_log_snapshot(view, NULL), -EROFS);
+	iod_log_free(view);
+	iod_log_free(log);
+}
+END_TEST
+
 /* A reader finds the stretches of a plane that may hold bits, and only those. */
 START_TEST(test_sparse_next_data)
 {
@@ -2003,6 +2085,7 @@ static Suite *dirty_log_suite(void)
 	tcase_add_test(tc, test_sparse_after_harvest);
 	tcase_add_loop_test(tc, test_sparse_merge, 0, ELEMENTSOF(sparse_merge_shifts));
 	tcase_add_test(tc, test_sparse_next_data);
+	tcase_add_loop_test(tc, test_next_dirty_runs, 0, 4);
 	tcase_add_test(tc, test_sparse_shared_pages);
 	suite_add_tcase(s, tc);
 

@@ -41,16 +41,12 @@
 #include <linux/iommufd.h>
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
 #include "test-rng.h"
 
 #define SKIP 77
-#define DEST "org.iodirty.Tracker1"
-#define MANAGER "/org/iodirty/Tracker1"
-#define MGR_IFACE "org.iodirty.Manager1"
-#define SES_IFACE "org.iodirty.Session1"
 #define SZ_1M (UINT64_C(1) << 20)
 #define N_HWPTS 2
 #define PAGE 4096
@@ -97,14 +93,6 @@ static void skip(const char *fmt, ...)
 	printf("\n");
 	cleanup();
 	exit(SKIP);
-}
-
-static uint64_t now_nsec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
 }
 
 /* --- the bus, the daemon, the echo service -------------------------------------------------- */
@@ -187,16 +175,15 @@ static void start_daemon(sd_bus *bus, bool store)
 	if (daemon_pid == 0) {
 		snprintf(arg, sizeof(arg), "--bus-address=%s", bus_address);
 		if (store)
-			execlp("fdstore-harness", "fdstore-harness",
-			       "--control=" HARNESS_CONTROL, "--", "iodirtyd", arg,
-			       "--log-level=warning", "--limit=log_bytes=268435456",
-			       "--limit=sessions=64", (char *)NULL);
+			execlp("fdstore-harness", "fdstore-harness", "--control=" HARNESS_CONTROL,
+			       "--", "iodirtyd", arg, "--log-level=warning",
+			       "--limit=log_bytes=268435456", "--limit=sessions=64", (char *)NULL);
 		else
 			execlp("iodirtyd", "iodirtyd", arg, "--log-level=warning",
 			       "--limit=log_bytes=268435456", "--limit=sessions=64", (char *)NULL);
 		_exit(127);
 	}
-	wait_name(bus, DEST, daemon_pid);
+	wait_name(bus, IOD_BUS_NAME, daemon_pid);
 }
 
 static void stop_daemon(void)
@@ -373,7 +360,8 @@ static char *adopt(sd_bus *bus, struct mock *k, const char *name, bool viommu)
 	char *ret;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, MANAGER, MGR_IFACE, "AdoptSession");
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, IOD_MANAGER_PATH,
+					   IOD_MANAGER_INTERFACE, "AdoptSession");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "shu", name, k->fd, k->ioas);
 	if (r >= 0)
@@ -401,7 +389,8 @@ static void call(sd_bus *bus, const char *path, const char *member, sd_bus_messa
 	int r;
 
 	va_start(ap, types);
-	r = sd_bus_call_methodv(bus, DEST, path, SES_IFACE, member, &error, reply, types, ap);
+	r = sd_bus_call_methodv(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE, member, &error,
+				reply, types, ap);
 	va_end(ap);
 	if (r < 0)
 		die("%s: %s", member, error.message ? error.message : strerror(-r));
@@ -411,36 +400,32 @@ static void call(sd_bus *bus, const char *path, const char *member, sd_bus_messa
 /* A Harvest round delivered: the log mapped (and, with consume, every round word read). */
 static uint64_t harvest_round(sd_bus *bus, const char *path, bool consume, bool ack)
 {
+	struct iod_dirty_log *log = NULL;
 	sd_bus_message *reply = NULL;
-	uint64_t round, dirty, usec, count = 0;
-	int fd, precise;
-	struct stat st;
-	uint8_t *p;
+	uint64_t round, dirty, usec, count = 0, start, end;
+	int fd, precise, r;
 
 	call(bus, path, "Harvest", &reply, "a{sv}", 0);
-	if (sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) < 0 ||
-	    fstat(fd, &st) < 0)
+	if (sd_bus_message_read(reply, "thtbt", &round, &fd, &dirty, &precise, &usec) < 0)
 		die("Harvest reply");
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap log: %m");
+	r = iod_log_open_fd_ro(fd, &log);
+	if (r < 0)
+		die("the log memfd: %s", iod_strerror(r));
 	if (consume) {
-		const struct iod_log_header *h = (const void *)p;
+		for (size_t i = 0; i < iod_log_region_count(log); i++) {
+			const struct iod_log_region *g = iod_log_region(log, i);
+			uint64_t nbits = g->length >> iod_log_page_shift(log);
 
-		for (uint32_t i = 0; i < h->n_regions; i++) {
-			const struct iod_log_region *g = (const void *)(p + h->regions_offset +
-									i * sizeof(*g));
-			const uint64_t *w = (const void *)(p + g->round_offset);
-			uint64_t words = iod_bitmap_words(g->length >> h->page_shift);
-
-			for (uint64_t j = 0; j < words; j++)
-				count += (uint64_t)__builtin_popcountll(w[j]);
+			for (uint64_t b = 0;
+			     iod_log_next_dirty(log, i, false, b, nbits, &start, &end) == 0;
+			     b = end)
+				count += end - start;
 		}
 		if (count != dirty)
 			die("the log holds %" PRIu64 " dirty pages, Harvest said %" PRIu64, count,
 			    dirty);
 	}
-	munmap(p, (size_t)st.st_size);
+	iod_log_free(log);
 	sd_bus_message_unref(reply);
 	if (ack)
 		call(bus, path, "Acknowledge", NULL, "t", round);
@@ -474,11 +459,11 @@ static void bench_harvest(sd_bus *bus, struct mock *k, uint64_t length, bool den
 
 		/* the daemon: Harvest (read-and-clear, merge, deliver), the log mapped */
 		mock_mark(k, iova, length, marks);
-		t0 = now_nsec();
+		t0 = iod_now_nsec();
 		got = harvest_round(bus, path, false, false);
-		t1 = now_nsec();
+		t1 = iod_now_nsec();
 		call(bus, path, "Acknowledge", NULL, "t", (uint64_t)rep + 1);
-		t_round += now_nsec() - t0;
+		t_round += iod_now_nsec() - t0;
 		t_daemon += t1 - t0;
 		if (rep == 0)
 			want = got;
@@ -488,14 +473,14 @@ static void bench_harvest(sd_bus *bus, struct mock *k, uint64_t length, bool den
 
 		/* raw: the same HWPTs and range, one bitmap zeroed per HWPT */
 		mock_mark(k, iova, length, marks);
-		t0 = now_nsec();
+		t0 = iod_now_nsec();
 		for (int i = 0; i < N_HWPTS; i++) {
 			memset(bitmap, 0, iod_bitmap_bytes(nbits));
 			if (iod_hwpt_read_dirty(k->ictx, k->hwpt[i], iova, length, PAGE, bitmap,
 						0) < 0)
 				die("raw read: %m");
 		}
-		t_raw += now_nsec() - t0;
+		t_raw += iod_now_nsec() - t0;
 	}
 	printf("bench: harvest %5" PRIu64 " MiB %-6s %d HWPTs, %7" PRIu64
 	       " dirty pages: daemon Harvest %8.2f ms (with Acknowledge %8.2f ms), raw "
@@ -531,11 +516,11 @@ static void bench_delivery(sd_bus *bus, struct mock *k, int reps)
 		size_t size;
 		uint64_t t0, count = 0;
 
-		t0 = now_nsec();
+		t0 = iod_now_nsec();
 		(void)harvest_round(bus, path, true, true);
-		t_fd += now_nsec() - t0;
+		t_fd += iod_now_nsec() - t0;
 
-		t0 = now_nsec();
+		t0 = iod_now_nsec();
 		if (sd_bus_call_method(bus, "org.iodirty.BenchEcho", "/bench",
 				       "org.iodirty.BenchEcho", "Bitmap", NULL, &reply, "t",
 				       bitmap_bytes) < 0 ||
@@ -544,7 +529,7 @@ static void bench_delivery(sd_bus *bus, struct mock *k, int reps)
 		for (size_t i = 0; i < size / 8; i++)
 			count += (uint64_t)__builtin_popcountll(((const uint64_t *)data)[i]);
 		sd_bus_message_unref(reply);
-		t_inline += now_nsec() - t0;
+		t_inline += iod_now_nsec() - t0;
 		if (count == 0)
 			die("the echo sent zeros");
 	}
@@ -595,7 +580,7 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 	call(bus, path, "AddRegion", NULL, "tt", gpa, k->mem_size);
 	call(bus, path, "Start", NULL, NULL);
 
-	t0 = now_nsec();
+	t0 = iod_now_nsec();
 	for (int i = 0; i < pairs; i++) {
 		uint64_t at = iova + (uint64_t)(i % 64) * len;
 
@@ -606,9 +591,9 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 		call(bus, path, "Unmap", NULL, "tt", at, len);
 		mock_unmap_range(k, at, len);
 	}
-	t_daemon = now_nsec() - t0;
+	t_daemon = iod_now_nsec() - t0;
 
-	t0 = now_nsec();
+	t0 = iod_now_nsec();
 	for (int i = 0; i < pairs; i++) {
 		uint64_t at = iova + (uint64_t)(i % 64) * len;
 
@@ -617,14 +602,14 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 			die("map: %m");
 		mock_unmap_range(k, at, len);
 	}
-	t_raw = now_nsec() - t0;
+	t_raw = iod_now_nsec() - t0;
 	printf("bench: vIOMMU churn, 64 KiB map + unmap pairs: %.0f/s with iodirtyd (Map, Unmap "
 	       "with harvest before unmap, %d HWPTs tracking), %.0f/s raw ioctls: raw / daemon = %.1f\n",
 	       pairs / (t_daemon / 1e9), N_HWPTS, pairs / (t_raw / 1e9),
 	       (double)t_daemon / (double)t_raw);
 
 	/* The same pairs in batches: the raw maps, one MapBatch, one UnmapBatch, the raw unmaps. */
-	t0 = now_nsec();
+	t0 = iod_now_nsec();
 	for (int b = 0; b < batches; b++) {
 		for (int i = 0; i < CHURN_BATCH; i++)
 			if (iod_ioas_map(k->ictx, k->ioas, k->mem, len, iova + (uint64_t)i * len,
@@ -635,7 +620,7 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 		for (int i = 0; i < CHURN_BATCH; i++)
 			mock_unmap_range(k, iova + (uint64_t)i * len, len);
 	}
-	t_batch = now_nsec() - t0;
+	t_batch = iod_now_nsec() - t0;
 	printf("bench: vIOMMU churn, 64 KiB map + unmap pairs in batches of %d: %.0f/s with "
 	       "iodirtyd (MapBatch, UnmapBatch), %.0f/s raw ioctls: raw / daemon = %.1f\n",
 	       CHURN_BATCH, batches * CHURN_BATCH / (t_batch / 1e9), pairs / (t_raw / 1e9),
@@ -663,8 +648,9 @@ static char *scale_bystander(sd_bus *bus, struct mock *k, int i, int mappings)
 	int r;
 
 	snprintf(name, sizeof(name), "bystander-%d", i);
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "AdoptSession", &error, &reply,
-			       "shuaua{sv}", name, k->fd, k->ioas, 0, 1, "viommu", "b", 1);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "AdoptSession", &error, &reply, "shuaua{sv}", name, k->fd, k->ioas,
+			       0, 1, "viommu", "b", 1);
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "o", &path);
 	if (r < 0)
@@ -676,7 +662,8 @@ static char *scale_bystander(sd_bus *bus, struct mock *k, int i, int mappings)
 		int n = mappings - done < 256 ? mappings - done : 256;
 
 		for (int j = 0; j < n; j++)
-			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
+			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE +
+							    (uint64_t)(done + j) * PAGE,
 						    .gpa = gpa,
 						    .length = PAGE};
 		r = iod_bus_new_batch(bus, ret, true, v, (size_t)n, &m);
@@ -697,7 +684,7 @@ static double scale_pairs(sd_bus *bus, struct mock *k, const char *path, int mod
 {
 	const uint64_t gpa = UINT64_C(1) << 32, iova = IOD_MOCK_APERTURE_START;
 	uint64_t bitmap[SCALE_LEN / PAGE / 64 + 1];
-	uint64_t t0 = now_nsec(), t = 0;
+	uint64_t t0 = iod_now_nsec(), t = 0;
 	int pairs = 0;
 
 	while (pairs < SCALE_PAIRS_MAX && (pairs < 20 || t < SCALE_BUDGET_NS)) {
@@ -717,7 +704,7 @@ static double scale_pairs(sd_bus *bus, struct mock *k, const char *path, int mod
 		}
 		mock_unmap_range(k, at, SCALE_LEN);
 		pairs++;
-		t = now_nsec() - t0;
+		t = iod_now_nsec() - t0;
 	}
 	return pairs / (t / 1e9);
 }
@@ -749,9 +736,10 @@ static struct scale_result scale_run(sd_bus *bus, struct mock *k, int live, int 
 		int n = live - done < 256 ? live - done : 256;
 
 		for (int j = 0; j < n; j++)
-			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
-						    .gpa = gpa + (uint64_t)(done + j) % (k->mem_size / PAGE) * PAGE,
-						    .length = PAGE};
+			v[j] = (struct iod_mapping){
+				.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
+				.gpa = gpa + (uint64_t)(done + j) % (k->mem_size / PAGE) * PAGE,
+				.length = PAGE};
 		r = iod_bus_new_batch(bus, path, true, v, (size_t)n, &m);
 		if (r >= 0)
 			r = sd_bus_call(bus, m, 0, &error, NULL);

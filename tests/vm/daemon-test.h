@@ -22,14 +22,15 @@
 
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "iodirty.h"
 
-#define DT_DEST "org.iodirty.Tracker1"
-#define DT_MANAGER "/org/iodirty/Tracker1"
-#define DT_MGR_IFACE "org.iodirty.Manager1"
-#define DT_SES_IFACE "org.iodirty.Session1"
-#define DT_DEV_IFACE "org.iodirty.Device1"
+/* Short names of lib/iod-names.h for the tests. */
+#define DT_DEST IOD_BUS_NAME
+#define DT_MANAGER IOD_MANAGER_PATH
+#define DT_MGR_IFACE IOD_MANAGER_INTERFACE
+#define DT_SES_IFACE IOD_SESSION_INTERFACE
+#define DT_DEV_IFACE IOD_DEVICE_INTERFACE
 
 static unsigned dt_passed __attribute__((unused));
 
@@ -214,50 +215,33 @@ static inline uint64_t dt_pageset_count(const struct dt_pageset *p)
  */
 static inline uint64_t dt_log_read(int fd, struct dt_pageset *set, bool accum)
 {
-	const struct iod_log_header *h;
-	const struct iod_log_region *g;
+	struct iod_dirty_log *log = NULL;
+	uint64_t n = 0, start, end;
 	struct stat st;
-	uint64_t n = 0;
-	void *p;
+	int r;
 
-	dt_assert(fstat(fd, &st) == 0, "fstat of the log fd: %s", strerror(errno));
-	dt_assert((uint64_t)st.st_size >= sizeof(*h), "the log memfd is %" PRIu64 " bytes",
-		  (uint64_t)st.st_size);
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	dt_assert(p != MAP_FAILED, "mmap of the log fd: %s", strerror(errno));
 	/* read-only: a client cannot write the daemon's log */
+	dt_assert(fstat(fd, &st) == 0, "fstat of the log fd: %s", strerror(errno));
 	dt_assert(mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) ==
 			  MAP_FAILED,
 		  "the log fd can be mapped writable");
 
-	h = p;
-	dt_assert(h->magic == IOD_LOG_MAGIC, "log magic %#" PRIx64, h->magic);
-	dt_assert(h->version == IOD_LOG_VERSION, "log version %u", h->version);
-	dt_assert(h->page_shift == set->shift, "log page shift %u, want %u", h->page_shift,
-		  set->shift);
-	dt_assert(h->size <= (uint64_t)st.st_size, "log size %" PRIu64 " > file %" PRIu64, h->size,
-		  (uint64_t)st.st_size);
-	g = (const void *)((const uint8_t *)p + h->regions_offset);
-	for (uint32_t i = 0; i < h->n_regions; i++) {
-		uint64_t nbits = g[i].length >> h->page_shift;
-		const uint64_t *round = (const void *)((const uint8_t *)p + g[i].round_offset);
-		const uint64_t *acc = (const void *)((const uint8_t *)p + g[i].accum_offset);
+	r = iod_log_open_fd_ro(fd, &log);
+	dt_assert(r == 0, "the log memfd is not a valid log: %s", iod_strerror(r));
+	dt_assert(iod_log_page_shift(log) == set->shift, "log page shift %u, want %u",
+		  iod_log_page_shift(log), set->shift);
+	for (size_t i = 0; i < iod_log_region_count(log); i++) {
+		const struct iod_log_region *g = iod_log_region(log, i);
+		uint64_t nbits = g->length >> set->shift;
 
-		dt_assert(g[i].round_offset + iod_bitmap_bytes(nbits) <= h->size &&
-				  g[i].accum_offset + iod_bitmap_bytes(nbits) <= h->size,
-			  "region %u runs past the log", i);
-		for (uint64_t b = 0; b < nbits; b++) {
-			bool dirty = round[b / 64] & (UINT64_C(1) << (b % 64));
-
-			if (accum)
-				dirty |= acc[b / 64] & (UINT64_C(1) << (b % 64));
-			if (!dirty)
-				continue;
-			dt_pageset_add(set, g[i].gpa + (b << h->page_shift));
-			n++;
-		}
+		for (uint64_t b = 0; iod_log_next_dirty(log, i, accum, b, nbits, &start, &end) == 0;
+		     b = end)
+			for (uint64_t p = start; p < end; p++) {
+				dt_pageset_add(set, g->gpa + (p << set->shift));
+				n++;
+			}
 	}
-	munmap(p, (size_t)st.st_size);
+	iod_log_free(log);
 	return n;
 }
 

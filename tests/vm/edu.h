@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "iod-util.h"
+
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 
@@ -47,21 +49,13 @@ static inline bool edu_dma_busy(volatile uint8_t *bar)
 	return *(volatile uint64_t *)(bar + EDU_REG_DMA_CMD) & EDU_DMA_RUN;
 }
 
-static inline uint64_t edu_now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* Wait for the transfer in flight; false if it still runs after timeout_sec seconds. */
 static inline bool edu_dma_wait(volatile uint8_t *bar, unsigned timeout_sec)
 {
-	uint64_t deadline = edu_now_usec() + (uint64_t)timeout_sec * 1000000;
+	uint64_t deadline = iod_now_usec() + (uint64_t)timeout_sec * 1000000;
 
 	while (edu_dma_busy(bar)) {
-		if (edu_now_usec() > deadline)
+		if (iod_now_usec() > deadline)
 			return false;
 		usleep(1000);
 	}

@@ -57,6 +57,8 @@
 
 #include <linux/iommufd.h>
 
+#include "iod-util.h"
+
 #ifndef F_DUPFD_QUERY
 #define F_DUPFD_QUERY (1024 + 3) /* Linux 6.10: do two fds refer to the same file? */
 #endif
@@ -121,14 +123,6 @@ static __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt,
 	if (daemon_pid > 0)
 		kill(daemon_pid, SIGKILL);
 	exit(1);
-}
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 /* --- the store ------------------------------------------------------------------------- */
@@ -260,7 +254,7 @@ static void daemon_start(void)
 	starts++;
 	ready = false;
 	abort_deadline = 0;
-	watchdog_deadline = watchdog_usec ? now_usec() + watchdog_usec : 0;
+	watchdog_deadline = watchdog_usec ? iod_now_usec() + watchdog_usec : 0;
 	say("started %s as pid %d (start %u) with %zu stored fds", daemon_argv[0], (int)pid, starts,
 	    n_store);
 }
@@ -279,7 +273,7 @@ static void handle_message(char *text, int *fds, size_t n_fds)
 			ready = true;
 		} else if (strcmp(line, "WATCHDOG=1") == 0) {
 			if (watchdog_usec)
-				watchdog_deadline = now_usec() + watchdog_usec;
+				watchdog_deadline = iod_now_usec() + watchdog_usec;
 		} else if (strcmp(line, "STOPPING=1") == 0) {
 			say("pid %d is stopping", (int)daemon_pid);
 		} else if (strcmp(line, "FDSTORE=1") == 0) {
@@ -483,7 +477,7 @@ static void handle_command(struct client *c, char *cmd)
 		} else {
 			kill_signal = sig;
 			kill_pid = daemon_pid;
-			kill_at = now_usec() + arg;
+			kill_at = iod_now_usec() + arg;
 		}
 		reply(c, "ok pid=%d", (int)daemon_pid);
 	} else if (sscanf(cmd, "wait-ready %llu", &arg) == 1) {
@@ -600,7 +594,7 @@ static void handle_signals(void)
 
 static void handle_timers(void)
 {
-	uint64_t now = now_usec();
+	uint64_t now = iod_now_usec();
 
 	if (kill_at && now >= kill_at) {
 		if (daemon_pid > 0 && daemon_pid == kill_pid)
@@ -624,7 +618,7 @@ static void handle_timers(void)
 
 static int poll_timeout(void)
 {
-	uint64_t now = now_usec(), next = UINT64_MAX;
+	uint64_t now = iod_now_usec(), next = UINT64_MAX;
 
 	if (kill_at)
 		next = kill_at;

@@ -686,7 +686,6 @@ static void negative_controls(void)
 	dt_assert(lost == 0 && spurious == 0, "the late mark was not harvested");
 	dt_pass("negative control: a mark after the last harvest is reported lost, the next "
 		"harvest has it");
-
 }
 
 /*
@@ -934,7 +933,8 @@ static void huge_pages_are_not_precise(void)
 		  "Harvest reply");
 	dt_assert(!precise, "a round over huge IOPTEs says it is precise");
 	dt_assert(dirty == SZ_1M / LOG_PAGE,
-		  "one dirty mock page under a huge IOPTE gave %" PRIu64 " dirty pages, want %" PRIu64,
+		  "one dirty mock page under a huge IOPTE gave %" PRIu64
+		  " dirty pages, want %" PRIu64,
 		  dirty, SZ_1M / LOG_PAGE);
 	sd_bus_message_unref(reply);
 	scall("Destroy", "");

@@ -49,14 +49,6 @@ static sd_bus *bus;
 static const char *pci;
 static char *lost_path;
 
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static int write_file(const char *path, const char *value)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -118,7 +110,7 @@ static pid_t start_removal(void)
 /* Until the removal completed and DeviceLost arrived (30 s at most); the child's status. */
 static int wait_removal(pid_t child)
 {
-	uint64_t deadline = now_usec() + REMOVE_TIMEOUT_USEC;
+	uint64_t deadline = iod_now_usec() + REMOVE_TIMEOUT_USEC;
 	pid_t w = 0;
 	int status = 0, r;
 
@@ -129,7 +121,7 @@ static int wait_removal(pid_t child)
 		dt_assert(r >= 0, "sd_bus_process: %s", strerror(-r));
 		if (w == child && lost_path)
 			return status;
-		if (now_usec() > deadline) {
+		if (iod_now_usec() > deadline) {
 			if (w != child)
 				kill(child, SIGKILL);
 			dt_assert(false, "after 30 s: removal %s, DeviceLost %s",
@@ -262,8 +254,8 @@ static void device_properties_survive_restart(void)
 	device_back();
 	memfd = memfd_create("guest-memory", MFD_CLOEXEC);
 	dt_assert(memfd >= 0 && ftruncate(memfd, MEM_SIZE) == 0, "memfd");
-	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "props",
-			1, "disconnect_policy", "s", "keep");
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", "props", 1,
+			"disconnect_policy", "s", "keep");
 	dt_assert(sd_bus_message_read(reply, "o", &p) > 0, "CreateSession reply");
 	spath = strdup(p);
 	sd_bus_message_unref(reply);

@@ -553,8 +553,8 @@ START_TEST(test_harvest_across_hole)
 		seen = IOD_HOLES_STRICT;
 	else
 		ck_abort_msg("the kernel's dirty read over a hole is neither known behaviour: "
-			     "across the hole rc %d with %" PRIu64 " of %" PRIu64
-			     " bits (%" PRIu64 " after it), starting in the hole rc %d with %" PRIu64
+			     "across the hole rc %d with %" PRIu64 " of %" PRIu64 " bits (%" PRIu64
+			     " after it), starting in the hole rc %d with %" PRIu64
 			     " bits; silent would be 0 with %" PRIu64
 			     " bits and none after, then 0 with none; strict EINVAL twice. "
 			     "Look at the kernel, then at enum iod_hole_behavior",

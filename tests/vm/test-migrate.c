@@ -42,7 +42,7 @@
 #include <linux/vfio.h>
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "edu.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
@@ -50,8 +50,6 @@
 #include "test-rng.h"
 
 #define SKIP 77
-#define DEST "org.iodirty.Tracker1"
-#define SES_IFACE "org.iodirty.Session1"
 
 #define SZ_1M (UINT64_C(1) << 20)
 #define CHUNK SZ_1M /* vIOMMU mapping granule */
@@ -268,8 +266,8 @@ static int bus_map(struct mock_vm *vm, const char *member, const char *types, ..
 	int r;
 
 	va_start(ap, types);
-	r = sd_bus_call_methodv(vm->bus, DEST, vm->path, SES_IFACE, member, &error, NULL, types,
-				ap);
+	r = sd_bus_call_methodv(vm->bus, IOD_BUS_NAME, vm->path, IOD_SESSION_INTERFACE, member,
+				&error, NULL, types, ap);
 	va_end(ap);
 	if (r < 0 && sd_bus_error_has_name(&error, "org.iodirty.Error.NotMapped"))
 		r = -ENOENT;

@@ -2,7 +2,7 @@
 # tests/vm/test-daemon-*.c and tests/vm/mockvm.c drive iodirtyd over D-Bus (sd-bus): they
 # are linked dynamically with libsystemd (tests/vm/run copies the shared libraries).
 # Included by the top-level Makefile (after its variables: B, CC, ALL_CFLAGS, ALL_LDFLAGS,
-# CHECK_CFLAGS, JSON_LIBS, LIBIODIRTY, BUS_CLIENT_OBJS, UAPI_STAMP, pc). Linked statically, so that the guest
+# CHECK_CFLAGS, JSON_LIBS, LIBIODIRTY, CLIENT_LIB, UAPI_STAMP, pc). Linked statically, so that the guest
 # needs nothing but the binary; VM_STATIC= (empty) links dynamically, and a sanitizer build
 # always does.
 VM_TEST_SRCS := $(wildcard tests/vm/test-kernel-*.c)
@@ -24,9 +24,9 @@ $(B)/vm/test-kernel-%: $(B)/vm/test-kernel-%.o $(LIBIODIRTY)
 
 $(VM_DAEMON_BINS:=.o): $(B)/vm/%.o: tests/vm/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) -Itests/vm -Idaemon -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) -Itests/vm -Iclient -c $< -o $@
 
-$(VM_DAEMON_BINS): %: %.o $(BUS_CLIENT_OBJS) $(LIBIODIRTY)
+$(VM_DAEMON_BINS): %: %.o $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
 
 # The fd store harness: plays the service manager's part of the notify protocol for the
@@ -49,10 +49,10 @@ VM_TEST_BINS += $(VM_BUS_BINS)
 
 $(B)/vm/test-migrate.o $(B)/vm/bench-harvest.o: $(B)/vm/%.o: tests/vm/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) -Itests/vm -Idaemon -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) -Itests/vm -Iclient -c $< -o $@
 
-$(B)/vm/test-migrate: $(B)/vm/test-migrate.o $(B)/daemon/migrate.o $(BUS_CLIENT_OBJS) $(LIBIODIRTY)
+$(B)/vm/test-migrate: $(B)/vm/test-migrate.o $(B)/client/migrate.o $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
 
-$(B)/vm/bench-harvest: $(B)/vm/bench-harvest.o $(BUS_CLIENT_OBJS) $(LIBIODIRTY)
+$(B)/vm/bench-harvest: $(B)/vm/bench-harvest.o $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)

@@ -15,14 +15,8 @@
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "iodirty.h"
-
-#define DEST "org.iodirty.Tracker1"
-#define MANAGER "/org/iodirty/Tracker1"
-#define MGR_IFACE "org.iodirty.Manager1"
-#define SES_IFACE "org.iodirty.Session1"
-#define DEV_IFACE "org.iodirty.Device1"
 
 #define EXIT_USAGE 2
 
@@ -93,8 +87,8 @@ static int session_path(sd_bus *bus, const char *name, char **ret)
 	const char *path;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "GetSession", &error, &reply, "s",
-			       name);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "GetSession", &error, &reply, "s", name);
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "o", &path);
 	if (r >= 0) {
@@ -119,8 +113,8 @@ static struct json_object *get_prop(sd_bus *bus, const char *path, const char *i
 	char type;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, path, "org.freedesktop.DBus.Properties", "Get", &error,
-			       &reply, "ss", iface, prop);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, "org.freedesktop.DBus.Properties", "Get",
+			       &error, &reply, "ss", iface, prop);
 	if (r >= 0)
 		r = sd_bus_message_peek_type(reply, &type, &contents);
 	if (r >= 0)
@@ -266,13 +260,13 @@ static int cmd_status(sd_bus *bus, char **args)
 	struct json_object *o = json_object_new_object();
 	struct json_object *v;
 
-	add_props(o, bus, MANAGER, MGR_IFACE, status_props);
+	add_props(o, bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, status_props);
 	if (!json_object_object_get_ex(o, "version", &v)) {
 		json_object_put(o);
 		fprintf(stderr, "iodirtyd does not answer on this bus.\n");
 		return -EIO;
 	}
-	v = get_prop(bus, MANAGER, MGR_IFACE, "Sessions");
+	v = get_prop(bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "Sessions");
 	json_object_object_add(o, "sessions",
 			       json_object_new_int64(v ? (int64_t)json_object_array_length(v) : 0));
 	json_object_put(v);
@@ -369,7 +363,7 @@ static struct json_object *session_json(sd_bus *bus, const char *path)
 {
 	struct json_object *o = json_object_new_object();
 
-	add_props(o, bus, path, SES_IFACE, session_props);
+	add_props(o, bus, path, IOD_SESSION_INTERFACE, session_props);
 	return o;
 }
 
@@ -382,7 +376,8 @@ static int cmd_sessions(sd_bus *bus, char **args)
 	uint32_t uid;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "ListSessions", &error, &reply, NULL);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "ListSessions", &error, &reply, NULL);
 	if (r < 0) {
 		r = fail(&error, r, "ListSessions");
 		goto out;
@@ -475,13 +470,13 @@ static int cmd_devices(sd_bus *bus, char **args)
 	r = session_path(bus, args[0], &path);
 	if (r < 0)
 		goto out;
-	devs = get_prop(bus, path, SES_IFACE, "Devices");
+	devs = get_prop(bus, path, IOD_SESSION_INTERFACE, "Devices");
 	for (size_t i = 0; devs && i < json_object_array_length(devs); i++) {
 		const char *dpath = json_object_get_string(json_object_array_get_idx(devs, i));
 		struct json_object *d = json_object_new_object();
 
 		json_object_object_add(d, "path", json_object_new_string(dpath));
-		add_props(d, bus, dpath, DEV_IFACE, device_props);
+		add_props(d, bus, dpath, IOD_DEVICE_INTERFACE, device_props);
 		json_object_array_add(list, d);
 	}
 	json_object_put(devs);
@@ -514,8 +509,8 @@ static int cmd_probe(sd_bus *bus, char **args)
 	sd_bus_message *reply = NULL;
 	int r;
 
-	r = sd_bus_call_method(bus, DEST, MANAGER, MGR_IFACE, "ProbeDevice", &error, &reply, "s",
-			       args[0]);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "ProbeDevice", &error, &reply, "s", args[0]);
 	if (r < 0) {
 		r = fail(&error, r, args[0]);
 		goto out;
@@ -581,7 +576,8 @@ static int simple_call(sd_bus *bus, const char *name, const char *member)
 	r = session_path(bus, name, &path);
 	if (r < 0)
 		return r;
-	r = sd_bus_call_method(bus, DEST, path, SES_IFACE, member, &error, NULL, NULL);
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE, member, &error, NULL,
+			       NULL);
 	if (r < 0)
 		r = fail(&error, r, member);
 	sd_bus_error_free(&error);
@@ -611,7 +607,8 @@ static int cmd_create(sd_bus *bus, char **args)
 	const char *path;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, DEST, MANAGER, MGR_IFACE, "CreateSession");
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, IOD_MANAGER_PATH,
+					   IOD_MANAGER_INTERFACE, "CreateSession");
 	if (r >= 0)
 		r = sd_bus_message_append(m, "s", args[0]);
 	if (r >= 0)
@@ -642,50 +639,30 @@ static int cmd_create(sd_bus *bus, char **args)
 }
 
 /* Count the dirty pages of every region of a harvested log (round plane, with peek | accum). */
+/* The dirty pages of each region of the round (with peek, of both planes) in the log. */
 static int read_log(int fd, bool peek, struct json_object *regions)
 {
-	const struct iod_log_header *h;
-	struct stat st;
-	uint8_t *p;
+	struct iod_dirty_log *log = NULL;
+	int r;
 
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size < sizeof(*h))
-		return -EBADMSG;
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		return -errno;
-	h = (const void *)p;
-	if (h->magic != IOD_LOG_MAGIC || h->version != IOD_LOG_VERSION ||
-	    h->size > (uint64_t)st.st_size || h->n_regions > h->max_regions ||
-	    h->regions_offset + (uint64_t)h->max_regions * sizeof(struct iod_log_region) >
-		    h->size) {
-		munmap(p, (size_t)st.st_size);
-		return -EBADMSG;
-	}
-	for (uint32_t i = 0; i < h->n_regions; i++) {
-		const struct iod_log_region *g = (const void *)(p + h->regions_offset +
-								i * sizeof(*g));
-		uint64_t nbits = g->length >> h->page_shift, words = iod_bitmap_words(nbits);
+	r = iod_log_open_fd_ro(fd, &log);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < iod_log_region_count(log); i++) {
+		const struct iod_log_region *g = iod_log_region(log, i);
+		uint64_t nbits = g->length >> iod_log_page_shift(log), n = 0, start, end;
 		struct json_object *o;
-		uint64_t n = 0;
 
-		if (g->round_offset + words * 8 > h->size || g->accum_offset + words * 8 > h->size)
-			break;
-		for (uint64_t w = 0; w < words; w++) {
-			uint64_t v = ((const uint64_t *)(p + g->round_offset))[w];
-
-			if (peek)
-				v |= ((const uint64_t *)(p + g->accum_offset))[w];
-			n += (uint64_t)__builtin_popcountll(v);
-		}
+		for (uint64_t b = 0; iod_log_next_dirty(log, i, peek, b, nbits, &start, &end) == 0;
+		     b = end)
+			n += end - start;
 		o = json_object_new_object();
 		json_object_object_add(o, "gpa", json_object_new_uint64(g->gpa));
 		json_object_object_add(o, "length", json_object_new_uint64(g->length));
 		json_object_object_add(o, "dirty_pages", json_object_new_uint64(n));
 		json_object_array_add(regions, o);
 	}
-	munmap(p, (size_t)st.st_size);
+	iod_log_free(log);
 	return 0;
 }
 
@@ -701,7 +678,7 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	r = session_path(bus, args[0], &path);
 	if (r < 0)
 		goto out;
-	r = sd_bus_message_new_method_call(bus, &m, DEST, path, SES_IFACE,
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE,
 					   arg_ranges ? "HarvestRanges" : "Harvest");
 	if (r >= 0)
 		r = sd_bus_message_open_container(m, 'a', "{sv}");
@@ -746,8 +723,8 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	 * whole round: it stays pending, and the next harvest delivers it again. */
 	if (r >= 0 && !arg_peek && !truncated) {
 		sd_bus_error_free(&error);
-		r = sd_bus_call_method(bus, DEST, path, SES_IFACE, "Acknowledge", &error, NULL, "t",
-				       round);
+		r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE,
+				       "Acknowledge", &error, NULL, "t", round);
 		if (r < 0) {
 			r = fail(&error, r, "Acknowledge");
 			goto out;
@@ -775,7 +752,8 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	} else {
 		printf("%22s: %" PRIu64 "%s\n", "Round", round, arg_peek ? " (peek)" : "");
 		printf("%22s: %" PRIu64 "\n", "Dirty pages", dirty);
-		printf("%22s: %s\n", "Precise", precise ? "yes" : "no (fallback devices or huge IOMMU pages)");
+		printf("%22s: %s\n", "Precise",
+		       precise ? "yes" : "no (fallback devices or huge IOMMU pages)");
 		printf("%22s: %" PRIu64 "\n", "Duration (usec)", usec);
 		if (arg_ranges) {
 			printf("%22s: %s\n", "Truncated", truncated ? "yes" : "no");

@@ -15,13 +15,6 @@
 #include "iodirty.h"
 #include "migrate.h"
 
-#define DEST "org.iodirty.Tracker1"
-#define MANAGER "/org/iodirty/Tracker1"
-#define MGR_IFACE "org.iodirty.Manager1"
-#define SES_IFACE "org.iodirty.Session1"
-
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-
 struct iod_migrate {
 	sd_bus *bus;
 	struct iod_migrate_config c;
@@ -49,14 +42,6 @@ struct iod_migrate {
 	struct iod_migrate_result res;
 	char error[512];
 };
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void sleep_usec(uint64_t usec)
 {
@@ -119,7 +104,7 @@ static int on_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *e
 
 	if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
 		return 0;
-	if (strcmp(name, DEST) == 0 && old[0])
+	if (strcmp(name, IOD_BUS_NAME) == 0 && old[0])
 		m->daemon_gone = true;
 	return 0;
 }
@@ -165,11 +150,11 @@ static int watch_session(struct iod_migrate *m)
 {
 	int r;
 
-	r = sd_bus_match_signal(m->bus, &m->slot_lost, DEST, m->path, SES_IFACE, "DeviceLost",
-				on_device_lost, m);
+	r = sd_bus_match_signal(m->bus, &m->slot_lost, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE,
+				"DeviceLost", on_device_lost, m);
 	if (r >= 0)
-		r = sd_bus_match_signal(m->bus, &m->slot_failed, DEST, m->path, SES_IFACE, "Failed",
-					on_failed, m);
+		r = sd_bus_match_signal(m->bus, &m->slot_failed, IOD_BUS_NAME, m->path,
+					IOD_SESSION_INTERFACE, "Failed", on_failed, m);
 	if (r < 0)
 		return failf(m, IOD_MIGRATE_ERROR, r, "Failed to watch session signals: %s",
 			     strerror(-r));
@@ -187,7 +172,8 @@ static int scall(struct iod_migrate *m, const char *member, sd_bus_message **rep
 	int r;
 
 	va_start(ap, types);
-	r = sd_bus_call_methodv(m->bus, DEST, m->path, SES_IFACE, member, &error, reply, types, ap);
+	r = sd_bus_call_methodv(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, member,
+				&error, reply, types, ap);
 	va_end(ap);
 	if (r >= 0)
 		return r;
@@ -214,8 +200,8 @@ static int get_session_path(struct iod_migrate *m, sd_bus_error *error)
 	const char *path;
 	int r;
 
-	r = sd_bus_call_method(m->bus, DEST, MANAGER, MGR_IFACE, "GetSession", error, &reply, "s",
-			       m->c.session);
+	r = sd_bus_call_method(m->bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+			       "GetSession", error, &reply, "s", m->c.session);
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "o", &path);
 	if (r >= 0) {
@@ -233,7 +219,7 @@ static int get_session_path(struct iod_migrate *m, sd_bus_error *error)
  */
 static int handle_daemon_gone(struct iod_migrate *m, const char *during)
 {
-	uint64_t deadline = now_usec() + m->c.restart_timeout_usec;
+	uint64_t deadline = iod_now_usec() + m->c.restart_timeout_usec;
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	int r;
 
@@ -252,11 +238,11 @@ static int handle_daemon_gone(struct iod_migrate *m, const char *during)
 
 		r = sd_bus_call_method(m->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
 				       "org.freedesktop.DBus", "GetNameOwner", NULL, &reply, "s",
-				       DEST);
+				       IOD_BUS_NAME);
 		sd_bus_message_unref(reply);
 		if (r >= 0)
 			break;
-		if (now_usec() >= deadline)
+		if (iod_now_usec() >= deadline)
 			return failf(m, IOD_MIGRATE_DAEMON_LOST, -ETIMEDOUT,
 				     "iodirtyd went away %s and did not come back within %" PRIu64
 				     " s: the migration of session %s is abandoned",
@@ -283,7 +269,8 @@ static int handle_daemon_gone(struct iod_migrate *m, const char *during)
 	}
 	sd_bus_error_free(&error);
 	/* A restored session has lost its owner's bus name: take it back. */
-	r = sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Claim", &error, NULL, NULL);
+	r = sd_bus_call_method(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, "Claim",
+			       &error, NULL, NULL);
 	if (r < 0 && !sd_bus_error_has_name(&error, "org.iodirty.Error.Busy")) {
 		r = failf(m, IOD_MIGRATE_DAEMON_LOST, r,
 			  "iodirtyd restarted %s; claiming session %s failed: %s", during,
@@ -350,9 +337,9 @@ static int create_session(struct iod_migrate *m)
 	const char *path;
 	int r;
 
-	r = sd_bus_message_new_method_call(m->bus, &msg, DEST, MANAGER, MGR_IFACE,
-					   m->c.mode == IOD_MIGRATE_ADOPT ? "AdoptSession"
-									  : "CreateSession");
+	r = sd_bus_message_new_method_call(
+		m->bus, &msg, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+		m->c.mode == IOD_MIGRATE_ADOPT ? "AdoptSession" : "CreateSession");
 	if (r >= 0)
 		r = sd_bus_message_append(msg, "s", m->c.session);
 	if (r >= 0 && m->c.mode == IOD_MIGRATE_ADOPT) {
@@ -457,7 +444,7 @@ static int tick(struct iod_migrate *m)
 static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint64_t *usec)
 {
 	while (length > 0) {
-		uint64_t n = MIN(length, m->batch_left), t0 = now_usec(), spent;
+		uint64_t n = MIN(length, m->batch_left), t0 = iod_now_usec(), spent;
 		int r;
 
 		r = m->ops.write(gpa, m->mem + (gpa - m->c.gpa), n, m->userdata);
@@ -466,7 +453,7 @@ static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint
 				     "Writing [0x%" PRIx64 ", +0x%" PRIx64
 				     ") to the destination failed: %s",
 				     gpa, n, strerror(-r));
-		spent = now_usec() - t0;
+		spent = iod_now_usec() - t0;
 		if (m->c.max_bandwidth) {
 			uint64_t want = n * 1000000 / m->c.max_bandwidth;
 
@@ -526,90 +513,30 @@ static int full_copy(struct iod_migrate *m)
 	return 0;
 }
 
-/* The log memfd Harvest returned, mapped read-only. */
-struct log_view {
-	uint8_t *p;
-	size_t size;
-	const struct iod_log_header *h;
-};
-
-static int log_map(int fd, struct log_view *v)
-{
-	const struct iod_log_header *h;
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size < sizeof(*h))
-		return -EBADMSG;
-	v->size = (size_t)st.st_size;
-	v->p = mmap(NULL, v->size, PROT_READ, MAP_SHARED, fd, 0);
-	if (v->p == MAP_FAILED)
-		return -errno;
-	h = v->h = (const void *)v->p;
-	if (h->magic != IOD_LOG_MAGIC || h->version != IOD_LOG_VERSION ||
-	    h->size > (uint64_t)st.st_size || h->n_regions > h->max_regions || h->page_shift < 9 ||
-	    h->page_shift > 30 ||
-	    h->regions_offset + (uint64_t)h->max_regions * sizeof(struct iod_log_region) >
-		    h->size) {
-		munmap(v->p, v->size);
-		return -EBADMSG;
-	}
-	return 0;
-}
-
 /* Copy the dirty pages of the round plane that fall in our memory. */
-static int copy_dirty(struct iod_migrate *m, const struct log_view *v, struct iod_migrate_round *rd)
+static int copy_dirty(struct iod_migrate *m, const struct iod_dirty_log *log,
+		      struct iod_migrate_round *rd)
 {
-	const struct iod_log_header *h = v->h;
-	uint64_t page = UINT64_C(1) << h->page_shift, end = m->c.gpa + m->c.size;
+	unsigned shift = iod_log_page_shift(log);
+	uint64_t end = m->c.gpa + m->c.size;
 	int r;
 
-	for (uint32_t i = 0; i < h->n_regions; i++) {
-		const struct iod_log_region *g = (const void *)(v->p + h->regions_offset +
-								i * sizeof(*g));
-		uint64_t nbits = g->length >> h->page_shift, words = iod_bitmap_words(nbits);
-		const uint64_t *bits;
-		uint64_t run_start = 0, run_len = 0;
+	for (size_t i = 0; i < iod_log_region_count(log); i++) {
+		const struct iod_log_region *g = iod_log_region(log, i);
+		uint64_t nbits = g->length >> shift, first, last;
 
-		if (g->round_offset + words * 8 > h->size || g->round_offset % 8)
-			return -EBADMSG;
-		bits = (const void *)(v->p + g->round_offset);
-		for (uint64_t w = 0; w < words; w++) {
-			uint64_t word = bits[w];
+		for (uint64_t bit = 0;
+		     iod_log_next_dirty(log, i, false, bit, nbits, &first, &last) == 0;
+		     bit = last) {
+			uint64_t a = MAX(g->gpa + (first << shift), m->c.gpa);
+			uint64_t b = MIN(g->gpa + (last << shift), end);
 
-			while (word) {
-				uint64_t bit = w * 64 + (uint64_t)__builtin_ctzll(word);
-				uint64_t a = g->gpa + bit * page, b = a + page;
-
-				word &= word - 1;
-				if (bit >= nbits)
-					break;
-				if (b <= m->c.gpa || a >= end)
-					continue;
-				if (a < m->c.gpa)
-					a = m->c.gpa;
-				if (b > end)
-					b = end;
-				if (run_len && run_start + run_len == a) {
-					run_len += b - a;
-					continue;
-				}
-				if (run_len) {
-					r = copy_range(m, run_start, run_len, &rd->copy_usec);
-					if (r < 0)
-						return r;
-					rd->bytes += run_len;
-				}
-				run_start = a;
-				run_len = b - a;
-			}
-		}
-		if (run_len) {
-			r = copy_range(m, run_start, run_len, &rd->copy_usec);
+			if (a >= b)
+				continue;
+			r = copy_range(m, a, b - a, &rd->copy_usec);
 			if (r < 0)
 				return r;
-			rd->bytes += run_len;
+			rd->bytes += b - a;
 		}
 	}
 	return 0;
@@ -620,9 +547,9 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 		       struct iod_migrate_round *ret)
 {
 	struct iod_migrate_round rd = {.index = index, .final = final};
+	struct iod_dirty_log *log = NULL;
 	sd_bus_message *reply = NULL;
-	struct log_view v = {};
-	uint64_t t0 = now_usec();
+	uint64_t t0 = iod_now_usec();
 	int fd, precise, r;
 
 	r = scall(m, "Harvest", &reply, "a{sv}", 0);
@@ -630,7 +557,7 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 		goto gone;
 	if (r < 0)
 		return r;
-	rd.harvest_usec = now_usec() - t0;
+	rd.harvest_usec = iod_now_usec() - t0;
 	r = sd_bus_message_read(reply, "thtbt", &rd.daemon_round, &fd, &rd.dirty_pages, &precise,
 				&rd.daemon_usec);
 	if (r < 0) {
@@ -638,8 +565,8 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 		return failf(m, IOD_MIGRATE_ERROR, r, "Bad Harvest reply: %s", strerror(-r));
 	}
 	rd.precise = precise;
-	r = log_map(fd, &v);
-	sd_bus_message_unref(reply); /* closes our copy of the fd; the mapping stays */
+	r = iod_log_open_fd_ro(fd, &log); /* the reader keeps its own copy of the fd */
+	sd_bus_message_unref(reply);
 	if (r < 0)
 		return failf(m, IOD_MIGRATE_ERROR, r,
 			     "The dirty log of round %" PRIu64 " cannot be used: %s",
@@ -648,9 +575,9 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 	rd.dropped = m->c.drop_round &&
 		     (final ? m->c.drop_round == IOD_MIGRATE_DROP_FINAL : m->c.drop_round == index);
 	if (!rd.dropped) {
-		r = copy_dirty(m, &v, &rd);
+		r = copy_dirty(m, log, &rd);
 		if (r < 0) {
-			munmap(v.p, v.size);
+			iod_log_free(log);
 			return r == -EBADMSG
 				       ? failf(m, IOD_MIGRATE_ERROR, r,
 					       "The dirty log of round %" PRIu64 " is malformed",
@@ -658,7 +585,7 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 				       : r;
 		}
 	}
-	munmap(v.p, v.size);
+	iod_log_free(log);
 
 	r = scall(m, "Acknowledge", NULL, "t", rd.daemon_round);
 	if (r == -EPIPE)
@@ -736,10 +663,11 @@ static void teardown(struct iod_migrate *m)
 {
 	if (!m->session_made || m->daemon_gone)
 		return;
-	(void)sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Stop", NULL, NULL, NULL);
+	(void)sd_bus_call_method(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, "Stop", NULL,
+				 NULL, NULL);
 	if (!m->c.keep_session)
-		(void)sd_bus_call_method(m->bus, DEST, m->path, SES_IFACE, "Destroy", NULL, NULL,
-					 NULL);
+		(void)sd_bus_call_method(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE,
+					 "Destroy", NULL, NULL, NULL);
 }
 
 static int run(struct iod_migrate *m)
@@ -796,7 +724,7 @@ static int run(struct iod_migrate *m)
 	}
 
 	/* stop and copy */
-	t_pause = now_usec();
+	t_pause = iod_now_usec();
 	m->ticking = false;
 	if (m->ops.pause) {
 		r = m->ops.pause(m, m->userdata);
@@ -811,7 +739,7 @@ static int run(struct iod_migrate *m)
 	} while (r == -EAGAIN);
 	if (r < 0)
 		return r;
-	m->res.downtime_usec = now_usec() - t_pause;
+	m->res.downtime_usec = iod_now_usec() - t_pause;
 	m->res.rounds = index;
 	m->res.est_downtime_usec = rd.est_downtime_usec;
 	m->res.precise = rd.precise;
@@ -820,14 +748,14 @@ static int run(struct iod_migrate *m)
 
 int iod_migrate_run(struct iod_migrate *m, struct iod_migrate_result *ret)
 {
-	uint64_t t0 = now_usec();
+	uint64_t t0 = iod_now_usec();
 	int r;
 
 	r = run(m);
 	teardown(m);
 	m->res.total_bytes = m->copied_total;
 	m->res.bandwidth = bandwidth(m);
-	m->res.total_usec = now_usec() - t0;
+	m->res.total_usec = iod_now_usec() - t0;
 	if (r < 0 && m->res.status == IOD_MIGRATE_OK) {
 		char why[sizeof(m->error)];
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "bus-client.h"
+#include "iodirty-client.h"
 
 int iod_bus_client_open(const char *address, bool user, sd_bus **ret)
 {
@@ -35,8 +35,8 @@ int iod_bus_new_batch(sd_bus *bus, const char *path, bool map, const struct iod_
 	sd_bus_message *m = NULL;
 	int r;
 
-	r = sd_bus_message_new_method_call(bus, &m, "org.iodirty.Tracker1", path,
-					   "org.iodirty.Session1", map ? "MapBatch" : "UnmapBatch");
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE,
+					   map ? "MapBatch" : "UnmapBatch");
 	if (r >= 0)
 		r = sd_bus_message_open_container(m, 'a', map ? "(ttt)" : "(tt)");
 	for (size_t i = 0; r >= 0 && i < n; i++)

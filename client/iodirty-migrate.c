@@ -26,7 +26,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
-#include "bus-client.h"
+#include "iodirty-client.h"
 #include "iodirty.h"
 #include "migrate.h"
 
