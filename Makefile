@@ -102,7 +102,7 @@ CLIENT_LIBS = $(SYSTEMD_LIBS) $(JSON_LIBS)
 
 $(B)/client/%.o: client/%.c $(UAPI_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SYSTEMD_CFLAGS) $(JSON_CFLAGS) -Iclient -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -fPIC $(SYSTEMD_CFLAGS) $(JSON_CFLAGS) -Iclient -c $< -o $@
 
 $(CLIENT_LIB): $(CLIENT_LIB_OBJS)
 	@rm -f $@
