@@ -11,6 +11,7 @@
 #include "iod-iommufd.h"
 #include "iod-vfio.h"
 #include "iod-state.h"
+#include "iod-state-journal.h"
 #include "iod-json.h"
 
 #define IOD_VERSION "0.1.0"
