@@ -12,6 +12,8 @@
 #include "errors.h"
 #include "logging.h"
 #include "manager.h"
+#include "persist.h"
+#include "uevent.h"
 
 static const char *arg_config;
 static const char *arg_bus_address;
@@ -208,15 +210,34 @@ int main(int argc, char *argv[])
 		return EXIT_FAILURE;
 	}
 
-	r = iod_manager_connect(m, arg_bus_address, arg_user);
-	if (r < 0)
+	r = iod_persist_new(m);
+	if (r < 0) {
+		log_error_errno(r, "Failed to set up: %m");
 		return EXIT_FAILURE;
+	}
+	r = iod_manager_connect(m, arg_bus_address, arg_user);
+	if (r >= 0) {
+		/* The sessions of the previous instance, before anyone can call. */
+		r = iod_persist_restore(m);
+		if (r < 0)
+			log_warning_errno(r, "Failed to restore from the fd store, ignoring: %m");
+		iod_uevent_watch_devices(m);
+		r = iod_manager_request_name(m);
+	}
+	if (r < 0) {
+		iod_persist_shutdown(m);
+		iod_persist_free(m);
+		return EXIT_FAILURE;
+	}
 
 	log_info("iodirtyd %s starting (disconnect policy \"%s\", %u sessions at most).",
 		 IOD_VERSION, iod_disconnect_policy_to_string(m->config.disconnect_policy),
 		 m->config.limits.sessions);
 
 	r = iod_manager_run(m);
+	/* With an active fd store, the sessions' kernel objects are left to the next instance. */
+	iod_persist_shutdown(m);
+	iod_persist_free(m);
 	if (r < 0)
 		return EXIT_FAILURE;
 	return r; /* the exit code given to sd_event_exit() */

@@ -6,7 +6,7 @@
 #include "bus-util.h"
 #include "device.h"
 #include "errors.h"
-#include "fdstore.h"
+#include "persist.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -140,6 +140,7 @@ static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct io
 		return session_create_error(error, r, s->name);
 	log_info("Session %s created (%s mode) for uid %u, owner %s.", s->name,
 		 iod_session_mode_to_string(s->mode), (unsigned)s->uid, s->owner);
+	(void)iod_persist_save(mgr);
 	(void)iod_manager_send_session_new(mgr, s);
 	return 0;
 }
@@ -308,6 +309,7 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 					 (unsigned)s->uid, s->owner ? s->owner : "no bus name");
 
 	iod_manager_destroy_session(mgr, s);
+	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -566,11 +568,37 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_VTABLE_END,
 };
 
+/* The match for every owner of every session: a unique name that leaves the bus. */
+int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+	struct iod_manager *m = userdata;
+	const char *name, *old_owner, *new_owner;
+
+	if (sd_bus_message_read(message, "sss", &name, &old_owner, &new_owner) < 0)
+		return 0;
+	if (name[0] != ':' || *new_owner)
+		return 0;
+	/* One snapshot for all of the owner's sessions. */
+	iod_persist_hold(m);
+	/* Destroying a session changes the list: look again from the start each time. */
+	for (size_t i = 0; i < m->n_sessions;) {
+		struct iod_session *s = m->sessions[i];
+
+		if (s->owner && strcmp(s->owner, name) == 0) {
+			iod_session_owner_left(s);
+			(void)iod_persist_save(m);
+			i = 0;
+			continue;
+		}
+		i++;
+	}
+	iod_persist_release(m);
+	return 0;
+}
+
 int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
 {
 	int r;
-
-	iod_state_changed(m); /* persist before the reply (fdstore.h) */
 
 	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionNew", "so",
 			       s->name, s->path);
@@ -583,8 +611,6 @@ int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
 int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path)
 {
 	int r;
-
-	iod_state_changed(m); /* persist before the reply (fdstore.h) */
 
 	if (!m->bus)
 		return 0;

@@ -40,8 +40,10 @@ struct iod_manager *iod_manager_free(struct iod_manager *m)
 {
 	if (!m)
 		return NULL;
-	iod_fdstore_shutdown(m);
-	/* Newest first: release every kernel object before the bus goes. */
+	/* Newest first: release every kernel object (unless persist.c left them to the fd
+	 * store) before the bus goes. */
+	if (m->n_sessions > 0)
+		log_info("Releasing %zu session(s).", m->n_sessions);
 	while (m->n_sessions > 0)
 		iod_session_free(m->sessions[--m->n_sessions]);
 	free(m->sessions);
@@ -67,32 +69,6 @@ static int name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *re
 	m->ready = true;
 	log_info("Acquired %s, ready.", IOD_BUS_NAME);
 	(void)sd_notify(false, "READY=1\nSTATUS=Serving " IOD_BUS_NAME);
-	return 0;
-}
-
-/* One match for every owner of every session: a unique name that leaves the bus. */
-static int on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-	const char *name, *old_owner, *new_owner;
-
-	if (sd_bus_message_read(message, "sss", &name, &old_owner, &new_owner) < 0)
-		return 0;
-	if (name[0] != ':' || *new_owner)
-		return 0;
-	iod_state_hold(m);
-	/* Destroying a session changes the list: look again from the start each time. */
-	for (size_t i = 0; i < m->n_sessions;) {
-		struct iod_session *s = m->sessions[i];
-
-		if (s->owner && strcmp(s->owner, name) == 0) {
-			iod_session_owner_left(s);
-			i = 0;
-			continue;
-		}
-		i++;
-	}
-	iod_state_release(m);
 	return 0;
 }
 
@@ -168,8 +144,8 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 	/* Owners are watched by this one match, installed before any session exists (and
 	 * before the restore asks which owners are still there). */
 	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-				"org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed,
-				m);
+				"org.freedesktop.DBus", "NameOwnerChanged",
+				iod_manager_on_name_owner_changed, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to watch the owners of sessions: %m");
 
@@ -185,12 +161,14 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 		log_warning_errno(
 			r, "Failed to watch kernel uevents, device removal will go unnoticed: %m");
 
-	/* The sessions of the previous instance, before anyone can call. */
-	r = iod_fdstore_restore(m);
-	if (r < 0)
-		log_warning_errno(r, "Failed to restore from the fd store, ignoring: %m");
+	return 0;
+}
 
-	r = sd_bus_request_name_async(bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
+int iod_manager_request_name(struct iod_manager *m)
+{
+	int r;
+
+	r = sd_bus_request_name_async(m->bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to request the bus name %s: %m", IOD_BUS_NAME);
 	return 0;
@@ -231,10 +209,6 @@ int iod_manager_run(struct iod_manager *m)
 	if (r < 0)
 		return log_error_errno(r, "Event loop failed: %m");
 
-	iod_fdstore_shutdown(m);
-	log_info("Releasing %zu session(s).", m->n_sessions);
-	while (m->n_sessions > 0)
-		iod_session_free(m->sessions[--m->n_sessions]);
 	return r;
 }
 

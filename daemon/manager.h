@@ -18,6 +18,7 @@ struct iod_session;
 struct iod_device;
 struct iod_uevent;
 struct iod_fdstore;
+struct iod_persist;
 
 struct iod_manager {
 	sd_event *event;
@@ -27,6 +28,7 @@ struct iod_manager {
 	size_t n_sessions;
 	struct iod_uevent *uevent;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
+	struct iod_persist *persist; /* what goes into it (persist.c) */
 	bool ready;
 	/* How the kernel answers a dirty read over unmapped IOVA: learnt from the first dirty
 	 * capable HWPT of any session (iod_session_probe_holes()). */
@@ -38,9 +40,11 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
 struct iod_manager *iod_manager_free(struct iod_manager *m);
 IOD_DEFINE_FREEP(struct iod_manager, iod_manager_free)
 
-/* Connect (system bus, user bus, or address), publish the objects, request the name. */
+/* Connect (system bus, user bus, or address), publish the objects, watch uevents. */
 int iod_manager_connect(struct iod_manager *m, const char *address, bool user);
-/* Run until SIGTERM/SIGINT, then release every session. */
+/* Ask for the bus name (after the restore: nobody can call before). */
+int iod_manager_request_name(struct iod_manager *m);
+/* Run until SIGTERM/SIGINT. */
 int iod_manager_run(struct iod_manager *m);
 
 struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *name);
@@ -66,6 +70,7 @@ bool iod_manager_dirty_tracking_supported(struct iod_manager *m);
 
 /* manager-dbus.c */
 extern const sd_bus_vtable iod_manager_vtable[];
+int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);
 int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path);
 

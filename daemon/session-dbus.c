@@ -6,7 +6,8 @@
 
 #include "bus-util.h"
 #include "errors.h"
-#include "fdstore.h"
+#include "persist.h"
+#include "uevent.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -71,6 +72,7 @@ static int method_add_memory(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
 				       "Mappings", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, NULL);
@@ -99,6 +101,7 @@ static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
 				       "Mappings", NULL);
 	return sd_bus_reply_method_return(m, NULL);
@@ -152,6 +155,9 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 		return reply_reason(error, r, &why);
 	}
 
+	/* Its removal is watched from now on (VFIO's release request). */
+	iod_uevent_watch_devices(s->manager);
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", "IoasId",
 				       NULL);
 	return sd_bus_reply_method_return(m, "o", d->path);
@@ -205,6 +211,7 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -218,6 +225,7 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 {
 	struct iod_reason why = {};
 	uint64_t bytes;
+	bool failed;
 	int r;
 
 	r = iod_session_check_events(s, array, events, n, map, &why);
@@ -229,11 +237,18 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 		return r;
 
 	bytes = iod_iova_map_bytes(s->map);
+	failed = s->failed;
 	if (map)
 		r = iod_session_map_batch(s, array, events, n, &why);
 	else
 		r = iod_session_unmap_batch(s, array, events, n, &why);
-	/* A refused unmap leaves the ranges before it unmapped: that is a change too. */
+	/* Durable before the reply: the events themselves, one journal record; a refused unmap
+	 * (the ranges before it are unmapped) or a failed pre-unmap harvest, the whole state. */
+	if (r >= 0 && n > 0 && s->failed == failed)
+		(void)iod_persist_events(s->manager, s, map ? IOD_SJ_MAP : IOD_SJ_UNMAP, events, n,
+					 0);
+	else if (s->failed != failed || iod_iova_map_bytes(s->map) != bytes)
+		(void)iod_persist_save(s->manager);
 	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
 		(void)iod_session_send_changed(s, "Mappings", "MappedBytes", map ? "IoasId" : NULL,
 					       NULL);
@@ -359,9 +374,11 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	if (!was)
+	if (!was) {
+		(void)iod_persist_save(s->manager);
 		(void)iod_session_send_changed(s, "State", "Tracking", "TrackingMode", "Precise",
 					       "Hwpts", NULL);
+	}
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -380,8 +397,10 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	if (was)
+	if (was) {
+		(void)iod_persist_save(s->manager);
 		(void)iod_session_send_changed(s, "State", "Tracking", NULL);
+	}
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -403,6 +422,17 @@ static const struct iod_bus_option ranges_options_table[] = {
 	{},
 };
 
+/* After a harvest, before its reply: a new round is one journal record; a session that
+ * failed in it, the whole state. */
+static void harvest_persist(struct iod_session *s, bool peek, bool failed_before)
+{
+	if (s->failed != failed_before)
+		(void)iod_persist_save(s->manager);
+	else if (!peek)
+		(void)iod_persist_events(s->manager, s, IOD_SJ_ROUNDS, NULL, 0,
+					 iod_log_rounds(s->log));
+}
+
 static void send_round_changed(struct iod_session *s, bool peek)
 {
 	if (!peek)
@@ -417,6 +447,7 @@ static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error
 	struct iod_harvest_result res;
 	struct iod_reason why = {};
 	_cleanup_close_ int fd = -EBADF;
+	bool failed;
 	int r;
 
 	r = iod_bus_read_options(m, harvest_options_table, &o, error);
@@ -427,7 +458,9 @@ static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error
 	if (r < 0)
 		return r;
 
+	failed = s->failed;
 	r = iod_session_harvest(s, o.peek, &res, &why);
+	harvest_persist(s, o.peek || r < 0, failed);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
@@ -453,6 +486,7 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	char q[IOD_QUOTE_MAX];
 	uint64_t unmapped = 0;
 	size_t n;
+	bool failed;
 	int r;
 
 	r = iod_bus_read_options(m, ranges_options_table, &o, error);
@@ -479,7 +513,9 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return r;
 
+	failed = s->failed;
 	r = iod_session_harvest(s, o.peek, &res, &why);
+	harvest_persist(s, o.peek || r < 0, failed);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
@@ -547,6 +583,7 @@ static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "PendingRound", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -577,6 +614,7 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					       strerror(-r));
 	log_info("Session %s claimed by %s (uid %u).", s->name, sender, (unsigned)uid);
 
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Owner", "State", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -591,6 +629,7 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 		return r;
 
 	iod_manager_destroy_session(s->manager, s);
+	(void)iod_persist_save(s->manager);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -881,9 +920,7 @@ int iod_session_send_changed(struct iod_session *s, const char *property, ...)
 	va_list ap;
 	size_t n = 0;
 
-	/* Whatever a client can see changed is also what the next instance must see: persist
-	 * it before the reply goes out (fdstore.h). */
-	iod_state_changed(s->manager);
+	/* Only the signal: the caller made the change durable already (persist.h). */
 	if (!bus)
 		return 0;
 	va_start(ap, property);

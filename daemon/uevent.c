@@ -13,6 +13,7 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
+#include "persist.h"
 #include "uevent.h"
 
 #define UEVENT_GROUP_KERNEL 1
@@ -85,7 +86,8 @@ void iod_device_lost(struct iod_device *d, const char *why)
 				reason.text);
 		return;
 	}
-	/* Saves the state and drops the fd from the fd store (fdstore.c). */
+	/* The state without it, and its fd out of the store (persist.c). */
+	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
 }
 

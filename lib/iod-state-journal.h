@@ -19,6 +19,10 @@
  *                          name, padded with zeros to 8 bytes
  *                          entries: MAP {iova, gpa, length}, UNMAP {iova, length}; none else
  *
+ * Replaying follows the daemon's rules: a MAP entry identical to a recorded mapping (a
+ * client's retry) and an UNMAP range with nothing mapped in it change nothing; a MAP entry
+ * that overlaps a different mapping does not apply.
+ *
  * Commit rule: a record counts once "end" covers it. An append writes the record past end,
  * then stores the new end with one aligned 64-bit store, so a process killed at any point
  * leaves either the old journal or the new one; what lies past end (a torn record) is never

@@ -384,9 +384,16 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 			       "session \"%s\": its mappings do not form a map", name);
 	w = (const uint64_t *)(p + sizeof(*rec) + align8(rec->name_length));
 	for (uint64_t k = 0; k < rec->count; k++, w += words) {
-		if (rec->type == IOD_SJ_MAP)
+		if (rec->type == IOD_SJ_MAP) {
+			struct iod_mapping have;
+
 			r = iod_iova_map_insert(map, w[0], w[1], w[2]);
-		else
+			/* A Map identical to a recorded mapping (a client's retry) changed nothing:
+			 * the daemon accepts it, and so does its replay. */
+			if (r == -EEXIST && iod_iova_map_lookup(map, w[0], &have) == 0 &&
+			    have.iova == w[0] && have.gpa == w[1] && have.length == w[2])
+				r = 0;
+		} else
 			r = iod_iova_map_remove(map, w[0], w[1], NULL);
 		if (r == -ENOMEM)
 			return r;

@@ -209,6 +209,22 @@ START_TEST(test_map_over_a_mapping_does_not_apply)
 }
 END_TEST
 
+/* A client's blind retry of a Map the daemon had recorded: journalled again, changes nothing. */
+START_TEST(test_identical_map_again_changes_nothing)
+{
+	_cleanup_(iod_state_freep) struct iod_state *st = base_state();
+	_cleanup_(iod_state_journal_freep) struct iod_state_journal *j = journal(4096, 5);
+	const struct iod_mapping same = {.iova = 0x100000, .gpa = 0x0, .length = 0x1000};
+
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm1", two_maps, 2, 0), 0);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm1", &same, 1, 0), 0);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm1", two_maps, 1, 0), 0);
+	ck_assert_int_eq(iod_state_journal_apply(j, st, NULL, NULL), 0);
+	ck_assert_uint_eq(st->sessions[0].n_mappings, 3);
+	ck_assert_uint_eq(st->sessions[0].mappings[0].iova, 0x100000);
+}
+END_TEST
+
 START_TEST(test_record_of_an_unknown_session_is_refused)
 {
 	_cleanup_(iod_state_journal_freep) struct iod_state_journal *j = journal(4096, 5);
@@ -361,6 +377,7 @@ static Suite *suite(void)
 	tcase_add_test(t, test_journal_newer_than_the_snapshot_is_stale);
 	tcase_add_test(t, test_damaged_record_is_refused_and_changes_nothing);
 	tcase_add_test(t, test_map_over_a_mapping_does_not_apply);
+	tcase_add_test(t, test_identical_map_again_changes_nothing);
 	tcase_add_test(t, test_record_of_an_unknown_session_is_refused);
 	tcase_add_test(t, test_replayed_state_is_validated);
 	tcase_add_test(t, test_trailing_bytes_and_a_wrong_sequence_are_refused);

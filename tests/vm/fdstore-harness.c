@@ -28,6 +28,8 @@
  *   ioas-unmap NAME IOAS IOVA LENGTH
  *                       unmap that range from the IOAS behind the daemon's back (a death
  *                       between an IOAS unmap and the save): "ok unmapped=N" or "error TEXT"
+ *   setenv NAME=VALUE   set NAME in the environment of the daemon's next starts: "ok"
+ *   unsetenv NAME       remove it again: "ok"
  *   quit                SIGTERM, no restart; reply "ok status=S" once it exited, close the
  *                       store and exit
  *
@@ -488,6 +490,13 @@ static void handle_command(struct client *c, char *cmd)
 		reply(c, "ok");
 	} else if (strncmp(cmd, "ioas-map ", 9) == 0 || strncmp(cmd, "ioas-unmap ", 11) == 0) {
 		ioas_command(c, cmd);
+	} else if (strncmp(cmd, "setenv ", 7) == 0 && strchr(cmd + 7, '=')) {
+		char *eq = strchr(cmd + 7, '=');
+
+		*eq = '\0';
+		reply(c, setenv(cmd + 7, eq + 1, 1) == 0 ? "ok" : "error setenv");
+	} else if (strncmp(cmd, "unsetenv ", 9) == 0) {
+		reply(c, unsetenv(cmd + 9) == 0 ? "ok" : "error unsetenv");
 	} else if (strcmp(cmd, "freeze") == 0) {
 		if (daemon_pid > 0)
 			kill(daemon_pid, SIGSTOP);

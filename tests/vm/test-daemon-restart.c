@@ -21,7 +21,7 @@
  * After each restart the daemon holds as many fds as the previous instances did, the store
  * holds exactly the session's iommufd, log and journal memfds and one state, and the session
  * is still tracking. At the end the union of the delivered rounds must equal the set of
- * pages marked, exactly. Destroy empties the store but for the state.
+ * pages marked, exactly. Destroy empties the store but for the state and its journal.
  *
  * The disconnect policy survives too: owner sessions created with "keep" under a daemon
  * whose default is "destroy" stay, orphaned, when their owner leaves while the daemon is
@@ -39,7 +39,10 @@
  * identical to a recorded one is accepted unchanged), an Unmap or UnmapBatch must succeed or
  * answer NotMapped (the first attempt did it; it must, when the first reply made it out).
  * The daemon then records exactly the VMM's mappings, and at the end the union of the
- * delivered rounds equals the set of pages marked: none lost, none spurious.
+ * delivered rounds equals the set of pages marked: none lost, none spurious. Before the
+ * random kills, the daemon is made to kill itself exactly between a journal append and the
+ * reply, and in the middle of an append (a torn record), for a Map and an Unmap each
+ * (rv_journal_kills).
  *
  * IOD_TEST_SEED=<n> repeats a run's choices (not the kernel's timing).
  */
@@ -306,10 +309,11 @@ static void check_after_restart(void)
 
 	daemon_pid = harness_wait_ready(++starts);
 	st = harness("status");
-	dt_assert(harness_field(st, "stored") == 4,
-		  "the store holds %" PRIu64 " fds, want 4 (iommufd, log, journal, state): %s",
+	dt_assert(harness_field(st, "stored") == 5,
+		  "the store holds %" PRIu64
+		  " fds, want 5 (iommufd, log, journal, state, state journal): %s",
 		  harness_field(st, "stored"), st);
-	snprintf(want, sizeof(want), "rs/iommufd,rs/log,rs/journal");
+	snprintf(want, sizeof(want), "rs/iommufd,rs/log,rs/journal,state.journal");
 	for (const char *name = want; *name;) {
 		size_t len = strcspn(name, ",");
 		char one[64];
@@ -1115,6 +1119,77 @@ static void rv_controls(void)
 	dt_pass("control: an Unmap or UnmapBatch with nothing mapped is NotMapped");
 }
 
+/*
+ * The two points of an event's persistence, hit exactly (the daemon kills itself there:
+ * IODIRTYD_TEST_CRASH, set for one instance through the harness):
+ *  - journal-append: the record is committed, the reply has not gone out. The next instance
+ *    knows the event: a blind retry of the Map succeeds unchanged, of the Unmap is NotMapped.
+ *  - journal-torn: half of the record is written, the commit never happened. The next
+ *    instance does not know the event: the retried Map maps, the retried Unmap unmaps.
+ * Either way the daemon ends up recording exactly the VMM's mappings.
+ */
+static void rv_crash_at(const char *point, bool map, struct rv_mapping *m)
+{
+	char cmd[96];
+	struct pending p = {};
+	sd_bus_slot *slot = NULL;
+	sd_bus_message *msg;
+	bool torn = strcmp(point, "journal-torn") == 0, not_mapped;
+	int r;
+
+	/* An instance that kills itself at its first journal append, and only that one. */
+	snprintf(cmd, sizeof(cmd), "setenv IODIRTYD_TEST_CRASH=%s:1", point);
+	dt_assert(strcmp(harness("%s", cmd), "ok") == 0, "harness %s", cmd);
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	daemon_pid = harness_wait_ready(++starts);
+	dt_assert(strcmp(harness("unsetenv IODIRTYD_TEST_CRASH"), "ok") == 0, "harness unsetenv");
+
+	if (map)
+		rv_ioas_map(m);
+	msg = rv_message(map, m, 1);
+	r = sd_bus_call_async(bus, &slot, msg, on_reply, &p, 0);
+	dt_assert(r >= 0, "%s: %s", rv_member(map, 1), strerror(-r));
+	sd_bus_message_unref(msg);
+	wait_pending(&p);
+	sd_bus_slot_unref(slot);
+	dt_assert(!p.reply && p.error && strncmp(p.error, "org.freedesktop.DBus.Error.", 27) == 0,
+		  "%s with the daemon set to die at %s: answered %s", rv_member(map, 1), point,
+		  p.error ? p.error : "success");
+	free(p.error);
+	daemon_pid = harness_wait_ready(++starts);
+	rv_stats.kills++;
+
+	rv_sync(map, m, 1, map ? NULL : &not_mapped, " (the retry after a journal kill)");
+	if (map) {
+		rv_maps[rv_n++] = *m;
+	} else {
+		dt_assert(not_mapped != torn, "Unmap retried after a kill %s: %s, want %s", point,
+			  not_mapped ? "NotMapped" : "unmapped it again",
+			  torn ? "unmapped again (the torn record never counted)"
+			       : "NotMapped (the committed record counts)");
+		rv_ioas_unmap(m);
+		rv_n--;
+	}
+	rv_check_recorded(point);
+}
+
+static void rv_journal_kills(void)
+{
+	static const char *const points[] = {"journal-append", "journal-torn"};
+
+	for (size_t i = 0; i < ELEMENTSOF(points); i++) {
+		struct rv_mapping m = {.iova = RV_IOVA(RV_SLOTS + 1),
+				       .gpa = GUEST_GPA + 8 * LOG_PAGE,
+				       .size = 2 * LOG_PAGE};
+
+		rv_crash_at(points[i], true, &m);
+		rv_crash_at(points[i], false, &m);
+	}
+	dt_pass("kills inside the journal: after a committed record and before the reply, the "
+		"retried Map succeeds unchanged and the retried Unmap is NotMapped; after a torn "
+		"record the retries map and unmap; the daemon records exactly the VMM's mappings");
+}
+
 static void viommu_events_survive_kills(void)
 {
 	const char *c = getenv("IOD_TEST_VIOMMU_CYCLES");
@@ -1141,6 +1216,7 @@ static void viommu_events_survive_kills(void)
 	dt_pageset_init(&rv_delivered, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
 
 	rv_controls();
+	rv_journal_kills();
 
 	t0 = time(NULL);
 	for (unsigned i = 0; i < cycles; i++) {
@@ -1244,8 +1320,8 @@ int main(void)
 	adopt();
 	max_ranges = (uint32_t)dt_get_u64(bus, DT_MANAGER, DT_MGR_IFACE, "MaxRanges", 'u');
 	st = harness("status");
-	dt_assert(harness_field(st, "stored") == 4, "after AdoptSession the store holds: %s", st);
-	dt_pass("AdoptSession: iommufd, log, journal and state are in the fd store");
+	dt_assert(harness_field(st, "stored") == 5, "after AdoptSession the store holds: %s", st);
+	dt_pass("AdoptSession: iommufd, log, journal, state and state journal are in the fd store");
 
 	t0 = time(NULL);
 	for (unsigned i = 0; i < cycles; i++) {
@@ -1275,7 +1351,7 @@ int main(void)
 		cycles, stats.idle_kills, stats.harvest_kills, stats.ranges_harvest_kills,
 		stats.replies_lost, stats.ack_kills + stats.ranges_ack_kills, stats.ack_kills,
 		stats.ranges_ack_kills, stats.acked_after_restart, stats.terms);
-	dt_pass("fd counts constant: the daemon %u fds after each restart, the store 4",
+	dt_pass("fd counts constant: the daemon %u fds after each restart, the store 5",
 		baseline_fds);
 
 	/* The last round, then the comparison. */
@@ -1335,9 +1411,10 @@ int main(void)
 
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "Destroy", NULL, ""));
 	st = harness("status");
-	dt_assert(harness_field(st, "stored") == 1 && strstr(harness_names(st), "state-"),
+	dt_assert(harness_field(st, "stored") == 2 && strstr(harness_names(st), "state-") &&
+			  strstr(harness_names(st), "state.journal"),
 		  "after Destroy the store holds: %s", st);
-	dt_pass("Destroy: the store holds only the state");
+	dt_pass("Destroy: the store holds only the state and its journal");
 
 	policy_survives_restart();
 	owner_death_between_map_and_save();
