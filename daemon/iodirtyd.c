@@ -216,6 +216,8 @@ int main(int argc, char *argv[])
 		return EXIT_FAILURE;
 	}
 	r = iod_manager_connect(m, arg_bus_address, arg_user);
+	if (r >= 0)
+		r = iod_manager_publish(m);
 	if (r >= 0) {
 		/* The sessions of the previous instance, before anyone can call. */
 		r = iod_persist_restore(m);

@@ -124,31 +124,6 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 	}
 	m->bus = bus;
 
-	r = sd_bus_add_object_vtable(bus, NULL, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-				     iod_manager_vtable, m);
-	if (r < 0)
-		return log_error_errno(r, "Failed to add the manager object: %m");
-	r = sd_bus_add_fallback_vtable(bus, NULL, IOD_SESSION_PREFIX, IOD_SESSION_INTERFACE,
-				       iod_session_vtable, iod_session_object_find, m);
-	if (r < 0)
-		return log_error_errno(r, "Failed to add the session objects: %m");
-	r = sd_bus_add_fallback_vtable(bus, NULL, IOD_SESSION_PREFIX, IOD_DEVICE_INTERFACE,
-				       iod_device_vtable, iod_device_object_find, m);
-	if (r < 0)
-		return log_error_errno(r, "Failed to add the device objects: %m");
-	r = sd_bus_add_node_enumerator(bus, NULL, IOD_SESSION_PREFIX, iod_session_node_enumerator,
-				       m);
-	if (r < 0)
-		return log_error_errno(r, "Failed to add the node enumerator: %m");
-
-	/* Owners are watched by this one match, installed before any session exists (and
-	 * before the restore asks which owners are still there). */
-	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-				"org.freedesktop.DBus", "NameOwnerChanged",
-				iod_manager_on_name_owner_changed, m);
-	if (r < 0)
-		return log_error_errno(r, "Failed to watch the owners of sessions: %m");
-
 	r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r < 0)
 		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");

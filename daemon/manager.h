@@ -40,7 +40,7 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
 struct iod_manager *iod_manager_free(struct iod_manager *m);
 IOD_DEFINE_FREEP(struct iod_manager, iod_manager_free)
 
-/* Connect (system bus, user bus, or address), publish the objects, watch uevents. */
+/* Connect (system bus, user bus, or address) and watch uevents. */
 int iod_manager_connect(struct iod_manager *m, const char *address, bool user);
 /* Ask for the bus name (after the restore: nobody can call before). */
 int iod_manager_request_name(struct iod_manager *m);
@@ -68,7 +68,8 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret);
 bool iod_manager_iommufd_available(struct iod_manager *m);
 bool iod_manager_dirty_tracking_supported(struct iod_manager *m);
 
-/* manager-dbus.c */
+/* manager-dbus.c: publish the objects and the owner watch on m->bus. */
+int iod_manager_publish(struct iod_manager *m);
 extern const sd_bus_vtable iod_manager_vtable[];
 int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);

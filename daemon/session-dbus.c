@@ -208,10 +208,11 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 					 iod_quote(path, q));
 
 	r = iod_session_detach_device(s, d, &why);
+	/* Also when it failed: a harvest in it may have failed the session. */
+	(void)iod_persist_save(s->manager);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_persist_save(s->manager);
 	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -371,14 +372,14 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		return r;
 
 	r = iod_session_start(s, &why);
+	/* Also when it failed: a harvest in it may have failed the session. */
+	(void)iod_persist_save(s->manager);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	if (!was) {
-		(void)iod_persist_save(s->manager);
+	if (!was)
 		(void)iod_session_send_changed(s, "State", "Tracking", "TrackingMode", "Precise",
 					       "Hwpts", NULL);
-	}
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -394,13 +395,13 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		return r;
 
 	r = iod_session_stop(s, &why);
+	/* Also when it failed: a harvest in it may have failed the session. */
+	(void)iod_persist_save(s->manager);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	if (was) {
-		(void)iod_persist_save(s->manager);
+	if (was)
 		(void)iod_session_send_changed(s, "State", "Tracking", NULL);
-	}
 	return sd_bus_reply_method_return(m, NULL);
 }
 
