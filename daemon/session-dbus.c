@@ -226,6 +226,7 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 {
 	struct iod_reason why = {};
 	uint64_t bytes;
+	uint32_t ioas;
 	bool failed;
 	int r;
 
@@ -239,16 +240,18 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 
 	bytes = iod_iova_map_bytes(s->map);
 	failed = s->failed;
+	ioas = s->ioas_id;
 	if (map)
 		r = iod_session_map_batch(s, array, events, n, &why);
 	else
 		r = iod_session_unmap_batch(s, array, events, n, &why);
 	/* Durable before the reply: the events themselves, one journal record; a refused unmap
-	 * (the ranges before it are unmapped) or a failed pre-unmap harvest, the whole state. */
-	if (r >= 0 && n > 0 && s->failed == failed)
+	 * (the ranges before it are unmapped), a failed pre-unmap harvest or an owner session's
+	 * first Map (it made the iommufd and the IOAS: new fds to store), the whole state. */
+	if (r >= 0 && n > 0 && s->failed == failed && s->ioas_id == ioas)
 		(void)iod_persist_events(s->manager, s, map ? IOD_SJ_MAP : IOD_SJ_UNMAP, events, n,
 					 0);
-	else if (s->failed != failed || iod_iova_map_bytes(s->map) != bytes)
+	else if (s->failed != failed || s->ioas_id != ioas || iod_iova_map_bytes(s->map) != bytes)
 		(void)iod_persist_save(s->manager);
 	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
 		(void)iod_session_send_changed(s, "Mappings", "MappedBytes", map ? "IoasId" : NULL,
@@ -623,14 +626,15 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_session *s = userdata;
+	struct iod_manager *mgr = s->manager;
 	int r;
 
 	r = check_caller(s, m, error);
 	if (r < 0)
 		return r;
 
-	iod_manager_destroy_session(s->manager, s);
-	(void)iod_persist_save(s->manager);
+	iod_manager_destroy_session(mgr, s); /* s is freed */
+	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
 

@@ -1142,6 +1142,7 @@ static void rv_crash_at(const char *point, bool map, struct rv_mapping *m)
 	dt_assert(strcmp(harness("%s", cmd), "ok") == 0, "harness %s", cmd);
 	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
 	daemon_pid = harness_wait_ready(++starts);
+	rv_stats.kills++;
 	dt_assert(strcmp(harness("unsetenv IODIRTYD_TEST_CRASH"), "ok") == 0, "harness unsetenv");
 
 	if (map)
