@@ -12,13 +12,17 @@
  *     service on the same bus), both read to the end by the client;
  *  3. vIOMMU churn: map + unmap pairs per second with the daemon in the loop (Map, Unmap
  *     with its harvest before unmap) against the raw IOAS map + unmap ioctls;
- *  4. vIOMMU events at scale: single Map + Unmap pairs with 10 and with 10,000 live
- *     mappings in the session, and with 1 and with 50 sessions in the daemon, against the
- *     raw ioctls and against what a VMM does in-process (IOAS map, a read without clearing
- *     of the range per HWPT, IOAS unmap); once with the daemon as above and once under
- *     fdstore-harness, which gives it systemd's fd store, so that every event is persisted
- *     as under systemd. Printed: the rates, 10,000 / 10 mappings, 50 / 1 sessions, and
- *     what persistence costs (store / no store).
+ *  4. single vIOMMU events: Map + Unmap pairs per second through iodirtyd with 10 and with
+ *     10,000 live mappings in the session, and with 1 and with 50 sessions in the daemon
+ *     (the other 49 holding mappings too), against what a VMM does in-process for the same
+ *     event (IOAS map, a read without clearing of the range per HWPT, IOAS unmap) and the
+ *     bare IOAS ioctls; once with iodirtyd alone (no NOTIFY_SOCKET: nothing is persisted)
+ *     and once under fdstore-harness, which gives it systemd's fd store, so that every
+ *     event is persisted as under systemd. Each figure is a median of 5 short runs. Printed:
+ *     the rates, 10 / 10,000 mappings, 1 / 50 sessions, what persistence costs (no store /
+ *     store) and daemon / in-process.
+ *
+ * IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
  *
  * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
  * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
@@ -41,6 +45,8 @@
 #include <linux/iommufd.h>
 #include <systemd/sd-bus.h>
 
+#include "daemon-test.h"
+#include "fdstore-test.h"
 #include "iodirty-client.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
@@ -178,7 +184,7 @@ static void start_daemon(sd_bus *bus, bool store)
 			execlp("fdstore-harness", "fdstore-harness", "--control=" HARNESS_CONTROL,
 			       "--", "iodirtyd", arg, "--log-level=warning",
 			       "--limit=log_bytes=268435456", "--limit=sessions=64", (char *)NULL);
-		else
+		else if (unsetenv("NOTIFY_SOCKET") == 0) /* no fd store: nothing is persisted */
 			execlp("iodirtyd", "iodirtyd", arg, "--log-level=warning",
 			       "--limit=log_bytes=268435456", "--limit=sessions=64", (char *)NULL);
 		_exit(127);
@@ -186,14 +192,19 @@ static void start_daemon(sd_bus *bus, bool store)
 	wait_name(bus, IOD_BUS_NAME, daemon_pid);
 }
 
-static void stop_daemon(void)
+/* Stop it (with the harness, the harness ends it and closes the store) and wait until the
+ * bus has dropped its name, so that the next daemon is the one that gets it. */
+static void stop_daemon(sd_bus *bus)
 {
 	if (daemon_pid > 0) {
 		kill(daemon_pid, SIGTERM);
 		waitpid(daemon_pid, NULL, 0);
 	}
 	daemon_pid = 0;
-	/* the bus forgets the name when the connection closes: no stale owner for the next */
+	for (int i = 0; i < 200 && name_has_owner(bus, IOD_BUS_NAME); i++)
+		usleep(50000);
+	if (name_has_owner(bus, IOD_BUS_NAME))
+		die("%s still has an owner after the daemon exited", IOD_BUS_NAME);
 }
 
 /* The test-only echo: Bitmap(t size) -> ay of size bytes, from a buffer it keeps. */
@@ -352,7 +363,8 @@ static void mock_mark(struct mock *k, uint64_t iova, uint64_t length, const uint
 
 /* --- session helpers ------------------------------------------------------------------------- */
 
-static char *adopt(sd_bus *bus, struct mock *k, const char *name, bool viommu)
+/* AdoptSession of the mock's IOAS; with hwpts, its dirty tracking HWPTs too. */
+static char *adopt(sd_bus *bus, struct mock *k, const char *name, bool viommu, bool hwpts)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	sd_bus_message *m = NULL, *reply = NULL;
@@ -365,7 +377,7 @@ static char *adopt(sd_bus *bus, struct mock *k, const char *name, bool viommu)
 	if (r >= 0)
 		r = sd_bus_message_append(m, "shu", name, k->fd, k->ioas);
 	if (r >= 0)
-		r = sd_bus_message_append_array(m, 'u', k->hwpt, sizeof(k->hwpt));
+		r = sd_bus_message_append_array(m, 'u', k->hwpt, hwpts ? sizeof(k->hwpt) : 0);
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a{sv}", 1, "viommu", "b", (int)viommu);
 	if (r >= 0)
@@ -450,7 +462,7 @@ static void bench_harvest(sd_bus *bus, struct mock *k, uint64_t length, bool den
 	mock_map_range(k, iova, length);
 	snprintf(name, sizeof(name), "bench-%" PRIu64 "-%s", length >> 20,
 		 dense ? "dense" : "sparse");
-	path = adopt(bus, k, name, false);
+	path = adopt(bus, k, name, false, true);
 	call(bus, path, "AddRegion", NULL, "tt", iova, length);
 	call(bus, path, "Start", NULL, NULL);
 
@@ -505,7 +517,7 @@ static void bench_delivery(sd_bus *bus, struct mock *k, int reps)
 	uint64_t t_fd = 0, t_inline = 0;
 	char *path;
 
-	path = adopt(bus, k, "bench-delivery", true); /* no mapping: the log alone */
+	path = adopt(bus, k, "bench-delivery", true, true); /* no mapping: the log alone */
 	call(bus, path, "AddRegion", NULL, "tt", (uint64_t)0, guest);
 	call(bus, path, "Start", NULL, NULL);
 	start_echo(bus, bitmap_bytes);
@@ -544,28 +556,36 @@ static void bench_delivery(sd_bus *bus, struct mock *k, int reps)
 
 #define CHURN_BATCH 64
 
+/* One batch call (MapBatch or UnmapBatch) of n entries. */
+static void call_batch(sd_bus *bus, const char *path, bool map, const struct iod_mapping *v,
+		       size_t n)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL;
+	int r;
+
+	r = iod_bus_new_batch(bus, path, map, v, n, &m);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, NULL);
+	if (r < 0)
+		die("%s of %zu entries: %s", map ? "MapBatch" : "UnmapBatch", n,
+		    error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+}
+
 /* MapBatch (map, every entry at gpa) or UnmapBatch of n slots of len bytes from iova. */
 static void call_churn_batch(sd_bus *bus, const char *path, bool map, uint64_t iova, uint64_t gpa,
 			     uint64_t len, int n)
 {
-	const char *member = map ? "MapBatch" : "UnmapBatch";
 	struct iod_mapping v[CHURN_BATCH];
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *m = NULL;
-	int r;
 
 	if (n > CHURN_BATCH)
 		die("a churn batch of %d entries", n);
 	for (int i = 0; i < n; i++)
 		v[i] = (struct iod_mapping){
 			.iova = iova + (uint64_t)i * len, .gpa = gpa, .length = len};
-	r = iod_bus_new_batch(bus, path, map, v, (size_t)n, &m);
-	if (r >= 0)
-		r = sd_bus_call(bus, m, 0, &error, NULL);
-	if (r < 0)
-		die("%s: %s", member, error.message ? error.message : strerror(-r));
-	sd_bus_error_free(&error);
-	sd_bus_message_unref(m);
+	call_batch(bus, path, map, v, (size_t)n);
 }
 
 static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
@@ -576,7 +596,7 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 	uint64_t t0, t_daemon, t_raw;
 	char *path;
 
-	path = adopt(bus, k, "bench-churn", true);
+	path = adopt(bus, k, "bench-churn", true, true);
 	call(bus, path, "AddRegion", NULL, "tt", gpa, k->mem_size);
 	call(bus, path, "Start", NULL, NULL);
 
@@ -629,195 +649,349 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 	free(path);
 }
 
-/* --- 4. vIOMMU events at scale -------------------------------------------------------------- */
+/* --- 4. single vIOMMU events at scale ----------------------------------------------------- */
 
-#define SCALE_LEN (64 * 1024)
-#define SCALE_LIVE_BASE (UINT64_C(1) << 30) /* live mappings: 4 KiB each from 1 GiB */
-#define SCALE_PAIRS_MAX 400
-#define SCALE_BUDGET_NS (UINT64_C(3) * 1000 * 1000 * 1000)
+/*
+ * A pair is what a VMM does for one vIOMMU map and its unmap. Through iodirtyd: IOAS map of
+ * 64 KiB, Map, Unmap (the daemon reads the range per HWPT before it forgets it), IOAS unmap.
+ * In-process, the same event without the daemon: IOAS map, a read without clearing of the
+ * range per HWPT, IOAS unmap. Bare: IOAS map and unmap alone.
+ * Every figure is the median of EV_REPS runs; a run stops at max_pairs or after cap_ns,
+ * whichever comes first, and never has fewer than one pair, so that a case at one pair per
+ * second still finishes. A figure that has taken EV_FIGURE_CAP_NS by its EV_MIN_REPS-th run
+ * stops there (the output says how many runs and pairs each figure rests on).
+ */
+#define EV_LEN (64 * 1024)
+#define EV_GPA (UINT64_C(1) << 32) /* the sessions' region: [4 GiB, + the mock's memory) */
+#define EV_LIVE_BASE (UINT64_C(1) << 30) /* live mappings: 4 KiB each from 1 GiB */
+#define EV_FEW 10
+#define EV_MANY 10000
+#define EV_SESSIONS 50
+#define EV_OTHER_MAPPINGS 200 /* held by each of the other EV_SESSIONS - 1 sessions */
+#define EV_REPS 5
+#define EV_MIN_REPS 3
+#define EV_MSEC UINT64_C(1000000)
+#define EV_FIGURE_CAP_NS (20000 * EV_MSEC)
 
-/* A session that only records mappings (a vIOMMU, no HWPT): the daemon's state grows. */
-static char *scale_bystander(sd_bus *bus, struct mock *k, int i, int mappings)
-{
-	struct iod_mapping v[256];
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *m = NULL, *reply = NULL;
-	const uint64_t gpa = UINT64_C(1) << 32;
-	const char *path;
-	char name[32], *ret;
-	int r;
+enum ev_loop { EV_DAEMON, EV_INPROC, EV_BARE, _EV_LOOP_MAX };
 
-	snprintf(name, sizeof(name), "bystander-%d", i);
-	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-			       "AdoptSession", &error, &reply, "shuaua{sv}", name, k->fd, k->ioas,
-			       0, 1, "viommu", "b", 1);
-	if (r >= 0)
-		r = sd_bus_message_read(reply, "o", &path);
-	if (r < 0)
-		die("AdoptSession %s: %s", name, error.message ? error.message : strerror(-r));
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	call(bus, ret, "AddRegion", NULL, "tt", gpa, k->mem_size);
-	for (int done = 0; done < mappings; done += 256) {
-		int n = mappings - done < 256 ? mappings - done : 256;
-
-		for (int j = 0; j < n; j++)
-			v[j] = (struct iod_mapping){.iova = SCALE_LIVE_BASE +
-							    (uint64_t)(done + j) * PAGE,
-						    .gpa = gpa,
-						    .length = PAGE};
-		r = iod_bus_new_batch(bus, ret, true, v, (size_t)n, &m);
-		if (r >= 0)
-			r = sd_bus_call(bus, m, 0, &error, NULL);
-		if (r < 0)
-			die("MapBatch %s: %s", name, error.message ? error.message : strerror(-r));
-		sd_bus_message_unref(m);
-		m = NULL;
-	}
-	sd_bus_error_free(&error);
-	return ret;
-}
-
-/* Map + unmap pairs until the budget is spent; pairs per second. mode: 0 raw, 1 in-process
- * (a read without clearing per HWPT before the unmap), 2 through the daemon. */
-static double scale_pairs(sd_bus *bus, struct mock *k, const char *path, int mode)
-{
-	const uint64_t gpa = UINT64_C(1) << 32, iova = IOD_MOCK_APERTURE_START;
-	uint64_t bitmap[SCALE_LEN / PAGE / 64 + 1];
-	uint64_t t0 = iod_now_nsec(), t = 0;
-	int pairs = 0;
-
-	while (pairs < SCALE_PAIRS_MAX && (pairs < 20 || t < SCALE_BUDGET_NS)) {
-		uint64_t at = iova + (uint64_t)(pairs % 64) * SCALE_LEN;
-
-		if (iod_ioas_map(k->ictx, k->ioas, k->mem, SCALE_LEN, at,
-				 IOD_MAP_READ | IOD_MAP_WRITE) < 0)
-			die("map: %m");
-		if (mode == 2) {
-			call(bus, path, "Map", NULL, "ttt", at, gpa, (uint64_t)SCALE_LEN);
-			call(bus, path, "Unmap", NULL, "tt", at, (uint64_t)SCALE_LEN);
-		} else if (mode == 1) {
-			for (int i = 0; i < N_HWPTS; i++)
-				if (iod_hwpt_read_dirty(k->ictx, k->hwpt[i], at, SCALE_LEN, PAGE,
-							bitmap, IOD_READ_NO_CLEAR) < 0)
-					die("read dirty: %m");
-		}
-		mock_unmap_range(k, at, SCALE_LEN);
-		pairs++;
-		t = iod_now_nsec() - t0;
-	}
-	return pairs / (t / 1e9);
-}
-
-struct scale_result {
-	double daemon, raw, inproc;
+/* the length of a run: at most max_pairs, and no more pairs once cap_ns has passed */
+static const struct {
+	uint64_t max_pairs, cap_ns;
+} ev_loops[_EV_LOOP_MAX] = {
+	[EV_DAEMON] = {200, 1000 * EV_MSEC},
+	[EV_INPROC] = {1000, 200 * EV_MSEC},
+	[EV_BARE] = {1000, 200 * EV_MSEC},
 };
 
-static struct scale_result scale_plain, scale_store;
+struct ev_figure {
+	double rate; /* pairs per second of the median run */
+	uint64_t pairs; /* in all runs */
+	int reps;
+};
 
-/* One configuration: live mappings in the measured session, sessions in the daemon. */
-static struct scale_result scale_run(sd_bus *bus, struct mock *k, int live, int sessions,
-				     bool store)
+/* [fd store][10,000 live mappings][50 sessions][loop] */
+static struct ev_figure ev_fig[2][2][2][_EV_LOOP_MAX];
+static uint64_t ev_nsec[2];
+
+static void ev_pair(sd_bus *bus, struct mock *k, const char *path, enum ev_loop what, uint64_t i)
 {
-	const uint64_t gpa = UINT64_C(1) << 32;
-	char *bystanders[64] = {}, *path;
-	struct iod_mapping v[256];
-	struct scale_result res;
-	sd_bus_message *m = NULL;
-	sd_bus_error error = SD_BUS_ERROR_NULL;
+	const uint64_t at = IOD_MOCK_APERTURE_START + (i % 64) * EV_LEN;
+	uint64_t bitmap[EV_LEN / PAGE / 64 + 1] = {};
 	int r;
 
-	path = adopt(bus, k, "scale", true);
-	call(bus, path, "AddRegion", NULL, "tt", gpa, k->mem_size);
-	call(bus, path, "Start", NULL, NULL);
-	/* the live mappings: 4 KiB each, in the IOAS and recorded */
-	mock_map_range(k, SCALE_LIVE_BASE, (uint64_t)live * PAGE);
-	for (int done = 0; done < live; done += 256) {
-		int n = live - done < 256 ? live - done : 256;
-
-		for (int j = 0; j < n; j++)
-			v[j] = (struct iod_mapping){
-				.iova = SCALE_LIVE_BASE + (uint64_t)(done + j) * PAGE,
-				.gpa = gpa + (uint64_t)(done + j) % (k->mem_size / PAGE) * PAGE,
-				.length = PAGE};
-		r = iod_bus_new_batch(bus, path, true, v, (size_t)n, &m);
-		if (r >= 0)
-			r = sd_bus_call(bus, m, 0, &error, NULL);
-		if (r < 0)
-			die("MapBatch: %s", error.message ? error.message : strerror(-r));
-		sd_bus_message_unref(m);
-		m = NULL;
+	r = iod_ioas_map(k->ictx, k->ioas, k->mem, EV_LEN, at, IOD_MAP_READ | IOD_MAP_WRITE);
+	if (r < 0)
+		die("map IOVA 0x%" PRIx64 ": %s", at, strerror(-r));
+	if (what == EV_DAEMON) {
+		call(bus, path, "Map", NULL, "ttt", at, EV_GPA, (uint64_t)EV_LEN);
+		call(bus, path, "Unmap", NULL, "tt", at, (uint64_t)EV_LEN);
+	} else if (what == EV_INPROC) {
+		for (int h = 0; h < N_HWPTS; h++) {
+			r = iod_hwpt_read_dirty(k->ictx, k->hwpt[h], at, EV_LEN, PAGE, bitmap,
+						IOD_READ_NO_CLEAR);
+			if (r < 0)
+				die("read dirty of HWPT %u: %s", k->hwpt[h], strerror(-r));
+		}
 	}
-	for (int i = 1; i < sessions; i++)
-		bystanders[i] = scale_bystander(bus, k, i, 200);
-
-	res.raw = scale_pairs(bus, k, path, 0);
-	res.inproc = scale_pairs(bus, k, path, 1);
-	res.daemon = scale_pairs(bus, k, path, 2);
-	printf("bench: scale: %5d live mappings, %2d session(s), %-12s %8.0f pairs/s with "
-	       "iodirtyd, %8.0f/s in-process, %8.0f/s raw: daemon / in-process = %.1f, "
-	       "daemon / raw = %.1f\n",
-	       live, sessions, store ? "fd store:" : "no fd store:", res.daemon, res.inproc,
-	       res.raw, res.inproc / res.daemon, res.raw / res.daemon);
-
-	for (int i = 1; i < sessions; i++) {
-		call(bus, bystanders[i], "Destroy", NULL, NULL);
-		free(bystanders[i]);
-	}
-	call(bus, path, "Destroy", NULL, NULL);
-	mock_unmap_range(k, SCALE_LIVE_BASE, (uint64_t)live * PAGE);
-	free(path);
-	sd_bus_error_free(&error);
-	return res;
+	mock_unmap_range(k, at, EV_LEN);
 }
 
-static void bench_scale(sd_bus *bus, struct mock *k, bool store)
+static int cmp_double(const void *a, const void *b)
 {
-	struct scale_result few = scale_run(bus, k, 10, 1, store);
-	struct scale_result many = scale_run(bus, k, 10000, 1, store);
-	struct scale_result crowd = scale_run(bus, k, 10, 50, store);
+	double x = *(const double *)a, y = *(const double *)b;
 
-	printf("bench: scale (%s): single-event rate with 10 / with 10,000 live mappings = %.2f "
-	       "(goal <= 1.2); with 1 / with 50 sessions = %.2f\n",
-	       store ? "fd store" : "no fd store", few.daemon / many.daemon,
-	       few.daemon / crowd.daemon);
+	return (x > y) - (x < y);
+}
+
+static struct ev_figure ev_measure(sd_bus *bus, struct mock *k, const char *path, enum ev_loop what)
+{
+	const uint64_t t_figure = iod_now_nsec();
+	double rates[EV_REPS];
+	struct ev_figure f = {};
+
+	/* an odd number of runs: EV_MIN_REPS when the figure is slow, else EV_REPS */
+	while (f.reps < EV_REPS && (f.reps < EV_MIN_REPS || f.reps % 2 == 0 ||
+				    iod_now_nsec() - t_figure < EV_FIGURE_CAP_NS)) {
+		const uint64_t t0 = iod_now_nsec();
+		uint64_t n = 0, t;
+
+		do {
+			ev_pair(bus, k, path, what, n++);
+			t = iod_now_nsec() - t0;
+		} while (n < ev_loops[what].max_pairs && t < ev_loops[what].cap_ns);
+		rates[f.reps++] = (double)n / ((double)t / 1e9);
+		f.pairs += n;
+	}
+	qsort(rates, (size_t)f.reps, sizeof(rates[0]), cmp_double);
+	f.rate = rates[f.reps / 2];
+	return f;
+}
+
+/* Live mapping i: 4 KiB at EV_LIVE_BASE + i pages, onto page i of the region (wrapping). */
+static struct iod_mapping ev_live(const struct mock *k, int i)
+{
+	return (struct iod_mapping){
+		.iova = EV_LIVE_BASE + (uint64_t)i * PAGE,
+		.gpa = EV_GPA + (uint64_t)i % (k->mem_size / PAGE) * PAGE,
+		.length = PAGE,
+	};
+}
+
+/* Live mappings [from, to) in the IOAS, one area each, as a vIOMMU leaves them. */
+static void ev_ioas_live(struct mock *k, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		struct iod_mapping e = ev_live(k, i);
+		int r = iod_ioas_map(k->ictx, k->ioas, k->mem + (e.gpa - EV_GPA), e.length, e.iova,
+				     IOD_MAP_READ | IOD_MAP_WRITE);
+
+		if (r < 0)
+			die("map IOVA 0x%" PRIx64 ": %s", e.iova, strerror(-r));
+	}
+}
+
+/* Live mappings [from, to) told to the session, in one MapBatch. */
+static void ev_record(sd_bus *bus, const struct mock *k, const char *path, int from, int to)
+{
+	struct iod_mapping *v = calloc((size_t)(to - from), sizeof(*v));
+
+	if (!v)
+		die("out of memory");
+	for (int i = from; i < to; i++)
+		v[i - from] = ev_live(k, i);
+	call_batch(bus, path, true, v, (size_t)(to - from));
+	free(v);
+}
+
+/* Persistence is active: the daemon put its state into the harness's store. */
+static void ev_check_store(void)
+{
+	const char *reply = NULL;
+	uint64_t stored = 0;
+
+	for (int i = 0; i < 40 && stored == 0; i++) {
+		if (i)
+			usleep(50000);
+		reply = harness("status");
+		stored = harness_field(reply, "stored");
+	}
+	if (stored == 0)
+		die("the daemon stored nothing in the fd store of fdstore-harness: persistence is "
+		    "not active (%s)",
+		    reply);
+	printf("bench: events: iodirtyd under fdstore-harness, %" PRIu64 " fds in its store\n",
+	       stored);
+}
+
+/* The measured session: the mock's HWPTs, tracking, live mappings [0, live). */
+static char *ev_session(sd_bus *bus, struct mock *k, int live, bool store)
+{
+	char *path = adopt(bus, k, "events", true, true);
+
+	call(bus, path, "AddRegion", NULL, "tt", EV_GPA, k->mem_size);
+	call(bus, path, "Start", NULL, NULL);
+	ev_record(bus, k, path, 0, live);
 	if (store)
-		scale_store = few;
-	else
-		scale_plain = few;
+		ev_check_store();
+	return path;
+}
+
+/* One of the other sessions: a vIOMMU without HWPTs holding EV_OTHER_MAPPINGS mappings. */
+static void ev_other_session(sd_bus *bus, struct mock *k, int i)
+{
+	char name[32], *path;
+
+	snprintf(name, sizeof(name), "other-%d", i);
+	path = adopt(bus, k, name, true, false);
+	call(bus, path, "AddRegion", NULL, "tt", EV_GPA, k->mem_size);
+	ev_record(bus, k, path, 0, EV_OTHER_MAPPINGS);
+	free(path);
+}
+
+static void ev_case(sd_bus *bus, struct mock *k, const char *path, bool store, bool many,
+		    bool crowd)
+{
+	struct ev_figure *f = ev_fig[store][many][crowd];
+
+	for (int w = _EV_LOOP_MAX - 1; w >= 0; w--)
+		f[w] = ev_measure(bus, k, path, (enum ev_loop)w);
+	printf("bench: events: %-11s %5d live mappings, %2d session(s): iodirtyd %7.1f pairs/s "
+	       "(%d runs, %" PRIu64 " pairs), in-process %6.0f/s (%d, %" PRIu64
+	       "), bare ioctls %6.0f/s (%d, %" PRIu64 "): daemon / in-process = %.1f\n",
+	       store ? "fd store," : "no store,", many ? EV_MANY : EV_FEW, crowd ? EV_SESSIONS : 1,
+	       f[EV_DAEMON].rate, f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_INPROC].rate,
+	       f[EV_INPROC].reps, f[EV_INPROC].pairs, f[EV_BARE].rate, f[EV_BARE].reps,
+	       f[EV_BARE].pairs, f[EV_INPROC].rate / f[EV_DAEMON].rate);
+}
+
+static void bench_events(sd_bus *bus, struct mock *k, bool store)
+{
+	const uint64_t t0 = iod_now_nsec();
+	uint64_t t;
+	char *path;
+
+	start_daemon(bus, store);
+	ev_ioas_live(k, 0, EV_FEW);
+	path = ev_session(bus, k, EV_FEW, store);
+	ev_case(bus, k, path, store, false, false);
+	/* the other sessions while the state is small (each call persists all of it today) */
+	t = iod_now_nsec();
+	for (int i = 1; i < EV_SESSIONS; i++)
+		ev_other_session(bus, k, i);
+	printf("bench: events: %s the other %d sessions set up (AdoptSession, AddRegion, "
+	       "MapBatch of %d each) in %.1f s\n",
+	       store ? "fd store," : "no store,", EV_SESSIONS - 1, EV_OTHER_MAPPINGS,
+	       (double)(iod_now_nsec() - t) / 1e9);
+	ev_case(bus, k, path, store, false, true);
+	ev_ioas_live(k, EV_FEW, EV_MANY);
+	t = iod_now_nsec();
+	ev_record(bus, k, path, EV_FEW, EV_MANY);
+	printf("bench: events: %s one MapBatch of %d mappings in %.2f s\n",
+	       store ? "fd store," : "no store,", EV_MANY - EV_FEW,
+	       (double)(iod_now_nsec() - t) / 1e9);
+	ev_case(bus, k, path, store, true, true);
+	call(bus, path, "Destroy", NULL, NULL);
+	free(path);
+
+	/* one session with 10,000: a fresh daemon, cheaper than 49 Destroy calls today */
+	stop_daemon(bus);
+	start_daemon(bus, store);
+	path = ev_session(bus, k, EV_MANY, store);
+	ev_case(bus, k, path, store, true, false);
+	call(bus, path, "Destroy", NULL, NULL);
+	free(path);
+	stop_daemon(bus);
+	mock_unmap_range(k, EV_LIVE_BASE, (uint64_t)EV_MANY * PAGE);
+	ev_nsec[store] = iod_now_nsec() - t0;
+}
+
+static const char *ev_goal(double ratio, double goal)
+{
+	return ratio <= goal ? "met" : "missed";
+}
+
+static void ev_summary(void)
+{
+	printf("bench: events: pairs/s, median of runs of up to %" PRIu64 " pairs or %" PRIu64
+	       " ms (iodirtyd; %" PRIu64 " or %" PRIu64 " ms in-process and bare); %d HWPTs; "
+	       "the other %d sessions hold %d mappings each\n",
+	       ev_loops[EV_DAEMON].max_pairs, ev_loops[EV_DAEMON].cap_ns / EV_MSEC,
+	       ev_loops[EV_INPROC].max_pairs, ev_loops[EV_INPROC].cap_ns / EV_MSEC, N_HWPTS,
+	       EV_SESSIONS - 1, EV_OTHER_MAPPINGS);
+	printf("bench:   %-8s %8s %8s | %9s %6s %6s | %10s %6s | %10s %6s | %12s\n", "fd store",
+	       "mappings", "sessions", "iodirtyd", "runs", "pairs", "in-process", "pairs", "bare",
+	       "pairs", "daemon / raw");
+	for (int store = 0; store < 2; store++)
+		for (int many = 0; many < 2; many++)
+			for (int crowd = 0; crowd < 2; crowd++) {
+				const struct ev_figure *f = ev_fig[store][many][crowd];
+
+				printf("bench:   %-8s %8d %8d | %9.1f %6d %6" PRIu64
+				       " | %10.0f %6" PRIu64 " | %10.0f %6" PRIu64 " | %12.1f\n",
+				       store ? "yes" : "no", many ? EV_MANY : EV_FEW,
+				       crowd ? EV_SESSIONS : 1, f[EV_DAEMON].rate,
+				       f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_INPROC].rate,
+				       f[EV_INPROC].pairs, f[EV_BARE].rate, f[EV_BARE].pairs,
+				       f[EV_INPROC].rate / f[EV_DAEMON].rate);
+			}
+	printf("bench: events: daemon / raw is the time of a pair through iodirtyd over the time "
+	       "of the same pair in-process (IOAS map, NO_CLEAR read per HWPT, IOAS unmap)\n");
+	for (int store = 0; store < 2; store++)
+		for (int crowd = 0; crowd < 2; crowd++) {
+			double r = ev_fig[store][0][crowd][EV_DAEMON].rate /
+				   ev_fig[store][1][crowd][EV_DAEMON].rate;
+
+			printf("bench: events: scaling, %-9s %2d session(s): rate with %d / with %d "
+			       "live mappings = %.2f (goal <= 1.2: %s)\n",
+			       store ? "fd store," : "no store,", crowd ? EV_SESSIONS : 1, EV_FEW,
+			       EV_MANY, r, ev_goal(r, 1.2));
+		}
+	for (int store = 0; store < 2; store++)
+		for (int many = 0; many < 2; many++) {
+			double r = ev_fig[store][many][0][EV_DAEMON].rate /
+				   ev_fig[store][many][1][EV_DAEMON].rate;
+
+			printf("bench: events: sessions, %-9s %5d live mappings: rate with 1 / with "
+			       "%d sessions = %.2f\n",
+			       store ? "fd store," : "no store,", many ? EV_MANY : EV_FEW,
+			       EV_SESSIONS, r);
+		}
+	for (int many = 0; many < 2; many++)
+		for (int crowd = 0; crowd < 2; crowd++) {
+			double r = ev_fig[0][many][crowd][EV_DAEMON].rate /
+				   ev_fig[1][many][crowd][EV_DAEMON].rate;
+
+			printf("bench: events: persistence cost, %5d live mappings, %2d session(s): "
+			       "rate without / with the fd store = %.2f (goal <= 1.1: %s)\n",
+			       many ? EV_MANY : EV_FEW, crowd ? EV_SESSIONS : 1, r,
+			       ev_goal(r, 1.1));
+		}
+	printf("bench: events: took %.0f s (no store %.0f s, fd store %.0f s)\n",
+	       (double)(ev_nsec[0] + ev_nsec[1]) / 1e9, (double)ev_nsec[0] / 1e9,
+	       (double)ev_nsec[1] / 1e9);
 }
 
 int main(int argc, char **argv)
 {
 	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
+	const char *only = getenv("IOD_BENCH_ONLY");
+	bool events_only = false;
 	sd_bus *bus = NULL;
 	struct mock k;
+
+	if (only && *only) {
+		if (strcmp(only, "events") != 0) {
+			printf("FAIL: IOD_BENCH_ONLY=%s: the only choice is \"events\"\n", only);
+			return EXIT_FAILURE;
+		}
+		events_only = true;
+	}
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	if (access("/dev/iommu", F_OK) < 0)
 		skip("/dev/iommu does not exist");
 	atexit(cleanup);
+	setenv("IOD_HARNESS", HARNESS_CONTROL, 1); /* for harness() of fdstore-test.h */
 	start_bus();
 	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("cannot connect to the bench bus %s", bus_address);
-	start_daemon(bus, false);
-	printf("bench: iodirtyd and a private bus at %s\n", bus_address);
-
 	mock_setup(&k, 256 * SZ_1M);
-	bench_harvest(bus, &k, 256 * SZ_1M, true, 5);
-	bench_harvest(bus, &k, 256 * SZ_1M, false, 5);
-	bench_harvest(bus, &k, aperture, true, 3);
-	bench_harvest(bus, &k, aperture, false, 3);
-	bench_churn(bus, &k, 300);
-	bench_delivery(bus, &k, 3);
-	bench_scale(bus, &k, false);
-	stop_daemon();
-	start_daemon(bus, true);
-	bench_scale(bus, &k, true);
-	printf("bench: scale: persistence (fd store on / off, 10 live mappings, 1 session): an "
-	       "event costs %.2f times as much (goal <= 1.1)\n",
-	       scale_plain.daemon / scale_store.daemon);
+	if (!events_only) {
+		start_daemon(bus, false);
+		printf("bench: iodirtyd and a private bus at %s\n", bus_address);
+		bench_harvest(bus, &k, 256 * SZ_1M, true, 5);
+		bench_harvest(bus, &k, 256 * SZ_1M, false, 5);
+		bench_harvest(bus, &k, aperture, true, 3);
+		bench_harvest(bus, &k, aperture, false, 3);
+		bench_churn(bus, &k, 300);
+		bench_delivery(bus, &k, 3);
+		stop_daemon(bus);
+	}
+	bench_events(bus, &k, false);
+	bench_events(bus, &k, true);
+	ev_summary();
 	mock_teardown(&k);
 
 	sd_bus_flush_close_unref(bus);
