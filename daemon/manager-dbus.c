@@ -454,35 +454,15 @@ static int method_dump_state(sd_bus_message *m, void *userdata, sd_bus_error *er
 	return sd_bus_reply_method_return(m, "s", json);
 }
 
-static int property_get_version(sd_bus *bus, const char *path, const char *interface,
-				const char *property, sd_bus_message *reply, void *userdata,
-				sd_bus_error *error)
-{
-	return sd_bus_message_append(reply, "s", IOD_VERSION);
-}
-
-static int property_get_kernel(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-	bool v;
-
-	if (strcmp(property, "IommufdAvailable") == 0)
-		v = iod_manager_iommufd_available(m);
-	else
-		v = iod_manager_dirty_tracking_supported(m);
-	return sd_bus_message_append(reply, "b", (int)v);
-}
-
-static int property_get_holes(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-
-	return sd_bus_message_append(reply, "s", iod_hole_behavior_to_string(m->holes));
-}
+static IOD_BUS_DEFINE_PROPERTY_GET_GLOBAL(property_get_version, "s", IOD_VERSION);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_iommufd_available, "b", struct iod_manager,
+				   iod_manager_iommufd_available);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_dirty_tracking_supported, "b", struct iod_manager,
+				   iod_manager_dirty_tracking_supported);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_holes, iod_hole_behavior,
+					enum iod_hole_behavior);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_policy, iod_disconnect_policy,
+					enum iod_disconnect_policy);
 
 static int property_get_sessions(sd_bus *bus, const char *path, const char *interface,
 				 const char *property, sd_bus_message *reply, void *userdata,
@@ -502,16 +482,6 @@ static int property_get_sessions(sd_bus *bus, const char *path, const char *inte
 	return sd_bus_message_close_container(reply);
 }
 
-static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-
-	return sd_bus_message_append(reply, "s",
-				     iod_disconnect_policy_to_string(m->config.disconnect_policy));
-}
-
 #define MGR_OFF(f) offsetof(struct iod_manager, f)
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
 #define UNPRIV SD_BUS_VTABLE_UNPRIVILEGED
@@ -520,13 +490,14 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 
 	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, CONST),
-	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_kernel, 0, 0),
-	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_kernel, 0, 0),
-	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, 0,
+	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_iommufd_available, 0, 0),
+	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_dirty_tracking_supported, 0, 0),
+	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, MGR_OFF(holes),
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy,
+			MGR_OFF(config.disconnect_policy), CONST),
 	SD_BUS_PROPERTY("DefaultPageSize", "t", NULL, MGR_OFF(config.page_size), CONST),
 	SD_BUS_PROPERTY("DefaultHugePages", "b", iod_bus_property_get_bool,
 			MGR_OFF(config.huge_pages), CONST),

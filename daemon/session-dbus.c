@@ -596,56 +596,33 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 
 /* --- properties ------------------------------------------------------------------------- */
 
-static int property_get_state(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_state, "s", struct iod_session,
+				   iod_session_state_string);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_tracking_mode, "s", struct iod_session,
+				   iod_session_tracking_mode_string);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_precise, "b", struct iod_session,
+				   iod_session_precise);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_log_complete, "b", struct iod_session,
+				   iod_session_log_complete);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_pending_round, "t", struct iod_session,
+				   iod_session_pending_round);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_mode, iod_session_mode, enum iod_session_mode);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_policy, iod_disconnect_policy,
+					enum iod_disconnect_policy);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_tracked_bytes, "t", struct iod_dirty_log *,
+				       iod_log_tracked_bytes);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_rounds, "t", struct iod_dirty_log *,
+				       iod_log_rounds);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_mapped_bytes, "t", struct iod_iova_map *,
+				       iod_iova_map_bytes);
+
+static uint32_t mapping_count(const struct iod_iova_map *map)
 {
-	return sd_bus_message_append(reply, "s", iod_session_state_string(userdata));
+	return (uint32_t)iod_iova_map_count(map);
 }
 
-static int property_get_mode(sd_bus *bus, const char *path, const char *interface,
-			     const char *property, sd_bus_message *reply, void *userdata,
-			     sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", iod_session_mode_to_string(s->mode));
-}
-
-static int property_get_tracking_mode(sd_bus *bus, const char *path, const char *interface,
-				      const char *property, sd_bus_message *reply, void *userdata,
-				      sd_bus_error *error)
-{
-	return sd_bus_message_append(reply, "s", iod_session_tracking_mode_string(userdata));
-}
-
-static int property_get_owner(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", s->owner ? s->owner : "");
-}
-
-static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s",
-				     iod_disconnect_policy_to_string(s->options.disconnect_policy));
-}
-
-static int property_get_failure(sd_bus *bus, const char *path, const char *interface,
-				const char *property, sd_bus_message *reply, void *userdata,
-				sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", s->failure ? s->failure : "");
-}
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_mappings, "u", struct iod_iova_map *,
+				       mapping_count);
 
 static int property_get_devices(sd_bus *bus, const char *path, const char *interface,
 				const char *property, sd_bus_message *reply, void *userdata,
@@ -705,49 +682,6 @@ static int property_get_hwpts(sd_bus *bus, const char *path, const char *interfa
 	return sd_bus_message_close_container(reply);
 }
 
-static int property_get_u64(sd_bus *bus, const char *path, const char *interface,
-			    const char *property, sd_bus_message *reply, void *userdata,
-			    sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-	uint64_t v = 0;
-
-	if (strcmp(property, "TrackedBytes") == 0)
-		v = iod_log_tracked_bytes(s->log);
-	else if (strcmp(property, "MappedBytes") == 0)
-		v = iod_iova_map_bytes(s->map);
-	else if (strcmp(property, "Rounds") == 0)
-		v = iod_log_rounds(s->log);
-	else if (strcmp(property, "PendingRound") == 0)
-		v = s->round_pending ? iod_log_rounds(s->log) : 0;
-	else if (strcmp(property, "LogBytes") == 0)
-		v = s->log_bytes;
-	return sd_bus_message_append(reply, "t", v);
-}
-
-static int property_get_mappings(sd_bus *bus, const char *path, const char *interface,
-				 const char *property, sd_bus_message *reply, void *userdata,
-				 sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "u", (uint32_t)iod_iova_map_count(s->map));
-}
-
-static int property_get_bool(sd_bus *bus, const char *path, const char *interface,
-			     const char *property, sd_bus_message *reply, void *userdata,
-			     sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-	bool v = false;
-
-	if (strcmp(property, "Precise") == 0)
-		v = iod_session_precise(s);
-	else if (strcmp(property, "LogComplete") == 0)
-		v = !(iod_log_flags(s->log) & IOD_LOG_F_INCOMPLETE);
-	return sd_bus_message_append(reply, "b", (int)v);
-}
-
 #define SESSION_OFF(f) offsetof(struct iod_session, f)
 #define EMITS SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
@@ -757,16 +691,17 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 
 	SD_BUS_PROPERTY("Name", "s", NULL, SESSION_OFF(name), CONST),
-	SD_BUS_PROPERTY("Mode", "s", property_get_mode, 0, CONST),
+	SD_BUS_PROPERTY("Mode", "s", property_get_mode, SESSION_OFF(mode), CONST),
 	SD_BUS_PROPERTY("State", "s", property_get_state, 0, EMITS),
 	SD_BUS_PROPERTY("Tracking", "b", iod_bus_property_get_bool, SESSION_OFF(tracking), EMITS),
 	SD_BUS_PROPERTY("TrackingMode", "s", property_get_tracking_mode, 0, EMITS),
-	SD_BUS_PROPERTY("Precise", "b", property_get_bool, 0, EMITS),
-	SD_BUS_PROPERTY("LogComplete", "b", property_get_bool, 0, EMITS),
-	SD_BUS_PROPERTY("FailureReason", "s", property_get_failure, 0, EMITS),
-	SD_BUS_PROPERTY("Owner", "s", property_get_owner, 0, EMITS),
+	SD_BUS_PROPERTY("Precise", "b", property_get_precise, 0, EMITS),
+	SD_BUS_PROPERTY("LogComplete", "b", property_get_log_complete, 0, EMITS),
+	SD_BUS_PROPERTY("FailureReason", "s", NULL, SESSION_OFF(failure), EMITS),
+	SD_BUS_PROPERTY("Owner", "s", NULL, SESSION_OFF(owner), EMITS),
 	SD_BUS_PROPERTY("OwnerUID", "u", NULL, SESSION_OFF(uid), CONST),
-	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy,
+			SESSION_OFF(options.disconnect_policy), CONST),
 	SD_BUS_PROPERTY("VIommu", "b", iod_bus_property_get_bool, SESSION_OFF(options.viommu),
 			CONST),
 	SD_BUS_PROPERTY("HugePages", "b", iod_bus_property_get_bool,
@@ -776,12 +711,12 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_PROPERTY("Hwpts", "a(ubbu)", property_get_hwpts, 0, EMITS),
 	SD_BUS_PROPERTY("Devices", "ao", property_get_devices, 0, EMITS),
 	SD_BUS_PROPERTY("Regions", "a(ttt)", property_get_regions, 0, EMITS),
-	SD_BUS_PROPERTY("Mappings", "u", property_get_mappings, 0, EMITS),
-	SD_BUS_PROPERTY("MappedBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("TrackedBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("LogBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("Rounds", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("PendingRound", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("Mappings", "u", property_get_mappings, SESSION_OFF(map), EMITS),
+	SD_BUS_PROPERTY("MappedBytes", "t", property_get_mapped_bytes, SESSION_OFF(map), EMITS),
+	SD_BUS_PROPERTY("TrackedBytes", "t", property_get_tracked_bytes, SESSION_OFF(log), EMITS),
+	SD_BUS_PROPERTY("LogBytes", "t", NULL, SESSION_OFF(log_bytes), EMITS),
+	SD_BUS_PROPERTY("Rounds", "t", property_get_rounds, SESSION_OFF(log), EMITS),
+	SD_BUS_PROPERTY("PendingRound", "t", property_get_pending_round, 0, EMITS),
 	SD_BUS_PROPERTY("LastRoundDirtyPages", "t", NULL, SESSION_OFF(last_dirty_pages), EMITS),
 	SD_BUS_PROPERTY("LastRoundDurationUSec", "t", NULL, SESSION_OFF(last_duration_usec), EMITS),
 	SD_BUS_PROPERTY("DirtyRate", "t", NULL, SESSION_OFF(dirty_rate), EMITS),

@@ -346,6 +346,11 @@ int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_re
 	return 0;
 }
 
+uint64_t iod_session_pending_round(const struct iod_session *s)
+{
+	return s->round_pending ? iod_log_rounds(s->log) : 0;
+}
+
 struct range_sink {
 	struct iod_range *ranges;
 	size_t n, max;

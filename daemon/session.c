@@ -443,6 +443,11 @@ void iod_session_fail(struct iod_session *s, const char *format, ...)
 	(void)iod_session_send_changed(s, "State", "LogComplete", "FailureReason", NULL);
 }
 
+bool iod_session_log_complete(const struct iod_session *s)
+{
+	return !(iod_log_flags(s->log) & IOD_LOG_F_INCOMPLETE);
+}
+
 int iod_session_check_failed(struct iod_session *s, struct iod_reason *why)
 {
 	if (!s->failed)

@@ -226,6 +226,10 @@ const char *iod_session_state_string(const struct iod_session *s);
 /* "none" (no HWPT), "hardware", "fallback" or "mixed". */
 const char *iod_session_tracking_mode_string(const struct iod_session *s);
 bool iod_session_precise(const struct iod_session *s);
+/* The log misses nothing: the session never failed (LogComplete). */
+bool iod_session_log_complete(const struct iod_session *s);
+/* The round a Harvest made that the client has not acknowledged yet, 0 if none. */
+uint64_t iod_session_pending_round(const struct iod_session *s);
 const char *iod_session_mode_to_string(enum iod_session_mode mode);
 
 /* Serialise to / rebuild from the persistent state (restart survival). */
