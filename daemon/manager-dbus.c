@@ -86,18 +86,16 @@ static int check_name(const char *name, sd_bus_error *error)
 static int check_session_limits(struct iod_manager *m, const char *name, uid_t uid,
 				sd_bus_error *error)
 {
+	struct iod_reason why = {};
+	int r;
+
 	if (iod_manager_find_session(m, name))
 		return sd_bus_error_setf(error, IOD_ERROR_SESSION_EXISTS,
 					 "Session %s already exists", name);
-	if (m->n_sessions >= m->config.limits.sessions)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "There are already %zu sessions (limit \"sessions\")",
-					 m->n_sessions);
-	if (uid != 0 && iod_manager_sessions_of(m, uid) >= m->config.limits.sessions_per_user)
-		return sd_bus_error_setf(
-			error, IOD_ERROR_LIMIT_EXCEEDED,
-			"uid %u already has %u sessions (limit \"sessions_per_user\")",
-			(unsigned)uid, iod_manager_sessions_of(m, uid));
+	r = iod_limits_check_sessions(&m->config.limits, m->n_sessions, uid,
+				      iod_manager_sessions_of(m, uid), &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
 	return 0;
 }
 
@@ -200,10 +198,9 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (ioas_id == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "ioas_id 0 is not an iommufd object id");
-	if (n > mgr->config.limits.devices)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "%zu HWPTs are more than the limit \"devices\" of %u", n,
-					 mgr->config.limits.devices);
+	r = iod_limits_check_hwpts(&mgr->config.limits, n, &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
 	for (size_t i = 0; i < n; i++) {
 		if (hwpts[i] == 0 || hwpts[i] == ioas_id)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

@@ -284,11 +284,11 @@ static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struc
 		if (r <= 0)
 			break;
 		if (n >= limit) {
-			r = sd_bus_error_setf(
-				error, IOD_ERROR_LIMIT_EXCEEDED,
-				"A batch of more than %" PRIu32
-				" entries is over the limit \"mappings\" of session %s",
-				limit, s->name);
+			struct iod_reason why = {};
+
+			r = iod_limits_check_batch(&s->manager->config.limits, s->name, n + 1,
+						   &why);
+			r = reply_reason(error, r, &why);
 			break;
 		}
 		if (n == alloc) {
@@ -469,11 +469,9 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (o.max_ranges == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "Option \"max_ranges\" must be at least 1");
-	if (o.max_ranges > s->manager->config.limits.ranges)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "Option \"max_ranges\" %" PRIu32
-					 " is over the limit \"ranges\" of %" PRIu32,
-					 o.max_ranges, s->manager->config.limits.ranges);
+	r = iod_limits_check_ranges(&s->manager->config.limits, o.max_ranges, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
 
 	r = check_caller(s, m, error);
 	if (r < 0)

@@ -64,18 +64,13 @@ struct iod_region *iod_session_region_containing(struct iod_session *s, uint64_t
 static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint64_t *ret_bytes,
 			struct iod_reason *why)
 {
-	uint64_t align = iod_session_alignment(s), end, bytes, nbits;
+	const struct iod_limits *l = &s->manager->config.limits;
+	uint64_t end = gpa + size, bytes;
+	int r;
 
-	if (size == 0)
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS, "size must not be 0");
-	if (!iod_is_aligned(gpa, align) || !iod_is_aligned(size, align))
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				   "gpa 0x%" PRIx64 " and size 0x%" PRIx64
-				   " must be aligned to the page size 0x%" PRIx64,
-				   gpa, size, align);
-	if (iod_add_overflow(gpa, size, &end))
-		return iod_reasonf(why, -EOVERFLOW, IOD_ERROR_INVALID_RANGE,
-				   "gpa 0x%" PRIx64 " + size 0x%" PRIx64 " overflows", gpa, size);
+	r = iod_session_check_range(s, "gpa", gpa, size, why);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < s->n_regions; i++) {
 		const struct iod_region *g = &s->regions[i];
 
@@ -85,38 +80,20 @@ static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint
 					   ") overlaps guest memory [0x%" PRIx64 ", 0x%" PRIx64 ")",
 					   gpa, end, g->gpa, g->gpa + g->length);
 	}
-	if (s->n_regions >= s->manager->config.limits.regions ||
-	    s->n_regions >= IOD_LOG_MAX_REGIONS)
-		return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-				   "Session %s already has %zu memory regions (limit \"regions\")",
-				   s->name, s->n_regions);
-	nbits = size / s->options.page_size;
-	bytes = 2 * iod_bitmap_bytes(nbits);
-	if (bytes > s->manager->config.limits.log_bytes ||
-	    s->log_bytes > s->manager->config.limits.log_bytes - bytes)
-		return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-				   "The dirty log of session %s would grow to %" PRIu64
-				   " bytes, over the limit \"log_bytes\" of %" PRIu64,
-				   s->name, s->log_bytes + bytes,
-				   s->manager->config.limits.log_bytes);
-	if (s->uid != 0) {
-		uint64_t user = iod_manager_log_bytes_of(s->manager, s->uid),
-			 limit = s->manager->config.limits.log_bytes_per_user;
-
-		if (user > limit || bytes > limit - user)
-			return iod_reasonf(
-				why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-				"The dirty logs of uid %u would grow to %" PRIu64
-				" bytes, over the limit \"log_bytes_per_user\" of %" PRIu64,
-				(unsigned)s->uid, user + bytes, limit);
-	}
-	if (s->mode == IOD_MODE_OWNER || !s->options.viommu) {
-		/* Without a vIOMMU IOVA = GPA: the region is also a mapping. */
-		if (!s->options.viommu &&
-		    iod_iova_map_count(s->map) >= s->manager->config.limits.mappings)
-			return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-					   "Session %s has %zu mappings (limit \"mappings\")",
-					   s->name, iod_iova_map_count(s->map));
+	r = iod_limits_check_regions(l, s->name, s->n_regions, why);
+	if (r < 0)
+		return r;
+	bytes = 2 * iod_bitmap_bytes(size / s->options.page_size);
+	r = iod_limits_check_log_bytes(
+		l, s->name, s->uid, s->log_bytes,
+		s->uid != 0 ? iod_manager_log_bytes_of(s->manager, s->uid) : 0, bytes, why);
+	if (r < 0)
+		return r;
+	/* Without a vIOMMU IOVA = GPA: the region is also a mapping. */
+	if (!s->options.viommu) {
+		r = iod_limits_check_one_mapping(l, s->name, iod_iova_map_count(s->map), why);
+		if (r < 0)
+			return r;
 	}
 	*ret_bytes = bytes;
 	return 0;
@@ -319,11 +296,7 @@ int iod_session_check_device_limit(struct iod_session *s, struct iod_reason *why
 			why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
 			"Session %s is in adopt mode: its devices belong to the client, which names its HWPTs instead",
 			s->name);
-	if (s->n_devices >= s->manager->config.limits.devices)
-		return iod_reasonf(why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-				   "Session %s already has %zu devices (limit \"devices\")",
-				   s->name, s->n_devices);
-	return 0;
+	return iod_limits_check_devices(&s->manager->config.limits, s->name, s->n_devices, why);
 }
 
 /* Put the device on an existing HWPT of the right kind, or on a new one. */

@@ -139,18 +139,6 @@ static int check_disjoint(const char *array, const struct iod_mapping *e, size_t
 	return r;
 }
 
-static int check_mappings_limit(struct iod_session *s, size_t n, struct iod_reason *why)
-{
-	size_t have = iod_iova_map_count(s->map), limit = s->manager->config.limits.mappings;
-
-	if (have <= limit && n <= limit - have)
-		return 0;
-	return iod_reasonf(
-		why, -ENOSPC, IOD_ERROR_LIMIT_EXCEEDED,
-		"Session %s has %zu mappings, %zu more would be over the limit \"mappings\" of %zu",
-		s->name, have, n, limit);
-}
-
 /* Map one checked event into the IOAS (owner mode) and the IOVA map. */
 static int map_one(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
 {
@@ -217,7 +205,8 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 	r = check_disjoint(array, maps, n, why);
 	if (r < 0)
 		return r;
-	r = check_mappings_limit(s, fresh, why);
+	r = iod_limits_check_mappings(&s->manager->config.limits, s->name,
+				      iod_iova_map_count(s->map), fresh, why);
 	if (r < 0)
 		return r;
 	if (fresh == 0)
