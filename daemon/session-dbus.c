@@ -210,8 +210,8 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 }
 
 /*
- * Map, Unmap, MapBatch and UnmapBatch share one path: check the entries, check the caller,
- * apply them all, one PropertiesChanged.
+ * Map, Unmap, MapBatch and UnmapBatch share one path: check the caller, hand the entries to
+ * the session core, which checks them all (iod_session_map_batch()), one PropertiesChanged.
  */
 static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, const char *array,
 			const struct iod_mapping *events, size_t n, sd_bus_error *error)
@@ -219,10 +219,6 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 	struct iod_reason why = {};
 	uint64_t bytes;
 	int r;
-
-	r = iod_session_check_events(s, array, events, n, map, &why);
-	if (r < 0)
-		return reply_reason(error, r, &why);
 
 	r = check_caller(s, m, error);
 	if (r < 0)
@@ -264,40 +260,31 @@ static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	return events_apply(m, userdata, false, NULL, &e, 1, error);
 }
 
-/* Read a(ttt) (map) or a(tt) into one array, refusing more entries than the mappings limit. */
+/*
+ * Read a(ttt) (map) or a(tt) into one array. The session core refuses a batch of more entries
+ * than the mappings limit; one entry over it is enough for that, so the rest of a longer
+ * array is left unread and uncopied.
+ */
 static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struct iod_mapping **ret,
-		       size_t *ret_n, sd_bus_error *error)
+		       size_t *ret_n)
 {
-	uint32_t limit = s->manager->config.limits.mappings;
+	size_t max = (size_t)s->manager->config.limits.mappings + 1, n = 0, alloc = 0;
 	struct iod_mapping *v = NULL, e = {};
-	size_t n = 0, alloc = 0;
 	int r;
 
 	r = sd_bus_message_enter_container(m, 'a', map ? "(ttt)" : "(tt)");
 	if (r < 0)
 		return r;
-	for (;;) {
+	while (n < max) {
 		if (map)
 			r = sd_bus_message_read(m, "(ttt)", &e.iova, &e.gpa, &e.length);
 		else
 			r = sd_bus_message_read(m, "(tt)", &e.iova, &e.length);
 		if (r <= 0)
 			break;
-		if (n >= limit) {
-			struct iod_reason why = {};
-
-			r = iod_limits_check_batch(&s->manager->config.limits, s->name, n + 1,
-						   &why);
-			r = reply_reason(error, r, &why);
-			break;
-		}
 		if (n == alloc) {
-			size_t na = alloc ? 2 * alloc : 64;
-			struct iod_mapping *q;
-
-			if (na > limit)
-				na = limit;
-			q = reallocarray(v, na, sizeof(*q));
+			size_t na = MIN(alloc ? 2 * alloc : 64, max);
+			struct iod_mapping *q = reallocarray(v, na, sizeof(*q));
 
 			if (!q) {
 				r = -ENOMEM;
@@ -308,7 +295,7 @@ static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struc
 		}
 		v[n++] = e;
 	}
-	if (r >= 0)
+	if (r >= 0 && n < max)
 		r = sd_bus_message_exit_container(m);
 	if (r < 0) {
 		free(v);
@@ -326,7 +313,7 @@ static int batch(sd_bus_message *m, struct iod_session *s, bool map, sd_bus_erro
 	size_t n;
 	int r;
 
-	r = read_events(m, s, map, &v, &n, error);
+	r = read_events(m, s, map, &v, &n);
 	if (r < 0)
 		return r;
 	r = events_apply(m, s, map, map ? "maps" : "ranges", v, n, error);

@@ -38,12 +38,20 @@ static int check_viommu(const struct iod_session *s, const char *what, struct io
 		s->name, what);
 }
 
-int iod_session_check_events(const struct iod_session *s, const char *array,
-			     const struct iod_mapping *events, size_t n, bool with_gpa,
-			     struct iod_reason *why)
+/*
+ * What a batch must be before the session is even looked at: no more entries than the
+ * mappings limit allows, each entry not empty, aligned and without overflow, its gpa too
+ * with with_gpa. These are the checks that hold for any session.
+ */
+static int check_events(const struct iod_session *s, const char *array,
+			const struct iod_mapping *events, size_t n, bool with_gpa,
+			struct iod_reason *why)
 {
 	int r;
 
+	r = iod_limits_check_batch(&s->manager->config.limits, s->name, n, why);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		r = iod_session_check_range(s, "iova", events[i].iova, events[i].length, why);
 		if (r >= 0 && with_gpa)
@@ -68,18 +76,15 @@ static bool find_mapped(const struct iod_session *s, uint64_t iova, uint64_t len
 }
 
 /*
- * One Map event against the session as it is, before anything changes. 1 if exactly this
- * mapping (IOVA, GPA and length) is recorded already: a client's retry of a Map whose reply
- * it never got (the daemon restarted), which succeeds without a change.
+ * One Map event (check_events() passed) against the session as it is, before anything
+ * changes. 1 if exactly this mapping (IOVA, GPA and length) is recorded already: a client's
+ * retry of a Map whose reply it never got (the daemon restarted), which succeeds without a
+ * change.
  */
 static int check_map(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
 {
 	struct iod_mapping hit;
-	int r;
 
-	r = iod_session_check_events(s, NULL, e, 1, true, why);
-	if (r < 0)
-		return r;
 	if (!iod_session_region_containing(s, e->gpa, e->length))
 		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
 				   "GPA [0x%" PRIx64 ", 0x%" PRIx64
@@ -187,6 +192,9 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 	size_t i, fresh = 0;
 	int r;
 
+	r = check_events(s, array, maps, n, true, why);
+	if (r < 0)
+		return r;
 	r = check_viommu(s, "map", why);
 	if (r < 0)
 		return r;
@@ -241,16 +249,13 @@ int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t
 	return iod_session_map_batch(s, NULL, &e, 1, why);
 }
 
-/* One Unmap event: the kernel unmaps whole areas only, so a range must not cut a mapping. */
+/* One Unmap event (check_events() passed): the kernel unmaps whole areas only, so a range
+ * must not cut a mapping. */
 static int check_unmap(struct iod_session *s, const struct iod_mapping *e, struct iod_reason *why)
 {
 	uint64_t end = e->iova + e->length;
 	struct iod_mapping m;
-	int r;
 
-	r = iod_session_check_events(s, NULL, e, 1, false, why);
-	if (r < 0)
-		return r;
 	if (iod_iova_map_lookup(s->map, e->iova, &m) == 0 && m.iova < e->iova)
 		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
 				   "Unmap at 0x%" PRIx64 " cuts the mapping [0x%" PRIx64
@@ -352,6 +357,9 @@ int iod_session_unmap_batch(struct iod_session *s, const char *array,
 	size_t present = 0;
 	int r;
 
+	r = check_events(s, array, ranges, n, false, why);
+	if (r < 0)
+		return r;
 	r = check_viommu(s, "unmap", why);
 	if (r < 0)
 		return r;
