@@ -17,33 +17,6 @@
 #define CONFIG_MAX_DEPTH 8 /* the file needs 2 */
 #define CONFIG_MAX_KEYS 64 /* per object; the file has fewer than 10 keys and limits */
 
-struct limit_desc {
-	const char *name;
-	size_t offset;
-	bool is64;
-	uint64_t min, max;
-};
-
-#define LIMIT32(n, field, lo, hi)                                    \
-	{                                                            \
-		n, offsetof(struct iod_limits, field), false, lo, hi \
-	}
-#define LIMIT64(n, field, lo, hi)                                   \
-	{                                                           \
-		n, offsetof(struct iod_limits, field), true, lo, hi \
-	}
-
-static const struct limit_desc limit_table[] = {
-	LIMIT32("sessions", sessions, 1, 4096),
-	LIMIT32("sessions_per_user", sessions_per_user, 1, 4096),
-	LIMIT32("devices", devices, 1, 256),
-	LIMIT32("regions", regions, 1, IOD_LOG_MAX_REGIONS),
-	LIMIT32("mappings", mappings, 1, 1u << 24),
-	LIMIT64("log_bytes", log_bytes, 4096, UINT64_C(1) << 36),
-	LIMIT64("log_bytes_per_user", log_bytes_per_user, 4096, UINT64_C(1) << 40),
-	LIMIT32("ranges", ranges, 1, 1u << 20),
-};
-
 void iod_config_init(struct iod_config *c)
 {
 	*c = (struct iod_config){
@@ -51,18 +24,8 @@ void iod_config_init(struct iod_config *c)
 		.disconnect_policy = IOD_DISCONNECT_DESTROY,
 		.page_size = 4096,
 		.huge_pages = false,
-		.limits =
-			{
-				.sessions = 64,
-				.sessions_per_user = 16,
-				.devices = 32,
-				.regions = 64,
-				.mappings = 65536,
-				.log_bytes = UINT64_C(256) << 20,
-				.log_bytes_per_user = UINT64_C(1) << 30,
-				.ranges = 65536,
-			},
 	};
+	iod_limits_init(&c->limits);
 }
 
 void iod_config_clear(struct iod_config *c)
@@ -114,33 +77,10 @@ static int reasonf(char **ret_reason, const char *format, ...)
 	return -EINVAL;
 }
 
-static const struct limit_desc *limit_find(const char *name)
-{
-	for (size_t i = 0; i < ELEMENTSOF(limit_table); i++)
-		if (strcmp(limit_table[i].name, name) == 0)
-			return &limit_table[i];
-	return NULL;
-}
-
-static int limit_store(struct iod_config *c, const struct limit_desc *d, uint64_t v,
-		       char **ret_reason)
-{
-	char *p = (char *)&c->limits + d->offset;
-
-	if (v < d->min || v > d->max)
-		return reasonf(ret_reason, "limit \"%s\" must be between %" PRIu64 " and %" PRIu64,
-			       d->name, d->min, d->max);
-	if (d->is64)
-		*(uint64_t *)p = v;
-	else
-		*(uint32_t *)p = (uint32_t)v;
-	return 0;
-}
-
 int iod_config_set_limit(struct iod_config *c, const char *name, const char *value,
 			 char **ret_reason)
 {
-	const struct limit_desc *d = limit_find(name);
+	const struct iod_limit *d = iod_limit_find(name);
 	unsigned long long v;
 	char *end;
 
@@ -150,7 +90,7 @@ int iod_config_set_limit(struct iod_config *c, const char *name, const char *val
 	v = strtoull(value, &end, 0);
 	if (errno || end == value || *end || value[0] == '-')
 		return reasonf(ret_reason, "limit \"%s\": \"%s\" is not a number", name, value);
-	return limit_store(c, d, v, ret_reason);
+	return iod_limit_set(&c->limits, d, v, ret_reason);
 }
 
 static int get_u64(struct json_object *v, const char *key, uint64_t *ret, char **ret_reason)
@@ -180,7 +120,7 @@ static int parse_limits(struct iod_config *c, struct json_object *o, char **ret_
 		return reasonf(ret_reason, "\"limits\" must be an object");
 
 	json_object_object_foreach(o, key, val) {
-		const struct limit_desc *d = limit_find(key);
+		const struct iod_limit *d = iod_limit_find(key);
 		uint64_t v;
 		int r;
 
@@ -189,7 +129,7 @@ static int parse_limits(struct iod_config *c, struct json_object *o, char **ret_
 		r = get_u64(val, key, &v, ret_reason);
 		if (r < 0)
 			return r;
-		r = limit_store(c, d, v, ret_reason);
+		r = iod_limit_set(&c->limits, d, v, ret_reason);
 		if (r < 0)
 			return r;
 	}

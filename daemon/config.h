@@ -8,23 +8,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "limit.h"
+
 #define IOD_CONFIG_FILE "/etc/iodirty/iodirtyd.conf"
 
 enum iod_disconnect_policy {
 	IOD_DISCONNECT_DESTROY, /* the owner's sessions are destroyed when it leaves the bus */
 	IOD_DISCONNECT_KEEP, /* they stay, orphaned, until their uid claims or destroys them */
 	_IOD_DISCONNECT_MAX,
-};
-
-struct iod_limits {
-	uint32_t sessions; /* sessions in the daemon */
-	uint32_t sessions_per_user; /* sessions one non-root uid may own */
-	uint32_t devices; /* devices per session */
-	uint32_t regions; /* guest memory regions per session */
-	uint32_t mappings; /* IOVA mappings per session */
-	uint64_t log_bytes; /* dirty log bitmap bytes (both planes) per session */
-	uint64_t log_bytes_per_user; /* the same, summed over the sessions of a non-root uid */
-	uint32_t ranges; /* ranges in one HarvestRanges reply */
 };
 
 struct iod_config {
@@ -47,7 +38,8 @@ void iod_config_clear(struct iod_config *c);
  */
 int iod_config_load(struct iod_config *c, const char *path, char **ret_reason);
 
-/* Set one limit by its configuration name ("sessions", "devices", ...) from a string. */
+/* Set one limit by its configuration name ("sessions", "devices", ...; limit.h) from a
+ * string. */
 int iod_config_set_limit(struct iod_config *c, const char *name, const char *value,
 			 char **ret_reason);
 

@@ -7,32 +7,15 @@
 #include "manager.h"
 #include "session.h"
 
-static int property_get_session(sd_bus *bus, const char *path, const char *interface,
-				const char *property, sd_bus_message *reply, void *userdata,
-				sd_bus_error *error)
+static const char *session_path(const struct iod_session *s)
 {
-	struct iod_device *d = userdata;
-
-	return sd_bus_message_append(reply, "o", d->session->path);
+	return s->path;
 }
 
-static int property_get_cdev(sd_bus *bus, const char *path, const char *interface,
-			     const char *property, sd_bus_message *reply, void *userdata,
-			     sd_bus_error *error)
-{
-	struct iod_device *d = userdata;
-
-	return sd_bus_message_append(reply, "s", d->cdev ? d->cdev : "");
-}
-
-static int property_get_iommu_type(sd_bus *bus, const char *path, const char *interface,
-				   const char *property, sd_bus_message *reply, void *userdata,
-				   sd_bus_error *error)
-{
-	struct iod_device *d = userdata;
-
-	return sd_bus_message_append(reply, "s", iod_iommu_type_to_string(d->hw.type));
-}
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_session, "o", struct iod_session *,
+				       session_path);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_iommu_type, "s", uint32_t,
+				       iod_iommu_type_to_string);
 
 static int property_get_tracking(sd_bus *bus, const char *path, const char *interface,
 				 const char *property, sd_bus_message *reply, void *userdata,
@@ -73,13 +56,13 @@ static int property_get_migration_flags(sd_bus *bus, const char *path, const cha
 
 const sd_bus_vtable iod_device_vtable[] = {
 	SD_BUS_VTABLE_START(0),
-	SD_BUS_PROPERTY("Session", "o", property_get_session, 0, CONST),
+	SD_BUS_PROPERTY("Session", "o", property_get_session, DEVICE_OFF(session), CONST),
 	SD_BUS_PROPERTY("Index", "u", NULL, DEVICE_OFF(index), CONST),
 	SD_BUS_PROPERTY("Name", "s", NULL, DEVICE_OFF(name), CONST),
-	SD_BUS_PROPERTY("Cdev", "s", property_get_cdev, 0, CONST),
+	SD_BUS_PROPERTY("Cdev", "s", NULL, DEVICE_OFF(cdev), CONST),
 	SD_BUS_PROPERTY("DevId", "u", NULL, DEVICE_OFF(dev_id), CONST),
 	SD_BUS_PROPERTY("HwptId", "u", NULL, DEVICE_OFF(hwpt_id), CONST),
-	SD_BUS_PROPERTY("IommuType", "s", property_get_iommu_type, 0, CONST),
+	SD_BUS_PROPERTY("IommuType", "s", property_get_iommu_type, DEVICE_OFF(hw.type), CONST),
 	SD_BUS_PROPERTY("IommuDirtyTracking", "b", iod_bus_property_get_bool,
 			DEVICE_OFF(hw.dirty_tracking), CONST),
 	SD_BUS_PROPERTY("TrackingMode", "s", property_get_tracking, 0, CONST),

@@ -86,18 +86,16 @@ static int check_name(const char *name, sd_bus_error *error)
 static int check_session_limits(struct iod_manager *m, const char *name, uid_t uid,
 				sd_bus_error *error)
 {
+	struct iod_reason why = {};
+	int r;
+
 	if (iod_manager_find_session(m, name))
 		return sd_bus_error_setf(error, IOD_ERROR_SESSION_EXISTS,
 					 "Session %s already exists", name);
-	if (m->n_sessions >= m->config.limits.sessions)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "There are already %zu sessions (limit \"sessions\")",
-					 m->n_sessions);
-	if (uid != 0 && iod_manager_sessions_of(m, uid) >= m->config.limits.sessions_per_user)
-		return sd_bus_error_setf(
-			error, IOD_ERROR_LIMIT_EXCEEDED,
-			"uid %u already has %u sessions (limit \"sessions_per_user\")",
-			(unsigned)uid, iod_manager_sessions_of(m, uid));
+	r = iod_limits_check_sessions(&m->config.limits, m->n_sessions, uid,
+				      iod_manager_sessions_of(m, uid), &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
 	return 0;
 }
 
@@ -201,10 +199,9 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (ioas_id == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "ioas_id 0 is not an iommufd object id");
-	if (n > mgr->config.limits.devices)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "%zu HWPTs are more than the limit \"devices\" of %u", n,
-					 mgr->config.limits.devices);
+	r = iod_limits_check_hwpts(&mgr->config.limits, n, &why);
+	if (r < 0)
+		return iod_bus_error_from_reason(error, r, &why);
 	for (size_t i = 0; i < n; i++) {
 		if (hwpts[i] == 0 || hwpts[i] == ioas_id)
 			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -456,35 +453,15 @@ static int method_dump_state(sd_bus_message *m, void *userdata, sd_bus_error *er
 	return sd_bus_reply_method_return(m, "s", json);
 }
 
-static int property_get_version(sd_bus *bus, const char *path, const char *interface,
-				const char *property, sd_bus_message *reply, void *userdata,
-				sd_bus_error *error)
-{
-	return sd_bus_message_append(reply, "s", IOD_VERSION);
-}
-
-static int property_get_kernel(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-	bool v;
-
-	if (strcmp(property, "IommufdAvailable") == 0)
-		v = iod_manager_iommufd_available(m);
-	else
-		v = iod_manager_dirty_tracking_supported(m);
-	return sd_bus_message_append(reply, "b", (int)v);
-}
-
-static int property_get_holes(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-
-	return sd_bus_message_append(reply, "s", iod_hole_behavior_to_string(m->holes));
-}
+static IOD_BUS_DEFINE_PROPERTY_GET_GLOBAL(property_get_version, "s", IOD_VERSION);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_iommufd_available, "b", struct iod_manager,
+				   iod_manager_iommufd_available);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_dirty_tracking_supported, "b", struct iod_manager,
+				   iod_manager_dirty_tracking_supported);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_holes, iod_hole_behavior,
+					enum iod_hole_behavior);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_policy, iod_disconnect_policy,
+					enum iod_disconnect_policy);
 
 static int property_get_sessions(sd_bus *bus, const char *path, const char *interface,
 				 const char *property, sd_bus_message *reply, void *userdata,
@@ -504,16 +481,6 @@ static int property_get_sessions(sd_bus *bus, const char *path, const char *inte
 	return sd_bus_message_close_container(reply);
 }
 
-static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_manager *m = userdata;
-
-	return sd_bus_message_append(reply, "s",
-				     iod_disconnect_policy_to_string(m->config.disconnect_policy));
-}
-
 #define MGR_OFF(f) offsetof(struct iod_manager, f)
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
 #define UNPRIV SD_BUS_VTABLE_UNPRIVILEGED
@@ -522,13 +489,14 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 
 	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, CONST),
-	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_kernel, 0, 0),
-	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_kernel, 0, 0),
-	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, 0,
+	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_iommufd_available, 0, 0),
+	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_dirty_tracking_supported, 0, 0),
+	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, MGR_OFF(holes),
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy,
+			MGR_OFF(config.disconnect_policy), CONST),
 	SD_BUS_PROPERTY("DefaultPageSize", "t", NULL, MGR_OFF(config.page_size), CONST),
 	SD_BUS_PROPERTY("DefaultHugePages", "b", iod_bus_property_get_bool,
 			MGR_OFF(config.huge_pages), CONST),

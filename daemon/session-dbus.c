@@ -218,8 +218,8 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 }
 
 /*
- * Map, Unmap, MapBatch and UnmapBatch share one path: check the entries, check the caller,
- * apply them all, one PropertiesChanged.
+ * Map, Unmap, MapBatch and UnmapBatch share one path: check the caller, hand the entries to
+ * the session core, which checks them all (iod_session_map_batch()), one PropertiesChanged.
  */
 static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, const char *array,
 			const struct iod_mapping *events, size_t n, sd_bus_error *error)
@@ -229,10 +229,6 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 	uint32_t ioas;
 	bool failed;
 	int r;
-
-	r = iod_session_check_events(s, array, events, n, map, &why);
-	if (r < 0)
-		return reply_reason(error, r, &why);
 
 	r = check_caller(s, m, error);
 	if (r < 0)
@@ -283,40 +279,31 @@ static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	return events_apply(m, userdata, false, NULL, &e, 1, error);
 }
 
-/* Read a(ttt) (map) or a(tt) into one array, refusing more entries than the mappings limit. */
+/*
+ * Read a(ttt) (map) or a(tt) into one array. The session core refuses a batch of more entries
+ * than the mappings limit; one entry over it is enough for that, so the rest of a longer
+ * array is left unread and uncopied.
+ */
 static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struct iod_mapping **ret,
-		       size_t *ret_n, sd_bus_error *error)
+		       size_t *ret_n)
 {
-	uint32_t limit = s->manager->config.limits.mappings;
+	size_t max = (size_t)s->manager->config.limits.mappings + 1, n = 0, alloc = 0;
 	struct iod_mapping *v = NULL, e = {};
-	size_t n = 0, alloc = 0;
 	int r;
 
 	r = sd_bus_message_enter_container(m, 'a', map ? "(ttt)" : "(tt)");
 	if (r < 0)
 		return r;
-	for (;;) {
+	while (n < max) {
 		if (map)
 			r = sd_bus_message_read(m, "(ttt)", &e.iova, &e.gpa, &e.length);
 		else
 			r = sd_bus_message_read(m, "(tt)", &e.iova, &e.length);
 		if (r <= 0)
 			break;
-		if (n >= limit) {
-			r = sd_bus_error_setf(
-				error, IOD_ERROR_LIMIT_EXCEEDED,
-				"A batch of more than %" PRIu32
-				" entries is over the limit \"mappings\" of session %s",
-				limit, s->name);
-			break;
-		}
 		if (n == alloc) {
-			size_t na = alloc ? 2 * alloc : 64;
-			struct iod_mapping *q;
-
-			if (na > limit)
-				na = limit;
-			q = reallocarray(v, na, sizeof(*q));
+			size_t na = MIN(alloc ? 2 * alloc : 64, max);
+			struct iod_mapping *q = reallocarray(v, na, sizeof(*q));
 
 			if (!q) {
 				r = -ENOMEM;
@@ -327,7 +314,7 @@ static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struc
 		}
 		v[n++] = e;
 	}
-	if (r >= 0)
+	if (r >= 0 && n < max)
 		r = sd_bus_message_exit_container(m);
 	if (r < 0) {
 		free(v);
@@ -345,7 +332,7 @@ static int batch(sd_bus_message *m, struct iod_session *s, bool map, sd_bus_erro
 	size_t n;
 	int r;
 
-	r = read_events(m, s, map, &v, &n, error);
+	r = read_events(m, s, map, &v, &n);
 	if (r < 0)
 		return r;
 	r = events_apply(m, s, map, map ? "maps" : "ranges", v, n, error);
@@ -507,11 +494,9 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (o.max_ranges == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "Option \"max_ranges\" must be at least 1");
-	if (o.max_ranges > s->manager->config.limits.ranges)
-		return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
-					 "Option \"max_ranges\" %" PRIu32
-					 " is over the limit \"ranges\" of %" PRIu32,
-					 o.max_ranges, s->manager->config.limits.ranges);
+	r = iod_limits_check_ranges(&s->manager->config.limits, o.max_ranges, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
 
 	r = check_caller(s, m, error);
 	if (r < 0)
@@ -640,56 +625,33 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 
 /* --- properties ------------------------------------------------------------------------- */
 
-static int property_get_state(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_state, "s", struct iod_session,
+				   iod_session_state_string);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_tracking_mode, "s", struct iod_session,
+				   iod_session_tracking_mode_string);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_precise, "b", struct iod_session,
+				   iod_session_precise);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_log_complete, "b", struct iod_session,
+				   iod_session_log_complete);
+static IOD_BUS_DEFINE_PROPERTY_GET(property_get_pending_round, "t", struct iod_session,
+				   iod_session_pending_round);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_mode, iod_session_mode, enum iod_session_mode);
+static IOD_BUS_DEFINE_PROPERTY_GET_ENUM(property_get_policy, iod_disconnect_policy,
+					enum iod_disconnect_policy);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_tracked_bytes, "t", struct iod_dirty_log *,
+				       iod_log_tracked_bytes);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_rounds, "t", struct iod_dirty_log *,
+				       iod_log_rounds);
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_mapped_bytes, "t", struct iod_iova_map *,
+				       iod_iova_map_bytes);
+
+static uint32_t mapping_count(const struct iod_iova_map *map)
 {
-	return sd_bus_message_append(reply, "s", iod_session_state_string(userdata));
+	return (uint32_t)iod_iova_map_count(map);
 }
 
-static int property_get_mode(sd_bus *bus, const char *path, const char *interface,
-			     const char *property, sd_bus_message *reply, void *userdata,
-			     sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", iod_session_mode_to_string(s->mode));
-}
-
-static int property_get_tracking_mode(sd_bus *bus, const char *path, const char *interface,
-				      const char *property, sd_bus_message *reply, void *userdata,
-				      sd_bus_error *error)
-{
-	return sd_bus_message_append(reply, "s", iod_session_tracking_mode_string(userdata));
-}
-
-static int property_get_owner(sd_bus *bus, const char *path, const char *interface,
-			      const char *property, sd_bus_message *reply, void *userdata,
-			      sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", s->owner ? s->owner : "");
-}
-
-static int property_get_policy(sd_bus *bus, const char *path, const char *interface,
-			       const char *property, sd_bus_message *reply, void *userdata,
-			       sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s",
-				     iod_disconnect_policy_to_string(s->options.disconnect_policy));
-}
-
-static int property_get_failure(sd_bus *bus, const char *path, const char *interface,
-				const char *property, sd_bus_message *reply, void *userdata,
-				sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "s", s->failure ? s->failure : "");
-}
+static IOD_BUS_DEFINE_PROPERTY_GET_REF(property_get_mappings, "u", struct iod_iova_map *,
+				       mapping_count);
 
 static int property_get_devices(sd_bus *bus, const char *path, const char *interface,
 				const char *property, sd_bus_message *reply, void *userdata,
@@ -749,49 +711,6 @@ static int property_get_hwpts(sd_bus *bus, const char *path, const char *interfa
 	return sd_bus_message_close_container(reply);
 }
 
-static int property_get_u64(sd_bus *bus, const char *path, const char *interface,
-			    const char *property, sd_bus_message *reply, void *userdata,
-			    sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-	uint64_t v = 0;
-
-	if (strcmp(property, "TrackedBytes") == 0)
-		v = iod_log_tracked_bytes(s->log);
-	else if (strcmp(property, "MappedBytes") == 0)
-		v = iod_iova_map_bytes(s->map);
-	else if (strcmp(property, "Rounds") == 0)
-		v = iod_log_rounds(s->log);
-	else if (strcmp(property, "PendingRound") == 0)
-		v = s->round_pending ? iod_log_rounds(s->log) : 0;
-	else if (strcmp(property, "LogBytes") == 0)
-		v = s->log_bytes;
-	return sd_bus_message_append(reply, "t", v);
-}
-
-static int property_get_mappings(sd_bus *bus, const char *path, const char *interface,
-				 const char *property, sd_bus_message *reply, void *userdata,
-				 sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-
-	return sd_bus_message_append(reply, "u", (uint32_t)iod_iova_map_count(s->map));
-}
-
-static int property_get_bool(sd_bus *bus, const char *path, const char *interface,
-			     const char *property, sd_bus_message *reply, void *userdata,
-			     sd_bus_error *error)
-{
-	struct iod_session *s = userdata;
-	bool v = false;
-
-	if (strcmp(property, "Precise") == 0)
-		v = iod_session_precise(s);
-	else if (strcmp(property, "LogComplete") == 0)
-		v = !(iod_log_flags(s->log) & IOD_LOG_F_INCOMPLETE);
-	return sd_bus_message_append(reply, "b", (int)v);
-}
-
 #define SESSION_OFF(f) offsetof(struct iod_session, f)
 #define EMITS SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
@@ -801,16 +720,17 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_VTABLE_START(0),
 
 	SD_BUS_PROPERTY("Name", "s", NULL, SESSION_OFF(name), CONST),
-	SD_BUS_PROPERTY("Mode", "s", property_get_mode, 0, CONST),
+	SD_BUS_PROPERTY("Mode", "s", property_get_mode, SESSION_OFF(mode), CONST),
 	SD_BUS_PROPERTY("State", "s", property_get_state, 0, EMITS),
 	SD_BUS_PROPERTY("Tracking", "b", iod_bus_property_get_bool, SESSION_OFF(tracking), EMITS),
 	SD_BUS_PROPERTY("TrackingMode", "s", property_get_tracking_mode, 0, EMITS),
-	SD_BUS_PROPERTY("Precise", "b", property_get_bool, 0, EMITS),
-	SD_BUS_PROPERTY("LogComplete", "b", property_get_bool, 0, EMITS),
-	SD_BUS_PROPERTY("FailureReason", "s", property_get_failure, 0, EMITS),
-	SD_BUS_PROPERTY("Owner", "s", property_get_owner, 0, EMITS),
+	SD_BUS_PROPERTY("Precise", "b", property_get_precise, 0, EMITS),
+	SD_BUS_PROPERTY("LogComplete", "b", property_get_log_complete, 0, EMITS),
+	SD_BUS_PROPERTY("FailureReason", "s", NULL, SESSION_OFF(failure), EMITS),
+	SD_BUS_PROPERTY("Owner", "s", NULL, SESSION_OFF(owner), EMITS),
 	SD_BUS_PROPERTY("OwnerUID", "u", NULL, SESSION_OFF(uid), CONST),
-	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy, 0, CONST),
+	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy,
+			SESSION_OFF(options.disconnect_policy), CONST),
 	SD_BUS_PROPERTY("VIommu", "b", iod_bus_property_get_bool, SESSION_OFF(options.viommu),
 			CONST),
 	SD_BUS_PROPERTY("HugePages", "b", iod_bus_property_get_bool,
@@ -820,12 +740,12 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_PROPERTY("Hwpts", "a(ubbu)", property_get_hwpts, 0, EMITS),
 	SD_BUS_PROPERTY("Devices", "ao", property_get_devices, 0, EMITS),
 	SD_BUS_PROPERTY("Regions", "a(ttt)", property_get_regions, 0, EMITS),
-	SD_BUS_PROPERTY("Mappings", "u", property_get_mappings, 0, EMITS),
-	SD_BUS_PROPERTY("MappedBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("TrackedBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("LogBytes", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("Rounds", "t", property_get_u64, 0, EMITS),
-	SD_BUS_PROPERTY("PendingRound", "t", property_get_u64, 0, EMITS),
+	SD_BUS_PROPERTY("Mappings", "u", property_get_mappings, SESSION_OFF(map), EMITS),
+	SD_BUS_PROPERTY("MappedBytes", "t", property_get_mapped_bytes, SESSION_OFF(map), EMITS),
+	SD_BUS_PROPERTY("TrackedBytes", "t", property_get_tracked_bytes, SESSION_OFF(log), EMITS),
+	SD_BUS_PROPERTY("LogBytes", "t", NULL, SESSION_OFF(log_bytes), EMITS),
+	SD_BUS_PROPERTY("Rounds", "t", property_get_rounds, SESSION_OFF(log), EMITS),
+	SD_BUS_PROPERTY("PendingRound", "t", property_get_pending_round, 0, EMITS),
 	SD_BUS_PROPERTY("LastRoundDirtyPages", "t", NULL, SESSION_OFF(last_dirty_pages), EMITS),
 	SD_BUS_PROPERTY("LastRoundDurationUSec", "t", NULL, SESSION_OFF(last_duration_usec), EMITS),
 	SD_BUS_PROPERTY("DirtyRate", "t", NULL, SESSION_OFF(dirty_rate), EMITS),

@@ -148,21 +148,21 @@ int iod_session_unmap(struct iod_session *s, uint64_t iova, uint64_t length,
 		      struct iod_reason *why);
 /*
  * The same for n events at once (MapBatch, UnmapBatch; Map and Unmap are batches of one).
- * Every entry is checked before anything changes, MapBatch entries also against each other
- * and the whole batch against the mappings limit; with array set, an error names the entry
- * ("maps[3]: ..."). An empty batch does nothing. MapBatch is all or nothing: if the kernel
- * refuses an entry, the entries mapped before it are taken back. UnmapBatch harvests every
- * range before the first leaves the IOAS; if the kernel refuses an unmap, the ranges (and
- * whole mappings) before it stay unmapped. Unmap entries use iova and length only.
+ * These are the only checks of the events: the caller passes them as read. Every entry is
+ * checked before anything changes, in this order: the number of entries against the
+ * mappings limit; each entry alone (not empty, aligned, no overflow); the session (it has a
+ * vIOMMU); each entry against the session (MapBatch: inside guest memory, over no other
+ * mapping; UnmapBatch: cutting no mapping); MapBatch entries against each other and the
+ * mappings they add against the mappings limit. With array set, an error about one entry
+ * names it ("maps[3]: ..."). An empty batch does nothing. MapBatch is all or nothing: if the
+ * kernel refuses an entry, the entries mapped before it are taken back. UnmapBatch harvests
+ * every range before the first leaves the IOAS; if the kernel refuses an unmap, the ranges
+ * (and whole mappings) before it stay unmapped. Unmap entries use iova and length only.
  */
 int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
 			  size_t n, struct iod_reason *why);
 int iod_session_unmap_batch(struct iod_session *s, const char *array,
 			    const struct iod_mapping *ranges, size_t n, struct iod_reason *why);
-/* Stateless checks of events (not empty, aligned, no overflow; the gpa too with with_gpa). */
-int iod_session_check_events(const struct iod_session *s, const char *array,
-			     const struct iod_mapping *events, size_t n, bool with_gpa,
-			     struct iod_reason *why);
 
 /*
  * Owner mode: attach an opened device (the session takes it over on success). With
@@ -226,6 +226,10 @@ const char *iod_session_state_string(const struct iod_session *s);
 /* "none" (no HWPT), "hardware", "fallback" or "mixed". */
 const char *iod_session_tracking_mode_string(const struct iod_session *s);
 bool iod_session_precise(const struct iod_session *s);
+/* The log misses nothing: the session never failed (LogComplete). */
+bool iod_session_log_complete(const struct iod_session *s);
+/* The round a Harvest made that the client has not acknowledged yet, 0 if none. */
+uint64_t iod_session_pending_round(const struct iod_session *s);
 const char *iod_session_mode_to_string(enum iod_session_mode mode);
 
 /* Serialise to / rebuild from the persistent state (restart survival). */

@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Rounds of a session: Start and Stop, Harvest (each HWPT's bits read through the harvest
+ * journal into the dirty log), Acknowledge, and the dirty pages of a round as ranges.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "journal.h"
+#include "logging.h"
+#include "manager.h"
+#include "session-internal.h"
+
+/* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */
+#define HARVEST_CHUNK_BITS (UINT64_C(1) << 18)
+
+int iod_session_ensure_journal(struct iod_session *s)
+{
+	if (s->journal)
+		return 0;
+	return iod_journal_new(HARVEST_CHUNK_BITS, &s->journal);
+}
+
+struct harvest_ctx {
+	struct iod_session *session;
+	const struct iod_session_hwpt *hwpt;
+	unsigned flags;
+};
+
+/* Remember which read failed, for the reason a failed session gives. */
+static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t length)
+{
+	struct iod_session *s = c->session;
+
+	s->read_error = (struct iod_read_error){
+		.hwpt_id = c->hwpt->hw.id, .iova = iova, .length = length, .err = r};
+	return log_debug_errno(
+		r, "Failed to read dirty bits of hwpt %u at [0x%" PRIx64 ", +0x%" PRIx64 "): %m",
+		c->hwpt->hw.id, iova, length);
+}
+
+/* Read one mapped piece of one HWPT, chunk by chunk, into the accumulating plane. */
+static int harvest_piece(const struct iod_mapping *p, void *userdata)
+{
+	struct harvest_ctx *c = userdata;
+	struct iod_session *s = c->session;
+	unsigned shift = iod_log_page_shift(s->log);
+	uint64_t page = UINT64_C(1) << shift;
+	int r;
+
+	/*
+	 * Fast path: where the piece's first page starts a word of the log's accumulating
+	 * plane, the kernel ORs the bits straight into the log (it only ever sets bits). No
+	 * buffer, no copy, no merge; and since the plane lives in the log memfd, a crash right
+	 * after the read-and-clear loses nothing either, nor does a read that fails half way.
+	 */
+	uint64_t *direct;
+	if (iod_log_accum_direct(s->log, p->gpa, p->length >> shift, &direct) == 0) {
+		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova, p->length, page, direct,
+					c->flags);
+		return r < 0 ? read_failed(c, r, p->iova, p->length) : 0;
+	}
+
+	for (uint64_t done = 0; done < p->length;) {
+		uint64_t len = MIN(p->length - done, HARVEST_CHUNK_BITS << shift);
+		uint64_t nbits = len >> shift;
+		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
+		 * merged: it lives in a memfd that the next instance replays (journal.h). */
+		uint64_t *buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
+		int k;
+
+		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page, buf,
+					c->flags);
+		/* A read that failed half way may have cleared what it returned: merge that too. */
+		if (!iod_bitmap_is_empty(buf, nbits, 0, nbits)) {
+			k = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
+			if (k < 0) {
+				iod_journal_end(s->journal);
+				return log_debug_errno(k, "Failed to merge into the log: %m");
+			}
+		}
+		iod_journal_end(s->journal);
+		if (r < 0)
+			return read_failed(c, r, p->iova + done, len);
+		done += len;
+	}
+	return 0;
+}
+
+/* Harvest [iova, iova + length) of every tracking HWPT (the whole map with length 0). */
+int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
+			      uint64_t iova, uint64_t length, unsigned flags)
+{
+	int r;
+
+	r = iod_session_ensure_journal(s);
+	if (r < 0)
+		return r;
+
+	s->read_error = (struct iod_read_error){};
+	for (size_t i = 0; i < s->n_hwpts; i++) {
+		struct harvest_ctx c = {.session = s, .hwpt = &s->hwpts[i], .flags = flags};
+
+		if (only && only != &s->hwpts[i])
+			continue;
+		if (!c.hwpt->hw.dirty_capable || !c.hwpt->hw.tracking)
+			continue;
+		if (length == 0) {
+			for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+			     p = iod_iova_map_next(s->map, p)) {
+				r = harvest_piece(p, &c);
+				if (r < 0)
+					return r;
+			}
+		} else {
+			r = iod_iova_map_foreach(s->map, iova, length, harvest_piece, &c);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Precise: every bit stands for one page of page_size. Not with a fallback HWPT (its mapped
+ * ranges are always dirty), nor with huge IOMMU pages: a huge IOPTE has one dirty bit, and
+ * the kernel reports every page under it dirty.
+ */
+bool iod_session_precise(const struct iod_session *s)
+{
+	return !iod_session_has_fallback(s) && !s->options.huge_pages;
+}
+
+static int mark_piece(const struct iod_mapping *p, void *userdata)
+{
+	struct iod_session *s = userdata;
+
+	return iod_log_mark(s->log, p->gpa, p->length);
+}
+
+/* Mark the mapped areas (inside [iova, +length), or all with length 0) dirty. */
+int iod_session_mark_mapped(struct iod_session *s, uint64_t iova, uint64_t length)
+{
+	int r;
+
+	if (length)
+		return iod_iova_map_foreach(s->map, iova, length, mark_piece, s);
+	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+	     p = iod_iova_map_next(s->map, p)) {
+		r = mark_piece(p, s);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * A harvest failed with r: fail the session, saying what the kernel refused. On a strict
+ * kernel (enum iod_hole_behavior) EINVAL for an area the session mapped means the area is
+ * no longer wholly in the IOAS, or its HWPT stopped tracking: either way, bits are lost.
+ */
+void iod_session_fail_harvest(struct iod_session *s, const char *when, int r)
+{
+	const struct iod_read_error *e = &s->read_error;
+
+	if (e->err != r || r == 0)
+		iod_session_fail(s, "%s failed: %s", when, iod_strerror(r));
+	else if (r == -EINVAL && s->manager->holes == IOD_HOLES_STRICT)
+		iod_session_fail(s,
+				 "%s failed: the kernel reports IOVA [0x%" PRIx64 ", +0x%" PRIx64
+				 ") of hwpt %u as not wholly mapped or not tracking (EINVAL): it "
+				 "left the IOAS without the harvest that Unmap does first, or its "
+				 "tracking was turned off, and its dirty bits are lost",
+				 when, e->iova, e->length, e->hwpt_id);
+	else
+		iod_session_fail(
+			s, "%s failed: reading hwpt %u at IOVA [0x%" PRIx64 ", +0x%" PRIx64 "): %s",
+			when, e->hwpt_id, e->iova, e->length, iod_strerror(r));
+}
+
+int iod_session_start(struct iod_session *s, struct iod_reason *why)
+{
+	size_t i;
+	int r;
+
+	r = iod_session_check_failed(s, why);
+	if (r < 0)
+		return r;
+	if (s->tracking)
+		return 0; /* idempotent: never re-enable, which would wipe the bits */
+
+	for (i = 0; i < s->n_hwpts; i++) {
+		struct iod_session_hwpt *h = &s->hwpts[i];
+
+		if (!h->hw.dirty_capable)
+			continue;
+		r = iod_hwpt_set_tracking(s->ictx, &h->hw, true);
+		if (r == -EOPNOTSUPP && !h->owned) {
+			log_warning(
+				"Session %s: hwpt %u cannot track dirty pages, treating its mappings as always dirty.",
+				s->name, h->hw.id);
+			h->hw.dirty_capable = false;
+			continue;
+		}
+		if (r < 0) {
+			r = iod_reason_kernel(why, r, "Failed to enable dirty tracking on hwpt %u",
+					      h->hw.id);
+			goto rollback;
+		}
+	}
+
+	s->tracking = true;
+	s->last_round_usec = iod_now_usec();
+	log_info("Session %s: dirty tracking started (%s).", s->name,
+		 iod_session_tracking_mode_string(s));
+	return 0;
+
+rollback:
+	while (i-- > 0)
+		if (s->hwpts[i].hw.tracking)
+			(void)iod_hwpt_set_tracking(s->ictx, &s->hwpts[i].hw, false);
+	return r;
+}
+
+int iod_session_stop(struct iod_session *s, struct iod_reason *why)
+{
+	int r;
+
+	if (!s->tracking)
+		return 0;
+
+	/* Keep what the hardware saw so far: into the log before tracking goes off. */
+	r = iod_session_harvest_hwpts(s, NULL, 0, 0, 0);
+	if (r < 0) {
+		/* A read-and-clear that failed half way may have lost bits. */
+		iod_session_fail_harvest(s, "harvest before stopping", r);
+		return iod_reason_kernel(why, r, "Failed to harvest before stopping");
+	}
+	if (iod_session_has_fallback(s)) {
+		r = iod_session_mark_mapped(s, 0, 0);
+		if (r < 0)
+			return iod_reason_kernel(why, r, "Failed to mark fallback ranges");
+	}
+
+	for (size_t i = 0; i < s->n_hwpts; i++) {
+		struct iod_session_hwpt *h = &s->hwpts[i];
+
+		if (!h->hw.tracking)
+			continue;
+		r = iod_hwpt_set_tracking(s->ictx, &h->hw, false);
+		if (r < 0)
+			log_warning_errno(
+				r, "Failed to disable dirty tracking on hwpt %u, ignoring: %m",
+				h->hw.id);
+	}
+	s->tracking = false;
+	log_info("Session %s: dirty tracking stopped.", s->name);
+	return 0;
+}
+
+int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
+			struct iod_reason *why)
+{
+	uint64_t t0 = iod_now_usec(), dirty = 0, now;
+	bool precise;
+	int r;
+
+	r = iod_session_check_failed(s, why);
+	if (r < 0)
+		return r;
+	if (!s->tracking)
+		return iod_reasonf(why, -ESRCH, IOD_ERROR_NOT_TRACKING,
+				   "Session %s is not tracking: call Start first", s->name);
+
+	r = iod_session_harvest_hwpts(s, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0);
+	if (r < 0) {
+		/* A read-and-clear that failed half way may have lost bits; EINVAL for an area
+		 * the session mapped says bits are lost, peek or not. */
+		if (!peek || r == -EINVAL)
+			iod_session_fail_harvest(s, "harvest", r);
+		return iod_reason_kernel(why, r, "Failed to harvest session %s", s->name);
+	}
+	precise = iod_session_precise(s);
+	if (iod_session_has_fallback(s)) {
+		r = iod_session_mark_mapped(s, 0, 0);
+		if (r < 0)
+			return iod_reason_kernel(why, r, "Failed to mark fallback ranges");
+	}
+
+	if (peek) {
+		dirty = iod_log_count_union(s->log);
+	} else {
+		r = iod_log_snapshot(s->log, &dirty);
+		if (r < 0)
+			return iod_reason_kernel(why, r, "Failed to start round");
+	}
+
+	now = iod_now_usec();
+	*ret = (struct iod_harvest_result){
+		.round = iod_log_rounds(s->log),
+		.dirty_pages = dirty,
+		.duration_usec = now - t0,
+		.precise = precise,
+	};
+	if (!peek) {
+		uint64_t elapsed = now - s->last_round_usec, new_pages;
+
+		/* The rate counts what this round added, not what an unacknowledged round held. */
+		new_pages = dirty;
+		if (s->round_pending && s->last_dirty_pages <= dirty)
+			new_pages = dirty - s->last_dirty_pages;
+		s->dirty_rate = elapsed ? (uint64_t)((double)new_pages *
+						     (double)s->options.page_size * 1e6 /
+						     (double)elapsed)
+					: 0;
+		s->round_pending = true;
+		s->last_dirty_pages = dirty;
+		s->last_duration_usec = ret->duration_usec;
+		s->last_precise = precise;
+		s->last_round_usec = now;
+	}
+	return 0;
+}
+
+int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why)
+{
+	uint64_t current = iod_log_rounds(s->log);
+	int r;
+
+	if (round == 0 || round != current)
+		return iod_reasonf(why, -ESTALE, IOD_ERROR_NO_SUCH_ROUND,
+				   "Round %" PRIu64
+				   " is not the current round of session %s (%" PRIu64
+				   "): a later Harvest merged it into round %" PRIu64,
+				   round, s->name, current, current);
+	if (!s->round_pending)
+		return 0;
+	r = iod_log_ack(s->log);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to acknowledge round %" PRIu64, round);
+	s->round_pending = false;
+	return 0;
+}
+
+uint64_t iod_session_pending_round(const struct iod_session *s)
+{
+	return s->round_pending ? iod_log_rounds(s->log) : 0;
+}
+
+struct range_sink {
+	struct iod_range *ranges;
+	size_t n, max;
+	bool truncated;
+};
+
+static bool sink_add(struct range_sink *k, uint64_t start, uint64_t length)
+{
+	if (k->n > 0 && k->ranges[k->n - 1].start + k->ranges[k->n - 1].length == start) {
+		k->ranges[k->n - 1].length += length;
+		return true;
+	}
+	if (k->n == k->max) {
+		k->truncated = true;
+		return false;
+	}
+	k->ranges[k->n++] = (struct iod_range){.start = start, .length = length};
+	return true;
+}
+
+/* Emit the dirty runs of region i between GPA [gpa, end), translated by delta. */
+static bool sink_region_runs(struct range_sink *k, const struct iod_dirty_log *log, size_t i,
+			     bool peek, uint64_t gpa, uint64_t end, uint64_t delta)
+{
+	const struct iod_log_region *g = iod_log_region(log, i);
+	unsigned shift = iod_log_page_shift(log);
+	uint64_t first = (MAX(gpa, g->gpa) - g->gpa) >> shift;
+	uint64_t last = (MIN(end, g->gpa + g->length) - g->gpa + (UINT64_C(1) << shift) - 1) >>
+			shift;
+	uint64_t b, e;
+
+	for (uint64_t bit = first;
+	     bit < last && iod_log_next_dirty(log, i, peek, bit, last, &b, &e) == 0; bit = e)
+		if (!sink_add(k, g->gpa + (b << shift) + delta, (e - b) << shift))
+			return false;
+	return true;
+}
+
+struct gpa_interval {
+	uint64_t start, end;
+};
+
+static int gpa_interval_cmp(const void *a, const void *b)
+{
+	const struct gpa_interval *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/*
+ * Dirty pages of the round (with peek: of both planes) that no IOVA maps now (harvested
+ * before an Unmap): they have no IOVA to be reported at. O(mappings log mappings + runs).
+ */
+static int count_unmapped_dirty(struct iod_session *s, bool peek, uint64_t *ret)
+{
+	unsigned shift = iod_log_page_shift(s->log);
+	size_t n = 0, m = 0, count = iod_iova_map_count(s->map);
+	_cleanup_free_ struct gpa_interval *v = calloc(count ?: 1, sizeof(*v));
+	uint64_t total = 0;
+
+	if (!v)
+		return -ENOMEM;
+	/* The GPA ranges some IOVA maps, sorted and merged. */
+	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+	     p = iod_iova_map_next(s->map, p))
+		v[n++] = (struct gpa_interval){p->gpa, p->gpa + p->length};
+	qsort(v, n, sizeof(*v), gpa_interval_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (m > 0 && v[i].start <= v[m - 1].end)
+			v[m - 1].end = MAX(v[m - 1].end, v[i].end);
+		else
+			v[m++] = v[i];
+	}
+
+	for (size_t i = 0; i < iod_log_region_count(s->log); i++) {
+		const struct iod_log_region *g = iod_log_region(s->log, i);
+		uint64_t nbits = g->length >> shift, b, e, lo = 0;
+
+		for (uint64_t bit = 0; iod_log_next_dirty(s->log, i, peek, bit, nbits, &b, &e) == 0;
+		     bit = e) {
+			uint64_t at = g->gpa + (b << shift), stop = g->gpa + (e << shift);
+
+			/* intervals ending at or before the run can be skipped for good */
+			while (lo < m && v[lo].end <= at)
+				lo++;
+			for (size_t k = lo; k < m && v[k].start < stop && at < stop; k++) {
+				if (v[k].start > at)
+					total += (v[k].start - at) >> shift;
+				at = MAX(at, MIN(v[k].end, stop));
+			}
+			if (at < stop)
+				total += (stop - at) >> shift;
+		}
+	}
+	*ret = total;
+	return 0;
+}
+
+int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, size_t max,
+			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated,
+			     uint64_t *ret_unmapped)
+{
+	size_t nregions = iod_log_region_count(s->log);
+	_cleanup_free_ struct iod_range *ranges = NULL;
+	struct range_sink k = {.max = max};
+	int r;
+
+	if (max == 0)
+		return -EINVAL;
+	if (iova_space) {
+		uint64_t unmapped = 0;
+
+		r = count_unmapped_dirty(s, peek, &unmapped);
+		if (r < 0)
+			return r;
+		if (unmapped > 0) {
+			*ret_unmapped = unmapped;
+			return -EADDRNOTAVAIL;
+		}
+	}
+
+	/* Grow the output array lazily: a sparse round needs few entries. */
+	ranges = calloc(MIN(max, 4096), sizeof(*ranges));
+	if (!ranges)
+		return -ENOMEM;
+	k.ranges = ranges;
+	k.max = MIN(max, 4096);
+
+	for (;;) {
+		bool done = true;
+
+		k.n = 0;
+		k.truncated = false;
+		if (!iova_space) {
+			for (size_t i = 0; i < nregions && done; i++) {
+				const struct iod_log_region *g = iod_log_region(s->log, i);
+
+				done = sink_region_runs(&k, s->log, i, peek, g->gpa,
+							g->gpa + g->length, 0);
+			}
+		} else {
+			for (const struct iod_mapping *p = iod_iova_map_first(s->map); p && done;
+			     p = iod_iova_map_next(s->map, p)) {
+				for (size_t i = 0; i < nregions && done; i++) {
+					const struct iod_log_region *g = iod_log_region(s->log, i);
+
+					if (g->gpa >= p->gpa + p->length ||
+					    p->gpa >= g->gpa + g->length)
+						continue;
+					done = sink_region_runs(&k, s->log, i, peek, p->gpa,
+								p->gpa + p->length,
+								p->iova - p->gpa);
+				}
+			}
+		}
+		if (done || k.max == max)
+			break;
+		/* Out of room below the caller's maximum: grow and encode again. */
+		{
+			size_t nmax = k.max > max / 4 ? max : k.max * 4;
+			struct iod_range *p = realloc(k.ranges, nmax * sizeof(*p));
+
+			if (!p)
+				return -ENOMEM;
+			k.ranges = ranges = p;
+			k.max = nmax;
+		}
+	}
+
+	*ret_ranges = TAKE_PTR(ranges);
+	*ret_n = k.n;
+	*ret_truncated = k.truncated;
+	return 0;
+}
+
+int iod_session_open_log_ro(struct iod_session *s)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", iod_log_fd(s->log));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return fd;
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What the files of a session share and nobody else may use. One session is written in five
+ * files, each calling only those listed before it:
+ *
+ *   session.c          lifecycle, owner, the kernel context, adopt, failure, state strings
+ *   session-harvest.c  Start/Stop, harvest (through the journal), acknowledge, dirty ranges
+ *   session-memory.c   guest memory regions, devices and their HWPTs
+ *   session-viommu.c   Map/Unmap and their batches, the harvest before an unmap
+ *   session-state.c    to and from struct iod_state (restart survival)
+ *
+ * The public API is session.h; session-dbus.c puts it on the bus.
+ */
+#ifndef IOD_SESSION_INTERNAL_H
+#define IOD_SESSION_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "session.h"
+
+/* session.c */
+
+/* *ret = "<session>/<suffix>": the fd-store name of one of the session's fds. */
+int iod_session_fdname_new(char **ret, const struct iod_session *s, const char *format, ...)
+	_printf_(3, 4);
+/* Owner mode: open the iommufd and allocate the IOAS, at the first need (idempotent). */
+int iod_session_ensure_kernel(struct iod_session *s, struct iod_reason *why);
+/* SessionFailed with the reason of the failure, if the session failed. */
+int iod_session_check_failed(struct iod_session *s, struct iod_reason *why);
+/* Unmap and close a region's memory; the struct itself stays. */
+void iod_region_release(struct iod_region *g);
+struct iod_session_hwpt *iod_session_hwpt_find(struct iod_session *s, uint32_t id);
+void iod_session_hwpt_remove(struct iod_session *s, struct iod_session_hwpt *h);
+/* A HWPT that cannot track but carries DMA: its mapped ranges count as always dirty. */
+bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_session_hwpt *h);
+bool iod_session_has_fallback(const struct iod_session *s);
+
+/* session-harvest.c */
+
+/* Harvest [iova, iova + length) of every tracking HWPT (of only that one if set; the whole
+ * map with length 0) into the accumulating plane of the log. */
+int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
+			      uint64_t iova, uint64_t length, unsigned flags);
+/* Mark the mapped areas (inside [iova, +length), or all with length 0) dirty. */
+int iod_session_mark_mapped(struct iod_session *s, uint64_t iova, uint64_t length);
+/* A harvest failed with r: fail the session, saying what the kernel refused. */
+void iod_session_fail_harvest(struct iod_session *s, const char *when, int r);
+
+/* session-memory.c */
+
+/* The region that holds all of [gpa, gpa + length), or NULL. */
+struct iod_region *iod_session_region_containing(struct iod_session *s, uint64_t gpa,
+						 uint64_t length);
+
+#endif
