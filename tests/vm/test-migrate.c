@@ -265,10 +265,16 @@ static int bus_map(struct mock_vm *vm, const char *member, const char *types, ..
 	va_list ap;
 	int r;
 
-	va_start(ap, types);
-	r = sd_bus_call_methodv(vm->bus, IOD_BUS_NAME, vm->path, IOD_SESSION_INTERFACE, member,
-				&error, NULL, types, ap);
-	va_end(ap);
+	/* The orchestrator's SIGTERM (stop) can interrupt the wait for the reply (ppoll is
+	 * never restarted): send the call again, as a VMM would; Map and Unmap are safe to
+	 * repeat (an identical Map succeeds, a repeated Unmap is NotMapped). */
+	do {
+		sd_bus_error_free(&error);
+		va_start(ap, types);
+		r = sd_bus_call_methodv(vm->bus, IOD_BUS_NAME, vm->path, IOD_SESSION_INTERFACE,
+					member, &error, NULL, types, ap);
+		va_end(ap);
+	} while (r == -EINTR);
 	if (r < 0 && sd_bus_error_has_name(&error, "org.iodirty.Error.NotMapped"))
 		r = -ENOENT;
 	else if (r < 0)
