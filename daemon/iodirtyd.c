@@ -12,6 +12,7 @@
 #include "errors.h"
 #include "logging.h"
 #include "manager.h"
+#include "manager-dbus.h"
 #include "persist.h"
 #include "uevent.h"
 

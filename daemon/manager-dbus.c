@@ -5,11 +5,14 @@
 
 #include "bus-util.h"
 #include "device.h"
+#include "device-dbus.h"
 #include "errors.h"
 #include "persist.h"
 #include "logging.h"
 #include "manager.h"
+#include "manager-dbus.h"
 #include "session.h"
+#include "session-dbus.h"
 
 struct create_options {
 	uint64_t page_size;

@@ -10,6 +10,7 @@
 #include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
+#include "manager-dbus.h"
 #include "session.h"
 #include "uevent.h"
 

@@ -68,16 +68,4 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret);
 bool iod_manager_iommufd_available(struct iod_manager *m);
 bool iod_manager_dirty_tracking_supported(struct iod_manager *m);
 
-/* manager-dbus.c: publish the objects and the owner watch on m->bus. */
-int iod_manager_publish(struct iod_manager *m);
-extern const sd_bus_vtable iod_manager_vtable[];
-int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);
-int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path);
-
-/* device-dbus.c */
-extern const sd_bus_vtable iod_device_vtable[];
-int iod_device_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-			   void **found, sd_bus_error *error);
-
 #endif

@@ -11,6 +11,7 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
+#include "session-dbus.h"
 
 /* The owner (uid and bus name) and root may act on a session; nobody else. */
 static int check_caller_uid(struct iod_session *s, sd_bus_message *m, uid_t *ret_uid,

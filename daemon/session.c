@@ -15,6 +15,7 @@
 #include "logging.h"
 #include "manager.h"
 #include "session-internal.h"
+#include "session-dbus.h"
 
 const char *iod_session_mode_to_string(enum iod_session_mode mode)
 {

@@ -242,14 +242,4 @@ typedef int (*iod_fd_lookup_fn)(const char *fdname, void *userdata);
 int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
 			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret);
 
-/* session-dbus.c */
-extern const sd_bus_vtable iod_session_vtable[];
-int iod_session_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-			    void **found, sd_bus_error *error);
-int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-				sd_bus_error *error);
-int iod_session_send_changed(struct iod_session *s, const char *property, ...);
-int iod_session_send_failed(struct iod_session *s);
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason);
-
 #endif

@@ -13,6 +13,7 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
+#include "session-dbus.h"
 #include "persist.h"
 #include "uevent.h"
 
