@@ -234,8 +234,8 @@ int main(int argc, char *argv[])
 	}
 
 	log_info("iodirtyd %s starting (disconnect policy \"%s\", %u sessions at most).",
-		 IOD_VERSION, iod_disconnect_policy_to_string(m->config.disconnect_policy),
-		 m->config.limits.sessions);
+		 IOD_VERSION, iod_disconnect_policy_to_string(m->ctx.config.disconnect_policy),
+		 m->ctx.config.limits.sessions);
 
 	r = iod_manager_run(m);
 	/* With an active fd store, the sessions' kernel objects are left to the next instance. */

@@ -11,7 +11,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "config.h"
+#include "context.h"
 #include "iodirty.h"
 
 struct iod_session;
@@ -21,19 +21,20 @@ struct iod_fdstore;
 struct iod_persist;
 
 struct iod_manager {
+	struct iod_context ctx; /* what the sessions see: configuration, sessions, bus */
 	sd_event *event;
-	sd_bus *bus;
-	struct iod_config config;
-	struct iod_session **sessions;
-	size_t n_sessions;
 	struct iod_uevent *uevent;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	struct iod_persist *persist; /* what goes into it (persist.c) */
 	bool ready;
-	/* How the kernel answers a dirty read over unmapped IOVA: learnt from the first dirty
-	 * capable HWPT of any session (iod_session_probe_holes()). */
-	enum iod_hole_behavior holes;
 };
+
+/* The manager that owns context c (every context of iodirtyd is a manager's; a session's
+ * s->ctx, say). For the files above the sessions: the session core never asks. */
+static inline struct iod_manager *iod_manager_of(struct iod_context *c)
+{
+	return container_of(c, struct iod_manager, ctx);
+}
 
 /* Takes over config (its strings are moved). */
 int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
@@ -51,10 +52,7 @@ struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *
 struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path);
 struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path);
 unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid);
-/* Bytes of dirty log (both planes) of the sessions of uid. */
-uint64_t iod_manager_log_bytes_of(struct iod_manager *m, uid_t uid);
 
-int iod_manager_add_session(struct iod_manager *m, struct iod_session *s);
 /* Unlink, announce SessionRemoved and free the session. */
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s);
 

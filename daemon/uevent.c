@@ -77,7 +77,7 @@ void iod_device_lost(struct iod_device *d, const char *why)
 
 	/* While the object still exists: the signal names its path. */
 	(void)iod_session_send_device_lost(s, d, why);
-	(void)sd_bus_emit_properties_changed(s->manager->bus, d->path, IOD_DEVICE_INTERFACE, "Lost",
+	(void)sd_bus_emit_properties_changed(s->ctx->bus, d->path, IOD_DEVICE_INTERFACE, "Lost",
 					     NULL);
 
 	/* Harvests the HWPT if this was its last device, detaches, closes the fd. */
@@ -88,15 +88,15 @@ void iod_device_lost(struct iod_device *d, const char *why)
 		return;
 	}
 	/* The state without it, and its fd out of the store (persist.c). */
-	(void)iod_persist_save(s->manager);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
 	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
 }
 
 static struct iod_device *find_removed(struct iod_manager *m, const char *devpath,
 				       const char *subsystem, const char *devname)
 {
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		for (size_t k = 0; k < s->n_devices; k++)
 			if (!s->devices[k]->lost &&
@@ -247,8 +247,8 @@ static int watch_device(struct iod_manager *m, struct iod_device *d)
 
 void iod_uevent_watch_devices(struct iod_manager *m)
 {
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		for (size_t k = 0; k < s->n_devices; k++) {
 			struct iod_device *d = s->devices[k];
