@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-signals.h"
 #include "bus-util.h"
 #include "device.h"
 #include "device-dbus.h"
@@ -143,7 +144,7 @@ static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct io
 	log_info("Session %s created (%s mode) for uid %u, owner %s.", s->name,
 		 iod_session_mode_to_string(s->mode), (unsigned)s->uid, s->owner);
 	(void)iod_persist_save(mgr);
-	(void)iod_manager_send_session_new(mgr, s);
+	(void)iod_bus_emit_session_new(&mgr->ctx, s->name, s->path);
 	return 0;
 }
 
@@ -560,7 +561,8 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 			if (iod_session_owner_left(s))
 				iod_manager_destroy_session(m, s);
 			else
-				(void)iod_session_send_changed(s, "Owner", "State", NULL);
+				(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner",
+								   "State", NULL);
 			(void)iod_persist_save(m);
 			i = 0;
 			continue;
@@ -569,32 +571,6 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 	}
 	iod_persist_release(m);
 	return 0;
-}
-
-int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
-{
-	int r;
-
-	r = sd_bus_emit_signal(m->ctx.bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionNew",
-			       "so", s->name, s->path);
-	if (r < 0)
-		return r;
-	return sd_bus_emit_properties_changed(m->ctx.bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-					      "Sessions", NULL);
-}
-
-int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path)
-{
-	int r;
-
-	if (!m->ctx.bus)
-		return 0;
-	r = sd_bus_emit_signal(m->ctx.bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-			       "SessionRemoved", "so", name, path);
-	if (r < 0)
-		return r;
-	return sd_bus_emit_properties_changed(m->ctx.bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-					      "Sessions", NULL);
 }
 
 int iod_manager_publish(struct iod_manager *m)

@@ -9,13 +9,10 @@
 #include <systemd/sd-bus.h>
 
 struct iod_manager;
-struct iod_session;
 
 /* Publish the objects and the owner watch on the manager's bus. */
 int iod_manager_publish(struct iod_manager *m);
 extern const sd_bus_vtable iod_manager_vtable[];
 int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);
-int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path);
 
 #endif

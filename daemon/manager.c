@@ -7,10 +7,10 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "bus-signals.h"
 #include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
-#include "manager-dbus.h"
 #include "session.h"
 #include "uevent.h"
 
@@ -237,7 +237,7 @@ void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s)
 	log_info("Session %s destroyed.", s->name);
 	iod_session_free(s);
 	if (name && path)
-		(void)iod_manager_send_session_removed(m, name, path);
+		(void)iod_bus_emit_session_removed(&m->ctx, name, path);
 }
 
 int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-signals.h"
 #include "bus-util.h"
 #include "errors.h"
 #include "persist.h"
@@ -74,8 +75,8 @@ static int method_add_memory(sd_bus_message *m, void *userdata, sd_bus_error *er
 		return reply_reason(error, r, &why);
 
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
-				       "Mappings", "IoasId", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Regions", "TrackedBytes", "LogBytes",
+					   "MappedBytes", "Mappings", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -103,8 +104,8 @@ static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *er
 		return reply_reason(error, r, &why);
 
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
-				       "Mappings", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Regions", "TrackedBytes", "LogBytes",
+					   "MappedBytes", "Mappings", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -159,8 +160,8 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	/* Its removal is watched from now on (VFIO's release request). */
 	iod_uevent_watch_devices(iod_manager_of(s->ctx));
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", "IoasId",
-				       NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, "o", d->path);
 }
 
@@ -214,7 +215,8 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -251,8 +253,8 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 	else if (s->failed != failed || s->ioas_id != ioas || iod_iova_map_bytes(s->map) != bytes)
 		(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
-		(void)iod_session_send_changed(s, "Mappings", "MappedBytes", map ? "IoasId" : NULL,
-					       NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Mappings", "MappedBytes",
+						   map ? "IoasId" : NULL, NULL);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 	return sd_bus_reply_method_return(m, NULL);
@@ -369,8 +371,8 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		return reply_reason(error, r, &why);
 
 	if (!was)
-		(void)iod_session_send_changed(s, "State", "Tracking", "TrackingMode", "Precise",
-					       "Hwpts", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking",
+						   "TrackingMode", "Precise", "Hwpts", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -392,7 +394,7 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 		return reply_reason(error, r, &why);
 
 	if (was)
-		(void)iod_session_send_changed(s, "State", "Tracking", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -428,8 +430,9 @@ static void harvest_persist(struct iod_session *s, bool peek, bool failed_before
 static void send_round_changed(struct iod_session *s, bool peek)
 {
 	if (!peek)
-		(void)iod_session_send_changed(s, "Rounds", "PendingRound", "LastRoundDirtyPages",
-					       "LastRoundDurationUSec", "DirtyRate", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Rounds", "PendingRound",
+						   "LastRoundDirtyPages", "LastRoundDurationUSec",
+						   "DirtyRate", NULL);
 }
 
 static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -574,7 +577,7 @@ static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *e
 		return reply_reason(error, r, &why);
 
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "PendingRound", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "PendingRound", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -605,7 +608,7 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	log_info("Session %s claimed by %s (uid %u).", s->name, sender, (unsigned)uid);
 
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "Owner", "State", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner", "State", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -837,39 +840,4 @@ oom:
 		free(l[--k]);
 	free(l);
 	return -ENOMEM;
-}
-
-int iod_session_send_changed(struct iod_session *s, const char *property, ...)
-{
-	sd_bus *bus = s->ctx->bus;
-	char *names[16];
-	va_list ap;
-	size_t n = 0;
-
-	/* Only the signal: the caller made the change durable already (persist.h). */
-	if (!bus)
-		return 0;
-	va_start(ap, property);
-	for (const char *p = property; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
-		names[n++] = (char *)p;
-	va_end(ap);
-	names[n] = NULL;
-	return sd_bus_emit_properties_changed_strv(bus, s->path, IOD_SESSION_INTERFACE, names);
-}
-
-int iod_session_send_failed(struct iod_session *s)
-{
-	if (!s->ctx->bus)
-		return 0;
-	return sd_bus_emit_signal(s->ctx->bus, s->path, IOD_SESSION_INTERFACE, "Failed", "s",
-				  s->failure ? s->failure : "");
-}
-
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason)
-{
-	if (!s->ctx->bus)
-		return 0;
-	return sd_bus_emit_signal(s->ctx->bus, s->path, IOD_SESSION_INTERFACE, "DeviceLost", "os",
-				  d->path,
-				  reason ? reason : "the device was removed from the system");
 }

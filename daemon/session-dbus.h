@@ -8,16 +8,10 @@
 
 #include <systemd/sd-bus.h>
 
-struct iod_session;
-struct iod_device;
-
 extern const sd_bus_vtable iod_session_vtable[];
 int iod_session_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
 			    void **found, sd_bus_error *error);
 int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
 				sd_bus_error *error);
-int iod_session_send_changed(struct iod_session *s, const char *property, ...);
-int iod_session_send_failed(struct iod_session *s);
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason);
 
 #endif

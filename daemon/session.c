@@ -13,9 +13,9 @@
 
 #include "journal.h"
 #include "logging.h"
+#include "bus-signals.h"
 #include "context.h"
 #include "session-internal.h"
-#include "session-dbus.h"
 
 const char *iod_session_mode_to_string(enum iod_session_mode mode)
 {
@@ -310,10 +310,7 @@ void iod_session_probe_holes(struct iod_session *s)
 			return;
 		}
 		c->holes = b;
-		if (c->bus)
-			(void)sd_bus_emit_properties_changed(c->bus, IOD_MANAGER_PATH,
-							     IOD_MANAGER_INTERFACE,
-							     "KernelHoleBehavior", NULL);
+		(void)iod_bus_emit_manager_changed(c, "KernelHoleBehavior", NULL);
 		log_info(
 			"Kernel: a dirty bitmap read over unmapped IOVA %s (\"%s\").",
 			b == IOD_HOLES_STRICT
@@ -437,8 +434,9 @@ void iod_session_fail(struct iod_session *s, const char *format, ...)
 	s->failed = true;
 	free(s->failure);
 	s->failure = reason;
-	(void)iod_session_send_failed(s);
-	(void)iod_session_send_changed(s, "State", "LogComplete", "FailureReason", NULL);
+	(void)iod_bus_emit_session_failed(s->ctx, s->path, s->failure);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "LogComplete", "FailureReason",
+					   NULL);
 }
 
 bool iod_session_log_complete(const struct iod_session *s)

@@ -10,10 +10,10 @@
 #include <netlink/socket.h>
 #include <systemd/sd-event.h>
 
+#include "bus-signals.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
-#include "session-dbus.h"
 #include "persist.h"
 #include "uevent.h"
 
@@ -76,9 +76,8 @@ void iod_device_lost(struct iod_device *d, const char *why)
 	d->req_source = sd_event_source_disable_unref(d->req_source);
 
 	/* While the object still exists: the signal names its path. */
-	(void)iod_session_send_device_lost(s, d, why);
-	(void)sd_bus_emit_properties_changed(s->ctx->bus, d->path, IOD_DEVICE_INTERFACE, "Lost",
-					     NULL);
+	(void)iod_bus_emit_device_lost(s->ctx, s->path, d->path, why);
+	(void)iod_bus_emit_device_changed(s->ctx, d->path, "Lost", NULL);
 
 	/* Harvests the HWPT if this was its last device, detaches, closes the fd. */
 	r = iod_session_detach_device(s, d, &reason);
@@ -89,7 +88,8 @@ void iod_device_lost(struct iod_device *d, const char *why)
 	}
 	/* The state without it, and its fd out of the store (persist.c). */
 	(void)iod_persist_save(iod_manager_of(s->ctx));
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", NULL);
 }
 
 static struct iod_device *find_removed(struct iod_manager *m, const char *devpath,
