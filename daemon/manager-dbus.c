@@ -230,6 +230,16 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
 }
 
+/* Destroy s and announce it: SessionRemoved goes out once its kernel objects are gone. */
+static void destroy_session(struct iod_manager *m, struct iod_session *s)
+{
+	_cleanup_free_ char *name = strdup(s->name), *path = strdup(s->path);
+
+	iod_manager_destroy_session(m, s);
+	if (name && path)
+		(void)iod_bus_emit_session_removed(&m->ctx, name, path);
+}
+
 /* Read a session name argument and find the session (InvalidArgs, NoSuchSession). */
 static int read_session(sd_bus_message *m, struct iod_manager *mgr, struct iod_session **ret,
 			sd_bus_error *error)
@@ -310,7 +320,7 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 					 "Session %s belongs to uid %u (%s)", s->name,
 					 (unsigned)s->uid, s->owner ? s->owner : "no bus name");
 
-	iod_manager_destroy_session(mgr, s);
+	destroy_session(mgr, s);
 	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -559,7 +569,7 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 
 		if (s->owner && strcmp(s->owner, name) == 0) {
 			if (iod_session_owner_left(s))
-				iod_manager_destroy_session(m, s);
+				destroy_session(m, s);
 			else
 				(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner",
 								   "State", NULL);

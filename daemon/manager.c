@@ -7,7 +7,6 @@
 
 #include <systemd/sd-daemon.h>
 
-#include "bus-signals.h"
 #include "fdstore.h"
 #include "logging.h"
 #include "manager.h"
@@ -229,15 +228,9 @@ unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid)
 
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s)
 {
-	_cleanup_free_ char *name = NULL, *path = NULL;
-
 	iod_context_remove_session(&m->ctx, s);
-	name = strdup(s->name);
-	path = strdup(s->path);
 	log_info("Session %s destroyed.", s->name);
 	iod_session_free(s);
-	if (name && path)
-		(void)iod_bus_emit_session_removed(&m->ctx, name, path);
 }
 
 int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)

@@ -53,7 +53,7 @@ struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, cons
 struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path);
 unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid);
 
-/* Unlink, announce SessionRemoved and free the session. */
+/* Unlink and free the session; the caller announces it (SessionRemoved) and saves. */
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s);
 
 /* After a restore: say which limits the restored sessions exceed (none is dropped). */

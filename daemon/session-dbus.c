@@ -616,13 +616,18 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 {
 	struct iod_session *s = userdata;
 	struct iod_manager *mgr = iod_manager_of(s->ctx);
+	_cleanup_free_ char *name = NULL, *path = NULL;
 	int r;
 
 	r = check_caller(s, m, error);
 	if (r < 0)
 		return r;
 
+	name = strdup(s->name);
+	path = strdup(s->path);
 	iod_manager_destroy_session(mgr, s); /* s is freed */
+	if (name && path)
+		(void)iod_bus_emit_session_removed(&mgr->ctx, name, path);
 	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
