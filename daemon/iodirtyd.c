@@ -170,6 +170,7 @@ static int parse_argv_overrides(int argc, char *argv[], struct iod_config *confi
 int main(int argc, char *argv[])
 {
 	_cleanup_(iod_manager_freep) struct iod_manager *m = NULL;
+	_cleanup_(iod_uevent_freep) struct iod_uevent *uevent = NULL; /* freed before m */
 	_cleanup_free_ char *reason = NULL;
 	struct iod_config config;
 	int r;
@@ -217,8 +218,15 @@ int main(int argc, char *argv[])
 		return EXIT_FAILURE;
 	}
 	r = iod_manager_connect(m, arg_bus_address, arg_user);
-	if (r >= 0)
+	if (r >= 0) {
+		int k = iod_uevent_start(m, &uevent);
+
+		if (k < 0)
+			log_warning_errno(
+				k,
+				"Failed to watch kernel uevents, device removal will go unnoticed: %m");
 		r = iod_manager_publish(m);
+	}
 	if (r >= 0) {
 		/* The sessions of the previous instance, before anyone can call. */
 		r = iod_persist_restore(m);

@@ -11,7 +11,6 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
-#include "uevent.h"
 
 int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
 {
@@ -45,7 +44,6 @@ struct iod_manager *iod_manager_free(struct iod_manager *m)
 		log_info("Releasing %zu session(s).", m->ctx.n_sessions);
 	while (m->ctx.n_sessions > 0)
 		iod_session_free(m->ctx.sessions[--m->ctx.n_sessions]);
-	iod_uevent_free(m->uevent);
 	iod_fdstore_free(m->fdstore);
 	sd_bus_flush_close_unref(m->ctx.bus);
 	sd_event_unref(m->event);
@@ -125,16 +123,7 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 	r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r < 0)
 		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
-	r = sd_bus_set_exit_on_disconnect(bus, true);
-	if (r < 0)
-		return r;
-
-	r = iod_uevent_start(m, &m->uevent);
-	if (r < 0)
-		log_warning_errno(
-			r, "Failed to watch kernel uevents, device removal will go unnoticed: %m");
-
-	return 0;
+	return sd_bus_set_exit_on_disconnect(bus, true);
 }
 
 int iod_manager_request_name(struct iod_manager *m)

@@ -16,14 +16,12 @@
 
 struct iod_session;
 struct iod_device;
-struct iod_uevent;
 struct iod_fdstore;
 struct iod_persist;
 
 struct iod_manager {
 	struct iod_context ctx; /* what the sessions see: configuration, sessions, bus */
 	sd_event *event;
-	struct iod_uevent *uevent;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	struct iod_persist *persist; /* what goes into it (persist.c) */
 	bool ready;
@@ -41,7 +39,7 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
 struct iod_manager *iod_manager_free(struct iod_manager *m);
 IOD_DEFINE_FREEP(struct iod_manager, iod_manager_free)
 
-/* Connect (system bus, user bus, or address) and watch uevents. */
+/* Connect (system bus, user bus, or address) and attach the bus to the event loop. */
 int iod_manager_connect(struct iod_manager *m, const char *address, bool user);
 /* Ask for the bus name (after the restore: nobody can call before). */
 int iod_manager_request_name(struct iod_manager *m);
