@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The manager: iodirtyd's event loop, bus connection, configuration and sessions.
+ * The manager: iodirtyd's event loop and bus connection, and the owner of the context that
+ * the sessions share (configuration, sessions; context.h) and of the fd store.
  */
 #ifndef IOD_MANAGER_H
 #define IOD_MANAGER_H

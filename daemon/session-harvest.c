@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "context.h"
 #include "journal.h"
 #include "logging.h"
-#include "context.h"
 #include "session-internal.h"
 
 /* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */

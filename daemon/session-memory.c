@@ -15,8 +15,8 @@
 
 #include <linux/magic.h>
 
-#include "logging.h"
 #include "context.h"
+#include "logging.h"
 #include "session-internal.h"
 
 /* --- guest memory ----------------------------------------------------------------------- */

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "logging.h"
 #include "context.h"
+#include "logging.h"
 #include "session-internal.h"
 
 static int strdup_or_null(const char *s, char **ret)

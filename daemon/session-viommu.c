@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "logging.h"
 #include "context.h"
+#include "logging.h"
 #include "session-internal.h"
 
 /*

@@ -11,10 +11,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "journal.h"
-#include "logging.h"
 #include "bus-signals.h"
 #include "context.h"
+#include "journal.h"
+#include "logging.h"
 #include "session-internal.h"
 
 const char *iod_session_mode_to_string(enum iod_session_mode mode)
