@@ -4,6 +4,7 @@
 
 #include "bus-util.h"
 #include "device.h"
+#include "device-dbus.h"
 #include "manager.h"
 #include "session.h"
 

@@ -12,6 +12,7 @@
 #include "errors.h"
 #include "logging.h"
 #include "manager.h"
+#include "manager-dbus.h"
 #include "persist.h"
 #include "uevent.h"
 
@@ -169,6 +170,7 @@ static int parse_argv_overrides(int argc, char *argv[], struct iod_config *confi
 int main(int argc, char *argv[])
 {
 	_cleanup_(iod_manager_freep) struct iod_manager *m = NULL;
+	_cleanup_(iod_uevent_freep) struct iod_uevent *uevent = NULL; /* freed before m */
 	_cleanup_free_ char *reason = NULL;
 	struct iod_config config;
 	int r;
@@ -216,8 +218,15 @@ int main(int argc, char *argv[])
 		return EXIT_FAILURE;
 	}
 	r = iod_manager_connect(m, arg_bus_address, arg_user);
-	if (r >= 0)
+	if (r >= 0) {
+		int k = iod_uevent_start(m, &uevent);
+
+		if (k < 0)
+			log_warning_errno(
+				k,
+				"Failed to watch kernel uevents, device removal will go unnoticed: %m");
 		r = iod_manager_publish(m);
+	}
 	if (r >= 0) {
 		/* The sessions of the previous instance, before anyone can call. */
 		r = iod_persist_restore(m);
@@ -233,8 +242,8 @@ int main(int argc, char *argv[])
 	}
 
 	log_info("iodirtyd %s starting (disconnect policy \"%s\", %u sessions at most).",
-		 IOD_VERSION, iod_disconnect_policy_to_string(m->config.disconnect_policy),
-		 m->config.limits.sessions);
+		 IOD_VERSION, iod_disconnect_policy_to_string(m->ctx.config.disconnect_policy),
+		 m->ctx.config.limits.sessions);
 
 	r = iod_manager_run(m);
 	/* With an active fd store, the sessions' kernel objects are left to the next instance. */

@@ -3,13 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-signals.h"
 #include "bus-util.h"
 #include "device.h"
+#include "device-dbus.h"
 #include "errors.h"
 #include "persist.h"
 #include "logging.h"
 #include "manager.h"
+#include "manager-dbus.h"
 #include "session.h"
+#include "session-dbus.h"
 
 struct create_options {
 	uint64_t page_size;
@@ -39,9 +43,10 @@ static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
 				sd_bus_error *error)
 {
 	struct create_options o = {
-		.page_size = mgr->config.page_size,
-		.huge_pages = mgr->config.huge_pages,
-		.disconnect_policy = iod_disconnect_policy_to_string(mgr->config.disconnect_policy),
+		.page_size = mgr->ctx.config.page_size,
+		.huge_pages = mgr->ctx.config.huge_pages,
+		.disconnect_policy = iod_disconnect_policy_to_string(
+			mgr->ctx.config.disconnect_policy),
 	};
 	int r, policy;
 
@@ -92,7 +97,7 @@ static int check_session_limits(struct iod_manager *m, const char *name, uid_t u
 	if (iod_manager_find_session(m, name))
 		return sd_bus_error_setf(error, IOD_ERROR_SESSION_EXISTS,
 					 "Session %s already exists", name);
-	r = iod_limits_check_sessions(&m->config.limits, m->n_sessions, uid,
+	r = iod_limits_check_sessions(&m->ctx.config.limits, m->ctx.n_sessions, uid,
 				      iod_manager_sessions_of(m, uid), &why);
 	if (r < 0)
 		return iod_bus_error_from_reason(error, r, &why);
@@ -120,7 +125,7 @@ static int new_session(sd_bus_message *m, struct iod_manager *mgr, const char *n
 	if (r < 0)
 		return r;
 
-	r = iod_session_new(mgr, name, mode, uid, o, ret);
+	r = iod_session_new(&mgr->ctx, name, mode, uid, o, ret);
 	if (r < 0)
 		return session_create_error(error, r, name);
 	return 0;
@@ -133,13 +138,13 @@ static int publish_session(sd_bus_message *m, struct iod_manager *mgr, struct io
 
 	r = iod_session_set_owner(s, sd_bus_message_get_sender(m));
 	if (r >= 0)
-		r = iod_manager_add_session(mgr, s);
+		r = iod_context_add_session(&mgr->ctx, s);
 	if (r < 0)
 		return session_create_error(error, r, s->name);
 	log_info("Session %s created (%s mode) for uid %u, owner %s.", s->name,
 		 iod_session_mode_to_string(s->mode), (unsigned)s->uid, s->owner);
 	(void)iod_persist_save(mgr);
-	(void)iod_manager_send_session_new(mgr, s);
+	(void)iod_bus_emit_session_new(&mgr->ctx, s->name, s->path);
 	return 0;
 }
 
@@ -199,7 +204,7 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (ioas_id == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "ioas_id 0 is not an iommufd object id");
-	r = iod_limits_check_hwpts(&mgr->config.limits, n, &why);
+	r = iod_limits_check_hwpts(&mgr->ctx.config.limits, n, &why);
 	if (r < 0)
 		return iod_bus_error_from_reason(error, r, &why);
 	for (size_t i = 0; i < n; i++) {
@@ -223,6 +228,16 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 		return r;
 
 	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
+}
+
+/* Destroy s and announce it: SessionRemoved goes out once its kernel objects are gone. */
+static void destroy_session(struct iod_manager *m, struct iod_session *s)
+{
+	_cleanup_free_ char *name = strdup(s->name), *path = strdup(s->path);
+
+	iod_manager_destroy_session(m, s);
+	if (name && path)
+		(void)iod_bus_emit_session_removed(&m->ctx, name, path);
 }
 
 /* Read a session name argument and find the session (InvalidArgs, NoSuchSession). */
@@ -270,8 +285,8 @@ static int method_list_sessions(sd_bus_message *m, void *userdata, sd_bus_error 
 	r = sd_bus_message_open_container(reply, 'a', "(sosu)");
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < mgr->n_sessions; i++) {
-		struct iod_session *s = mgr->sessions[i];
+	for (size_t i = 0; i < mgr->ctx.n_sessions; i++) {
+		struct iod_session *s = mgr->ctx.sessions[i];
 
 		r = sd_bus_message_append(reply, "(sosu)", s->name, s->path,
 					  iod_session_state_string(s), (uint32_t)s->uid);
@@ -305,7 +320,7 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 					 "Session %s belongs to uid %u (%s)", s->name,
 					 (unsigned)s->uid, s->owner ? s->owner : "no bus name");
 
-	iod_manager_destroy_session(mgr, s);
+	destroy_session(mgr, s);
 	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -370,16 +385,16 @@ static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *
 
 	/* A file of the daemon's own: a cdev bind belongs to the open file and cannot be undone,
 	 * so the caller's fd is never bound (it stays free for the caller's own iommufd). */
-	r = iod_device_open_probe(mgr->config.sysfs_root, spec, fd, &d, &why);
+	r = iod_device_open_probe(mgr->ctx.config.sysfs_root, spec, fd, &d, &why);
 	if (r < 0)
 		return iod_bus_error_from_reason(error, r, &why);
 
-	r = iod_iommufd_open(mgr->config.iommufd_path, &ictx);
+	r = iod_iommufd_open(mgr->ctx.config.iommufd_path, &ictx);
 	if (r == -ENODEV || r == -ENOENT)
 		return sd_bus_error_setf(
 			error, IOD_ERROR_NO_IOMMUFD,
 			"%s does not exist: this kernel has no iommufd (CONFIG_IOMMUFD)",
-			mgr->config.iommufd_path ? mgr->config.iommufd_path : "/dev/iommu");
+			mgr->ctx.config.iommufd_path ? mgr->ctx.config.iommufd_path : "/dev/iommu");
 	if (r < 0)
 		return iod_bus_error_kernel(error, r, "Failed to open /dev/iommu");
 	r = iod_device_bind(d, ictx, &why);
@@ -473,8 +488,8 @@ static int property_get_sessions(sd_bus *bus, const char *path, const char *inte
 	r = sd_bus_message_open_container(reply, 'a', "o");
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		r = sd_bus_message_append(reply, "o", m->sessions[i]->path);
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		r = sd_bus_message_append(reply, "o", m->ctx.sessions[i]->path);
 		if (r < 0)
 			return r;
 	}
@@ -491,25 +506,25 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_PROPERTY("Version", "s", property_get_version, 0, CONST),
 	SD_BUS_PROPERTY("IommufdAvailable", "b", property_get_iommufd_available, 0, 0),
 	SD_BUS_PROPERTY("DirtyTrackingSupported", "b", property_get_dirty_tracking_supported, 0, 0),
-	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, MGR_OFF(holes),
+	SD_BUS_PROPERTY("KernelHoleBehavior", "s", property_get_holes, MGR_OFF(ctx.holes),
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,
 			SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 	SD_BUS_PROPERTY("DisconnectPolicy", "s", property_get_policy,
-			MGR_OFF(config.disconnect_policy), CONST),
-	SD_BUS_PROPERTY("DefaultPageSize", "t", NULL, MGR_OFF(config.page_size), CONST),
+			MGR_OFF(ctx.config.disconnect_policy), CONST),
+	SD_BUS_PROPERTY("DefaultPageSize", "t", NULL, MGR_OFF(ctx.config.page_size), CONST),
 	SD_BUS_PROPERTY("DefaultHugePages", "b", iod_bus_property_get_bool,
-			MGR_OFF(config.huge_pages), CONST),
-	SD_BUS_PROPERTY("MaxSessions", "u", NULL, MGR_OFF(config.limits.sessions), CONST),
-	SD_BUS_PROPERTY("MaxSessionsPerUser", "u", NULL, MGR_OFF(config.limits.sessions_per_user),
-			CONST),
-	SD_BUS_PROPERTY("MaxDevices", "u", NULL, MGR_OFF(config.limits.devices), CONST),
-	SD_BUS_PROPERTY("MaxRegions", "u", NULL, MGR_OFF(config.limits.regions), CONST),
-	SD_BUS_PROPERTY("MaxMappings", "u", NULL, MGR_OFF(config.limits.mappings), CONST),
-	SD_BUS_PROPERTY("MaxLogBytes", "t", NULL, MGR_OFF(config.limits.log_bytes), CONST),
-	SD_BUS_PROPERTY("MaxLogBytesPerUser", "t", NULL, MGR_OFF(config.limits.log_bytes_per_user),
-			CONST),
-	SD_BUS_PROPERTY("MaxRanges", "u", NULL, MGR_OFF(config.limits.ranges), CONST),
+			MGR_OFF(ctx.config.huge_pages), CONST),
+	SD_BUS_PROPERTY("MaxSessions", "u", NULL, MGR_OFF(ctx.config.limits.sessions), CONST),
+	SD_BUS_PROPERTY("MaxSessionsPerUser", "u", NULL,
+			MGR_OFF(ctx.config.limits.sessions_per_user), CONST),
+	SD_BUS_PROPERTY("MaxDevices", "u", NULL, MGR_OFF(ctx.config.limits.devices), CONST),
+	SD_BUS_PROPERTY("MaxRegions", "u", NULL, MGR_OFF(ctx.config.limits.regions), CONST),
+	SD_BUS_PROPERTY("MaxMappings", "u", NULL, MGR_OFF(ctx.config.limits.mappings), CONST),
+	SD_BUS_PROPERTY("MaxLogBytes", "t", NULL, MGR_OFF(ctx.config.limits.log_bytes), CONST),
+	SD_BUS_PROPERTY("MaxLogBytesPerUser", "t", NULL,
+			MGR_OFF(ctx.config.limits.log_bytes_per_user), CONST),
+	SD_BUS_PROPERTY("MaxRanges", "u", NULL, MGR_OFF(ctx.config.limits.ranges), CONST),
 
 	SD_BUS_METHOD_WITH_ARGS("CreateSession", SD_BUS_ARGS("s", name, "a{sv}", options),
 				SD_BUS_RESULT("o", path), method_create_session, UNPRIV),
@@ -549,11 +564,15 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 	/* One snapshot for all of the owner's sessions. */
 	iod_persist_hold(m);
 	/* Destroying a session changes the list: look again from the start each time. */
-	for (size_t i = 0; i < m->n_sessions;) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions;) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		if (s->owner && strcmp(s->owner, name) == 0) {
-			iod_session_owner_left(s);
+			if (iod_session_owner_left(s))
+				destroy_session(m, s);
+			else
+				(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner",
+								   "State", NULL);
 			(void)iod_persist_save(m);
 			i = 0;
 			continue;
@@ -564,56 +583,30 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 	return 0;
 }
 
-int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s)
-{
-	int r;
-
-	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionNew", "so",
-			       s->name, s->path);
-	if (r < 0)
-		return r;
-	return sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-					      "Sessions", NULL);
-}
-
-int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path)
-{
-	int r;
-
-	if (!m->bus)
-		return 0;
-	r = sd_bus_emit_signal(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "SessionRemoved",
-			       "so", name, path);
-	if (r < 0)
-		return r;
-	return sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
-					      "Sessions", NULL);
-}
-
 int iod_manager_publish(struct iod_manager *m)
 {
 	int r;
 
-	r = sd_bus_add_object_vtable(m->bus, NULL, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
+	r = sd_bus_add_object_vtable(m->ctx.bus, NULL, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
 				     iod_manager_vtable, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the manager object: %m");
-	r = sd_bus_add_fallback_vtable(m->bus, NULL, IOD_SESSION_PREFIX, IOD_SESSION_INTERFACE,
+	r = sd_bus_add_fallback_vtable(m->ctx.bus, NULL, IOD_SESSION_PREFIX, IOD_SESSION_INTERFACE,
 				       iod_session_vtable, iod_session_object_find, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the session objects: %m");
-	r = sd_bus_add_fallback_vtable(m->bus, NULL, IOD_SESSION_PREFIX, IOD_DEVICE_INTERFACE,
+	r = sd_bus_add_fallback_vtable(m->ctx.bus, NULL, IOD_SESSION_PREFIX, IOD_DEVICE_INTERFACE,
 				       iod_device_vtable, iod_device_object_find, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the device objects: %m");
-	r = sd_bus_add_node_enumerator(m->bus, NULL, IOD_SESSION_PREFIX,
+	r = sd_bus_add_node_enumerator(m->ctx.bus, NULL, IOD_SESSION_PREFIX,
 				       iod_session_node_enumerator, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the node enumerator: %m");
 
 	/* Owners are watched by this one match, installed before any session exists (and
 	 * before the restore asks which owners are still there). */
-	r = sd_bus_match_signal(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+	r = sd_bus_match_signal(m->ctx.bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
 				"org.freedesktop.DBus", "NameOwnerChanged",
 				iod_manager_on_name_owner_changed, m);
 	if (r < 0)

@@ -11,7 +11,6 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
-#include "uevent.h"
 
 int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
 {
@@ -21,8 +20,7 @@ int iod_manager_new(struct iod_config *config, struct iod_manager **ret)
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	m->config = *config;
-	config->iommufd_path = config->sysfs_root = NULL;
+	iod_context_init(&m->ctx, config);
 
 	/* Before anything opens an fd: the passed fds start at 3, and an fd number the service
 	 * manager named but did not pass must not be taken for one of ours. */
@@ -42,16 +40,14 @@ struct iod_manager *iod_manager_free(struct iod_manager *m)
 		return NULL;
 	/* Newest first: release every kernel object (unless persist.c left them to the fd
 	 * store) before the bus goes. */
-	if (m->n_sessions > 0)
-		log_info("Releasing %zu session(s).", m->n_sessions);
-	while (m->n_sessions > 0)
-		iod_session_free(m->sessions[--m->n_sessions]);
-	free(m->sessions);
-	iod_uevent_free(m->uevent);
+	if (m->ctx.n_sessions > 0)
+		log_info("Releasing %zu session(s).", m->ctx.n_sessions);
+	while (m->ctx.n_sessions > 0)
+		iod_session_free(m->ctx.sessions[--m->ctx.n_sessions]);
 	iod_fdstore_free(m->fdstore);
-	sd_bus_flush_close_unref(m->bus);
+	sd_bus_flush_close_unref(m->ctx.bus);
 	sd_event_unref(m->event);
-	iod_config_clear(&m->config);
+	iod_context_clear(&m->ctx);
 	free(m);
 	return NULL;
 }
@@ -74,20 +70,20 @@ static int name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *re
 
 void iod_manager_check_restored_limits(struct iod_manager *m)
 {
-	const struct iod_limits *l = &m->config.limits;
+	const struct iod_limits *l = &m->ctx.config.limits;
 
-	if (m->n_sessions > l->sessions)
+	if (m->ctx.n_sessions > l->sessions)
 		log_warning("Restored %zu sessions, over the limit \"sessions\" of %u: none is "
 			    "dropped (their dirty logs and devices are live); new sessions are "
 			    "refused until there are fewer than %u.",
-			    m->n_sessions, l->sessions, l->sessions);
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		uid_t uid = m->sessions[i]->uid;
+			    m->ctx.n_sessions, l->sessions, l->sessions);
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		uid_t uid = m->ctx.sessions[i]->uid;
 		unsigned n = iod_manager_sessions_of(m, uid);
 		bool first = true;
 
 		for (size_t k = 0; k < i && first; k++)
-			first = m->sessions[k]->uid != uid;
+			first = m->ctx.sessions[k]->uid != uid;
 		if (first && uid != 0 && n > l->sessions_per_user)
 			log_warning("Restored %u sessions of uid %u, over the limit "
 				    "\"sessions_per_user\" of %u: none is dropped; the uid may "
@@ -122,28 +118,19 @@ int iod_manager_connect(struct iod_manager *m, const char *address, bool user)
 				       : user  ? "user"
 					       : "system");
 	}
-	m->bus = bus;
+	m->ctx.bus = bus;
 
 	r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r < 0)
 		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
-	r = sd_bus_set_exit_on_disconnect(bus, true);
-	if (r < 0)
-		return r;
-
-	r = iod_uevent_start(m, &m->uevent);
-	if (r < 0)
-		log_warning_errno(
-			r, "Failed to watch kernel uevents, device removal will go unnoticed: %m");
-
-	return 0;
+	return sd_bus_set_exit_on_disconnect(bus, true);
 }
 
 int iod_manager_request_name(struct iod_manager *m)
 {
 	int r;
 
-	r = sd_bus_request_name_async(m->bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
+	r = sd_bus_request_name_async(m->ctx.bus, NULL, IOD_BUS_NAME, 0, name_acquired, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to request the bus name %s: %m", IOD_BUS_NAME);
 	return 0;
@@ -189,24 +176,24 @@ int iod_manager_run(struct iod_manager *m)
 
 struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *name)
 {
-	for (size_t i = 0; i < m->n_sessions; i++)
-		if (strcmp(m->sessions[i]->name, name) == 0)
-			return m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++)
+		if (strcmp(m->ctx.sessions[i]->name, name) == 0)
+			return m->ctx.sessions[i];
 	return NULL;
 }
 
 struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path)
 {
-	for (size_t i = 0; i < m->n_sessions; i++)
-		if (strcmp(m->sessions[i]->path, path) == 0)
-			return m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++)
+		if (strcmp(m->ctx.sessions[i]->path, path) == 0)
+			return m->ctx.sessions[i];
 	return NULL;
 }
 
 struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path)
 {
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 		size_t n = strlen(s->path);
 
 		if (strncmp(path, s->path, n) != 0 || path[n] != '/')
@@ -222,50 +209,17 @@ unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < m->n_sessions; i++)
-		if (m->sessions[i]->uid == uid)
+	for (size_t i = 0; i < m->ctx.n_sessions; i++)
+		if (m->ctx.sessions[i]->uid == uid)
 			n++;
 	return n;
 }
 
-uint64_t iod_manager_log_bytes_of(struct iod_manager *m, uid_t uid)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < m->n_sessions; i++)
-		if (m->sessions[i]->uid == uid)
-			n += m->sessions[i]->log_bytes;
-	return n;
-}
-
-int iod_manager_add_session(struct iod_manager *m, struct iod_session *s)
-{
-	struct iod_session **p = realloc(m->sessions, (m->n_sessions + 1) * sizeof(*p));
-
-	if (!p)
-		return -ENOMEM;
-	m->sessions = p;
-	m->sessions[m->n_sessions++] = s;
-	return 0;
-}
-
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s)
 {
-	_cleanup_free_ char *name = NULL, *path = NULL;
-
-	for (size_t i = 0; i < m->n_sessions; i++)
-		if (m->sessions[i] == s) {
-			memmove(&m->sessions[i], &m->sessions[i + 1],
-				(m->n_sessions - i - 1) * sizeof(*m->sessions));
-			m->n_sessions--;
-			break;
-		}
-	name = strdup(s->name);
-	path = strdup(s->path);
+	iod_context_remove_session(&m->ctx, s);
 	log_info("Session %s destroyed.", s->name);
 	iod_session_free(s);
-	if (name && path)
-		(void)iod_manager_send_session_removed(m, name, path);
 }
 
 int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)
@@ -277,14 +231,14 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	st->sessions = calloc(m->n_sessions + 1, sizeof(*st->sessions));
+	st->sessions = calloc(m->ctx.n_sessions + 1, sizeof(*st->sessions));
 	if (!st->sessions) {
 		free(st);
 		return -ENOMEM;
 	}
 	st->generation = ++generation;
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		r = iod_session_to_state(m->sessions[i], &st->sessions[i]);
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		r = iod_session_to_state(m->ctx.sessions[i], &st->sessions[i]);
 		if (r < 0) {
 			iod_state_free(st);
 			return r;
@@ -297,7 +251,8 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)
 
 bool iod_manager_iommufd_available(struct iod_manager *m)
 {
-	return access(m->config.iommufd_path ? m->config.iommufd_path : "/dev/iommu", F_OK) == 0;
+	return access(m->ctx.config.iommufd_path ? m->ctx.config.iommufd_path : "/dev/iommu",
+		      F_OK) == 0;
 }
 
 bool iod_manager_dirty_tracking_supported(struct iod_manager *m)
@@ -306,7 +261,7 @@ bool iod_manager_dirty_tracking_supported(struct iod_manager *m)
 	uint64_t word = 0;
 	int r;
 
-	if (iod_iommufd_open(m->config.iommufd_path, &ictx) < 0)
+	if (iod_iommufd_open(m->ctx.config.iommufd_path, &ictx) < 0)
 		return false;
 	/* No HWPT has id 0: a kernel that knows the ioctl says ENOENT, an old one ENOTTY. */
 	r = iod_hwpt_read_dirty(ictx, 0, 0, 4096, 4096, &word, 0);

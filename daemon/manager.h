@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The manager: iodirtyd's event loop, bus connection, configuration and sessions.
+ * The manager: iodirtyd's event loop and bus connection, and the owner of the context that
+ * the sessions share (configuration, sessions; context.h) and of the fd store.
  */
 #ifndef IOD_MANAGER_H
 #define IOD_MANAGER_H
@@ -11,36 +12,35 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "config.h"
+#include "context.h"
 #include "iodirty.h"
 
 struct iod_session;
 struct iod_device;
-struct iod_uevent;
 struct iod_fdstore;
 struct iod_persist;
 
 struct iod_manager {
+	struct iod_context ctx; /* what the sessions see: configuration, sessions, bus */
 	sd_event *event;
-	sd_bus *bus;
-	struct iod_config config;
-	struct iod_session **sessions;
-	size_t n_sessions;
-	struct iod_uevent *uevent;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	struct iod_persist *persist; /* what goes into it (persist.c) */
 	bool ready;
-	/* How the kernel answers a dirty read over unmapped IOVA: learnt from the first dirty
-	 * capable HWPT of any session (iod_session_probe_holes()). */
-	enum iod_hole_behavior holes;
 };
+
+/* The manager that owns context c (every context of iodirtyd is a manager's; a session's
+ * s->ctx, say). For the files above the sessions: the session core never asks. */
+static inline struct iod_manager *iod_manager_of(struct iod_context *c)
+{
+	return container_of(c, struct iod_manager, ctx);
+}
 
 /* Takes over config (its strings are moved). */
 int iod_manager_new(struct iod_config *config, struct iod_manager **ret);
 struct iod_manager *iod_manager_free(struct iod_manager *m);
 IOD_DEFINE_FREEP(struct iod_manager, iod_manager_free)
 
-/* Connect (system bus, user bus, or address) and watch uevents. */
+/* Connect (system bus, user bus, or address) and attach the bus to the event loop. */
 int iod_manager_connect(struct iod_manager *m, const char *address, bool user);
 /* Ask for the bus name (after the restore: nobody can call before). */
 int iod_manager_request_name(struct iod_manager *m);
@@ -51,11 +51,8 @@ struct iod_session *iod_manager_find_session(struct iod_manager *m, const char *
 struct iod_session *iod_manager_find_session_by_path(struct iod_manager *m, const char *path);
 struct iod_device *iod_manager_find_device_by_path(struct iod_manager *m, const char *path);
 unsigned iod_manager_sessions_of(struct iod_manager *m, uid_t uid);
-/* Bytes of dirty log (both planes) of the sessions of uid. */
-uint64_t iod_manager_log_bytes_of(struct iod_manager *m, uid_t uid);
 
-int iod_manager_add_session(struct iod_manager *m, struct iod_session *s);
-/* Unlink, announce SessionRemoved and free the session. */
+/* Unlink and free the session; the caller announces it (SessionRemoved) and saves. */
 void iod_manager_destroy_session(struct iod_manager *m, struct iod_session *s);
 
 /* After a restore: say which limits the restored sessions exceed (none is dropped). */
@@ -67,17 +64,5 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret);
 /* Is /dev/iommu there; does its kernel know the dirty tracking ioctls. */
 bool iod_manager_iommufd_available(struct iod_manager *m);
 bool iod_manager_dirty_tracking_supported(struct iod_manager *m);
-
-/* manager-dbus.c: publish the objects and the owner watch on m->bus. */
-int iod_manager_publish(struct iod_manager *m);
-extern const sd_bus_vtable iod_manager_vtable[];
-int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int iod_manager_send_session_new(struct iod_manager *m, struct iod_session *s);
-int iod_manager_send_session_removed(struct iod_manager *m, const char *name, const char *path);
-
-/* device-dbus.c */
-extern const sd_bus_vtable iod_device_vtable[];
-int iod_device_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-			   void **found, sd_bus_error *error);
 
 #endif

@@ -100,8 +100,8 @@ static void put_session_fds(struct iod_manager *m)
 {
 	struct iod_persist *p = m->persist;
 
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 		struct {
 			const char *name;
 			int fd;
@@ -149,8 +149,8 @@ static bool keep_name(const char *name, void *userdata)
 		return true;
 	if (p->state_name && strcmp(name, p->state_name) == 0)
 		return true;
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 		size_t len = strlen(s->name);
 
 		/* Every fd name of a session is "<session>/...". */
@@ -435,8 +435,8 @@ static int session_failed_shell(struct iod_manager *m, const struct iod_state_se
 	struct iod_session *s = NULL;
 	int r;
 
-	iod_session_options_from_state(m, st, &o);
-	r = iod_session_new(m, st->name, st->mode, (uid_t)st->uid, &o, &s);
+	iod_session_options_from_state(&m->ctx, st, &o);
+	r = iod_session_new(&m->ctx, st->name, st->mode, (uid_t)st->uid, &o, &s);
 	if (r < 0)
 		return r;
 	s->failed = true;
@@ -477,9 +477,9 @@ static char **bus_names(struct iod_manager *m)
 	size_t n = 0;
 	int r;
 
-	if (!m->bus)
+	if (!m->ctx.bus)
 		return NULL;
-	r = sd_bus_call_method(m->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+	r = sd_bus_call_method(m->ctx.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
 			       "org.freedesktop.DBus", "ListNames", &error, &reply, NULL);
 	if (r >= 0)
 		r = sd_bus_message_read_strv(reply, &names);
@@ -511,7 +511,7 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 	struct iod_session *s = NULL;
 	int r, fd;
 
-	r = iod_session_from_state(m, st, lookup, f, &s);
+	r = iod_session_from_state(&m->ctx, st, lookup, f, &s);
 	if (r < 0) {
 		log_error_errno(r, "Session %s: cannot be restored, marking it failed: %m",
 				st->name);
@@ -549,7 +549,8 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 			struct iod_device *d = s->devices[i];
 
 			if (!d->cdev && d->name && iod_pci_address_valid(d->name))
-				(void)iod_vfio_cdev_path(m->config.sysfs_root, d->name, &d->cdev);
+				(void)iod_vfio_cdev_path(m->ctx.config.sysfs_root, d->name,
+							 &d->cdev);
 		}
 	}
 
@@ -571,7 +572,7 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 		}
 	}
 
-	r = iod_manager_add_session(m, s);
+	r = iod_context_add_session(&m->ctx, s);
 	if (r < 0) {
 		log_error_errno(r, "Session %s: lost: %m", st->name);
 		s->keep_kernel = true;
@@ -675,10 +676,10 @@ void iod_persist_shutdown(struct iod_manager *m)
 		return;
 	(void)iod_persist_save(m);
 	p->closed = true;
-	if (m->n_sessions > 0)
+	if (m->ctx.n_sessions > 0)
 		log_info(
 			"Leaving %zu session(s) to the fd store: the next instance takes them back.",
-			m->n_sessions);
-	for (size_t i = 0; i < m->n_sessions; i++)
-		m->sessions[i]->keep_kernel = true;
+			m->ctx.n_sessions);
+	for (size_t i = 0; i < m->ctx.n_sessions; i++)
+		m->ctx.sessions[i]->keep_kernel = true;
 }

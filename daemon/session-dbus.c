@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-signals.h"
 #include "bus-util.h"
 #include "errors.h"
 #include "persist.h"
@@ -11,6 +12,7 @@
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
+#include "session-dbus.h"
 
 /* The owner (uid and bus name) and root may act on a session; nobody else. */
 static int check_caller_uid(struct iod_session *s, sd_bus_message *m, uid_t *ret_uid,
@@ -72,9 +74,9 @@ static int method_add_memory(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
-				       "Mappings", "IoasId", NULL);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Regions", "TrackedBytes", "LogBytes",
+					   "MappedBytes", "Mappings", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -101,9 +103,9 @@ static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "Regions", "TrackedBytes", "LogBytes", "MappedBytes",
-				       "Mappings", NULL);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Regions", "TrackedBytes", "LogBytes",
+					   "MappedBytes", "Mappings", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -145,7 +147,7 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	r = iod_device_open(s->manager->config.sysfs_root, spec, fd, &d, &why);
+	r = iod_device_open(s->ctx->config.sysfs_root, spec, fd, &d, &why);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
@@ -156,10 +158,10 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	}
 
 	/* Its removal is watched from now on (VFIO's release request). */
-	iod_uevent_watch_devices(s->manager);
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", "IoasId",
-				       NULL);
+	iod_uevent_watch_devices(iod_manager_of(s->ctx));
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", "IoasId", NULL);
 	return sd_bus_reply_method_return(m, "o", d->path);
 }
 
@@ -201,7 +203,7 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	if (r < 0)
 		return r;
 
-	d = iod_manager_find_device_by_path(s->manager, path);
+	d = iod_manager_find_device_by_path(iod_manager_of(s->ctx), path);
 	if (!d || d->session != s)
 		return sd_bus_error_setf(error, IOD_ERROR_NO_SUCH_DEVICE,
 					 "Session %s has no device %s", s->name,
@@ -209,11 +211,12 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 
 	r = iod_session_detach_device(s, d, &why);
 	/* Also when it failed: a harvest in it may have failed the session. */
-	(void)iod_persist_save(s->manager);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -245,13 +248,13 @@ static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, cons
 	 * (the ranges before it are unmapped), a failed pre-unmap harvest or an owner session's
 	 * first Map (it made the iommufd and the IOAS: new fds to store), the whole state. */
 	if (r >= 0 && n > 0 && s->failed == failed && s->ioas_id == ioas)
-		(void)iod_persist_events(s->manager, s, map ? IOD_SJ_MAP : IOD_SJ_UNMAP, events, n,
-					 0);
+		(void)iod_persist_events(iod_manager_of(s->ctx), s, map ? IOD_SJ_MAP : IOD_SJ_UNMAP,
+					 events, n, 0);
 	else if (s->failed != failed || s->ioas_id != ioas || iod_iova_map_bytes(s->map) != bytes)
-		(void)iod_persist_save(s->manager);
+		(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
-		(void)iod_session_send_changed(s, "Mappings", "MappedBytes", map ? "IoasId" : NULL,
-					       NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Mappings", "MappedBytes",
+						   map ? "IoasId" : NULL, NULL);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 	return sd_bus_reply_method_return(m, NULL);
@@ -287,7 +290,7 @@ static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static int read_events(sd_bus_message *m, struct iod_session *s, bool map, struct iod_mapping **ret,
 		       size_t *ret_n)
 {
-	size_t max = (size_t)s->manager->config.limits.mappings + 1, n = 0, alloc = 0;
+	size_t max = (size_t)s->ctx->config.limits.mappings + 1, n = 0, alloc = 0;
 	struct iod_mapping *v = NULL, e = {};
 	int r;
 
@@ -363,13 +366,13 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 	r = iod_session_start(s, &why);
 	/* Also when it failed: a harvest in it may have failed the session. */
-	(void)iod_persist_save(s->manager);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
 	if (!was)
-		(void)iod_session_send_changed(s, "State", "Tracking", "TrackingMode", "Precise",
-					       "Hwpts", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking",
+						   "TrackingMode", "Precise", "Hwpts", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -386,12 +389,12 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 	r = iod_session_stop(s, &why);
 	/* Also when it failed: a harvest in it may have failed the session. */
-	(void)iod_persist_save(s->manager);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
 	if (was)
-		(void)iod_session_send_changed(s, "State", "Tracking", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -418,17 +421,18 @@ static const struct iod_bus_option ranges_options_table[] = {
 static void harvest_persist(struct iod_session *s, bool peek, bool failed_before)
 {
 	if (s->failed != failed_before)
-		(void)iod_persist_save(s->manager);
+		(void)iod_persist_save(iod_manager_of(s->ctx));
 	else if (!peek)
-		(void)iod_persist_events(s->manager, s, IOD_SJ_ROUNDS, NULL, 0,
+		(void)iod_persist_events(iod_manager_of(s->ctx), s, IOD_SJ_ROUNDS, NULL, 0,
 					 iod_log_rounds(s->log));
 }
 
 static void send_round_changed(struct iod_session *s, bool peek)
 {
 	if (!peek)
-		(void)iod_session_send_changed(s, "Rounds", "PendingRound", "LastRoundDirtyPages",
-					       "LastRoundDurationUSec", "DirtyRate", NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Rounds", "PendingRound",
+						   "LastRoundDirtyPages", "LastRoundDurationUSec",
+						   "DirtyRate", NULL);
 }
 
 static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -469,7 +473,7 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 {
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	struct iod_session *s = userdata;
-	struct harvest_options o = {.space = "gpa", .max_ranges = s->manager->config.limits.ranges};
+	struct harvest_options o = {.space = "gpa", .max_ranges = s->ctx->config.limits.ranges};
 	_cleanup_free_ struct iod_range *ranges = NULL;
 	struct iod_harvest_result res;
 	struct iod_reason why = {};
@@ -494,7 +498,7 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (o.max_ranges == 0)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
 					 "Option \"max_ranges\" must be at least 1");
-	r = iod_limits_check_ranges(&s->manager->config.limits, o.max_ranges, &why);
+	r = iod_limits_check_ranges(&s->ctx->config.limits, o.max_ranges, &why);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
@@ -572,8 +576,8 @@ static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "PendingRound", NULL);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "PendingRound", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -603,22 +607,27 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 					       strerror(-r));
 	log_info("Session %s claimed by %s (uid %u).", s->name, sender, (unsigned)uid);
 
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "Owner", "State", NULL);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner", "State", NULL);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
 static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_session *s = userdata;
-	struct iod_manager *mgr = s->manager;
+	struct iod_manager *mgr = iod_manager_of(s->ctx);
+	_cleanup_free_ char *name = NULL, *path = NULL;
 	int r;
 
 	r = check_caller(s, m, error);
 	if (r < 0)
 		return r;
 
+	name = strdup(s->name);
+	path = strdup(s->path);
 	iod_manager_destroy_session(mgr, s); /* s is freed */
+	if (name && path)
+		(void)iod_bus_emit_session_removed(&mgr->ctx, name, path);
 	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
@@ -809,13 +818,13 @@ int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, c
 	char **l;
 	size_t n = 0, k = 0;
 
-	for (size_t i = 0; i < m->n_sessions; i++)
-		n += 1 + m->sessions[i]->n_devices;
+	for (size_t i = 0; i < m->ctx.n_sessions; i++)
+		n += 1 + m->ctx.sessions[i]->n_devices;
 	l = calloc(n + 1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		l[k] = strdup(s->path);
 		if (!l[k])
@@ -836,39 +845,4 @@ oom:
 		free(l[--k]);
 	free(l);
 	return -ENOMEM;
-}
-
-int iod_session_send_changed(struct iod_session *s, const char *property, ...)
-{
-	sd_bus *bus = s->manager->bus;
-	char *names[16];
-	va_list ap;
-	size_t n = 0;
-
-	/* Only the signal: the caller made the change durable already (persist.h). */
-	if (!bus)
-		return 0;
-	va_start(ap, property);
-	for (const char *p = property; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
-		names[n++] = (char *)p;
-	va_end(ap);
-	names[n] = NULL;
-	return sd_bus_emit_properties_changed_strv(bus, s->path, IOD_SESSION_INTERFACE, names);
-}
-
-int iod_session_send_failed(struct iod_session *s)
-{
-	if (!s->manager->bus)
-		return 0;
-	return sd_bus_emit_signal(s->manager->bus, s->path, IOD_SESSION_INTERFACE, "Failed", "s",
-				  s->failure ? s->failure : "");
-}
-
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason)
-{
-	if (!s->manager->bus)
-		return 0;
-	return sd_bus_emit_signal(s->manager->bus, s->path, IOD_SESSION_INTERFACE, "DeviceLost",
-				  "os", d->path,
-				  reason ? reason : "the device was removed from the system");
 }

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "context.h"
 #include "journal.h"
 #include "logging.h"
-#include "manager.h"
 #include "session-internal.h"
 
 /* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */
@@ -169,7 +169,7 @@ void iod_session_fail_harvest(struct iod_session *s, const char *when, int r)
 
 	if (e->err != r || r == 0)
 		iod_session_fail(s, "%s failed: %s", when, iod_strerror(r));
-	else if (r == -EINVAL && s->manager->holes == IOD_HOLES_STRICT)
+	else if (r == -EINVAL && s->ctx->holes == IOD_HOLES_STRICT)
 		iod_session_fail(s,
 				 "%s failed: the kernel reports IOVA [0x%" PRIx64 ", +0x%" PRIx64
 				 ") of hwpt %u as not wholly mapped or not tracking (EINVAL): it "

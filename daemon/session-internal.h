@@ -9,7 +9,9 @@
  *   session-viommu.c   Map/Unmap and their batches, the harvest before an unmap
  *   session-state.c    to and from struct iod_state (restart survival)
  *
- * The public API is session.h; session-dbus.c puts it on the bus.
+ * Below them: the context the daemon's sessions share (context.c) and the sending of signals
+ * (bus-signals.c); never the manager or a *-dbus.c file. The public API is session.h;
+ * session-dbus.c puts it on the bus.
  */
 #ifndef IOD_SESSION_INTERNAL_H
 #define IOD_SESSION_INTERNAL_H

@@ -15,8 +15,8 @@
 
 #include <linux/magic.h>
 
+#include "context.h"
 #include "logging.h"
-#include "manager.h"
 #include "session-internal.h"
 
 /* --- guest memory ----------------------------------------------------------------------- */
@@ -60,11 +60,22 @@ struct iod_region *iod_session_region_containing(struct iod_session *s, uint64_t
 	return NULL;
 }
 
+/* Bytes of dirty log (both planes) of the sessions of uid: limited per uid. */
+static uint64_t log_bytes_of(const struct iod_context *c, uid_t uid)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < c->n_sessions; i++)
+		if (c->sessions[i]->uid == uid)
+			n += c->sessions[i]->log_bytes;
+	return n;
+}
+
 /* Arguments of a new region, before anything changes. */
 static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint64_t *ret_bytes,
 			struct iod_reason *why)
 {
-	const struct iod_limits *l = &s->manager->config.limits;
+	const struct iod_limits *l = &s->ctx->config.limits;
 	uint64_t end = gpa + size, bytes;
 	int r;
 
@@ -84,9 +95,8 @@ static int check_region(struct iod_session *s, uint64_t gpa, uint64_t size, uint
 	if (r < 0)
 		return r;
 	bytes = 2 * iod_bitmap_bytes(size / s->options.page_size);
-	r = iod_limits_check_log_bytes(
-		l, s->name, s->uid, s->log_bytes,
-		s->uid != 0 ? iod_manager_log_bytes_of(s->manager, s->uid) : 0, bytes, why);
+	r = iod_limits_check_log_bytes(l, s->name, s->uid, s->log_bytes,
+				       s->uid != 0 ? log_bytes_of(s->ctx, s->uid) : 0, bytes, why);
 	if (r < 0)
 		return r;
 	/* Without a vIOMMU IOVA = GPA: the region is also a mapping. */
@@ -296,7 +306,7 @@ int iod_session_check_device_limit(struct iod_session *s, struct iod_reason *why
 			why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
 			"Session %s is in adopt mode: its devices belong to the client, which names its HWPTs instead",
 			s->name);
-	return iod_limits_check_devices(&s->manager->config.limits, s->name, s->n_devices, why);
+	return iod_limits_check_devices(&s->ctx->config.limits, s->name, s->n_devices, why);
 }
 
 /* Put the device on an existing HWPT of the right kind, or on a new one. */

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "context.h"
 #include "logging.h"
-#include "manager.h"
 #include "session-internal.h"
 
 static int strdup_or_null(const char *s, char **ret)
@@ -108,7 +108,7 @@ fail:
 	return r;
 }
 
-void iod_session_options_from_state(const struct iod_manager *m, const struct iod_state_session *st,
+void iod_session_options_from_state(const struct iod_context *c, const struct iod_state_session *st,
 				    struct iod_session_options *ret)
 {
 	enum iod_disconnect_policy policy;
@@ -121,7 +121,7 @@ void iod_session_options_from_state(const struct iod_manager *m, const struct io
 		policy = IOD_DISCONNECT_DESTROY;
 		break;
 	default: /* not recorded: what the daemon that wrote the state did after a restart */
-		policy = m->config.disconnect_policy;
+		policy = c->config.disconnect_policy;
 		break;
 	}
 	*ret = (struct iod_session_options){
@@ -186,19 +186,19 @@ static void unmap_unrecorded(struct iod_session *s)
 			s->name, total, areas, s->ioas_id);
 }
 
-int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
+int iod_session_from_state(struct iod_context *c, const struct iod_state_session *st,
 			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret)
 {
 	_cleanup_(iod_session_freep) struct iod_session *s = NULL;
 	struct iod_session_options o;
 	int r, fd;
 
-	iod_session_options_from_state(m, st, &o);
+	iod_session_options_from_state(c, st, &o);
 	if (st->disconnect_policy == IOD_STATE_DISCONNECT_UNSET)
 		log_notice(
 			"Session %s: the state does not record its disconnect policy (written by an older iodirtyd), using the default \"%s\".",
 			st->name, iod_disconnect_policy_to_string(o.disconnect_policy));
-	r = iod_session_new(m, st->name, st->mode, (uid_t)st->uid, &o, &s);
+	r = iod_session_new(c, st->name, st->mode, (uid_t)st->uid, &o, &s);
 	if (r < 0)
 		return r;
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "context.h"
 #include "logging.h"
-#include "manager.h"
 #include "session-internal.h"
 
 /*
@@ -49,7 +49,7 @@ static int check_events(const struct iod_session *s, const char *array,
 {
 	int r;
 
-	r = iod_limits_check_batch(&s->manager->config.limits, s->name, n, why);
+	r = iod_limits_check_batch(&s->ctx->config.limits, s->name, n, why);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
@@ -213,8 +213,8 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 	r = check_disjoint(array, maps, n, why);
 	if (r < 0)
 		return r;
-	r = iod_limits_check_mappings(&s->manager->config.limits, s->name,
-				      iod_iova_map_count(s->map), fresh, why);
+	r = iod_limits_check_mappings(&s->ctx->config.limits, s->name, iod_iova_map_count(s->map),
+				      fresh, why);
 	if (r < 0)
 		return r;
 	if (fresh == 0)

@@ -11,9 +11,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "bus-signals.h"
+#include "context.h"
 #include "journal.h"
 #include "logging.h"
-#include "manager.h"
 #include "session-internal.h"
 
 const char *iod_session_mode_to_string(enum iod_session_mode mode)
@@ -34,7 +35,7 @@ int iod_session_fdname_new(char **ret, const struct iod_session *s, const char *
 	return 0;
 }
 
-int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mode mode, uid_t uid,
+int iod_session_new(struct iod_context *c, const char *name, enum iod_session_mode mode, uid_t uid,
 		    const struct iod_session_options *options, struct iod_session **ret)
 {
 	_cleanup_(iod_session_freep) struct iod_session *s = NULL;
@@ -46,7 +47,7 @@ int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mo
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->manager = m;
+	s->ctx = c;
 	s->mode = mode;
 	s->uid = uid;
 	s->options = *options;
@@ -179,23 +180,20 @@ struct iod_session *iod_session_free(struct iod_session *s)
 
 /* --- owner ------------------------------------------------------------------------------ */
 
-void iod_session_owner_left(struct iod_session *s)
+bool iod_session_owner_left(struct iod_session *s)
 {
-	struct iod_manager *m = s->manager;
-
 	log_info("Owner %s of session %s left the bus.", s->owner ? s->owner : "(none)", s->name);
 	free(s->owner);
 	s->owner = NULL;
 
 	if (s->options.disconnect_policy == IOD_DISCONNECT_DESTROY) {
 		log_info("Destroying session %s (disconnect policy \"destroy\").", s->name);
-		iod_manager_destroy_session(m, s);
-		return;
+		return true;
 	}
 
 	log_info("Keeping session %s for uid %u (disconnect policy \"keep\").", s->name,
 		 (unsigned)s->uid);
-	(void)iod_session_send_changed(s, "Owner", "State", NULL);
+	return false;
 }
 
 int iod_session_set_owner(struct iod_session *s, const char *owner)
@@ -216,7 +214,7 @@ int iod_session_set_owner(struct iod_session *s, const char *owner)
 
 int iod_session_ensure_kernel(struct iod_session *s, struct iod_reason *why)
 {
-	const char *path = s->manager->config.iommufd_path;
+	const char *path = s->ctx->config.iommufd_path;
 	struct iod_iommufd *ictx = NULL;
 	uint32_t ioas = 0;
 	int r;
@@ -284,12 +282,12 @@ static int hwpt_probe(struct iod_iommufd *ictx, uint32_t id, uint64_t page_size,
 
 void iod_session_probe_holes(struct iod_session *s)
 {
-	struct iod_manager *m = s->manager;
+	struct iod_context *c = s->ctx;
 	enum iod_hole_behavior b;
 	uint64_t hole, length;
 	int r;
 
-	if (m->holes != IOD_HOLES_UNKNOWN || !s->ictx || !s->ioas_id)
+	if (c->holes != IOD_HOLES_UNKNOWN || !s->ictx || !s->ioas_id)
 		return;
 	for (size_t i = 0; i < s->n_hwpts; i++) {
 		const struct iod_session_hwpt *h = &s->hwpts[i];
@@ -311,11 +309,8 @@ void iod_session_probe_holes(struct iod_session *s)
 					s->name, h->hw.id, hole);
 			return;
 		}
-		m->holes = b;
-		if (m->bus)
-			(void)sd_bus_emit_properties_changed(m->bus, IOD_MANAGER_PATH,
-							     IOD_MANAGER_INTERFACE,
-							     "KernelHoleBehavior", NULL);
+		c->holes = b;
+		(void)iod_bus_emit_manager_changed(c, "KernelHoleBehavior", NULL);
 		log_info(
 			"Kernel: a dirty bitmap read over unmapped IOVA %s (\"%s\").",
 			b == IOD_HOLES_STRICT
@@ -439,8 +434,9 @@ void iod_session_fail(struct iod_session *s, const char *format, ...)
 	s->failed = true;
 	free(s->failure);
 	s->failure = reason;
-	(void)iod_session_send_failed(s);
-	(void)iod_session_send_changed(s, "State", "LogComplete", "FailureReason", NULL);
+	(void)iod_bus_emit_session_failed(s->ctx, s->path, s->failure);
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "LogComplete", "FailureReason",
+					   NULL);
 }
 
 bool iod_session_log_complete(const struct iod_session *s)

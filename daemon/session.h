@@ -27,7 +27,7 @@
 #include "errors.h"
 #include "iodirty.h"
 
-struct iod_manager;
+struct iod_context;
 
 struct iod_region {
 	uint64_t gpa;
@@ -60,7 +60,7 @@ struct iod_session_options {
 };
 
 struct iod_session {
-	struct iod_manager *manager;
+	struct iod_context *ctx; /* what the daemon's sessions share (context.h) */
 	char *name;
 	char *path; /* D-Bus object path */
 	enum iod_session_mode mode;
@@ -105,7 +105,7 @@ struct iod_session {
 	uint64_t dirty_rate; /* bytes per second over the last round */
 };
 
-int iod_session_new(struct iod_manager *m, const char *name, enum iod_session_mode mode, uid_t uid,
+int iod_session_new(struct iod_context *c, const char *name, enum iod_session_mode mode, uid_t uid,
 		    const struct iod_session_options *options, struct iod_session **ret);
 /* Release everything in reverse order: devices, owned HWPTs, the IOAS, memory, fds. */
 struct iod_session *iod_session_free(struct iod_session *s);
@@ -113,16 +113,19 @@ IOD_DEFINE_FREEP(struct iod_session, iod_session_free)
 
 /*
  * Set (or, with NULL, drop) the owner's bus name. The manager watches every owner with one
- * match on NameOwnerChanged (iod_manager_connect()), not one per session: a bus allows a
+ * match on NameOwnerChanged (iod_manager_publish()), not one per session: a bus allows a
  * connection few match rules (dbus-daemon: 512).
  */
 int iod_session_set_owner(struct iod_session *s, const char *owner);
-/* The owner left the bus: destroy the session or keep it orphaned, as its policy says. */
-void iod_session_owner_left(struct iod_session *s);
+/*
+ * The owner left the bus: forget it. true if the session's disconnect policy says that it
+ * goes with its owner (the caller destroys it), false if it stays, orphaned.
+ */
+bool iod_session_owner_left(struct iod_session *s);
 
 /*
  * Learn how the kernel answers a dirty read over unmapped IOVA (enum iod_hole_behavior) from
- * the session's first dirty capable HWPT, once per daemon: m->holes. Quiet, changes nothing.
+ * the session's first dirty capable HWPT, once per daemon: s->ctx->holes. Quiet, changes nothing.
  */
 void iod_session_probe_holes(struct iod_session *s);
 
@@ -236,20 +239,10 @@ const char *iod_session_mode_to_string(enum iod_session_mode mode);
 int iod_session_to_state(const struct iod_session *s, struct iod_state_session *ret);
 /* The options a session was created with, as its state records them (a state written
  * before the disconnect policy was recorded gets the daemon's default policy). */
-void iod_session_options_from_state(const struct iod_manager *m, const struct iod_state_session *st,
+void iod_session_options_from_state(const struct iod_context *c, const struct iod_state_session *st,
 				    struct iod_session_options *ret);
 typedef int (*iod_fd_lookup_fn)(const char *fdname, void *userdata);
-int iod_session_from_state(struct iod_manager *m, const struct iod_state_session *st,
+int iod_session_from_state(struct iod_context *c, const struct iod_state_session *st,
 			   iod_fd_lookup_fn lookup, void *userdata, struct iod_session **ret);
-
-/* session-dbus.c */
-extern const sd_bus_vtable iod_session_vtable[];
-int iod_session_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-			    void **found, sd_bus_error *error);
-int iod_session_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-				sd_bus_error *error);
-int iod_session_send_changed(struct iod_session *s, const char *property, ...);
-int iod_session_send_failed(struct iod_session *s);
-int iod_session_send_device_lost(struct iod_session *s, struct iod_device *d, const char *reason);
 
 #endif

@@ -10,6 +10,7 @@
 #include <netlink/socket.h>
 #include <systemd/sd-event.h>
 
+#include "bus-signals.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -75,9 +76,8 @@ void iod_device_lost(struct iod_device *d, const char *why)
 	d->req_source = sd_event_source_disable_unref(d->req_source);
 
 	/* While the object still exists: the signal names its path. */
-	(void)iod_session_send_device_lost(s, d, why);
-	(void)sd_bus_emit_properties_changed(s->manager->bus, d->path, IOD_DEVICE_INTERFACE, "Lost",
-					     NULL);
+	(void)iod_bus_emit_device_lost(s->ctx, s->path, d->path, why);
+	(void)iod_bus_emit_device_changed(s->ctx, d->path, "Lost", NULL);
 
 	/* Harvests the HWPT if this was its last device, detaches, closes the fd. */
 	r = iod_session_detach_device(s, d, &reason);
@@ -87,15 +87,16 @@ void iod_device_lost(struct iod_device *d, const char *why)
 		return;
 	}
 	/* The state without it, and its fd out of the store (persist.c). */
-	(void)iod_persist_save(s->manager);
-	(void)iod_session_send_changed(s, "Devices", "Hwpts", "TrackingMode", "Precise", NULL);
+	(void)iod_persist_save(iod_manager_of(s->ctx));
+	(void)iod_bus_emit_session_changed(s->ctx, s->path, "Devices", "Hwpts", "TrackingMode",
+					   "Precise", NULL);
 }
 
 static struct iod_device *find_removed(struct iod_manager *m, const char *devpath,
 				       const char *subsystem, const char *devname)
 {
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		for (size_t k = 0; k < s->n_devices; k++)
 			if (!s->devices[k]->lost &&
@@ -246,8 +247,8 @@ static int watch_device(struct iod_manager *m, struct iod_device *d)
 
 void iod_uevent_watch_devices(struct iod_manager *m)
 {
-	for (size_t i = 0; i < m->n_sessions; i++) {
-		struct iod_session *s = m->sessions[i];
+	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
+		struct iod_session *s = m->ctx.sessions[i];
 
 		for (size_t k = 0; k < s->n_devices; k++) {
 			struct iod_device *d = s->devices[k];

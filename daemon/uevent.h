@@ -16,12 +16,15 @@
 
 #include <stdbool.h>
 
+#include "iod-util.h"
+
 struct iod_manager;
 struct iod_device;
 struct iod_uevent;
 
 int iod_uevent_start(struct iod_manager *m, struct iod_uevent **ret);
 struct iod_uevent *iod_uevent_free(struct iod_uevent *u);
+IOD_DEFINE_FREEP(struct iod_uevent, iod_uevent_free)
 
 /* Register a release request eventfd for every device that has none yet. */
 void iod_uevent_watch_devices(struct iod_manager *m);

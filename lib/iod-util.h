@@ -23,6 +23,9 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
+/* The struct of the given type that holds member at ptr. */
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
 /* Arguments are evaluated twice: no side effects in them. */
 #undef MIN
 #undef MAX
