@@ -230,12 +230,14 @@ static int method_adopt_session(sd_bus_message *m, void *userdata, sd_bus_error 
 	return sd_bus_reply_method_return(m, "o", TAKE_PTR(s)->path);
 }
 
-/* Destroy s and announce it: SessionRemoved goes out once its kernel objects are gone. */
+/* Destroy s, make that durable, and announce it: SessionRemoved goes out once its kernel
+ * objects are gone and the state no longer has it. */
 static void destroy_session(struct iod_manager *m, struct iod_session *s)
 {
 	_cleanup_free_ char *name = strdup(s->name), *path = strdup(s->path);
 
 	iod_manager_destroy_session(m, s);
+	(void)iod_persist_save(m);
 	if (name && path)
 		(void)iod_bus_emit_session_removed(&m->ctx, name, path);
 }
@@ -321,7 +323,6 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 					 (unsigned)s->uid, s->owner ? s->owner : "no bus name");
 
 	destroy_session(mgr, s);
-	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -568,12 +569,13 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 		struct iod_session *s = m->ctx.sessions[i];
 
 		if (s->owner && strcmp(s->owner, name) == 0) {
-			if (iod_session_owner_left(s))
+			if (iod_session_owner_left(s)) {
 				destroy_session(m, s);
-			else
+			} else {
+				(void)iod_persist_save(m);
 				(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner",
 								   "State", NULL);
-			(void)iod_persist_save(m);
+			}
 			i = 0;
 			continue;
 		}

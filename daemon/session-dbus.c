@@ -626,9 +626,9 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 	name = strdup(s->name);
 	path = strdup(s->path);
 	iod_manager_destroy_session(mgr, s); /* s is freed */
+	(void)iod_persist_save(mgr);
 	if (name && path)
 		(void)iod_bus_emit_session_removed(&mgr->ctx, name, path);
-	(void)iod_persist_save(mgr);
 	return sd_bus_reply_method_return(m, NULL);
 }
 
