@@ -796,6 +796,15 @@ static void negative_control_order(void)
  * harvested before an Unmap): it says so (NotMapped) instead of leaving it out, the round
  * stays pending, and in GPA space the page is there.
  */
+/* Does a live mapping translate some IOVA to the guest page at gpa? */
+static bool gpa_mapped(uint64_t gpa)
+{
+	for (size_t i = 0; i < n_maps; i++)
+		if (gpa >= maps[i].gpa && gpa - maps[i].gpa < maps[i].size)
+			return true;
+	return false;
+}
+
 static void iova_space_after_unmap(void)
 {
 	uint64_t size = 4 * LOG_PAGE, iova = free_iova(size), gpa, nr;
@@ -805,9 +814,14 @@ static void iova_space_after_unmap(void)
 	int truncated, precise;
 	char needle[96];
 
+	/* A page never marked that no live mapping reaches: once its one mapping is gone, no
+	 * IOVA maps it (another IOVA that did would let the daemon answer, rightly). */
 	gpa = GUEST_SIZE - 8 * LOG_PAGE;
-	while (dt_pageset_test(&marked, (gpa + LOG_PAGE) >> LOG_SHIFT))
+	while (dt_pageset_test(&marked, (gpa + LOG_PAGE) >> LOG_SHIFT) ||
+	       gpa_mapped(gpa + LOG_PAGE)) {
+		dt_assert(gpa >= LOG_PAGE, "no page of guest memory is free of marks and mappings");
 		gpa -= LOG_PAGE;
+	}
 	page = gpa + LOG_PAGE;
 	harvest(); /* start from an empty round */
 	scall("Acknowledge", "t", dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't'));
