@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Persistence (persist.h): snapshots and the state journal in the fd store, and the restore. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
