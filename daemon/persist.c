@@ -96,54 +96,71 @@ static bool active(const struct iod_persist *p)
 
 /* --- snapshots ------------------------------------------------------------------------- */
 
+/*
+ * Call cb(name, fd) for every fd of s that the store must hold: its log, iommufd and
+ * harvest journal, guest memory memfds and device cdevs. A non-zero return stops the walk
+ * and is returned.
+ */
+static int session_foreach_fd(struct iod_session *s,
+			      int (*cb)(const char *name, int fd, void *userdata), void *userdata)
+{
+	const struct {
+		const char *name;
+		int fd;
+	} fds[] = {
+		{s->log_fdname, iod_log_fd(s->log)},
+		{s->iommufd_fdname, s->ictx ? iod_iommufd_fd(s->ictx) : -EBADF},
+		{s->journal_fdname, s->journal ? iod_journal_fd(s->journal) : -EBADF},
+	};
+	int r;
+
+	for (size_t k = 0; k < ELEMENTSOF(fds); k++)
+		if (fds[k].name && fds[k].fd >= 0 && (r = cb(fds[k].name, fds[k].fd, userdata)))
+			return r;
+	for (size_t k = 0; k < s->n_regions; k++)
+		if (s->regions[k].fdname && s->regions[k].fd >= 0 &&
+		    (r = cb(s->regions[k].fdname, s->regions[k].fd, userdata)))
+			return r;
+	for (size_t k = 0; k < s->n_devices; k++)
+		if (s->devices[k]->fdname && s->devices[k]->fd >= 0 &&
+		    (r = cb(s->devices[k]->fdname, s->devices[k]->fd, userdata)))
+			return r;
+	return 0;
+}
+
+static int put_fd(const char *name, int fd, void *userdata)
+{
+	struct iod_persist *p = userdata;
+
+	if (iod_fdstore_put(p->store, name, fd) < 0)
+		log_warning("Failed to store fd \"%s\", a restart would lose it.", name);
+	return 0;
+}
+
 /* Store the fds every session needs (before a state that names them). */
 static void put_session_fds(struct iod_manager *m)
 {
-	struct iod_persist *p = m->persist;
-
 	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
 		struct iod_session *s = m->ctx.sessions[i];
-		struct {
-			const char *name;
-			int fd;
-		} fds[3] = {
-			{s->log_fdname, iod_log_fd(s->log)},
-			{s->iommufd_fdname, s->ictx ? iod_iommufd_fd(s->ictx) : -EBADF},
-			{s->journal_fdname, s->journal ? iod_journal_fd(s->journal) : -EBADF},
-		};
 
 		/* Before the first harvest can need it. */
 		if (iod_session_ensure_journal(s) < 0)
 			log_warning(
 				"Session %s: no harvest journal, a crash in a harvest may lose bits.",
 				s->name);
-		fds[2].fd = s->journal ? iod_journal_fd(s->journal) : -EBADF;
-		for (size_t k = 0; k < ELEMENTSOF(fds); k++)
-			if (fds[k].name && fds[k].fd >= 0 &&
-			    iod_fdstore_put(p->store, fds[k].name, fds[k].fd) < 0)
-				log_warning("Failed to store fd \"%s\", a restart would lose it.",
-					    fds[k].name);
-		for (size_t k = 0; k < s->n_regions; k++)
-			if (s->regions[k].fdname && s->regions[k].fd >= 0 &&
-			    iod_fdstore_put(p->store, s->regions[k].fdname, s->regions[k].fd) < 0)
-				log_warning("Failed to store fd \"%s\", a restart would lose it.",
-					    s->regions[k].fdname);
-		for (size_t k = 0; k < s->n_devices; k++)
-			if (s->devices[k]->fdname && s->devices[k]->fd >= 0 &&
-			    iod_fdstore_put(p->store, s->devices[k]->fdname, s->devices[k]->fd) < 0)
-				log_warning("Failed to store fd \"%s\", a restart would lose it.",
-					    s->devices[k]->fdname);
+		(void)session_foreach_fd(s, put_fd, m->persist);
 	}
 }
 
-struct keep_ctx {
-	struct iod_manager *m;
-};
+static int is_name(const char *name, int fd, void *userdata)
+{
+	return strcmp(name, userdata) == 0;
+}
 
 /* Does anything still name this stored fd? */
 static bool keep_name(const char *name, void *userdata)
 {
-	struct iod_manager *m = ((struct keep_ctx *)userdata)->m;
+	struct iod_manager *m = userdata;
 	struct iod_persist *p = m->persist;
 
 	if (strcmp(name, JOURNAL_NAME) == 0 && p->journal)
@@ -155,20 +172,9 @@ static bool keep_name(const char *name, void *userdata)
 		size_t len = strlen(s->name);
 
 		/* Every fd name of a session is "<session>/...". */
-		if (strncmp(name, s->name, len) != 0 || name[len] != '/')
-			continue;
-		if ((s->log_fdname && strcmp(name, s->log_fdname) == 0) ||
-		    (s->ictx && s->iommufd_fdname && strcmp(name, s->iommufd_fdname) == 0) ||
-		    (s->journal && s->journal_fdname && strcmp(name, s->journal_fdname) == 0))
+		if (strncmp(name, s->name, len) == 0 && name[len] == '/' &&
+		    session_foreach_fd(s, is_name, (void *)name))
 			return true;
-		for (size_t k = 0; k < s->n_regions; k++)
-			if (s->regions[k].fdname && s->regions[k].fd >= 0 &&
-			    strcmp(name, s->regions[k].fdname) == 0)
-				return true;
-		for (size_t k = 0; k < s->n_devices; k++)
-			if (s->devices[k]->fdname && s->devices[k]->fd >= 0 &&
-			    strcmp(name, s->devices[k]->fdname) == 0)
-				return true;
 	}
 	return false;
 }
@@ -277,7 +283,6 @@ static int state_save(struct iod_manager *m)
 static int snapshot(struct iod_manager *m)
 {
 	struct iod_persist *p = m->persist;
-	struct keep_ctx k = {.m = m};
 	int r;
 
 	put_session_fds(m);
@@ -286,7 +291,7 @@ static int snapshot(struct iod_manager *m)
 	/* What nothing names any more: earlier states, fds of sessions and devices gone. Not
 	 * when the state failed: the previous one still names them. */
 	if (r >= 0)
-		iod_fdstore_prune(p->store, keep_name, &k);
+		iod_fdstore_prune(p->store, keep_name, m);
 	return r;
 }
 
@@ -329,28 +334,24 @@ void iod_persist_release(struct iod_manager *m)
 
 /* --- the journal ----------------------------------------------------------------------- */
 
-static void test_crash(struct iod_persist *p)
+/* Append one record; IODIRTYD_TEST_CRASH kills this instance at its Nth append, after the
+ * commit (journal-append) or instead of it, with half the record written (journal-torn). */
+static int append(struct iod_persist *p, struct iod_session *s, enum iod_state_journal_type type,
+		  const struct iod_mapping *entries, size_t n, uint64_t value)
 {
-	if (p->crash_at && p->appends == p->crash_at) {
+	bool crash = p->crash_at && ++p->appends == p->crash_at;
+	int r = 0;
+
+	if (crash && p->crash_torn)
+		(void)iod_state_journal_append_torn(p->journal, type, s->name, entries, n, value);
+	else
+		r = iod_state_journal_append(p->journal, type, s->name, entries, n, value);
+	if (crash) {
 		log_warning("IODIRTYD_TEST_CRASH: killing this instance at journal append %" PRIu64
 			    ".",
 			    p->appends);
 		raise(SIGKILL);
 	}
-}
-
-static int append(struct iod_persist *p, struct iod_session *s, enum iod_state_journal_type type,
-		  const struct iod_mapping *entries, size_t n, uint64_t value)
-{
-	p->appends++;
-	if (p->crash_torn && p->crash_at == p->appends) {
-		(void)iod_state_journal_append_torn(p->journal, type, s->name, entries, n, value);
-		test_crash(p);
-	}
-	int r = iod_state_journal_append(p->journal, type, s->name, entries, n, value);
-
-	if (r >= 0 && !p->crash_torn)
-		test_crash(p);
 	return r;
 }
 
@@ -371,7 +372,9 @@ int iod_persist_events(struct iod_manager *m, struct iod_session *s,
 	if (iod_state_journal_used(p->journal) >= limit)
 		return iod_persist_save(m); /* compaction: this event is in the snapshot */
 
-	for (size_t done = 0; done < n || (n == 0 && done == 0);) {
+	/* A batch larger than a record takes several (ROUNDS: one, without entries). */
+	size_t done = 0;
+	do {
 		size_t k = MIN(n - done, (size_t)IOD_STATE_JOURNAL_MAX_ENTRIES);
 		int r = append(p, s, type, entries ? entries + done : NULL, k, value);
 
@@ -383,9 +386,7 @@ int iod_persist_events(struct iod_manager *m, struct iod_session *s,
 			return iod_persist_save(m);
 		}
 		done += k;
-		if (n == 0)
-			break;
-	}
+	} while (done < n);
 	return 0;
 }
 
@@ -592,7 +593,6 @@ static void restore_session(struct iod_manager *m, const struct iod_state_sessio
 static char *journal_replay(struct iod_persist *p, struct iod_state *best)
 {
 	_cleanup_free_ char *reason = NULL;
-	char *why = NULL;
 	uint64_t n = 0;
 	int fd = iod_fdstore_lookup(p->store, JOURNAL_NAME), r;
 
@@ -605,11 +605,7 @@ static char *journal_replay(struct iod_persist *p, struct iod_state *best)
 		log_error("The state journal cannot be replayed onto state generation %" PRIu64
 			  ": %s",
 			  best->generation, reason ? reason : iod_strerror(r));
-		if (asprintf(&why, "%s", reason ? reason : iod_strerror(r)) < 0)
-			why = NULL;
-		if (!p->journal)
-			return why;
-		return why ? why : strdup("unreadable");
+		return reason ? TAKE_PTR(reason) : strdup(iod_strerror(r));
 	}
 	if (n > 0)
 		log_info("Replayed %" PRIu64 " change(s) from the state journal.", n);

@@ -442,17 +442,11 @@ static int check_record(const struct iod_state_journal *j, uint64_t off, uint64_
 			       "journal record at %llu: %u bytes for %llu entries (want %llu)",
 			       (unsigned long long)off, rec->size, (unsigned long long)rec->count,
 			       (unsigned long long)want);
-	{
-		/* The check is computed with its own field zero. */
-		uint8_t *copy = malloc(rec->size);
-
-		if (!copy)
-			return -ENOMEM;
-		memcpy(copy, p, rec->size);
-		memset(copy + offsetof(struct record, check), 0, sizeof(rec->check));
-		check = crc32_update(0, copy, rec->size);
-		free(copy);
-	}
+	/* The check is computed with its own field zero. */
+	check = crc32_update(0, p, offsetof(struct record, check));
+	check = crc32_update(check, &(uint32_t){0}, sizeof(rec->check));
+	check = crc32_update(check, p + offsetof(struct record, check) + sizeof(rec->check),
+			     rec->size - offsetof(struct record, check) - sizeof(rec->check));
 	if (check != rec->check)
 		return reasonf(ret_reason, -EBADMSG, "journal record at %llu: damaged (check)",
 			       (unsigned long long)off);
