@@ -89,14 +89,14 @@ $(DAEMON_CORE): $(DAEMON_CORE_OBJS)
 $(B)/iodirtyd: $(B)/daemon/iodirtyd.o $(DAEMON_CORE) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(DAEMON_LIBS)
 
-# --- libiodirty-client: connect, bus names, batch builders, the log reader --------------------
+# --- libiodirty-client: connect, bus names, batch builders, the event channel, the log reader
 # Installed as a shared library (SONAME libiodirty-client.so.0, exporting only its API, see
 # client/libiodirty-client.sym); the programs and tests of this tree link the same objects
 # statically (libiodirty-client.a), so that they run from the build folder and in the guest.
-CLIENT_LIB_SRCS := client/bus-client.c
+CLIENT_LIB_SRCS := client/bus-client.c client/event-channel.c
 CLIENT_LIB_OBJS := $(CLIENT_LIB_SRCS:%.c=$(B)/%.o)
 CLIENT_LIB := $(B)/libiodirty-client.a
-CLIENT_SO_VERSION := 0.1.0
+CLIENT_SO_VERSION := 0.2.0
 CLIENT_SO := $(B)/libiodirty-client.so.$(CLIENT_SO_VERSION)
 CLIENT_LIBS = $(SYSTEMD_LIBS) $(JSON_LIBS)
 

@@ -4,6 +4,8 @@
  *  - the names of the service (iod-names.h): bus name, object paths, interfaces, errors;
  *  - connecting to the bus the daemon serves on, with fd passing negotiated;
  *  - Session1.MapBatch and UnmapBatch calls built from an array of events;
+ *  - the event channel (Session1.OpenEventChannel, wire format iod-event-channel.h): open
+ *    it, send a batch, read a completion;
  *  - the one reader of the dirty log memfd a Harvest hands out (iod-dirty-log.h):
  *    iod_log_open_fd_ro() checks the whole layout before anything is read, maps it
  *    read-only, and iod_log_next_dirty() walks a round's dirty pages reading only the pages
@@ -35,6 +37,7 @@
 #include <systemd/sd-bus.h>
 
 #include "iod-dirty-log.h"
+#include "iod-event-channel.h"
 #include "iod-iova-map.h"
 #include "iod-names.h"
 #include "iod-util.h"
@@ -54,5 +57,42 @@ int iod_bus_client_open(const char *address, bool user, sd_bus **ret);
  */
 int iod_bus_new_batch(sd_bus *bus, const char *path, bool map, const struct iod_mapping *v,
 		      size_t n, sd_bus_message **ret);
+
+/*
+ * The event channel of the session at path (Session1.OpenEventChannel; the caller must own
+ * the session). *ret_fd is the client's end, blocking and close-on-exec; *ret_last_seq (may
+ * be NULL) the sequence number of the last batch the session applied: send the batches
+ * after it again, and number new ones above it. Returns 0 or -errno.
+ *
+ *	iod_channel_open(bus, path, &fd, &seq);
+ *	iod_channel_send(fd, IOD_EVENT_UNMAP, ++seq, ranges, n);
+ *	iod_channel_recv(fd, &c);   // c.seq == seq; c.error 0: harvested, unmapped, durable
+ */
+int iod_channel_open(sd_bus *bus, const char *path, int *ret_fd, uint64_t *ret_last_seq);
+
+/*
+ * Send one batch: type IOD_EVENT_MAP (v[i] = iova, gpa, length) or IOD_EVENT_UNMAP (iova,
+ * length; gpa is sent as 0), 1..IOD_EVENT_MAX_ENTRIES entries, seq > 0. Blocks while the
+ * socket is full. Returns 0 or -errno (-EINVAL for arguments the channel would refuse).
+ */
+int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struct iod_mapping *v,
+		     size_t n);
+
+/* A completion, as read and checked by iod_channel_recv(). */
+struct iod_channel_completion {
+	uint64_t seq;
+	uint32_t flags; /* IOD_EVENT_COMPLETION_* */
+	int error; /* 0 or a negative errno */
+	uint32_t entry; /* the entry error is about, or IOD_EVENT_NO_ENTRY */
+	char name[IOD_EVENT_MAX_TEXT + 1]; /* the D-Bus error name ("" when error is 0) */
+	char message[IOD_EVENT_MAX_TEXT + 1];
+};
+
+/*
+ * Read the next completion (blocking, unless the fd is non-blocking: then -EAGAIN). Returns
+ * 0, -ECONNRESET when the daemon closed the channel, -EBADMSG for a packet that is not a
+ * completion of this version, or another -errno.
+ */
+int iod_channel_recv(int fd, struct iod_channel_completion *ret);
 
 #endif

@@ -21,6 +21,8 @@
 struct iod_reason {
 	const char *name; /* an error name above, or a standard D-Bus one */
 	char text[256];
+	/* The entry of a batch the error is about, plus one; 0 if it is about no one entry. */
+	size_t entry_plus_one;
 };
 
 /* Fill why (may be NULL) and return err (a negative errno). */

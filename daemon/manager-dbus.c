@@ -8,6 +8,7 @@
 #include "device.h"
 #include "device-dbus.h"
 #include "errors.h"
+#include "event-channel.h"
 #include "persist.h"
 #include "logging.h"
 #include "manager.h"
@@ -572,6 +573,8 @@ int iod_manager_on_name_owner_changed(sd_bus_message *message, void *userdata, s
 			if (iod_session_owner_left(s)) {
 				destroy_session(m, s);
 			} else {
+				/* Kept, orphaned: its channel was the owner's. */
+				iod_event_channel_close(s);
 				(void)iod_persist_save(m);
 				(void)iod_bus_emit_session_changed(s->ctx, s->path, "Owner",
 								   "State", NULL);

@@ -376,7 +376,10 @@ int iod_persist_events(struct iod_manager *m, struct iod_session *s,
 	size_t done = 0;
 	do {
 		size_t k = MIN(n - done, (size_t)IOD_STATE_JOURNAL_MAX_ENTRIES);
-		int r = append(p, s, type, entries ? entries + done : NULL, k, value);
+		/* An event channel's sequence number goes with the batch's last record. */
+		bool last = done + k == n;
+		int r = append(p, s, type, entries ? entries + done : NULL, k,
+			       type == IOD_SJ_ROUNDS || last ? value : 0);
 
 		if (r == -ENOSPC)
 			return iod_persist_save(m); /* the records so far are in it too */

@@ -48,8 +48,10 @@ int iod_persist_save(struct iod_manager *m);
 
 /*
  * n entries of a vIOMMU event that has happened (IOD_SJ_MAP: the mappings added;
- * IOD_SJ_UNMAP: the ranges removed), or the session's new round count (IOD_SJ_ROUNDS,
- * value; no entries). Falls back to a snapshot when the journal cannot take it.
+ * IOD_SJ_UNMAP: the ranges removed; value, if not 0, the event channel's sequence number of
+ * the batch, which the session's event_seq already holds), or the session's new round count
+ * (IOD_SJ_ROUNDS, value; no entries). Falls back to a snapshot when the journal cannot take
+ * it.
  */
 int iod_persist_events(struct iod_manager *m, struct iod_session *s,
 		       enum iod_state_journal_type type, const struct iod_mapping *entries,

@@ -7,6 +7,8 @@
 #include "bus-signals.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "event-channel.h"
+#include "events.h"
 #include "persist.h"
 #include "uevent.h"
 #include "logging.h"
@@ -222,39 +224,23 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 
 /*
  * Map, Unmap, MapBatch and UnmapBatch share one path: check the caller, hand the entries to
- * the session core, which checks them all (iod_session_map_batch()), one PropertiesChanged.
+ * iod_events_apply() (as the event channel does), one PropertiesChanged.
  */
 static int events_apply(sd_bus_message *m, struct iod_session *s, bool map, const char *array,
 			const struct iod_mapping *events, size_t n, sd_bus_error *error)
 {
+	struct iod_events_changed changed;
 	struct iod_reason why = {};
-	uint64_t bytes;
-	uint32_t ioas;
-	bool failed;
 	int r;
 
 	r = check_caller(s, m, error);
 	if (r < 0)
 		return r;
 
-	bytes = iod_iova_map_bytes(s->map);
-	failed = s->failed;
-	ioas = s->ioas_id;
-	if (map)
-		r = iod_session_map_batch(s, array, events, n, &why);
-	else
-		r = iod_session_unmap_batch(s, array, events, n, &why);
-	/* Durable before the reply: the events themselves, one journal record; a refused unmap
-	 * (the ranges before it are unmapped), a failed pre-unmap harvest or an owner session's
-	 * first Map (it made the iommufd and the IOAS: new fds to store), the whole state. */
-	if (r >= 0 && n > 0 && s->failed == failed && s->ioas_id == ioas)
-		(void)iod_persist_events(iod_manager_of(s->ctx), s, map ? IOD_SJ_MAP : IOD_SJ_UNMAP,
-					 events, n, 0);
-	else if (s->failed != failed || s->ioas_id != ioas || iod_iova_map_bytes(s->map) != bytes)
-		(void)iod_persist_save(iod_manager_of(s->ctx));
-	if (r >= 0 ? n > 0 : iod_iova_map_bytes(s->map) != bytes)
+	r = iod_events_apply(s, map, array, events, n, 0, &why, &changed);
+	if (changed.mappings || changed.ioas)
 		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Mappings", "MappedBytes",
-						   map ? "IoasId" : NULL, NULL);
+						   changed.ioas ? "IoasId" : NULL, NULL);
 	if (r < 0)
 		return reply_reason(error, r, &why);
 	return sd_bus_reply_method_return(m, NULL);
@@ -351,6 +337,33 @@ static int method_map_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
 static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	return batch(m, userdata, false, error);
+}
+
+static const struct iod_bus_option channel_options_table[] = {
+	{},
+};
+
+static int method_open_event_channel(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	_cleanup_close_ int fd = -EBADF;
+	int r;
+
+	r = iod_bus_read_options(m, channel_options_table, NULL, error);
+	if (r < 0)
+		return r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_event_channel_open(s, sd_bus_get_event(sd_bus_message_get_bus(m)), &fd);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, r, "Failed to open an event channel: %s",
+					       iod_strerror(r));
+	log_info("Session %s: event channel opened (last applied batch %" PRIu64 ").", s->name,
+		 s->event_seq);
+	return sd_bus_reply_method_return(m, "ht", fd, s->event_seq);
 }
 
 static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -605,6 +618,8 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return sd_bus_error_set_errnof(error, r, "Failed to track the new owner: %s",
 					       strerror(-r));
+	/* The channel was the old owner's: the new one opens its own. */
+	iod_event_channel_close(s);
 	log_info("Session %s claimed by %s (uid %u).", s->name, sender, (unsigned)uid);
 
 	(void)iod_persist_save(iod_manager_of(s->ctx));
@@ -758,6 +773,8 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_PROPERTY("LastRoundDirtyPages", "t", NULL, SESSION_OFF(last_dirty_pages), EMITS),
 	SD_BUS_PROPERTY("LastRoundDurationUSec", "t", NULL, SESSION_OFF(last_duration_usec), EMITS),
 	SD_BUS_PROPERTY("DirtyRate", "t", NULL, SESSION_OFF(dirty_rate), EMITS),
+	/* Changes with every channel batch: read it, no signal. */
+	SD_BUS_PROPERTY("EventSequence", "t", NULL, SESSION_OFF(event_seq), 0),
 
 	SD_BUS_METHOD_WITH_ARGS("AddMemory",
 				SD_BUS_ARGS("h", memfd, "t", offset, "t", size, "t", gpa),
@@ -778,6 +795,9 @@ const sd_bus_vtable iod_session_vtable[] = {
 				method_map_batch, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("UnmapBatch", SD_BUS_ARGS("a(tt)", ranges), SD_BUS_NO_RESULT,
 				method_unmap_batch, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("OpenEventChannel", SD_BUS_ARGS("a{sv}", options),
+				SD_BUS_RESULT("h", channel, "t", last_sequence),
+				method_open_event_channel, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_stop, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Harvest", SD_BUS_ARGS("a{sv}", options),

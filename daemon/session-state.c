@@ -36,6 +36,7 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 		.ioas_id = s->ioas_id,
 		.page_shift = iod_log_page_shift(s->log),
 		.rounds = iod_log_rounds(s->log),
+		.event_seq = s->event_seq,
 	};
 	size_t i = 0;
 	int r;
@@ -201,6 +202,7 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 	r = iod_session_new(c, st->name, st->mode, (uid_t)st->uid, &o, &s);
 	if (r < 0)
 		return r;
+	s->event_seq = st->event_seq;
 
 	/* The dirty log, with every bit it held. */
 	fd = lookup(st->log_fdname, userdata);

@@ -21,7 +21,10 @@ static int reason_at(struct iod_reason *why, int err, const char *array, size_t 
 {
 	char text[sizeof(why->text)];
 
-	if (!why || !array)
+	if (!why)
+		return err;
+	why->entry_plus_one = i + 1;
+	if (!array)
 		return err;
 	if (snprintf(text, sizeof(text), "%s[%zu]: %s", array, i, why->text) >= 0)
 		memcpy(why->text, text, sizeof(text));

@@ -114,6 +114,9 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	if (!s)
 		return NULL;
 
+	/* First what the layer above hangs on the session. */
+	if (s->close_channel)
+		s->close_channel(s);
 	/* Reverse order of setup: devices, HWPTs, mappings, IOAS, memory, context. */
 	for (size_t i = s->n_devices; i > 0; i--) {
 		struct iod_device *d = s->devices[i - 1];

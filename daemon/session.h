@@ -96,6 +96,12 @@ struct iod_session {
 	/* Free without undoing kernel objects: the fd store keeps them for the next instance. */
 	bool keep_kernel;
 
+	/* The event channel (event-channel.h), owned by the bus layer above the session core;
+	 * NULL if none. close_channel, set with it, closes it when the session is freed. */
+	struct iod_event_channel *channel;
+	void (*close_channel)(struct iod_session *s);
+	uint64_t event_seq; /* the last batch applied from an event channel (persisted) */
+
 	/* statistics of the last round */
 	bool round_pending;
 	bool last_precise;

@@ -17,6 +17,7 @@
  *                          u32 name_length        (the session name, 1..IOD_NAME_MAX bytes)
  *                          u64 count              (entries, or the value of a ROUNDS record)
  *                          name, padded with zeros to 8 bytes
+ *                          u64 event_seq          (MAP, UNMAP with IOD_SJ_EVENT_SEQ in type)
  *                          entries: MAP {iova, gpa, length}, UNMAP {iova, length}; none else
  *
  * Replaying follows the daemon's rules: a MAP entry identical to a recorded mapping (a
@@ -56,6 +57,12 @@ enum iod_state_journal_type {
 	IOD_SJ_UNMAP = 2, /* count ranges {iova, length}: every mapping inside is removed */
 	IOD_SJ_ROUNDS = 3, /* the session's "rounds" is now count */
 };
+/*
+ * In a MAP or UNMAP record's type: the record is a batch of the session's event channel
+ * (iod-event-channel.h) and carries its sequence number, which becomes the session's
+ * event_seq. Each such number is greater than the session's event_seq before it.
+ */
+#define IOD_SJ_EVENT_SEQ 0x10000u
 
 struct iod_state_journal;
 
@@ -81,7 +88,8 @@ uint64_t iod_state_journal_record_size(enum iod_state_journal_type type, const c
 
 /*
  * Append one committed record. MAP takes entries[0..n) as {iova, gpa, length}; UNMAP takes
- * {iova, length} of each (gpa ignored); ROUNDS takes value and no entries. -ENOSPC when the
+ * {iova, length} of each (gpa ignored); for both a value other than 0 is the event channel's
+ * sequence number of the batch (IOD_SJ_EVENT_SEQ). ROUNDS takes value and no entries. -ENOSPC when the
  * record does not fit (nothing is written: compact, then append again), -EINVAL for a bad
  * name, type or count.
  */

@@ -80,6 +80,7 @@ struct iod_state_session {
 	unsigned page_shift; /* log page size */
 	uint64_t flags; /* IOD_SESSION_F_* */
 	uint64_t rounds;
+	uint64_t event_seq; /* the event channel's last applied batch (0: none) */
 	char *iommufd_fdname;
 	char *log_fdname;
 	struct iod_state_hwpt *hwpts;

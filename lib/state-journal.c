@@ -63,7 +63,14 @@ static uint32_t crc32_update(uint32_t crc, const void *data, size_t len)
 
 static size_t entry_words(uint32_t type)
 {
+	type &= ~IOD_SJ_EVENT_SEQ;
 	return type == IOD_SJ_MAP ? 3 : type == IOD_SJ_UNMAP ? 2 : 0;
+}
+
+/* Bytes between the name and the entries: the event sequence number, if the record has one. */
+static size_t seq_bytes(uint32_t type)
+{
+	return type & IOD_SJ_EVENT_SEQ ? 8 : 0;
 }
 
 uint64_t iod_state_journal_record_size(enum iod_state_journal_type type, const char *session,
@@ -71,7 +78,8 @@ uint64_t iod_state_journal_record_size(enum iod_state_journal_type type, const c
 {
 	size_t name_len = session ? strlen(session) : 0;
 
-	return sizeof(struct record) + align8(name_len) + (uint64_t)n * entry_words(type) * 8;
+	return sizeof(struct record) + align8(name_len) + seq_bytes(type) +
+	       (uint64_t)n * entry_words(type) * 8;
 }
 
 static int map_file(int fd, size_t size, struct header **ret)
@@ -243,6 +251,7 @@ static int append(struct iod_state_journal *j, enum iod_state_journal_type type,
 {
 	size_t name_len = session ? strlen(session) : 0, words = entry_words(type);
 	uint64_t size, end = j->h->end;
+	uint32_t rtype = type;
 	struct record rec;
 	uint8_t *p;
 
@@ -252,12 +261,14 @@ static int append(struct iod_state_journal *j, enum iod_state_journal_type type,
 		return -EINVAL;
 	if (j->next_seq == 0)
 		return -EROFS; /* opened from an earlier instance: reset it first */
-	size = iod_state_journal_record_size(type, session, n);
+	if (type != IOD_SJ_ROUNDS && value)
+		rtype |= IOD_SJ_EVENT_SEQ;
+	size = iod_state_journal_record_size(rtype, session, n);
 	if (size > j->size - end)
 		return -ENOSPC;
 
 	rec = (struct record){
-		.type = type,
+		.type = rtype,
 		.size = (uint32_t)size,
 		.seq = j->next_seq,
 		.name_length = (uint32_t)name_len,
@@ -269,6 +280,8 @@ static int append(struct iod_state_journal *j, enum iod_state_journal_type type,
 	{
 		uint64_t *w = (uint64_t *)(p + sizeof(rec) + align8(name_len));
 
+		if (rtype & IOD_SJ_EVENT_SEQ)
+			*w++ = value;
 		for (size_t i = 0; i < n; i++) {
 			*w++ = entries[i].iova;
 			if (type == IOD_SJ_MAP)
@@ -361,6 +374,7 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 			char **ret_reason)
 {
 	char name[IOD_NAME_MAX + 1];
+	uint32_t type = rec->type & ~IOD_SJ_EVENT_SEQ;
 	const uint64_t *w;
 	struct iod_iova_map *map;
 	ssize_t si;
@@ -374,7 +388,7 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 		return reasonf(ret_reason, -EBADMSG,
 			       "journal record %llu at %llu: no session \"%s\" in the state",
 			       (unsigned long long)rec->seq, (unsigned long long)off, name);
-	if (rec->type == IOD_SJ_ROUNDS) {
+	if (type == IOD_SJ_ROUNDS) {
 		rp->st->sessions[si].rounds = rec->count;
 		return 0;
 	}
@@ -383,8 +397,18 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 		return reasonf(ret_reason, r == -ENOMEM ? r : -EBADMSG,
 			       "session \"%s\": its mappings do not form a map", name);
 	w = (const uint64_t *)(p + sizeof(*rec) + align8(rec->name_length));
+	if (rec->type & IOD_SJ_EVENT_SEQ) {
+		/* The event channel's batches are applied in the order of their numbers. */
+		if (*w <= rp->st->sessions[si].event_seq)
+			return reasonf(ret_reason, -EBADMSG,
+				       "journal record %llu (session \"%s\"): event sequence %llu "
+				       "after %llu",
+				       (unsigned long long)rec->seq, name, (unsigned long long)*w,
+				       (unsigned long long)rp->st->sessions[si].event_seq);
+		rp->st->sessions[si].event_seq = *w++;
+	}
 	for (uint64_t k = 0; k < rec->count; k++, w += words) {
-		if (rec->type == IOD_SJ_MAP) {
+		if (type == IOD_SJ_MAP) {
 			struct iod_mapping have;
 
 			r = iod_iova_map_insert(map, w[0], w[1], w[2]);
@@ -402,7 +426,7 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 				       "journal record %llu (%s of session \"%s\"), entry %llu "
 				       "[0x%llx, +0x%llx) does not apply: %s",
 				       (unsigned long long)rec->seq,
-				       rec->type == IOD_SJ_MAP ? "map" : "unmap", name,
+				       type == IOD_SJ_MAP ? "map" : "unmap", name,
 				       (unsigned long long)k, (unsigned long long)w[0],
 				       (unsigned long long)w[words - 1], strerror(-r));
 	}
@@ -414,14 +438,16 @@ static int check_record(const struct iod_state_journal *j, uint64_t off, uint64_
 			struct record *rec, char **ret_reason)
 {
 	const uint8_t *p = (const uint8_t *)j->h + off;
-	uint32_t check;
+	uint32_t check, type;
 	uint64_t want;
 
 	if (end - off < sizeof(*rec))
 		return reasonf(ret_reason, -EBADMSG, "journal: %llu trailing bytes at %llu",
 			       (unsigned long long)(end - off), (unsigned long long)off);
 	memcpy(rec, p, sizeof(*rec));
-	if (rec->type != IOD_SJ_MAP && rec->type != IOD_SJ_UNMAP && rec->type != IOD_SJ_ROUNDS)
+	type = rec->type & ~IOD_SJ_EVENT_SEQ;
+	if ((type != IOD_SJ_MAP && type != IOD_SJ_UNMAP && type != IOD_SJ_ROUNDS) ||
+	    (type == IOD_SJ_ROUNDS && (rec->type & IOD_SJ_EVENT_SEQ)))
 		return reasonf(ret_reason, -EBADMSG, "journal record at %llu: unknown type %u",
 			       (unsigned long long)off, rec->type);
 	if (rec->size < sizeof(*rec) || !iod_is_aligned(rec->size, 8) || rec->size > end - off)
@@ -429,14 +455,14 @@ static int check_record(const struct iod_state_journal *j, uint64_t off, uint64_
 			       "journal record at %llu: size %u is outside the journal",
 			       (unsigned long long)off, rec->size);
 	if (rec->name_length == 0 || rec->name_length > IOD_NAME_MAX ||
-	    (rec->type != IOD_SJ_ROUNDS &&
+	    (type != IOD_SJ_ROUNDS &&
 	     (rec->count == 0 || rec->count > IOD_STATE_JOURNAL_MAX_ENTRIES)))
 		return reasonf(ret_reason, -EBADMSG,
 			       "journal record at %llu: name length %u or count %llu out of range",
 			       (unsigned long long)off, rec->name_length,
 			       (unsigned long long)rec->count);
-	want = sizeof(*rec) + align8(rec->name_length) +
-	       (rec->type == IOD_SJ_ROUNDS ? 0 : rec->count * entry_words(rec->type) * 8);
+	want = sizeof(*rec) + align8(rec->name_length) + seq_bytes(rec->type) +
+	       (type == IOD_SJ_ROUNDS ? 0 : rec->count * entry_words(rec->type) * 8);
 	if (want != rec->size)
 		return reasonf(ret_reason, -EBADMSG,
 			       "journal record at %llu: %u bytes for %llu entries (want %llu)",
@@ -513,7 +539,7 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 {
 	struct replay rp = {.st = st};
 	uint64_t end = __atomic_load_n(&j->h->end, __ATOMIC_ACQUIRE), off, seq = 1;
-	uint64_t *saved_rounds = NULL;
+	uint64_t *saved_rounds = NULL, *saved_seq = NULL;
 	struct iod_mapping **new_maps = NULL;
 	size_t *new_n = NULL;
 	int r = 0;
@@ -534,13 +560,15 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 	rp.maps = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*rp.maps));
 	rp.by_name = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*rp.by_name));
 	saved_rounds = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*saved_rounds));
-	if (!rp.maps || !rp.by_name || !saved_rounds) {
+	saved_seq = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*saved_seq));
+	if (!rp.maps || !rp.by_name || !saved_rounds || !saved_seq) {
 		r = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0; i < st->n_sessions; i++) {
 		rp.by_name[i] = i;
 		saved_rounds[i] = st->sessions[i].rounds;
+		saved_seq[i] = st->sessions[i].event_seq;
 	}
 	qsort_r(rp.by_name, st->n_sessions, sizeof(*rp.by_name), by_name_cmp, st);
 
@@ -583,14 +611,17 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 		*ret_records = seq - 1;
 	goto out;
 undo:
-	for (size_t i = 0; i < st->n_sessions; i++)
+	for (size_t i = 0; i < st->n_sessions; i++) {
 		st->sessions[i].rounds = saved_rounds[i];
+		st->sessions[i].event_seq = saved_seq[i];
+	}
 out:
 	for (size_t i = 0; new_maps && i < st->n_sessions; i++)
 		free(new_maps[i]);
 	free(new_maps);
 	free(new_n);
 	free(saved_rounds);
+	free(saved_seq);
 	replay_done(&rp);
 	return r;
 }

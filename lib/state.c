@@ -13,9 +13,10 @@
  * range (json-c reads them back exactly; the strict parser rejects anything larger instead
  * of letting json-c clamp it), except that a generation of 2^64-1 is refused: it has no
  * successor, so the next save would wrap to 0 and look older than every other state.
- * Absent fd names are null. A session's disconnect_policy is the one optional key: written
- * unless it is IOD_STATE_DISCONNECT_UNSET, which is what a document without it (from a
- * daemon that did not record it) reads back as.
+ * Absent fd names are null. A session's disconnect_policy and event_seq are the optional
+ * keys: disconnect_policy is written unless it is IOD_STATE_DISCONNECT_UNSET, which is what
+ * a document without it (from a daemon that did not record it) reads back as; event_seq is
+ * written when it is not 0, which a document without it reads back as.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -655,6 +656,11 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 			if (r < 0)
 				return r;
 		}
+	if (s->event_seq) {
+		r = add(o, "event_seq", json_object_new_uint64(s->event_seq));
+		if (r < 0)
+			return r;
+	}
 	if ((r = add(o, "rounds", json_object_new_uint64(s->rounds))) < 0 ||
 	    (r = add_string_or_null(o, "iommufd_fdname", s->iommufd_fdname)) < 0 ||
 	    (r = add_string_or_null(o, "log_fdname", s->log_fdname)) < 0)
@@ -991,13 +997,14 @@ static const char *const device_keys[] = {"index",  "name",    "fdname",
 					  "dev_id", "hwpt_id", "dirty_capable"};
 static const char *const region_keys[] = {"gpa", "length", "offset", "fdname"};
 static const char *const mapping_keys[] = {"iova", "gpa", "length"};
-/* All required but the last N_SESSION_OPTIONAL: disconnect_policy came later. */
+/* All required but the last N_SESSION_OPTIONAL: disconnect_policy and event_seq came later. */
 static const char *const session_keys[] = {
 	"name",	      "uid",	 "owner",   "mode",	      "ioas_id",
 	"page_shift", "flags",	 "rounds",  "iommufd_fdname", "log_fdname",
 	"hwpts",      "devices", "regions", "mappings",	      "disconnect_policy",
+	"event_seq",
 };
-#define N_SESSION_OPTIONAL 1
+#define N_SESSION_OPTIONAL 2
 static const char *const root_keys[] = {"version", "generation", "sessions"};
 
 static int parse_flags(struct ctx *c, struct json_object *o, uint64_t *ret)
@@ -1110,6 +1117,8 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 	s->page_shift = (unsigned)u;
 	if ((r = parse_flags(c, o, &s->flags)) < 0 ||
 	    (r = get_uint(c, o, "", "rounds", UINT64_MAX, &s->rounds)) < 0 ||
+	    (json_object_object_get_ex(o, "event_seq", NULL) &&
+	     (r = get_uint(c, o, "", "event_seq", UINT64_MAX, &s->event_seq)) < 0) ||
 	    (r = get_string(c, o, "", "iommufd_fdname", true, &s->iommufd_fdname)) < 0 ||
 	    (r = get_string(c, o, "", "log_fdname", true, &s->log_fdname)) < 0)
 		return r;

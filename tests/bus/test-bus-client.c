@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -608,6 +609,260 @@ static void test_batch_validation(sd_bus *bus)
 	close(mem);
 }
 
+/* --- the event channel --------------------------------------------------------------------- */
+
+/* Send a raw packet of len bytes on the channel. */
+static void channel_raw(int fd, const void *p, size_t len)
+{
+	if (send(fd, p, len, MSG_NOSIGNAL) != (ssize_t)len)
+		abort();
+}
+
+/* A batch header with count entries, and the entries of v after it, into buf. */
+static size_t channel_packet(void *buf, uint16_t type, uint64_t seq, const struct event *v,
+			     size_t n)
+{
+	struct iod_event_batch b = {
+		.version = IOD_EVENT_CHANNEL_VERSION, .type = type, .count = (uint32_t)n, .seq = seq};
+	struct iod_event_entry *e = (struct iod_event_entry *)((uint8_t *)buf + sizeof(b));
+
+	memcpy(buf, &b, sizeof(b));
+	for (size_t i = 0; i < n; i++)
+		e[i] = (struct iod_event_entry){
+			.iova = v[i].iova, .gpa = type == IOD_EVENT_MAP ? v[i].gpa : 0,
+			.length = v[i].size};
+	return sizeof(b) + n * sizeof(*e);
+}
+
+/*
+ * The next completion must be for seq, with error name want (NULL: success) whose message
+ * holds needle, about entry; and the session's Mappings must not have changed.
+ */
+static void channel_expect(sd_bus *bus, const char *name, int fd, const char *path,
+			   uint64_t seq, const char *want, const char *needle, uint32_t entry)
+{
+	struct iod_channel_completion c;
+	int r = iod_channel_recv(fd, &c);
+
+	if (r < 0)
+		result(false, name, "no completion: %s", strerror(-r));
+	else if (c.seq != seq)
+		result(false, name, "completion for seq %" PRIu64 ", expected %" PRIu64, c.seq, seq);
+	else if (!want)
+		result(c.error == 0, name, "%s: %s", c.name, c.message);
+	else if (c.error >= 0 || strcmp(c.name, want) != 0)
+		result(false, name, "got %s (%s), expected %s", c.error ? c.name : "success",
+		       c.message, want);
+	else if (needle && !strstr(c.message, needle))
+		result(false, name, "message \"%s\" lacks \"%s\"", c.message, needle);
+	else
+		result(c.entry == entry, name, "entry %" PRIu32 ", expected %" PRIu32, c.entry,
+		       entry);
+	(void)bus;
+	(void)path;
+}
+
+static int channel_open(sd_bus *bus, const char *name, const char *path, uint64_t *last)
+{
+	int fd = -1, r = iod_channel_open(bus, path, &fd, last);
+
+	result(r >= 0, name, "%s", strerror(-r));
+	return r >= 0 ? fd : -1;
+}
+
+/* The peer closed the channel: a read sees the end (or a reset). */
+static bool channel_closed(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct iod_channel_completion c;
+
+	if (poll(&p, 1, 5000) <= 0)
+		return false;
+	return iod_channel_recv(fd, &c) == -ECONNRESET;
+}
+
+/* Region [0x100000, 0x110000), as test_batch_validation; a batch that passes every check
+ * ends in NoIommufd here (the guest tier applies them for real). */
+static void test_event_channel(sd_bus *bus)
+{
+	static const struct event unaligned_iova[] = {{0x10000, 0x100000, 0x1000},
+						      {0x20800, 0x101000, 0x1000}};
+	static const struct event outside[] = {{0x10000, 0x100000, 0x1000},
+					       {0x20000, 0x10f000, 0x2000}};
+	static const struct event overlap[] = {{0x10000, 0x100000, 0x2000},
+					       {0x30000, 0x102000, 0x1000},
+					       {0x11000, 0x104000, 0x1000}};
+	static const struct event over_limit[LIMIT_MAPPINGS + 1] = {{0x10000, 0x100000, 0x1000},
+								    {0x11000, 0x101000, 0x1000},
+								    {0x12000, 0x102000, 0x1000},
+								    {0x13000, 0x103000, 0x1000},
+								    {0x14000, 0x104000, 0x1000}};
+	static const struct event good[] = {{0x10000, 0x100000, 0x1000}};
+	static const struct event unmap_nothing[] = {{0x10000, 0, 0x1000}};
+	static uint8_t buf[IOD_EVENT_MAX_BATCH_BYTES + 64] __attribute__((aligned(8)));
+	struct iod_event_batch *b = (struct iod_event_batch *)buf;
+	int mem = make_memfd(65536, false), fd, fd2;
+	uint64_t last = UINT64_MAX;
+	char path[256];
+	size_t len;
+
+	session_path("chan", path, sizeof(path));
+	create(bus, "channel: create viommu session", "chan", true, "keep");
+	sd_bus_message_unref(call_ok(bus, "channel: region at 1 MiB", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem, (uint64_t)0, (uint64_t)65536,
+				     (uint64_t)0x100000));
+	call_err(bus, "channel: unknown option", E_INVALID_ARGS, "nope", path,
+		 IOD_SESSION_INTERFACE, "OpenEventChannel", "a{sv}", 1, "nope", "b", 1);
+	fd = channel_open(bus, "channel: the owner opens it", path, &last);
+	result(last == 0, "channel: a new session has applied no batch", "last %" PRIu64, last);
+	if (fd < 0)
+		goto out;
+
+	/* The batch checks, with the entry named as in MapBatch ("maps[1]" there). */
+	len = channel_packet(buf, IOD_EVENT_MAP, 1, unaligned_iova, N_EVENTS(unaligned_iova));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: unaligned iova names entries[1]", fd, path, 1,
+		       E_INVALID_ARGS, "entries[1]: iova 0x20800", 1);
+	len = channel_packet(buf, IOD_EVENT_MAP, 2, outside, N_EVENTS(outside));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: gpa outside guest memory", fd, path, 2,
+		       E_PREFIX "InvalidRange", "entries[1]: GPA [0x10f000, 0x111000)", 1);
+	len = channel_packet(buf, IOD_EVENT_MAP, 3, overlap, N_EVENTS(overlap));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: entries overlap each other", fd, path, 3,
+		       E_PREFIX "InvalidRange", "entries[2]: IOVA [0x11000, 0x12000) overlaps", 2);
+	len = channel_packet(buf, IOD_EVENT_MAP, 4, over_limit, N_EVENTS(over_limit));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: more entries than the mappings limit", fd, path, 4,
+		       E_PREFIX "LimitExceeded", "\"mappings\"", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 5, good, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: a valid batch reaches the kernel", fd, path, 5,
+		       E_PREFIX "NoIommufd", "/dev/iommu", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_UNMAP, 6, unmap_nothing, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: unmap of nothing is NotMapped", fd, path, 6,
+		       E_PREFIX "NotMapped", NULL, IOD_EVENT_NO_ENTRY);
+
+	/* The frame. */
+	channel_raw(fd, buf, 10);
+	channel_expect(bus, "channel: a packet shorter than a header", fd, path, 0,
+		       E_INVALID_ARGS, "header of 24 bytes", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 7, good, 1);
+	b->version = 2;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: another version", fd, path, 7,
+		       "org.freedesktop.DBus.Error.NotSupported", "version", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, 3, 8, good, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS,
+		       "type 3", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 9, good, 1);
+	b->flags = 0x4;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: unknown flags", fd, path, 9, E_INVALID_ARGS, "flags 0x4",
+		       IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 10, good, 1);
+	b->reserved = 1;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: reserved not 0", fd, path, 10, E_INVALID_ARGS,
+		       "reserved 0x1", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 11, good, 0);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: an empty batch", fd, path, 11, E_INVALID_ARGS, "count 0",
+		       IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 12, good, 1);
+	channel_raw(fd, buf, len + 8);
+	channel_expect(bus, "channel: trailing bytes after the entries", fd, path, 12,
+		       E_INVALID_ARGS, "1 entries in 56 bytes (want 48)", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 13, good, 1);
+	b->count = 2;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: a count larger than the entries sent", fd, path, 13,
+		       E_INVALID_ARGS, "2 entries in 48 bytes", IOD_EVENT_NO_ENTRY);
+	memset(buf, 0, sizeof(buf));
+	len = channel_packet(buf, IOD_EVENT_MAP, 14, good, 1);
+	b->count = IOD_EVENT_MAX_ENTRIES + 1;
+	channel_raw(fd, buf, sizeof(*b) + (IOD_EVENT_MAX_ENTRIES + 1) * 24);
+	channel_expect(bus, "channel: a packet over the largest batch", fd, path, 0,
+		       E_INVALID_ARGS, "at most 1024 entries", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 0, good, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: seq 0", fd, path, 0, E_INVALID_ARGS, "seq 0",
+		       IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_UNMAP, 15, unmap_nothing, 1);
+	((struct iod_event_entry *)(buf + sizeof(*b)))[0].gpa = 0x1000;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: an unmap with a gpa names its entry", fd, path, 15,
+		       E_INVALID_ARGS, "entries[0]: gpa 0x1000", 0);
+	expect_u64(bus, "channel: bad batches changed nothing", path, IOD_SESSION_INTERFACE,
+		   "Mappings", 'u', 0);
+	expect_u64(bus, "channel: no batch applied", path, IOD_SESSION_INTERFACE, "EventSequence",
+		   't', 0);
+
+	/* Pipelined: many batches sent before any completion is read; the daemon stops
+	 * reading while its completions wait, and still answers on the bus. */
+	{
+		unsigned sent = 0, got = 0, in_order = 0;
+		struct iod_channel_completion c;
+		int fl = fcntl(fd, F_GETFL);
+
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		len = channel_packet(buf, IOD_EVENT_MAP, 0, over_limit, N_EVENTS(over_limit));
+		for (;;) {
+			b->seq = 100 + sent;
+			if (send(fd, buf, len, MSG_NOSIGNAL) < 0)
+				break;
+			if (++sent == 20000)
+				break;
+		}
+		expect_u64(bus, "channel: the daemon answers on the bus while a channel is full",
+			   path, IOD_SESSION_INTERFACE, "Mappings", 'u', 0);
+		fcntl(fd, F_SETFL, fl);
+		while (got < sent && iod_channel_recv(fd, &c) == 0) {
+			in_order += c.seq == 100 + got && c.error == -ENOSPC;
+			got++;
+		}
+		result(sent > 100 && got == sent && in_order == sent,
+		       "channel: every pipelined batch completes, in order", "%u sent, %u "
+		       "completed, %u in order", sent, got, in_order);
+		if (got && c.error != -ENOSPC)
+			printf("# last completion: %d %s %s\n", c.error, c.name, c.message);
+	}
+
+	/* A second channel replaces the first; Destroy closes it. */
+	fd2 = channel_open(bus, "channel: open a second one", path, NULL);
+	result(channel_closed(fd), "channel: the first one is closed", "still open");
+	len = channel_packet(buf, IOD_EVENT_MAP, 20001, good, 1);
+	if (fd2 >= 0) {
+		channel_raw(fd2, buf, len);
+		channel_expect(bus, "channel: the second one works", fd2, path, 20001,
+			       E_PREFIX "NoIommufd", NULL, IOD_EVENT_NO_ENTRY);
+	}
+	destroy(bus, "chan");
+	result(fd2 >= 0 && channel_closed(fd2), "channel: Destroy closes it", "still open");
+	if (fd2 >= 0)
+		close(fd2);
+	close(fd);
+
+	session_path("flatchan", path, sizeof(path));
+	create(bus, "channel: create flat session", "flatchan", false, "keep");
+	fd = channel_open(bus, "channel: a flat session opens one", path, NULL);
+	if (fd >= 0) {
+		len = channel_packet(buf, IOD_EVENT_MAP, 1, good, 1);
+		channel_raw(fd, buf, len);
+		channel_expect(bus, "channel: no vIOMMU", fd, path, 1, E_PREFIX "WrongMode",
+			       "viommu", IOD_EVENT_NO_ENTRY);
+		/* The client goes away: the daemon closes its end and goes on. */
+		close(fd);
+	}
+	expect_u64(bus, "channel: a closed channel leaves the session", path,
+		   IOD_SESSION_INTERFACE, "Mappings", 'u', 0);
+	destroy(bus, "flatchan");
+out:
+	close(mem);
+}
+
 /* --- tracking and harvest ------------------------------------------------------------------ */
 
 static void test_harvest(sd_bus *bus)
@@ -1033,6 +1288,8 @@ static void other_acts_on_root_session(sd_bus *bus, void *userdata)
 	call_err(bus, "other uid: Map on root's session", E_ACCESS_DENIED, "belongs to uid 0", path,
 		 IOD_SESSION_INTERFACE, "Map", "ttt", (uint64_t)0x10000, (uint64_t)0x100000,
 		 (uint64_t)0x1000);
+	call_err(bus, "other uid: OpenEventChannel on root's session", E_ACCESS_DENIED,
+		 "belongs to uid 0", path, IOD_SESSION_INTERFACE, "OpenEventChannel", "a{sv}", 0);
 	expect_string(bus, "other uid: may read properties", path, IOD_SESSION_INTERFACE, "Name",
 		      "rootvm");
 }
@@ -1220,6 +1477,7 @@ int main(int argc, char *argv[])
 	test_adopt_validation(bus);
 	test_memory_validation(bus);
 	test_batch_validation(bus);
+	test_event_channel(bus);
 	test_harvest(bus);
 	test_limits(bus);
 	test_named_devices(bus);

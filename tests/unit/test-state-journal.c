@@ -7,6 +7,7 @@
  * state holds.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,50 @@ START_TEST(test_open_refuses_what_is_not_a_journal)
 END_TEST
 
 /* What an append costs does not depend on the state: it touches the record only. */
+/* The event channel's sequence numbers ride on their batches' records, replay in order,
+ * survive the JSON round trip, and a number that does not increase is refused whole. */
+START_TEST(test_event_sequence_replays_and_must_increase)
+{
+	_cleanup_(iod_state_freep) struct iod_state *st = base_state();
+	_cleanup_(iod_state_freep) struct iod_state *back = NULL;
+	_cleanup_(iod_state_journal_freep) struct iod_state_journal *j = journal(4096, 5);
+	_cleanup_free_ char *before = to_json(st), *json = NULL, *reason = NULL;
+	uint64_t n = 0;
+
+	ck_assert_uint_eq(iod_state_journal_record_size(IOD_SJ_MAP, "vm1", 2) + 8,
+			  iod_state_journal_record_size(IOD_SJ_MAP | IOD_SJ_EVENT_SEQ, "vm1", 2));
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm1", two_maps, 2, 7), 0);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_UNMAP, "vm1", unmap_first, 1, 9), 0);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm2", two_maps, 1, 0), 0);
+	ck_assert_int_eq(iod_state_journal_apply(j, st, &n, NULL), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(st->sessions[0].event_seq, 9);
+	ck_assert_uint_eq(st->sessions[1].event_seq, 0); /* a bus call carries none */
+	ck_assert_uint_eq(st->sessions[0].n_mappings, 2);
+
+	json = to_json(st);
+	ck_assert_ptr_nonnull(strstr(json, "\"event_seq\":9"));
+	ck_assert_int_eq(iod_state_from_json(json, &back, NULL), 0);
+	ck_assert_uint_eq(back->sessions[0].event_seq, 9);
+	ck_assert_uint_eq(back->sessions[1].event_seq, 0);
+	ck_assert_ptr_null(strstr(before, "event_seq")); /* written only when not 0 */
+
+	/* A batch numbered 9 again after 9: refused, and st keeps what it had. */
+	iod_state_free(st);
+	st = base_state();
+	iod_state_journal_reset(j, 5);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_MAP, "vm1", two_maps, 2, 9), 0);
+	ck_assert_int_eq(iod_state_journal_append(j, IOD_SJ_UNMAP, "vm1", unmap_first, 1, 9), 0);
+	ck_assert_int_eq(iod_state_journal_apply(j, st, NULL, &reason), -EBADMSG);
+	ck_assert_ptr_nonnull(reason);
+	ck_assert_ptr_nonnull(strstr(reason, "event sequence 9 after 9"));
+	ck_assert_uint_eq(st->sessions[0].event_seq, 0);
+	free(json);
+	json = to_json(st);
+	ck_assert_str_eq(json, before);
+}
+END_TEST
+
 START_TEST(test_record_size_depends_on_the_event_only)
 {
 	_cleanup_(iod_state_journal_freep) struct iod_state_journal *j = journal(1 << 20, 5);
@@ -385,6 +430,7 @@ static Suite *suite(void)
 	tcase_add_test(t, test_bad_appends_write_nothing);
 	tcase_add_test(t, test_open_refuses_what_is_not_a_journal);
 	tcase_add_test(t, test_record_size_depends_on_the_event_only);
+	tcase_add_test(t, test_event_sequence_replays_and_must_increase);
 	suite_add_tcase(s, t);
 	return s;
 }
