@@ -12,7 +12,8 @@
  *     service on the same bus), both read to the end by the client;
  *  3. vIOMMU churn: map + unmap pairs per second with the daemon in the loop (Map, Unmap
  *     with its harvest before unmap) against the raw IOAS map + unmap ioctls;
- *  4. single vIOMMU events: Map + Unmap pairs per second through iodirtyd with 10 and with
+ *  4. single vIOMMU events: Map + Unmap pairs per second through iodirtyd (D-Bus calls, and
+ *     batches of one on the session's event channel) with 10 and with
  *     10,000 live mappings in the session, and with 1 and with 50 sessions in the daemon
  *     (the other 49 holding mappings too), against what a VMM does in-process for the same
  *     event (IOAS map, a read without clearing of the range per HWPT, IOAS unmap) and the
@@ -20,7 +21,8 @@
  *     and once under fdstore-harness, which gives it systemd's fd store, so that every
  *     event is persisted as under systemd. Each figure is a median of 5 short runs. Printed:
  *     the rates, 10 / 10,000 mappings, 1 / 50 sessions, what persistence costs (no store /
- *     store) and daemon / in-process.
+ *     store) and daemon / in-process; and the pairs in batches of 64 (event channel, D-Bus
+ *     MapBatch/UnmapBatch, in-process) with 10 and with 10,000 live mappings.
  *
  * IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
  *
@@ -673,13 +675,14 @@ static void bench_churn(sd_bus *bus, struct mock *k, int pairs)
 #define EV_MSEC UINT64_C(1000000)
 #define EV_FIGURE_CAP_NS (20000 * EV_MSEC)
 
-enum ev_loop { EV_DAEMON, EV_INPROC, EV_BARE, _EV_LOOP_MAX };
+enum ev_loop { EV_DAEMON, EV_CHANNEL, EV_INPROC, EV_BARE, _EV_LOOP_MAX };
 
 /* the length of a run: at most max_pairs, and no more pairs once cap_ns has passed */
 static const struct {
 	uint64_t max_pairs, cap_ns;
 } ev_loops[_EV_LOOP_MAX] = {
 	[EV_DAEMON] = {200, 1000 * EV_MSEC},
+	[EV_CHANNEL] = {1000, 200 * EV_MSEC},
 	[EV_INPROC] = {1000, 200 * EV_MSEC},
 	[EV_BARE] = {1000, 200 * EV_MSEC},
 };
@@ -693,6 +696,25 @@ struct ev_figure {
 /* [fd store][10,000 live mappings][50 sessions][loop] */
 static struct ev_figure ev_fig[2][2][2][_EV_LOOP_MAX];
 static uint64_t ev_nsec[2];
+/* The measured session's event channel, and the sequence number of its last batch. */
+static int ev_chan = -1;
+static uint64_t ev_seq;
+
+/* One batch on the event channel; its completion must be a success. */
+static void ev_channel_batch(enum iod_event_type type, const struct iod_mapping *v, size_t n)
+{
+	struct iod_channel_completion c;
+	int r;
+
+	r = iod_channel_send(ev_chan, type, ++ev_seq, v, n);
+	if (r >= 0)
+		r = iod_channel_recv(ev_chan, &c);
+	if (r < 0)
+		die("event channel: %s", strerror(-r));
+	if (c.seq != ev_seq || c.error != 0)
+		die("event channel: batch %" PRIu64 ": completion for %" PRIu64 ": %s %s", ev_seq,
+		    c.seq, c.name, c.message);
+}
 
 static void ev_pair(sd_bus *bus, struct mock *k, const char *path, enum ev_loop what, uint64_t i)
 {
@@ -706,6 +728,11 @@ static void ev_pair(sd_bus *bus, struct mock *k, const char *path, enum ev_loop 
 	if (what == EV_DAEMON) {
 		call(bus, path, "Map", NULL, "ttt", at, EV_GPA, (uint64_t)EV_LEN);
 		call(bus, path, "Unmap", NULL, "tt", at, (uint64_t)EV_LEN);
+	} else if (what == EV_CHANNEL) {
+		const struct iod_mapping e = {.iova = at, .gpa = EV_GPA, .length = EV_LEN};
+
+		ev_channel_batch(IOD_EVENT_MAP, &e, 1);
+		ev_channel_batch(IOD_EVENT_UNMAP, &e, 1);
 	} else if (what == EV_INPROC) {
 		for (int h = 0; h < N_HWPTS; h++) {
 			r = iod_hwpt_read_dirty(k->ictx, k->hwpt[h], at, EV_LEN, PAGE, bitmap,
@@ -814,6 +841,10 @@ static char *ev_session(sd_bus *bus, struct mock *k, int live, bool store)
 	ev_record(bus, k, path, 0, live);
 	if (store)
 		ev_check_store();
+	if (ev_chan >= 0)
+		close(ev_chan);
+	if (iod_channel_open(bus, path, &ev_chan, &ev_seq) < 0)
+		die("OpenEventChannel failed");
 	return path;
 }
 
@@ -829,6 +860,11 @@ static void ev_other_session(sd_bus *bus, struct mock *k, int i)
 	free(path);
 }
 
+static const char *ev_goal(double ratio, double goal)
+{
+	return ratio <= goal ? "met" : "missed";
+}
+
 static void ev_case(sd_bus *bus, struct mock *k, const char *path, bool store, bool many,
 		    bool crowd)
 {
@@ -836,13 +872,86 @@ static void ev_case(sd_bus *bus, struct mock *k, const char *path, bool store, b
 
 	for (int w = _EV_LOOP_MAX - 1; w >= 0; w--)
 		f[w] = ev_measure(bus, k, path, (enum ev_loop)w);
-	printf("bench: events: %-11s %5d live mappings, %2d session(s): iodirtyd %7.1f pairs/s "
-	       "(%d runs, %" PRIu64 " pairs), in-process %6.0f/s (%d, %" PRIu64
-	       "), bare ioctls %6.0f/s (%d, %" PRIu64 "): daemon / in-process = %.1f\n",
+	printf("bench: events: %-11s %5d live mappings, %2d session(s): iodirtyd D-Bus %7.1f "
+	       "pairs/s (%d runs, %" PRIu64 " pairs), event channel %7.0f/s (%d, %" PRIu64
+	       "), in-process %6.0f/s (%d, %" PRIu64 "), bare ioctls %6.0f/s (%d, %" PRIu64
+	       "): D-Bus / in-process = %.1f, channel / in-process = %.2f (goal <= 1.5: %s)\n",
 	       store ? "fd store," : "no store,", many ? EV_MANY : EV_FEW, crowd ? EV_SESSIONS : 1,
-	       f[EV_DAEMON].rate, f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_INPROC].rate,
-	       f[EV_INPROC].reps, f[EV_INPROC].pairs, f[EV_BARE].rate, f[EV_BARE].reps,
-	       f[EV_BARE].pairs, f[EV_INPROC].rate / f[EV_DAEMON].rate);
+	       f[EV_DAEMON].rate, f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_CHANNEL].rate,
+	       f[EV_CHANNEL].reps, f[EV_CHANNEL].pairs, f[EV_INPROC].rate, f[EV_INPROC].reps,
+	       f[EV_INPROC].pairs, f[EV_BARE].rate, f[EV_BARE].reps, f[EV_BARE].pairs,
+	       f[EV_INPROC].rate / f[EV_DAEMON].rate, f[EV_INPROC].rate / f[EV_CHANNEL].rate,
+	       ev_goal(f[EV_INPROC].rate / f[EV_CHANNEL].rate, 1.5));
+}
+
+/*
+ * The same pairs in batches of EV_BATCH, as a VMM that queues its vIOMMU events sends them:
+ * the IOAS maps, then in-process a NO_CLEAR read of each range per HWPT, through the channel
+ * one MAP and one UNMAP batch, through D-Bus one MapBatch and one UnmapBatch; then the IOAS
+ * unmaps. Median of EV_REPS runs of EV_BATCH_ROUNDS batches.
+ */
+#define EV_BATCH 64
+#define EV_BATCH_ROUNDS 20
+
+enum ev_batch_kind { EVB_INPROC, EVB_CHANNEL, EVB_DBUS, _EVB_MAX };
+
+static void ev_batch_round(sd_bus *bus, struct mock *k, const char *path, enum ev_batch_kind w)
+{
+	uint64_t bitmap[EV_LEN / PAGE / 64 + 1] = {};
+	struct iod_mapping v[EV_BATCH];
+	int r;
+
+	for (int i = 0; i < EV_BATCH; i++) {
+		v[i] = (struct iod_mapping){.iova = IOD_MOCK_APERTURE_START + (uint64_t)i * EV_LEN,
+					    .gpa = EV_GPA,
+					    .length = EV_LEN};
+		r = iod_ioas_map(k->ictx, k->ioas, k->mem, EV_LEN, v[i].iova,
+				 IOD_MAP_READ | IOD_MAP_WRITE);
+		if (r < 0)
+			die("map IOVA 0x%" PRIx64 ": %s", v[i].iova, strerror(-r));
+	}
+	if (w == EVB_CHANNEL) {
+		ev_channel_batch(IOD_EVENT_MAP, v, EV_BATCH);
+		ev_channel_batch(IOD_EVENT_UNMAP, v, EV_BATCH);
+	} else if (w == EVB_DBUS) {
+		call_batch(bus, path, true, v, EV_BATCH);
+		call_batch(bus, path, false, v, EV_BATCH);
+	} else {
+		for (int h = 0; h < N_HWPTS; h++)
+			for (int i = 0; i < EV_BATCH; i++) {
+				r = iod_hwpt_read_dirty(k->ictx, k->hwpt[h], v[i].iova, EV_LEN,
+							PAGE, bitmap, IOD_READ_NO_CLEAR);
+				if (r < 0)
+					die("read dirty of HWPT %u: %s", k->hwpt[h], strerror(-r));
+			}
+	}
+	for (int i = 0; i < EV_BATCH; i++)
+		mock_unmap_range(k, v[i].iova, EV_LEN);
+}
+
+static void ev_batches(sd_bus *bus, struct mock *k, const char *path, bool store, int live)
+{
+	double rates[_EVB_MAX][EV_REPS], med[_EVB_MAX];
+
+	for (int rep = 0; rep < EV_REPS; rep++)
+		for (int w = 0; w < _EVB_MAX; w++) {
+			const uint64_t t0 = iod_now_nsec();
+
+			for (int b = 0; b < EV_BATCH_ROUNDS; b++)
+				ev_batch_round(bus, k, path, (enum ev_batch_kind)w);
+			rates[w][rep] = EV_BATCH_ROUNDS * EV_BATCH /
+					((double)(iod_now_nsec() - t0) / 1e9);
+		}
+	for (int w = 0; w < _EVB_MAX; w++) {
+		qsort(rates[w], EV_REPS, sizeof(rates[w][0]), cmp_double);
+		med[w] = rates[w][EV_REPS / 2];
+	}
+	printf("bench: events: %-11s %5d live mappings, batches of %d: event channel %7.0f "
+	       "pairs/s, D-Bus (MapBatch, UnmapBatch) %7.0f/s, in-process %7.0f/s: channel / "
+	       "in-process = %.2f (goal <= 1.1: %s), D-Bus / in-process = %.2f\n",
+	       store ? "fd store," : "no store,", live, EV_BATCH, med[EVB_CHANNEL], med[EVB_DBUS],
+	       med[EVB_INPROC], med[EVB_INPROC] / med[EVB_CHANNEL],
+	       ev_goal(med[EVB_INPROC] / med[EVB_CHANNEL], 1.1), med[EVB_INPROC] / med[EVB_DBUS]);
 }
 
 static void bench_events(sd_bus *bus, struct mock *k, bool store)
@@ -855,6 +964,7 @@ static void bench_events(sd_bus *bus, struct mock *k, bool store)
 	ev_ioas_live(k, 0, EV_FEW);
 	path = ev_session(bus, k, EV_FEW, store);
 	ev_case(bus, k, path, store, false, false);
+	ev_batches(bus, k, path, store, EV_FEW);
 	/* the other sessions while the state is small (each call persists all of it today) */
 	t = iod_now_nsec();
 	for (int i = 1; i < EV_SESSIONS; i++)
@@ -879,16 +989,12 @@ static void bench_events(sd_bus *bus, struct mock *k, bool store)
 	start_daemon(bus, store);
 	path = ev_session(bus, k, EV_MANY, store);
 	ev_case(bus, k, path, store, true, false);
+	ev_batches(bus, k, path, store, EV_MANY);
 	call(bus, path, "Destroy", NULL, NULL);
 	free(path);
 	stop_daemon(bus);
 	mock_unmap_range(k, EV_LIVE_BASE, (uint64_t)EV_MANY * PAGE);
 	ev_nsec[store] = iod_now_nsec() - t0;
-}
-
-static const char *ev_goal(double ratio, double goal)
-{
-	return ratio <= goal ? "met" : "missed";
 }
 
 static void ev_summary(void)
@@ -899,33 +1005,42 @@ static void ev_summary(void)
 	       ev_loops[EV_DAEMON].max_pairs, ev_loops[EV_DAEMON].cap_ns / EV_MSEC,
 	       ev_loops[EV_INPROC].max_pairs, ev_loops[EV_INPROC].cap_ns / EV_MSEC, N_HWPTS,
 	       EV_SESSIONS - 1, EV_OTHER_MAPPINGS);
-	printf("bench:   %-8s %8s %8s | %9s %6s %6s | %10s %6s | %10s %6s | %12s\n", "fd store",
-	       "mappings", "sessions", "iodirtyd", "runs", "pairs", "in-process", "pairs", "bare",
-	       "pairs", "daemon / raw");
+	printf("bench:   %-8s %8s %8s | %9s %6s %6s | %9s %6s | %10s %6s | %10s %6s | %12s | "
+	       "%14s\n",
+	       "fd store", "mappings", "sessions", "D-Bus", "runs", "pairs", "channel", "pairs",
+	       "in-process", "pairs", "bare", "pairs", "D-Bus / raw", "channel / raw");
 	for (int store = 0; store < 2; store++)
 		for (int many = 0; many < 2; many++)
 			for (int crowd = 0; crowd < 2; crowd++) {
 				const struct ev_figure *f = ev_fig[store][many][crowd];
 
 				printf("bench:   %-8s %8d %8d | %9.1f %6d %6" PRIu64
-				       " | %10.0f %6" PRIu64 " | %10.0f %6" PRIu64 " | %12.1f\n",
+				       " | %9.0f %6" PRIu64 " | %10.0f %6" PRIu64 " | %10.0f %6" PRIu64
+				       " | %12.1f | %14.2f\n",
 				       store ? "yes" : "no", many ? EV_MANY : EV_FEW,
 				       crowd ? EV_SESSIONS : 1, f[EV_DAEMON].rate,
-				       f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_INPROC].rate,
-				       f[EV_INPROC].pairs, f[EV_BARE].rate, f[EV_BARE].pairs,
-				       f[EV_INPROC].rate / f[EV_DAEMON].rate);
+				       f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_CHANNEL].rate,
+				       f[EV_CHANNEL].pairs, f[EV_INPROC].rate, f[EV_INPROC].pairs,
+				       f[EV_BARE].rate, f[EV_BARE].pairs,
+				       f[EV_INPROC].rate / f[EV_DAEMON].rate,
+				       f[EV_INPROC].rate / f[EV_CHANNEL].rate);
 			}
-	printf("bench: events: daemon / raw is the time of a pair through iodirtyd over the time "
-	       "of the same pair in-process (IOAS map, NO_CLEAR read per HWPT, IOAS unmap)\n");
+	printf("bench: events: D-Bus / raw and channel / raw: the time of a pair through iodirtyd "
+	       "(Map and Unmap calls; a batch of one each on the event channel) over the time of "
+	       "the same pair in-process (IOAS map, NO_CLEAR read per HWPT, IOAS unmap)\n");
 	for (int store = 0; store < 2; store++)
 		for (int crowd = 0; crowd < 2; crowd++) {
 			double r = ev_fig[store][0][crowd][EV_DAEMON].rate /
 				   ev_fig[store][1][crowd][EV_DAEMON].rate;
 
+			double rc = ev_fig[store][0][crowd][EV_CHANNEL].rate /
+				    ev_fig[store][1][crowd][EV_CHANNEL].rate;
+
 			printf("bench: events: scaling, %-9s %2d session(s): rate with %d / with %d "
-			       "live mappings = %.2f (goal <= 1.2: %s)\n",
+			       "live mappings = %.2f on D-Bus (goal <= 1.2: %s), %.2f on the event "
+			       "channel (goal <= 1.2: %s)\n",
 			       store ? "fd store," : "no store,", crowd ? EV_SESSIONS : 1, EV_FEW,
-			       EV_MANY, r, ev_goal(r, 1.2));
+			       EV_MANY, r, ev_goal(r, 1.2), rc, ev_goal(rc, 1.2));
 		}
 	for (int store = 0; store < 2; store++)
 		for (int many = 0; many < 2; many++) {

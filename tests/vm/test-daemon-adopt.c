@@ -179,7 +179,12 @@ static struct dt_pageset marked, harvested;
 static struct {
 	unsigned map, unmap, span, mark, harvest, unacked, ranges, truncated, peek, restart, stop;
 	unsigned map_batch, batched, unmap_batch, unbatched;
+	unsigned channel; /* of the calls above, sent on the event channel */
 } stats;
+
+/* The event channel of the random run's session (-1: none), its last sequence number. */
+static int chan = -1;
+static uint64_t chan_seq;
 
 static void adopt(const char *name, const uint32_t *hwpts, unsigned n, bool viommu)
 {
@@ -376,11 +381,13 @@ static bool ioas_map_random(void)
 	return true;
 }
 
+static void tell(bool map, const struct mapping *v, size_t n);
+
 static void op_map(void)
 {
 	if (!ioas_map_random())
 		return;
-	scall("Map", "ttt", maps[n_maps - 1].iova, maps[n_maps - 1].gpa, maps[n_maps - 1].size);
+	tell(true, &maps[n_maps - 1], 1);
 	stats.map++;
 }
 
@@ -420,6 +427,46 @@ static void batch_call(bool map, const struct mapping *v, size_t n, const char *
 	sd_bus_message_unref(m);
 }
 
+/* The same batch on the event channel: it must complete, in order, without an error. */
+static void channel_call(bool map, const struct mapping *v, size_t n)
+{
+	struct iod_mapping ev[IOD_EVENT_MAX_ENTRIES];
+	struct iod_channel_completion c;
+	int r;
+
+	dt_assert(n > 0 && n <= IOD_EVENT_MAX_ENTRIES, "a channel batch of %zu", n);
+	for (size_t i = 0; i < n; i++)
+		ev[i] = (struct iod_mapping){
+			.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+	r = iod_channel_send(chan, map ? IOD_EVENT_MAP : IOD_EVENT_UNMAP, ++chan_seq, ev, n);
+	dt_assert(r >= 0, "event channel send: %s", strerror(-r));
+	r = iod_channel_recv(chan, &c);
+	dt_assert(r >= 0, "event channel completion: %s", strerror(-r));
+	dt_assert(c.seq == chan_seq && c.error == 0 && c.flags == 0,
+		  "event channel: batch %" PRIu64 " of %zu %s: completion for %" PRIu64
+		  ", flags 0x%x: %s %s",
+		  chan_seq, n, map ? "maps" : "unmaps", c.seq, c.flags, c.name, c.message);
+	stats.channel++;
+}
+
+/* Map or Unmap events, told to the daemon on the bus or, with a channel open, on it (half
+ * of the time each): both must give the same exact log. */
+static void tell(bool map, const struct mapping *v, size_t n)
+{
+	if (chan >= 0 && rng_below(2)) {
+		channel_call(map, v, n);
+		return;
+	}
+	if (n == 1 && rng_below(2)) {
+		if (map)
+			scall("Map", "ttt", v[0].iova, v[0].gpa, v[0].size);
+		else
+			scall("Unmap", "tt", v[0].iova, v[0].size);
+		return;
+	}
+	batch_call(map, v, n, NULL, NULL);
+}
+
 /* Several new ranges into the IOAS, then one MapBatch for all of them. */
 static void op_map_batch(void)
 {
@@ -429,7 +476,7 @@ static void op_map_batch(void)
 		;
 	if (n_maps == first)
 		return;
-	batch_call(true, &maps[first], n_maps - first, NULL, NULL);
+	tell(true, &maps[first], n_maps - first);
 	stats.map_batch++;
 	stats.batched += n_maps - first;
 }
@@ -491,7 +538,7 @@ static void op_unmap(void)
 	}
 
 	/* adopt mode: the daemon first, while the range is still in the IOAS */
-	scall("Unmap", "tt", start, end - start);
+	tell(false, &(struct mapping){.iova = start, .size = end - start}, 1);
 	r = iod_ioas_unmap(vmm.ictx, vmm.ioas, start, end - start, &unmapped);
 	dt_assert(r == 0, "IOAS unmap [0x%" PRIx64 ", 0x%" PRIx64 "): %s", start, end,
 		  iod_strerror(r));
@@ -548,7 +595,7 @@ static void op_unmap_batch(void)
 	if (rng_below(4) == 0)
 		v[n++] = (struct mapping){.iova = IOD_MOCK_APERTURE_END, .size = 4 * LOG_PAGE};
 
-	batch_call(false, v, n, NULL, NULL);
+	tell(false, v, n);
 	for (size_t i = 0; i < k; i++) {
 		r = iod_ioas_unmap(vmm.ictx, vmm.ioas, v[i].iova, v[i].size, &unmapped);
 		dt_assert(r == 0, "IOAS unmap [0x%" PRIx64 ", +0x%" PRIx64 "): %s", v[i].iova,
@@ -595,6 +642,12 @@ static void run_random(unsigned ops)
 	adopt("adopt-torture", hwpts, NDEV, true);
 	scall("AddRegion", "tt", UINT64_C(0), GUEST_SIZE);
 	scall("Start", "");
+	{
+		int r = iod_channel_open(bus, spath, &chan, &chan_seq);
+
+		dt_assert(r >= 0, "OpenEventChannel: %s", strerror(-r));
+		dt_assert(chan_seq == 0, "a new session's event sequence is %" PRIu64, chan_seq);
+	}
 
 	for (unsigned op = 0; op < ops; op++) {
 		uint64_t dice = rng_below(1000);
@@ -638,11 +691,13 @@ static void run_random(unsigned ops)
 	      dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't')); /* may be a no-op */
 
 	printf("%u ops in %ld s: %u maps, %u unmaps (%u spans), %u MapBatch (%u mappings), "
-	       "%u UnmapBatch (%u mappings), %u marks, %u harvests (%u left unacknowledged), "
+	       "%u UnmapBatch (%u mappings), %u of these on the event channel, %u marks, "
+	       "%u harvests (%u left unacknowledged), "
 	       "%u range harvests (%u truncated), %u peeks, %u second Starts, %u Stop/Start\n",
 	       ops, (long)(time(NULL) - t0), stats.map, stats.unmap, stats.span, stats.map_batch,
-	       stats.batched, stats.unmap_batch, stats.unbatched, stats.mark, stats.harvest,
-	       stats.unacked, stats.ranges, stats.truncated, stats.peek, stats.restart, stats.stop);
+	       stats.batched, stats.unmap_batch, stats.unbatched, stats.channel, stats.mark,
+	       stats.harvest, stats.unacked, stats.ranges, stats.truncated, stats.peek,
+	       stats.restart, stats.stop);
 	compare(&lost, &spurious, true);
 	printf("marked %" PRIu64 " pages, harvested %" PRIu64 ": %" PRIu64 " lost, %" PRIu64
 	       " spurious\n",
@@ -651,6 +706,29 @@ static void run_random(unsigned ops)
 	dt_assert(dt_pageset_count(&marked) > 100, "too few pages marked to mean anything");
 	dt_assert(stats.map_batch > 0 && stats.unmap_batch > 0,
 		  "no batches among the random operations");
+	dt_assert(stats.channel > 0, "no events went over the event channel");
+	{
+		/* A resend of the last batch (its completion lost, say): not applied again. */
+		struct iod_channel_completion c;
+		uint64_t mappings = dt_get_u64(bus, spath, DT_SES_IFACE, "Mappings", 'u');
+		struct iod_mapping e = {.iova = IOD_MOCK_APERTURE_END, .length = LOG_PAGE};
+
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "EventSequence", 't') == chan_seq,
+			  "EventSequence is not the last batch's %" PRIu64, chan_seq);
+		dt_assert(iod_channel_send(chan, IOD_EVENT_UNMAP, chan_seq, &e, 1) == 0 &&
+				  iod_channel_recv(chan, &c) == 0,
+			  "resend on the event channel");
+		dt_assert(c.seq == chan_seq && c.error == 0 &&
+				  c.flags == IOD_EVENT_COMPLETION_REPLAYED,
+			  "a resent batch: error %d, flags 0x%x", c.error, c.flags);
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "Mappings", 'u') == mappings,
+			  "a resent batch changed the mappings");
+		close(chan);
+		chan = -1;
+		dt_pass("event channel: %u of the event calls went over it; a resent batch "
+			"completes as a replay and changes nothing",
+			stats.channel);
+	}
 	dt_pass("adopt, vIOMMU, %u random operations: harvested GPA pages == marked pages (%" PRIu64
 		")",
 		ops, dt_pageset_count(&marked));

@@ -744,7 +744,15 @@ static struct dt_pageset rv_marked, rv_delivered;
 static struct {
 	unsigned map, map_batch, batched, unmap, unmap_batch, unbatched, kills, replies_out,
 		found_done, redone, marks, harvests;
+	/* on the event channel: events sent, of them in flight at a kill, batches completed
+	 * before a kill, resent batches the next instance had (replays) and had not */
+	unsigned chan, chan_killed, chan_completed, chan_replayed, chan_reapplied;
 } rv_stats;
+
+/* Session rv's event channel, the daemon instance that opened it, the last seq sent. */
+static int rv_chan = -1;
+static unsigned rv_chan_start;
+static uint64_t rv_seq;
 
 static void rv_vmm_setup(void)
 {
@@ -929,8 +937,118 @@ static void rv_sync(bool map, const struct rv_mapping *v, size_t n, bool *ret_no
 	sd_bus_message_unref(m);
 }
 
+/* An event channel of the running instance (a restart closed the last one). */
+static void rv_channel(void)
+{
+	uint64_t last = 0;
+	int r;
+
+	if (rv_chan >= 0 && rv_chan_start == starts)
+		return;
+	if (rv_chan >= 0)
+		close(rv_chan);
+	r = iod_channel_open(bus, rvpath, &rv_chan, &last);
+	dt_assert(r >= 0, "OpenEventChannel: %s", strerror(-r));
+	dt_assert(last <= rv_seq, "the daemon applied batch %" PRIu64 ", the last sent is %" PRIu64,
+		  last, rv_seq);
+	rv_chan_start = starts;
+}
+
+static void rv_channel_send(bool map, const struct rv_mapping *v, size_t n, uint64_t seq)
+{
+	struct iod_mapping ev[RV_MAX_BATCH];
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		ev[i] = (struct iod_mapping){.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+	r = iod_channel_send(rv_chan, map ? IOD_EVENT_MAP : IOD_EVENT_UNMAP, seq, ev, n);
+	dt_assert(r >= 0, "event channel: send batch %" PRIu64 ": %s", seq, strerror(-r));
+}
+
+/* The completion of batch seq: a success; a replay exactly when replay is set. */
+static void rv_channel_complete(uint64_t seq, bool replay, const char *when)
+{
+	struct iod_channel_completion c;
+	int r = iod_channel_recv(rv_chan, &c);
+
+	dt_assert(r >= 0, "event channel: completion of batch %" PRIu64 "%s: %s", seq, when,
+		  strerror(-r));
+	dt_assert(c.seq == seq && c.error == 0,
+		  "event channel: batch %" PRIu64 "%s: completion for %" PRIu64 ": %s %s", seq,
+		  when, c.seq, c.name, c.message);
+	dt_assert(!!(c.flags & IOD_EVENT_COMPLETION_REPLAYED) == replay,
+		  "event channel: batch %" PRIu64 "%s: %s, want %s", seq, when,
+		  c.flags & IOD_EVENT_COMPLETION_REPLAYED ? "a replay" : "applied",
+		  replay ? "a replay (the killed instance applied it)" : "applied");
+}
+
 /*
- * Tell the daemon of a map (map) or unmap event of the n entries of v. Half of the time the
+ * The event on the event channel. Half of the time the batch (split in two batches in
+ * flight when it has several entries) is sent and the daemon is killed 0..4 ms later; the
+ * completions that made it out are read, a new channel says which batches the killed
+ * instance applied, and every batch is sent again with its number: each must complete, as
+ * a replay exactly when it had been applied. Unlike a blind retry on the bus, a resent
+ * Unmap never answers NotMapped. A completion that made it out must be of a batch the next
+ * instance knows (it was durable).
+ */
+static void rv_event_channel(bool map, const struct rv_mapping *v, size_t n)
+{
+	size_t split = n > 1 ? 1 + rng_below(n - 1) : n;
+	uint64_t first = rv_seq + 1, last = 0, completed = 0;
+	unsigned batches = split < n ? 2 : 1;
+
+	rv_channel();
+	rv_stats.chan += (unsigned)n;
+	if (rng_below(2) == 0) {
+		rv_channel_send(map, v, n, ++rv_seq);
+		rv_channel_complete(rv_seq, false, "");
+		return;
+	}
+	rv_channel_send(map, v, split, ++rv_seq);
+	if (split < n)
+		rv_channel_send(map, v + split, n - split, ++rv_seq);
+	usleep((useconds_t)rng_below(4000));
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	/* What the killed instance completed, in order, until the channel ends. */
+	for (;;) {
+		struct iod_channel_completion c;
+
+		if (iod_channel_recv(rv_chan, &c) < 0)
+			break;
+		dt_assert(c.seq == first + completed && c.error == 0,
+			  "event channel: completion for %" PRIu64 " (%s %s) before the kill, want "
+			  "a success for %" PRIu64,
+			  c.seq, c.name, c.message, first + completed);
+		completed++;
+	}
+	daemon_pid = harness_wait_ready(++starts);
+	rv_stats.kills++;
+	rv_stats.chan_killed += (unsigned)n;
+	rv_stats.chan_completed += (unsigned)completed;
+
+	rv_channel(); /* the killed instance's channel is gone: a new one */
+	last = dt_get_u64(bus, rvpath, DT_SES_IFACE, "EventSequence", 't');
+	dt_assert(last >= first - 1 + completed,
+		  "batch %" PRIu64 " was completed before the kill, but the next instance has "
+		  "applied up to %" PRIu64 " only",
+		  first - 1 + completed, last);
+	rv_channel_send(map, v, split, first);
+	if (split < n)
+		rv_channel_send(map, v + split, n - split, first + 1);
+	for (unsigned b = 0; b < batches; b++) {
+		bool had = first + b <= last;
+
+		rv_channel_complete(first + b, had, " (resent after kill -9)");
+		if (had)
+			rv_stats.chan_replayed++;
+		else
+			rv_stats.chan_reapplied++;
+	}
+}
+
+/*
+ * Tell the daemon of a map (map) or unmap event of the n entries of v: a third of the time
+ * on the event channel (rv_event_channel()), else on the bus. Half of the time the
  * call is sent, the daemon is killed (SIGKILL) 0..4 ms later, and once its next instance is
  * ready the VMM, not knowing whether the first attempt took effect, sends the same call
  * again: a Map or MapBatch must succeed, an Unmap or UnmapBatch must succeed or answer
@@ -946,6 +1064,10 @@ static void rv_event(bool map, const struct rv_mapping *v, size_t n)
 	bool not_mapped;
 	int r;
 
+	if (rng_below(3) == 0) {
+		rv_event_channel(map, v, n);
+		return;
+	}
 	if (rng_below(2) == 0) {
 		rv_sync(map, v, n, NULL, "");
 		return;
@@ -1238,6 +1360,14 @@ static void viommu_events_survive_kills(void)
 		rv_stats.map, rv_stats.map_batch, rv_stats.batched, rv_stats.unmap,
 		rv_stats.unmap_batch, rv_stats.unbatched, rv_stats.kills, rv_stats.replies_out,
 		rv_stats.found_done, rv_stats.redone);
+	dt_assert(rv_stats.chan > 0 && rv_stats.chan_killed > 0,
+		  "no events (%u) or none in flight at a kill (%u) on the event channel",
+		  rv_stats.chan, rv_stats.chan_killed);
+	dt_pass("event channel: %u of the mappings went over it, %u of them in batches in flight "
+		"at a kill -9; %u batches completed before the kill; resent with their numbers, "
+		"%u completed as replays (the killed instance had them), %u were applied anew",
+		rv_stats.chan, rv_stats.chan_killed, rv_stats.chan_completed,
+		rv_stats.chan_replayed, rv_stats.chan_reapplied);
 
 	/* The last round, then the comparison. */
 	rv_harvest();
