@@ -9,7 +9,8 @@
  *       differ from its GPAs (1 MiB chunks on random IOVA slots, some aliased). While the
  *       migration runs, a workload writes random guest bytes and marks the same IOVA
  *       pages dirty on a mock HWPT (what device DMA does), and churns the vIOMMU (Unmap
- *       then unmap, map then Map). After the final round the destination must equal the
+ *       then unmap, map then Map; every other event on the session's event channel). After
+ *       the final round the destination must equal the
  *       source byte for byte. A failing seed prints how to replay it. With --drop-round
  *       a round is deliberately not copied and the run must be detected as a mismatch
  *       (the negative control: the check can fail).
@@ -148,6 +149,11 @@ struct mock_vm {
 	uint64_t writes, churn;
 	bool churn_enabled;
 	bool tolerate_bus_errors; /* a workload process: the daemon may be restarting */
+	/* The session's event channel: every other vIOMMU event goes over it. */
+	bool chan_open;
+	int chan;
+	uint64_t seq; /* of the last batch sent on it */
+	uint64_t events, chan_events;
 };
 
 static int mock_cmd_domain(int fd, uint32_t pt_id, uint32_t *ret_stdev, uint32_t *ret_idev)
@@ -283,6 +289,61 @@ static int bus_map(struct mock_vm *vm, const char *member, const char *types, ..
 	return r;
 }
 
+/*
+ * The same event on the session's event channel. When the channel fails (the daemon went
+ * away), a new one is opened and the batch sent again with its number: the daemon applies
+ * it unless the instance that went had done so (the completion then says REPLAYED).
+ * Returns as bus_map() does; an error when no channel can be opened (the daemon is away).
+ */
+static int chan_map(struct mock_vm *vm, bool map, uint64_t iova, uint64_t gpa)
+{
+	const struct iod_mapping e = {.iova = iova, .gpa = map ? gpa : 0, .length = CHUNK};
+	const uint64_t seq = ++vm->seq;
+	struct iod_channel_completion c;
+	uint64_t last;
+	int r = -ECONNRESET;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!vm->chan_open) {
+			r = iod_channel_open(vm->bus, vm->path, &vm->chan, &last);
+			if (r < 0)
+				return r;
+			vm->chan_open = true;
+		}
+		r = iod_channel_send(vm->chan, map ? IOD_EVENT_MAP : IOD_EVENT_UNMAP, seq, &e, 1);
+		if (r >= 0)
+			r = iod_channel_recv(vm->chan, &c);
+		if (r >= 0)
+			break;
+		close(vm->chan);
+		vm->chan_open = false;
+	}
+	if (r < 0)
+		return r;
+	if (c.seq != seq) {
+		printf("event channel: completion for batch %" PRIu64 ", want %" PRIu64 "\n", c.seq,
+		       seq);
+		return -EBADMSG;
+	}
+	vm->chan_events++;
+	if (c.error == 0)
+		return 0;
+	if (strcmp(c.name, "org.iodirty.Error.NotMapped") == 0)
+		return -ENOENT;
+	printf("%s on the event channel: %s\n", map ? "map" : "unmap", c.message);
+	return c.error;
+}
+
+/* A vIOMMU event, on the bus and on the event channel by turns. */
+static int vm_event(struct mock_vm *vm, bool map, uint64_t iova, uint64_t gpa)
+{
+	if (vm->events++ % 2)
+		return chan_map(vm, map, iova, gpa);
+	if (map)
+		return bus_map(vm, "Map", "ttt", iova, gpa, CHUNK);
+	return bus_map(vm, "Unmap", "tt", iova, CHUNK);
+}
+
 /* Map chunk (gpa) at IOVA slot s: the IOAS first, then the Map event (before any DMA). */
 static int mock_map(struct mock_vm *vm, int s, uint64_t gpa, bool report)
 {
@@ -296,7 +357,7 @@ static int mock_map(struct mock_vm *vm, int s, uint64_t gpa, bool report)
 	if (r < 0)
 		return r;
 	if (report) {
-		r = bus_map(vm, "Map", "ttt", p->iova, gpa, CHUNK);
+		r = vm_event(vm, true, p->iova, gpa);
 		if (r < 0 && !vm->tolerate_bus_errors) {
 			(void)iod_ioas_unmap(vm->ictx, vm->ioas, p->iova, CHUNK, NULL);
 			return r;
@@ -330,7 +391,7 @@ static int mock_unmap(struct mock_vm *vm, int s, bool report)
 	int r;
 
 	if (report) {
-		r = bus_map(vm, "Unmap", "tt", p->iova, CHUNK);
+		r = vm_event(vm, false, p->iova, 0);
 		if (r == -ENOENT && (p->unreported || vm->tolerate_bus_errors))
 			r = 0; /* a retry the first attempt did, or a Map never recorded */
 		if (r < 0)
@@ -424,6 +485,9 @@ static int mock_step(struct mock_vm *vm)
 
 static void mock_vm_teardown(struct mock_vm *vm)
 {
+	if (vm->chan_open)
+		close(vm->chan);
+	vm->chan_open = false;
 	for (int s = 0; s < IOVA_SLOTS; s++)
 		if (vm->maps[s].mapped)
 			(void)mock_unmap(vm, s, false);
@@ -597,14 +661,15 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 
 	bad = count_bad_pages(img.p, vm.mem, size, &first);
 	printf("seed %" PRIu64 ": %u dirty rounds%s, %" PRIu64 " bytes copied, %" PRIu64
-	       " DMA writes, %" PRIu64 " map/unmap events, %u mappings at the end: %s",
+	       " DMA writes, %" PRIu64 " map/unmap events (%" PRIu64 " on the event channel), %u "
+	       "mappings at the end: %s",
 	       seed, res.rounds, res.converged ? " (converged)" : "", res.total_bytes, vm.writes,
-	       vm.churn, vm.n_mapped, bad ? "MISMATCH" : "destination == source");
+	       vm.churn, vm.chan_events, vm.n_mapped, bad ? "MISMATCH" : "destination == source");
 	if (bad)
 		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
 		       MOCK_GPA + first);
 	printf("\n");
-	if (vm.writes == 0 || vm.churn == 0)
+	if (vm.writes == 0 || vm.churn == 0 || vm.chan_events == 0)
 		*ret_error = true;
 	free(img.p);
 	mock_vm_teardown(&vm);
@@ -1065,8 +1130,9 @@ static int cmd_workload_mock(int argc, char **argv)
 			die("workload: %s", strerror(-r));
 		usleep(20000); /* a dirty rate the demo's link outruns: rounds converge */
 	}
-	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64 " map/unmap events\n",
-	       vm.writes, vm.churn);
+	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64 " map/unmap events (%"
+	       PRIu64 " of them on the event channel)\n",
+	       vm.writes, vm.churn, vm.chan_events);
 	return EXIT_SUCCESS;
 }
 
