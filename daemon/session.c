@@ -335,8 +335,9 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 	if (s->mode != IOD_MODE_ADOPT || s->ictx)
 		return -EINVAL;
 	if (s->options.nested && n_hwpts == 0)
-		return iod_reasonf(why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
-				   "A nested session needs its nest parent: name it as hwpt_ids[0]");
+		return iod_reasonf(
+			why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+			"A nested session needs its nest parent: name it as hwpt_ids[0]");
 
 	r = iod_iommufd_adopt(iommufd, &ictx);
 	if (r == -ENOTTY || r == -EBADF)

@@ -438,8 +438,9 @@ int iod_hwpt_alloc_nested(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t pa
 		return -EINVAL;
 
 	if (ioctl(ictx->fd, IOMMU_HWPT_ALLOC, &cmd) < 0)
-		return debug_fail(-errno, "IOMMU_HWPT_ALLOC", "dev %u, nest parent %u, data type %u",
-				  dev_id, parent_id, data_type);
+		return debug_fail(-errno, "IOMMU_HWPT_ALLOC",
+				  "dev %u, nest parent %u, data type %u", dev_id, parent_id,
+				  data_type);
 
 	*ret_hwpt_id = cmd.out_hwpt_id;
 	return 0;

@@ -408,10 +408,11 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 					    "(hwpts[0])",
 					    i, s->hwpts[i].parent_id, s->hwpts[0].id);
 			if (s->hwpts[i].dirty_capable || s->hwpts[i].tracking)
-				return fail(c,
-					    "hwpts[%zu]: a nested hwpt has no dirty bits of its own "
-					    "(dirty_capable and tracking must be false)",
-					    i);
+				return fail(
+					c,
+					"hwpts[%zu]: a nested hwpt has no dirty bits of its own "
+					"(dirty_capable and tracking must be false)",
+					i);
 		}
 	} else {
 		for (size_t i = 0; i < s->n_hwpts; i++)
@@ -704,7 +705,8 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 		    (r = add(e, "tracking", json_object_new_boolean(h->tracking))) < 0 ||
 		    (r = add(e, "owned", json_object_new_boolean(h->owned))) < 0)
 			return r;
-		if (h->parent_id != 0 && (r = add(e, "parent_id", json_object_new_int64(h->parent_id))) < 0)
+		if (h->parent_id != 0 &&
+		    (r = add(e, "parent_id", json_object_new_int64(h->parent_id))) < 0)
 			return r;
 	}
 

@@ -1055,7 +1055,8 @@ START_TEST(test_accept_values)
 	st = iod_state_free(st);
 	free(text);
 
-	text = mutate_golden("/sessions/1/flags", "[\"nested\",\"huge-pages\",\"failed\",\"tracking\"]");
+	text = mutate_golden("/sessions/1/flags",
+			     "[\"nested\",\"huge-pages\",\"failed\",\"tracking\"]");
 	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
 	ck_assert_uint_eq(st->sessions[1].flags, IOD_SESSION_F_ALL & ~IOD_SESSION_F_VIOMMU);
 	st = iod_state_free(st);

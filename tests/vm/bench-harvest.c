@@ -967,7 +967,8 @@ static void ev_summary(void)
  */
 static void bench_nested(sd_bus *bus, struct mock *k, uint64_t length, bool dense, int reps)
 {
-	struct iod_mock_cmd dom = {.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS, .id = k->ioas};
+	struct iod_mock_cmd dom = {
+		.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS, .id = k->ioas};
 	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
 	struct {
 		uint32_t iotlb;

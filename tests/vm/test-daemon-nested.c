@@ -78,8 +78,7 @@ static struct {
 	uint8_t *guest;
 } vmm;
 
-static int mock_domain(uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev,
-		       uint32_t *ret_idev)
+static int mock_domain(uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev, uint32_t *ret_idev)
 {
 	struct iod_mock_cmd cmd = {
 		.size = sizeof(cmd),
@@ -226,8 +225,8 @@ static void check_mock_facts(void)
 	dt_assert(n == -ENOENT, "DIRTY on a nested child: %" PRId64 " (%s), want ENOENT", n,
 		  n < 0 ? strerror((int)-n) : "marked");
 	n = mock_dirty(vmm.parent, gpa);
-	dt_assert(n == (int64_t)(LOG_PAGE / mock_page), "DIRTY on the parent at GPA marked %" PRId64,
-		  n);
+	dt_assert(n == (int64_t)(LOG_PAGE / mock_page),
+		  "DIRTY on the parent at GPA marked %" PRId64, n);
 	/* read back at the same GPA, page by page: exactly that one bit */
 	r = iod_hwpt_read_dirty(vmm.ictx, vmm.parent, GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word, 0);
 	dt_assert(r == 0, "read the parent: %s", iod_strerror(r));
@@ -289,9 +288,9 @@ static void adopt(void)
 	const char *path;
 	char *mode;
 
-	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}",
-			"nested", vmm.fd, vmm.ioas, 3, vmm.parent, vmm.child[0], vmm.child[1], 1,
-			"nested", "b", 1);
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "nested",
+			vmm.fd, vmm.ioas, 3, vmm.parent, vmm.child[0], vmm.child[1], 1, "nested",
+			"b", 1);
 	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
 	spath = strdup(path);
 	sd_bus_message_unref(reply);

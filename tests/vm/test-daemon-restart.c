@@ -1299,7 +1299,9 @@ static void nested_survives_kill(void)
 {
 	struct iod_mock_cmd dom = {.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS};
 	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
-	struct { uint32_t iotlb; } stage1 = {.iotlb = 0xbadbeef}; /* the mock's stage 1 */
+	struct {
+		uint32_t iotlb;
+	} stage1 = {.iotlb = 0xbadbeef}; /* the mock's stage 1 */
 	uint64_t marks[GUEST_PAGES * 2 / 64] = {}, nr, dirty, usec;
 	struct iod_mock_cmd cmd = {
 		.size = sizeof(cmd),
@@ -1389,8 +1391,8 @@ static void nested_survives_kill(void)
 	for (uint64_t w = 0; w < iod_bitmap_words(want.npages); w++)
 		dt_assert(want.bits[w] == got.bits[w],
 			  "after the kill the nested round differs from the %" PRIu64
-			  " pages marked (word %" PRIu64 ": want 0x%016" PRIx64 ", got 0x%016" PRIx64
-			  ")",
+			  " pages marked (word %" PRIu64 ": want 0x%016" PRIx64
+			  ", got 0x%016" PRIx64 ")",
 			  dt_pageset_count(&want), w, want.bits[w], got.bits[w]);
 	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "Acknowledge", NULL, "t", nr));
 	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "Destroy", NULL, ""));
