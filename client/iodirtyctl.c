@@ -304,6 +304,8 @@ static const char *const session_props[] = {
 	"disconnect_policy",
 	"VIommu",
 	"viommu",
+	"Nested",
+	"nested",
 	"HugePages",
 	"huge_pages",
 	"PageSize",
@@ -344,6 +346,7 @@ static const char *const session_labels[] = {
 	"Owner UID",
 	"Disconnect policy",
 	"vIOMMU",
+	"Nested",
 	"Huge pages",
 	"Page size",
 	"IOAS",
@@ -358,6 +361,10 @@ static const char *const session_labels[] = {
 	"Last round usec",
 	"Dirty rate (B/s)",
 };
+
+/* One label per property pair (and the NULL after them). */
+_Static_assert(ELEMENTSOF(session_props) == 2 * ELEMENTSOF(session_labels) + 1,
+	       "session_props and session_labels differ");
 
 static struct json_object *session_json(sd_bus *bus, const char *path)
 {

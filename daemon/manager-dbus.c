@@ -20,6 +20,7 @@ struct create_options {
 	uint64_t page_size;
 	bool huge_pages;
 	bool viommu;
+	bool nested;
 	const char *disconnect_policy;
 };
 
@@ -27,6 +28,7 @@ static const struct iod_bus_option create_options_table[] = {
 	{"page_size", 't', offsetof(struct create_options, page_size)},
 	{"huge_pages", 'b', offsetof(struct create_options, huge_pages)},
 	{"viommu", 'b', offsetof(struct create_options, viommu)},
+	{"nested", 'b', offsetof(struct create_options, nested)},
 	{"disconnect_policy", 's', offsetof(struct create_options, disconnect_policy)},
 	{},
 };
@@ -35,6 +37,7 @@ static const struct iod_bus_option create_options_table[] = {
 static const struct iod_bus_option adopt_options_table[] = {
 	{"page_size", 't', offsetof(struct create_options, page_size)},
 	{"viommu", 'b', offsetof(struct create_options, viommu)},
+	{"nested", 'b', offsetof(struct create_options, nested)},
 	{"disconnect_policy", 's', offsetof(struct create_options, disconnect_policy)},
 	{},
 };
@@ -58,6 +61,10 @@ static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
 		return sd_bus_error_setf(
 			error, SD_BUS_ERROR_INVALID_ARGS,
 			"Option \"page_size\" must be a power of two from 4096 to 1073741824");
+	if (o.nested && o.viommu)
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Options \"nested\" and \"viommu\" exclude each other: a nested session harvests the nest parent by GPA and needs no Map/Unmap events");
 	policy = iod_disconnect_policy_from_string(o.disconnect_policy);
 	if (policy < 0) {
 		char q[IOD_QUOTE_MAX];
@@ -71,6 +78,7 @@ static int read_session_options(sd_bus_message *m, struct iod_manager *mgr,
 		.page_size = o.page_size,
 		.huge_pages = o.huge_pages,
 		.viommu = o.viommu,
+		.nested = o.nested,
 		.disconnect_policy = policy,
 	};
 	return 0;
@@ -167,6 +175,10 @@ static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return r;
 
+	if (o.nested)
+		return sd_bus_error_setf(
+			error, IOD_ERROR_WRONG_MODE,
+			"Option \"nested\" needs AdoptSession: the nested HWPTs carry the guest's stage 1, which only the VMM can describe and update, so the VMM allocates the nest parent (IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING) and its children on its own iommufd and lends them out");
 	r = new_session(m, mgr, name, IOD_MODE_OWNER, &o, &s, error);
 	if (r < 0)
 		return r;
@@ -327,7 +339,7 @@ static int method_destroy_session(sd_bus_message *m, void *userdata, sd_bus_erro
 	return sd_bus_reply_method_return(m, NULL);
 }
 
-static int append_probe(sd_bus_message *reply, const struct iod_device *d)
+static int append_probe(sd_bus_message *reply, const struct iod_device *d, bool nest_parent_dirty)
 {
 	const char *name;
 	int r;
@@ -336,9 +348,10 @@ static int append_probe(sd_bus_message *reply, const struct iod_device *d)
 	if (r < 0)
 		return r;
 	r = sd_bus_message_append(
-		reply, "{sv}{sv}{sv}{sv}{sv}", "cdev", "s", d->cdev ? d->cdev : "", "iommu_type",
-		"s", iod_iommu_type_to_string(d->hw.type), "iommu_dirty_tracking", "b",
-		(int)d->hw.dirty_tracking, "dma_logging", "b", (int)d->features.dma_logging,
+		reply, "{sv}{sv}{sv}{sv}{sv}{sv}", "cdev", "s", d->cdev ? d->cdev : "",
+		"iommu_type", "s", iod_iommu_type_to_string(d->hw.type), "iommu_dirty_tracking",
+		"b", (int)d->hw.dirty_tracking, "nest_parent_dirty_tracking", "b",
+		(int)nest_parent_dirty, "dma_logging", "b", (int)d->features.dma_logging,
 		"migration", "b", (int)d->features.migration);
 	if (r < 0)
 		return r;
@@ -363,6 +376,28 @@ static int append_probe(sd_bus_message *reply, const struct iod_device *d)
 	return sd_bus_message_close_container(reply);
 }
 
+/*
+ * Nested mode needs a nest parent that tracks dirty pages (SMMUv3 cannot in Linux 6.12):
+ * try to allocate one for the bound device on a scratch IOAS of the probe's own iommufd,
+ * which goes with it.
+ */
+static int probe_nest_parent(struct iod_iommufd *ictx, const struct iod_device *d, bool *ret)
+{
+	uint32_t ioas;
+	int r;
+
+	if (!d->hw.dirty_tracking) {
+		*ret = false;
+		return 0;
+	}
+	r = iod_ioas_alloc(ictx, &ioas);
+	if (r < 0)
+		return r;
+	r = iod_hwpt_probe_nest_parent(ictx, d->dev_id, ioas, ret);
+	(void)iod_iommufd_destroy(ictx, ioas);
+	return r;
+}
+
 static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *spec, int fd,
 			sd_bus_error *error)
 {
@@ -370,6 +405,7 @@ static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *
 	_cleanup_(iod_device_freep) struct iod_device *d = NULL;
 	struct iod_iommufd *ictx = NULL;
 	struct iod_reason why = {};
+	bool nest_parent_dirty = false;
 	char q[IOD_QUOTE_MAX];
 	uid_t uid;
 	int r;
@@ -405,10 +441,19 @@ static int probe_common(sd_bus_message *m, struct iod_manager *mgr, const char *
 				"%s is in use: it is bound to an iommufd (a VMM holds it), and a "
 				"probe must not disturb it",
 				d->cdev ? d->cdev : d->name);
-	if (r >= 0)
+	if (r >= 0) {
+		r = probe_nest_parent(ictx, d, &nest_parent_dirty);
+		if (r < 0) {
+			log_warning_errno(r,
+					  "Failed to find out whether %s can have a dirty tracking "
+					  "nest parent, reporting that it cannot: %m",
+					  d->name);
+			nest_parent_dirty = false;
+		}
 		r = sd_bus_message_new_method_return(m, &reply);
+	}
 	if (r >= 0)
-		r = append_probe(reply, d);
+		r = append_probe(reply, d, nest_parent_dirty);
 	/* Unbind (close the device) before the context goes. */
 	d = iod_device_free(d);
 	iod_iommufd_free(ictx);

@@ -757,6 +757,8 @@ const sd_bus_vtable iod_session_vtable[] = {
 			SESSION_OFF(options.disconnect_policy), CONST),
 	SD_BUS_PROPERTY("VIommu", "b", iod_bus_property_get_bool, SESSION_OFF(options.viommu),
 			CONST),
+	SD_BUS_PROPERTY("Nested", "b", iod_bus_property_get_bool, SESSION_OFF(options.nested),
+			CONST),
 	SD_BUS_PROPERTY("HugePages", "b", iod_bus_property_get_bool,
 			SESSION_OFF(options.huge_pages), CONST),
 	SD_BUS_PROPERTY("PageSize", "t", NULL, SESSION_OFF(options.page_size), CONST),

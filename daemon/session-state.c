@@ -44,7 +44,8 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 	st.flags = (s->tracking ? IOD_SESSION_F_TRACKING : 0) |
 		   (s->failed ? IOD_SESSION_F_FAILED : 0) |
 		   (s->options.huge_pages ? IOD_SESSION_F_HUGE_PAGES : 0) |
-		   (s->options.viommu ? IOD_SESSION_F_VIOMMU : 0);
+		   (s->options.viommu ? IOD_SESSION_F_VIOMMU : 0) |
+		   (s->options.nested ? IOD_SESSION_F_NESTED : 0);
 
 	if ((r = strdup_or_null(s->name, &st.name)) < 0 ||
 	    (r = strdup_or_null(s->owner, &st.owner)) < 0 ||
@@ -66,6 +67,7 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 			.dirty_capable = s->hwpts[i].hw.dirty_capable,
 			.tracking = s->hwpts[i].hw.tracking,
 			.owned = s->hwpts[i].owned,
+			.parent_id = s->hwpts[i].parent_id,
 		};
 	st.n_hwpts = s->n_hwpts;
 
@@ -129,6 +131,7 @@ void iod_session_options_from_state(const struct iod_context *c, const struct io
 		.page_size = UINT64_C(1) << st->page_shift,
 		.huge_pages = st->flags & IOD_SESSION_F_HUGE_PAGES,
 		.viommu = st->flags & IOD_SESSION_F_VIOMMU,
+		.nested = st->flags & IOD_SESSION_F_NESTED,
 		.disconnect_policy = policy,
 	};
 }
@@ -239,6 +242,7 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 			       .dirty_capable = st->hwpts[i].dirty_capable,
 			       .tracking = st->hwpts[i].tracking},
 			.owned = st->hwpts[i].owned,
+			.parent_id = st->hwpts[i].parent_id,
 		};
 
 	if (st->n_regions > 0) {

@@ -35,6 +35,11 @@ static int check_viommu(const struct iod_session *s, const char *what, struct io
 {
 	if (s->options.viommu)
 		return 0;
+	if (s->options.nested)
+		return iod_reasonf(
+			why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
+			"Session %s is nested: it harvests the nest parent, whose IOVA is the GPA, and the guest's stage 1 changes never touch it, so there are no %s events to report",
+			s->name, what);
 	return iod_reasonf(
 		why, -EMEDIUMTYPE, IOD_ERROR_WRONG_MODE,
 		"Session %s has no vIOMMU (IOVA = GPA): create it with the option viommu=true to report %s events",

@@ -337,6 +337,10 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 
 	if (s->mode != IOD_MODE_ADOPT || s->ictx)
 		return -EINVAL;
+	if (s->options.nested && n_hwpts == 0)
+		return iod_reasonf(
+			why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+			"A nested session needs its nest parent: name it as hwpt_ids[0]");
 
 	r = iod_iommufd_adopt(iommufd, &ictx);
 	if (r == -ENOTTY || r == -EBADF)
@@ -372,6 +376,25 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 	for (size_t i = 0; i < n_hwpts; i++) {
 		bool capable;
 
+		if (s->options.nested && i > 0) {
+			/* A nested child: it has no dirty bits of its own (the parent has them). */
+			r = iod_hwpt_is_nested(ictx, hwpt_ids[i]);
+			if (r <= 0) {
+				iod_iommufd_free(ictx);
+				if (r == 0)
+					return iod_reasonf(
+						why, -EINVAL, SD_BUS_ERROR_INVALID_ARGS,
+						"hwpt_ids[%zu]: object %u of the passed iommufd is not a nested HWPT (in a nested session hwpt_ids[0] is the nest parent, the others its nested children)",
+						i, hwpt_ids[i]);
+				return iod_reason_kernel(why, r, "Failed to look at hwpt %u",
+							 hwpt_ids[i]);
+			}
+			hwpts[i] = (struct iod_session_hwpt){
+				.hw = {.id = hwpt_ids[i]},
+				.parent_id = hwpt_ids[0],
+			};
+			continue;
+		}
 		r = hwpt_probe(ictx, hwpt_ids[i], s->options.page_size, &capable);
 		if (r < 0) {
 			iod_iommufd_free(ictx);
@@ -380,6 +403,13 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 						   "Object %u of the passed iommufd is not a HWPT",
 						   hwpt_ids[i]);
 			return iod_reason_kernel(why, r, "Failed to look at hwpt %u", hwpt_ids[i]);
+		}
+		if (!capable && s->options.nested) {
+			iod_iommufd_free(ictx);
+			return iod_reasonf(
+				why, -EOPNOTSUPP, IOD_ERROR_NOT_DIRTY_CAPABLE,
+				"hwpt_ids[0]: hwpt %u cannot track dirty pages: a nested session needs a nest parent allocated with IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING (ProbeDevice says whether the IOMMU can: nest_parent_dirty_tracking)",
+				hwpt_ids[i]);
 		}
 		if (!capable)
 			log_info("Session %s: hwpt %u cannot track dirty pages: its mappings count "
@@ -404,6 +434,9 @@ int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 /* A HWPT that cannot track but carries DMA: its mapped ranges count as always dirty. */
 bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_session_hwpt *h)
 {
+	/* A nested HWPT's DMA goes through its nest parent, which has the dirty bits. */
+	if (h->parent_id)
+		return false;
 	return !h->hw.dirty_capable && (h->users > 0 || s->mode == IOD_MODE_ADOPT);
 }
 
@@ -474,13 +507,17 @@ const char *iod_session_tracking_mode_string(const struct iod_session *s)
 	for (size_t i = 0; i < s->n_hwpts; i++) {
 		const struct iod_session_hwpt *h = &s->hwpts[i];
 
-		if (h->hw.dirty_capable && (h->users > 0 || s->mode == IOD_MODE_ADOPT))
+		/* A nest parent carries the DMA of the devices on its children. */
+		if (h->hw.dirty_capable &&
+		    (h->users > 0 || s->mode == IOD_MODE_ADOPT || s->options.nested))
 			hw = true;
 		else if (iod_session_hwpt_is_fallback(s, h))
 			fb = true;
 	}
 	if (hw && fb)
 		return "mixed";
+	if (hw && s->options.nested)
+		return "nested";
 	if (hw)
 		return "hardware";
 	if (fb)

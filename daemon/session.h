@@ -43,6 +43,7 @@ struct iod_session_hwpt {
 	struct iod_hwpt hw;
 	bool owned; /* allocated by the daemon */
 	unsigned users; /* devices attached (owner mode) */
+	uint32_t parent_id; /* a nested HWPT (stage 1): its nest parent; 0 for a paging HWPT */
 };
 
 /* The dirty read that failed last, for the reason a failed session gives. */
@@ -56,6 +57,13 @@ struct iod_session_options {
 	uint64_t page_size;
 	bool huge_pages;
 	bool viommu;
+	/*
+	 * Nested mode: the session harvests one nest parent (hwpts[0], allocated with
+	 * NEST_PARENT | DIRTY_TRACKING), the stage 2 of the devices' nested HWPTs. Its IOAS is
+	 * indexed by GPA (IOVA = GPA), so no translation and no Map/Unmap events: the guest's
+	 * stage 1 changes never touch it. Excludes viommu.
+	 */
+	bool nested;
 	enum iod_disconnect_policy disconnect_policy;
 };
 
@@ -135,7 +143,12 @@ bool iod_session_owner_left(struct iod_session *s);
  */
 void iod_session_probe_holes(struct iod_session *s);
 
-/* Adopt mode: take over the client's iommufd (dup'ed) and name its IOAS and HWPTs. */
+/*
+ * Adopt mode: take over the client's iommufd (dup'ed) and name its IOAS and HWPTs. In a
+ * nested session hwpt_ids[0] is the nest parent (a dirty capable paging HWPT of the IOAS:
+ * NotDirtyCapable otherwise) and the others must be nested HWPTs (InvalidArgs otherwise;
+ * the kernel cannot say whose children they are).
+ */
 int iod_session_adopt(struct iod_session *s, int iommufd, uint32_t ioas_id,
 		      const uint32_t *hwpt_ids, size_t n_hwpts, struct iod_reason *why);
 
@@ -232,7 +245,8 @@ int iod_session_ensure_journal(struct iod_session *s);
 int iod_session_open_log_ro(struct iod_session *s);
 
 const char *iod_session_state_string(const struct iod_session *s);
-/* "none" (no HWPT), "hardware", "fallback" or "mixed". */
+/* "none" (no HWPT), "hardware", "fallback", "mixed", or "nested" (a nested session with its
+ * nest parent). */
 const char *iod_session_tracking_mode_string(const struct iod_session *s);
 bool iod_session_precise(const struct iod_session *s);
 /* The log misses nothing: the session never failed (LogComplete). */

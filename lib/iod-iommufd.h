@@ -80,9 +80,39 @@ int iod_ioas_iova_ranges(struct iod_iommufd *ictx, uint32_t ioas_id, struct iod_
 
 /* HWPT */
 #define IOD_HWPT_DIRTY (1u << 0) /* allocate with IOMMU_HWPT_ALLOC_DIRTY_TRACKING */
-/* -EOPNOTSUPP with IOD_HWPT_DIRTY when the IOMMU cannot track dirty pages. */
+/* IOMMU_HWPT_ALLOC_NEST_PARENT: the stage 2 (GPA -> host) of nested children. */
+#define IOD_HWPT_NEST_PARENT (1u << 1)
+/*
+ * A paging HWPT of the IOAS pt_id for the IOMMU of device dev_id. -EOPNOTSUPP with
+ * IOD_HWPT_DIRTY when the IOMMU cannot track dirty pages, or with IOD_HWPT_NEST_PARENT when
+ * it cannot nest (or cannot track a nest parent: SMMUv3 in Linux 6.12).
+ */
 int iod_hwpt_alloc(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t pt_id, unsigned flags,
 		   uint32_t *ret_hwpt_id);
+/*
+ * A nested HWPT (stage 1) over the nest parent parent_id, for the IOMMU of dev_id: data
+ * (data_len bytes, not empty) is the driver's stage 1 description of type data_type
+ * (IOMMU_HWPT_DATA_VTD_S1, ...; IOMMU_HWPT_DATA_SELFTEST for the kernel's mock). -EINVAL when
+ * parent_id is not a nest parent, -EOPNOTSUPP when the driver refuses the data type.
+ */
+int iod_hwpt_alloc_nested(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t parent_id,
+			  uint32_t data_type, const void *data, uint32_t data_len,
+			  uint32_t *ret_hwpt_id);
+/*
+ * Is id a nested HWPT (a stage 1 over a nest parent)? IOMMU_HWPT_INVALIDATE with no entries,
+ * which invalidates nothing: the kernel looks the object up as a nested HWPT (ENOENT for
+ * anything else) and hands the empty array to its driver. 1 if so, 0 if not (or no such
+ * object), else a negative errno. No ioctl says which parent a nested HWPT has.
+ */
+int iod_hwpt_is_nested(struct iod_iommufd *ictx, uint32_t id);
+/*
+ * Can the IOMMU of dev_id give the IOAS ioas_id a dirty tracking nest parent? Tries to
+ * allocate one (IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY) and destroys it at once. *ret is
+ * false when the kernel says EOPNOTSUPP (the IOMMU cannot nest, cannot track, or cannot do
+ * both at once); other errors are returned.
+ */
+int iod_hwpt_probe_nest_parent(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t ioas_id,
+			       bool *ret);
 
 /*
  * A HWPT whose dirty tracking state the library remembers, so that enabling is idempotent:

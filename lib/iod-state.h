@@ -8,8 +8,12 @@
  * Parsing is strict: malformed JSON (iod_json_parse()), unknown keys, wrong types,
  * out-of-range numbers, duplicate names or ids, overlapping regions or mappings, unaligned
  * addresses, references to unknown objects and a generation without a successor are all
- * rejected with a reason. Every key is required but a session's
- * "disconnect_policy", which version 1 documents written before it was added lack.
+ * rejected with a reason. Every key is required but a session's "disconnect_policy" and a
+ * hwpt's "parent_id", which version 1 documents written before they were added lack (a
+ * hwpt without "parent_id" is not nested). A session with the flag "nested" has a nest
+ * parent first in "hwpts", dirty capable, and nothing else but nested hwpts whose
+ * "parent_id" is that parent; it has no "viommu" flag, and only a nested session's hwpts
+ * have a "parent_id".
  */
 #ifndef IOD_STATE_H
 #define IOD_STATE_H
@@ -45,13 +49,16 @@ enum iod_state_disconnect_policy {
 #define IOD_SESSION_F_FAILED (UINT64_C(1) << 1) /* the log is incomplete */
 #define IOD_SESSION_F_HUGE_PAGES (UINT64_C(1) << 2) /* IOAS keeps huge IOPTEs */
 #define IOD_SESSION_F_VIOMMU (UINT64_C(1) << 3) /* IOVA != GPA, map from vIOMMU events */
-#define IOD_SESSION_F_ALL (UINT64_C(0xf))
+/* Harvests read a nest parent, indexed by GPA (hwpts: the parent, then its children). */
+#define IOD_SESSION_F_NESTED (UINT64_C(1) << 4)
+#define IOD_SESSION_F_ALL (UINT64_C(0x1f))
 
 struct iod_state_hwpt {
 	uint32_t id;
 	bool dirty_capable;
 	bool tracking;
 	bool owned; /* allocated by the daemon (destroyed with the session) */
+	uint32_t parent_id; /* a nested HWPT: its nest parent, a hwpt of the session; else 0 */
 };
 
 struct iod_state_device {

@@ -401,17 +401,89 @@ int iod_hwpt_alloc(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t pt_id, un
 
 	if (!ictx || !ret_hwpt_id)
 		return -EINVAL;
-	if (flags & ~IOD_HWPT_DIRTY)
+	if (flags & ~(IOD_HWPT_DIRTY | IOD_HWPT_NEST_PARENT))
 		return -EINVAL;
 
 	if (flags & IOD_HWPT_DIRTY)
 		cmd.flags |= IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
+	if (flags & IOD_HWPT_NEST_PARENT)
+		cmd.flags |= IOMMU_HWPT_ALLOC_NEST_PARENT;
 
 	if (ioctl(ictx->fd, IOMMU_HWPT_ALLOC, &cmd) < 0)
-		return debug_fail(-errno, "IOMMU_HWPT_ALLOC", "dev %u, pt %u%s", dev_id, pt_id,
-				  flags & IOD_HWPT_DIRTY ? ", dirty tracking" : "");
+		return debug_fail(-errno, "IOMMU_HWPT_ALLOC", "dev %u, pt %u%s%s", dev_id, pt_id,
+				  flags & IOD_HWPT_DIRTY ? ", dirty tracking" : "",
+				  flags & IOD_HWPT_NEST_PARENT ? ", nest parent" : "");
 
 	*ret_hwpt_id = cmd.out_hwpt_id;
+	return 0;
+}
+
+int iod_hwpt_alloc_nested(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t parent_id,
+			  uint32_t data_type, const void *data, uint32_t data_len,
+			  uint32_t *ret_hwpt_id)
+{
+	struct iommu_hwpt_alloc cmd = {
+		.size = sizeof(cmd),
+		.dev_id = dev_id,
+		.pt_id = parent_id,
+		.data_type = data_type,
+		.data_len = data_len,
+		.data_uptr = (uintptr_t)data,
+	};
+
+	if (!ictx || !ret_hwpt_id || !data || data_len == 0)
+		return -EINVAL;
+	/* NONE describes no stage 1: the kernel would take it for a paging HWPT request. */
+	if (data_type == IOMMU_HWPT_DATA_NONE)
+		return -EINVAL;
+
+	if (ioctl(ictx->fd, IOMMU_HWPT_ALLOC, &cmd) < 0)
+		return debug_fail(-errno, "IOMMU_HWPT_ALLOC",
+				  "dev %u, nest parent %u, data type %u", dev_id, parent_id,
+				  data_type);
+
+	*ret_hwpt_id = cmd.out_hwpt_id;
+	return 0;
+}
+
+int iod_hwpt_is_nested(struct iod_iommufd *ictx, uint32_t id)
+{
+	struct iommu_hwpt_invalidate cmd = {
+		.size = sizeof(cmd),
+		.hwpt_id = id,
+		.entry_num = 0,
+	};
+
+	if (!ictx)
+		return -EINVAL;
+	if (ioctl(ictx->fd, IOMMU_HWPT_INVALIDATE, &cmd) == 0)
+		return 1;
+	/* The driver sees an empty array of a type it may not know: EINVAL says "nested" as
+	 * well as success does. Only the lookup answers ENOENT. */
+	if (errno == ENOENT)
+		return 0;
+	if (errno == EINVAL || errno == EOPNOTSUPP)
+		return 1;
+	return debug_fail(-errno, "IOMMU_HWPT_INVALIDATE", "hwpt %u, no entries", id);
+}
+
+int iod_hwpt_probe_nest_parent(struct iod_iommufd *ictx, uint32_t dev_id, uint32_t ioas_id,
+			       bool *ret)
+{
+	uint32_t id;
+	int r;
+
+	if (!ictx || !ret)
+		return -EINVAL;
+	r = iod_hwpt_alloc(ictx, dev_id, ioas_id, IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY, &id);
+	if (r == -EOPNOTSUPP) {
+		*ret = false;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	(void)iod_iommufd_destroy(ictx, id);
+	*ret = true;
 	return 0;
 }
 

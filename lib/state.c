@@ -45,6 +45,7 @@ static const char *const flag_names[] = {
 	"failed", /* IOD_SESSION_F_FAILED */
 	"huge-pages", /* IOD_SESSION_F_HUGE_PAGES */
 	"viommu", /* IOD_SESSION_F_VIOMMU */
+	"nested", /* IOD_SESSION_F_NESTED */
 };
 
 static const char *const mode_names[] = {
@@ -390,6 +391,39 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 			return fail(c, "hwpts[%zu].id: duplicate id %u (also hwpts[%zu])",
 				    hwpt_idx[k], s->hwpts[hwpt_idx[k]].id, hwpt_idx[k - 1]);
 
+	/* nested: the nest parent first, the rest its children; nothing nested elsewhere */
+	if (s->flags & IOD_SESSION_F_NESTED) {
+		if (s->flags & IOD_SESSION_F_VIOMMU)
+			return fail(c, "flags: \"nested\" and \"viommu\" exclude each other (a "
+				       "nest parent is indexed by GPA)");
+		if (s->n_hwpts > 0 && s->hwpts[0].parent_id != 0)
+			return fail(c, "hwpts[0].parent_id: the first hwpt of a nested session is "
+				       "its nest parent, which has none");
+		if (s->n_hwpts > 0 && !s->hwpts[0].dirty_capable)
+			return fail(c, "hwpts[0].dirty_capable: a nested session's nest parent "
+				       "must track dirty pages");
+		for (size_t i = 1; i < s->n_hwpts; i++) {
+			if (s->hwpts[i].parent_id != s->hwpts[0].id)
+				return fail(c,
+					    "hwpts[%zu].parent_id: %u is not the nest parent %u "
+					    "(hwpts[0])",
+					    i, s->hwpts[i].parent_id, s->hwpts[0].id);
+			if (s->hwpts[i].dirty_capable || s->hwpts[i].tracking)
+				return fail(
+					c,
+					"hwpts[%zu]: a nested hwpt has no dirty bits of its own "
+					"(dirty_capable and tracking must be false)",
+					i);
+		}
+	} else {
+		for (size_t i = 0; i < s->n_hwpts; i++)
+			if (s->hwpts[i].parent_id != 0)
+				return fail(c,
+					    "hwpts[%zu].parent_id: only a session with the flag "
+					    "\"nested\" has nested hwpts",
+					    i);
+	}
+
 	/* devices: unique indexes, known hwpts, fd names in owner mode */
 	for (size_t i = 0; i < s->n_devices; i++) {
 		const struct iod_state_device *d = &s->devices[i];
@@ -677,6 +711,9 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 		    (r = add(e, "tracking", json_object_new_boolean(h->tracking))) < 0 ||
 		    (r = add(e, "owned", json_object_new_boolean(h->owned))) < 0)
 			return r;
+		if (h->parent_id != 0 &&
+		    (r = add(e, "parent_id", json_object_new_int64(h->parent_id))) < 0)
+			return r;
 	}
 
 	if ((r = add_array(o, "devices", &a)) < 0)
@@ -959,9 +996,10 @@ static int get_array(struct ctx *c, struct json_object *o, const char *path, con
 }
 
 /* Element i of array key must be an object with exactly these keys; path gets "key[i]". */
-static int get_element(struct ctx *c, struct json_object *array, const char *key, size_t i,
-		       const char *const *keys, size_t n_keys, char *path, size_t path_size,
-		       struct json_object **ret)
+/* An element of an array of objects with keys, every one required but the last n_optional. */
+static int get_element_opt(struct ctx *c, struct json_object *array, const char *key, size_t i,
+			   const char *const *keys, size_t n_keys, size_t n_optional, char *path,
+			   size_t path_size, struct json_object **ret)
 {
 	struct json_object *e = json_object_array_get_idx(array, i);
 	int r;
@@ -969,11 +1007,18 @@ static int get_element(struct ctx *c, struct json_object *array, const char *key
 	snprintf(path, path_size, "%s[%zu]", key, i);
 	if (!json_object_is_type(e, json_type_object))
 		return fail(c, "%s: expected an object, got %s", path, type_name(e));
-	r = check_keys(c, e, path, keys, n_keys, n_keys);
+	r = check_keys(c, e, path, keys, n_keys, n_keys - n_optional);
 	if (r < 0)
 		return r;
 	*ret = e;
 	return 0;
+}
+
+static int get_element(struct ctx *c, struct json_object *array, const char *key, size_t i,
+		       const char *const *keys, size_t n_keys, char *path, size_t path_size,
+		       struct json_object **ret)
+{
+	return get_element_opt(c, array, key, i, keys, n_keys, 0, path, path_size, ret);
 }
 
 /* calloc that is happy with n == 0 (returns NULL then, which is fine for the state). */
@@ -992,7 +1037,8 @@ static int alloc_array(void **ret, size_t n, size_t size)
 	return 0;
 }
 
-static const char *const hwpt_keys[] = {"id", "dirty_capable", "tracking", "owned"};
+/* All required but the last: parent_id (nested hwpts only) came later. */
+static const char *const hwpt_keys[] = {"id", "dirty_capable", "tracking", "owned", "parent_id"};
 static const char *const device_keys[] = {"index",  "name",    "fdname",
 					  "dev_id", "hwpt_id", "dirty_capable"};
 static const char *const region_keys[] = {"gpa", "length", "offset", "fdname"};
@@ -1130,13 +1176,20 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 	for (size_t i = 0; i < n; i++) {
 		struct iod_state_hwpt *h = &s->hwpts[i];
 
-		if ((r = get_element(c, a, "hwpts", i, hwpt_keys, ELEMENTSOF(hwpt_keys), path,
-				     sizeof(path), &e)) < 0 ||
+		if ((r = get_element_opt(c, a, "hwpts", i, hwpt_keys, ELEMENTSOF(hwpt_keys), 1,
+					 path, sizeof(path), &e)) < 0 ||
 		    (r = get_u32(c, e, path, "id", &h->id)) < 0 ||
 		    (r = get_bool(c, e, path, "dirty_capable", &h->dirty_capable)) < 0 ||
 		    (r = get_bool(c, e, path, "tracking", &h->tracking)) < 0 ||
 		    (r = get_bool(c, e, path, "owned", &h->owned)) < 0)
 			return r;
+		if (json_object_object_get_ex(e, "parent_id", NULL)) {
+			if ((r = get_u32(c, e, path, "parent_id", &h->parent_id)) < 0)
+				return r;
+			if (h->parent_id == 0)
+				return fail(c, "%s.parent_id: 0 is no HWPT (leave the key out)",
+					    path);
+		}
 	}
 
 	if ((r = get_array(c, o, "", "devices", &a, &n)) < 0 ||

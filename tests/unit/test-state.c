@@ -131,8 +131,8 @@ static struct iod_state *golden_state(void)
 	s->log_fdname = xstrdup("vm-a.log");
 	s->n_hwpts = 2;
 	s->hwpts = xcalloc(2, sizeof(*s->hwpts));
-	s->hwpts[0] = (struct iod_state_hwpt){5, true, true, true};
-	s->hwpts[1] = (struct iod_state_hwpt){6, false, false, true};
+	s->hwpts[0] = (struct iod_state_hwpt){5, true, true, true, 0};
+	s->hwpts[1] = (struct iod_state_hwpt){6, false, false, true, 0};
 	s->n_devices = 2;
 	s->devices = xcalloc(2, sizeof(*s->devices));
 	s->devices[0] = (struct iod_state_device){
@@ -159,7 +159,7 @@ static struct iod_state *golden_state(void)
 	s->iommufd_fdname = xstrdup("vm_b.iommufd");
 	s->n_hwpts = 1;
 	s->hwpts = xcalloc(1, sizeof(*s->hwpts));
-	s->hwpts[0] = (struct iod_state_hwpt){9, true, false, false};
+	s->hwpts[0] = (struct iod_state_hwpt){9, true, false, false, 0};
 	s->n_devices = 1;
 	s->devices = xcalloc(1, sizeof(*s->devices));
 	s->devices[0] = (struct iod_state_device){3, xstrdup("fd"), NULL, 0, 9, true};
@@ -210,6 +210,7 @@ static void assert_state_equal(const struct iod_state *a, const struct iod_state
 			ck_assert_int_eq(x->hwpts[i].dirty_capable, y->hwpts[i].dirty_capable);
 			ck_assert_int_eq(x->hwpts[i].tracking, y->hwpts[i].tracking);
 			ck_assert_int_eq(x->hwpts[i].owned, y->hwpts[i].owned);
+			ck_assert_uint_eq(x->hwpts[i].parent_id, y->hwpts[i].parent_id);
 		}
 		ck_assert_uint_eq(x->n_devices, y->n_devices);
 		for (size_t i = 0; i < x->n_devices; i++) {
@@ -327,6 +328,40 @@ START_TEST(test_policy_round_trip)
 		else
 			ck_assert_ptr_null(strstr(first, "disconnect_policy"));
 	}
+}
+END_TEST
+
+/* Session 1 (adopt) made nested: hwpt 9 the nest parent, 11 and 12 its nested children. */
+static void make_nested(struct iod_state *st)
+{
+	struct iod_state_session *s = &st->sessions[1];
+
+	s->flags |= IOD_SESSION_F_NESTED;
+	s->n_hwpts = 3;
+	s->hwpts = realloc(s->hwpts, 3 * sizeof(*s->hwpts));
+	ck_assert_ptr_nonnull(s->hwpts);
+	s->hwpts[1] = (struct iod_state_hwpt){11, false, false, false, 9};
+	s->hwpts[2] = (struct iod_state_hwpt){12, false, false, false, 9};
+}
+
+START_TEST(test_nested_round_trip)
+{
+	_cleanup_(iod_state_freep) struct iod_state *st = golden_state(), *back = NULL;
+	_cleanup_free_ char *json = NULL, *old = NULL, *reason = NULL;
+
+	make_nested(st);
+	round_trip(st, &json);
+	ck_assert_ptr_nonnull(strstr(json, "\"flags\":[\"nested\"]"));
+	ck_assert_ptr_nonnull(strstr(json, "{\"id\":11,\"dirty_capable\":false,\"tracking\":false,"
+					   "\"owned\":false,\"parent_id\":9}"));
+	/* the nest parent and every other hwpt write no parent_id */
+	ck_assert_ptr_nonnull(strstr(json, "{\"id\":9,\"dirty_capable\":true,\"tracking\":false,"
+					   "\"owned\":false}"));
+	ck_assert_ptr_null(strstr(golden, "parent_id"));
+	ck_assert_int_eq(iod_state_from_json(json, &back, &reason), 0);
+	ck_assert(back->sessions[1].flags & IOD_SESSION_F_NESTED);
+	ck_assert_uint_eq(back->sessions[1].hwpts[2].parent_id, 9);
+	ck_assert_uint_eq(back->sessions[0].hwpts[0].parent_id, 0);
 }
 END_TEST
 
@@ -640,6 +675,17 @@ static const struct reject_case {
 	const char *field; /* the reason names this */
 	const char *what; /* and says this */
 } reject_cases[] = {
+	/* nested sessions */
+	{"/sessions/1/hwpts/0/parent_id", "0", -EBADMSG, "sessions[1].hwpts[0].parent_id",
+	 "0 is no HWPT"},
+	{"/sessions/1/hwpts/0/parent_id", "\"9\"", -EBADMSG, "sessions[1].hwpts[0].parent_id",
+	 "expected an integer"},
+	{"/sessions/1/hwpts/0/parent_id", "9", -EBADMSG, "sessions[1].hwpts[0].parent_id",
+	 "only a session with the flag \"nested\""},
+	{"/sessions/0/flags", "[\"viommu\",\"nested\"]", -EBADMSG, "sessions[0].flags",
+	 "exclude each other"},
+	{"/sessions/0/flags", "[\"nested\"]", -EBADMSG, "sessions[0].hwpts[1].parent_id",
+	 "is not the nest parent 5"},
 	/* the root */
 	{"/version", DELETE, -EBADMSG, "version", "missing"},
 	{"/version", "2", -EPROTO, "version", "unsupported"},
@@ -971,6 +1017,7 @@ static const struct accept_case accepted_changes[] = {
 	{"/sessions/0/flags", "[\"viommu\",\"huge-pages\",\"failed\",\"tracking\"]"},
 	{"/sessions/0/disconnect_policy", "\"destroy\""},
 	{"/sessions/1/disconnect_policy", "\"keep\""},
+	{"/sessions/1/flags", "[\"nested\"]"}, /* a nest parent alone, no children yet */
 };
 
 START_TEST(test_accept_changes)
@@ -1004,7 +1051,14 @@ START_TEST(test_accept_values)
 	text = mutate_golden("/sessions/0/flags",
 			     "[\"viommu\",\"huge-pages\",\"failed\",\"tracking\"]");
 	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
-	ck_assert_uint_eq(st->sessions[0].flags, IOD_SESSION_F_ALL);
+	ck_assert_uint_eq(st->sessions[0].flags, IOD_SESSION_F_ALL & ~IOD_SESSION_F_NESTED);
+	st = iod_state_free(st);
+	free(text);
+
+	text = mutate_golden("/sessions/1/flags",
+			     "[\"nested\",\"huge-pages\",\"failed\",\"tracking\"]");
+	ck_assert_int_eq(iod_state_from_json(text, &st, NULL), 0);
+	ck_assert_uint_eq(st->sessions[1].flags, IOD_SESSION_F_ALL & ~IOD_SESSION_F_VIOMMU);
 	st = iod_state_free(st);
 	free(text);
 
@@ -1256,6 +1310,35 @@ static void replace_str(char **p, const char *s)
 #define S0 (&st->sessions[0])
 #define S1 (&st->sessions[1])
 
+static void m_nested_viommu(struct iod_state *st)
+{
+	make_nested(st);
+	S1->flags |= IOD_SESSION_F_VIOMMU;
+}
+static void m_nested_wrong_parent(struct iod_state *st)
+{
+	make_nested(st);
+	S1->hwpts[2].parent_id = 11;
+}
+static void m_nested_parent_has_parent(struct iod_state *st)
+{
+	make_nested(st);
+	S1->hwpts[0].parent_id = 12;
+}
+static void m_nested_parent_not_capable(struct iod_state *st)
+{
+	make_nested(st);
+	S1->hwpts[0].dirty_capable = false;
+}
+static void m_nested_child_tracking(struct iod_state *st)
+{
+	make_nested(st);
+	S1->hwpts[1].tracking = true;
+}
+static void m_parent_id_not_nested(struct iod_state *st)
+{
+	S0->hwpts[1].parent_id = 5;
+}
 static void m_name_null(struct iod_state *st)
 {
 	free(S0->name);
@@ -1291,7 +1374,7 @@ static void m_shift_high(struct iod_state *st)
 }
 static void m_flags(struct iod_state *st)
 {
-	S0->flags |= UINT64_C(1) << 4;
+	S0->flags |= UINT64_C(1) << 5;
 }
 static void m_owner_empty(struct iod_state *st)
 {
@@ -1440,6 +1523,17 @@ static const struct validate_case {
 	const char *field;
 	const char *what;
 } validate_cases[] = {
+	{"nested and viommu", m_nested_viommu, "sessions[1].flags", "exclude each other"},
+	{"nested child of another", m_nested_wrong_parent, "sessions[1].hwpts[2].parent_id",
+	 "11 is not the nest parent 9"},
+	{"nest parent with a parent", m_nested_parent_has_parent, "sessions[1].hwpts[0].parent_id",
+	 "its nest parent, which has none"},
+	{"nest parent not capable", m_nested_parent_not_capable,
+	 "sessions[1].hwpts[0].dirty_capable", "must track dirty pages"},
+	{"nested child tracking", m_nested_child_tracking, "sessions[1].hwpts[1]",
+	 "no dirty bits of its own"},
+	{"parent_id outside nested", m_parent_id_not_nested, "sessions[0].hwpts[1].parent_id",
+	 "only a session with the flag \"nested\""},
 	{"name NULL", m_name_null, "sessions[0].name", "missing"},
 	{"name bad", m_name_bad, "sessions[0].name", "not a valid session name"},
 	{"name long", m_name_long, "sessions[0].name", "not a valid session name"},
@@ -1448,7 +1542,7 @@ static const struct validate_case {
 	{"disconnect_policy", m_policy, "sessions[0].disconnect_policy", "unknown policy 7"},
 	{"page_shift 11", m_shift_low, "sessions[0].page_shift", "out of range"},
 	{"page_shift 31", m_shift_high, "sessions[1].page_shift", "out of range"},
-	{"flags", m_flags, "sessions[0].flags", "unknown flags 0x10"},
+	{"flags", m_flags, "sessions[0].flags", "unknown flags 0x20"},
 	{"owner empty", m_owner_empty, "sessions[0].owner", "printable"},
 	{"owner DEL", m_owner_ctrl, "sessions[0].owner", "printable"},
 	{"iommufd_fdname NULL", m_iommufd_null, "sessions[0].iommufd_fdname",
@@ -1753,6 +1847,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_golden_format);
 	tcase_add_test(tc, test_before_policy);
 	tcase_add_test(tc, test_policy_round_trip);
+	tcase_add_test(tc, test_nested_round_trip);
 	tcase_add_test(tc, test_empty_state);
 	tcase_add_test(tc, test_empty_session_round_trip);
 	tcase_add_test(tc, test_rich_round_trip);

@@ -500,10 +500,39 @@ START_TEST(test_hwpt_alloc_args)
 
 	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, 0, &id), -ENOTTY);
 	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, IOD_HWPT_DIRTY, &id), -ENOTTY);
-	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, 1u << 1, &id), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, IOD_HWPT_NEST_PARENT, &id), -ENOTTY);
+	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY, &id),
+			 -ENOTTY);
+	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, 1u << 2, &id), -EINVAL);
 	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, IOD_HWPT_DIRTY | (1u << 31), &id), -EINVAL);
 	ck_assert_int_eq(iod_hwpt_alloc(ictx, 1, 2, 0, NULL), -EINVAL);
 	ck_assert_uint_eq(id, 77);
+}
+END_TEST
+
+START_TEST(test_hwpt_alloc_nested_args)
+{
+	_cleanup_iommufd_ struct iod_iommufd *ictx = null_ctx();
+	uint32_t id = 77, data = 0;
+	bool yes = true;
+
+	/* arguments are checked before the kernel is asked (it would answer ENOTTY here) */
+	ck_assert_int_eq(iod_hwpt_alloc_nested(ictx, 1, 2, 0xdead, &data, sizeof(data), &id),
+			 -ENOTTY);
+	ck_assert_int_eq(iod_hwpt_alloc_nested(ictx, 1, 2, 0, &data, sizeof(data), &id), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_alloc_nested(ictx, 1, 2, 0xdead, NULL, sizeof(data), &id),
+			 -EINVAL);
+	ck_assert_int_eq(iod_hwpt_alloc_nested(ictx, 1, 2, 0xdead, &data, 0, &id), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_alloc_nested(ictx, 1, 2, 0xdead, &data, sizeof(data), NULL),
+			 -EINVAL);
+	ck_assert_int_eq(iod_hwpt_alloc_nested(NULL, 1, 2, 0xdead, &data, sizeof(data), &id),
+			 -EINVAL);
+	ck_assert_uint_eq(id, 77);
+	ck_assert_int_eq(iod_hwpt_is_nested(NULL, 1), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_is_nested(ictx, 1), -ENOTTY);
+	ck_assert_int_eq(iod_hwpt_probe_nest_parent(ictx, 1, 2, NULL), -EINVAL);
+	ck_assert_int_eq(iod_hwpt_probe_nest_parent(ictx, 1, 2, &yes), -ENOTTY);
+	ck_assert(yes);
 }
 END_TEST
 
@@ -642,6 +671,7 @@ static Suite *vfio_args_suite(void)
 	tcase_add_test(tc, test_iova_ranges_args);
 	tcase_add_test(tc, test_hw_info_args);
 	tcase_add_test(tc, test_hwpt_alloc_args);
+	tcase_add_test(tc, test_hwpt_alloc_nested_args);
 	tcase_add_test(tc, test_set_tracking_idempotent);
 	tcase_add_test(tc, test_read_dirty_args);
 	tcase_add_test(tc, test_failures_logged_at_debug);

@@ -24,7 +24,11 @@
  *     store) and daemon / in-process; and the pairs in batches of 64 (event channel, D-Bus
  *     MapBatch/UnmapBatch, in-process) with 10 and with 10,000 live mappings.
  *
- * IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
+ *  5. nested mode: a Harvest round of a nested session (its nest parent read by GPA into the
+ *     log) against the raw IOMMU_HWPT_GET_DIRTY_BITMAP on the parent, 256 MiB, dense and
+ *     sparse.
+ *
+ * IOD_BENCH_ONLY=nested runs 5 alone; IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
  *
  * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
  * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
@@ -1092,20 +1096,143 @@ static void ev_summary(void)
 	       (double)ev_nsec[1] / 1e9);
 }
 
+/* --- 5. nested mode: a harvest round of the nest parent vs the raw loop on it ----------------- */
+
+/*
+ * A nest parent (NEST_PARENT | DIRTY_TRACKING) on the mock's IOAS, a fresh mock device on a
+ * nested child of it (the mock's stage 1, IOMMU_HWPT_DATA_SELFTEST), adopted with
+ * nested=true: the daemon's Harvest (the parent read by GPA straight into the log, delivered)
+ * against IOMMU_HWPT_GET_DIRTY_BITMAP on the parent over the same range. The mock marks the
+ * parent at GPA (its DIRTY command refuses a nested HWPT).
+ */
+static void bench_nested(sd_bus *bus, struct mock *k, uint64_t length, bool dense, int reps)
+{
+	struct iod_mock_cmd dom = {
+		.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS, .id = k->ioas};
+	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
+	struct {
+		uint32_t iotlb;
+	} stage1 = {.iotlb = 0xbadbeef};
+	uint64_t iova = IOD_MOCK_APERTURE_START, nmock = length / mock_page, nbits = length / PAGE;
+	uint64_t t_daemon = 0, t_raw = 0, want = 0;
+	uint64_t *marks = calloc(iod_bitmap_words(nmock), 8);
+	uint64_t *bitmap = malloc(iod_bitmap_bytes(nbits));
+	uint32_t parent, child, ids[2];
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
+	const char *opath;
+	char *path;
+	int r;
+
+	if (!marks || !bitmap)
+		die("out of memory");
+	for (uint64_t i = 0; i < nmock; i++)
+		if (dense || rng() % 512 == 0)
+			marks[i / 64] |= UINT64_C(1) << (i % 64);
+	if (ioctl(k->fd, IOD_MOCK_CMD, &dom) < 0)
+		die("nested mock device: %m");
+	r = iod_hwpt_alloc(k->ictx, dom.domain.out_idev_id, k->ioas,
+			   IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY, &parent);
+	if (r < 0)
+		die("dirty nest parent: %s", strerror(-r));
+	r = iod_hwpt_alloc_nested(k->ictx, dom.domain.out_idev_id, parent, 0xdead, &stage1,
+				  sizeof(stage1), &child);
+	if (r < 0)
+		die("nested child: %s", strerror(-r));
+	rep.id = dom.domain.out_stdev_id;
+	rep.replace.pt_id = child;
+	if (ioctl(k->fd, IOD_MOCK_CMD, &rep) < 0)
+		die("replace: %m");
+	mock_map_range(k, iova, length);
+
+	ids[0] = parent;
+	ids[1] = child;
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, IOD_MANAGER_PATH,
+					   IOD_MANAGER_INTERFACE, "AdoptSession");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "shu", dense ? "nested-dense" : "nested-sparse", k->fd,
+					  k->ioas);
+	if (r >= 0)
+		r = sd_bus_message_append_array(m, 'u', ids, sizeof(ids));
+	if (r >= 0)
+		r = sd_bus_message_append(m, "a{sv}", 1, "nested", "b", 1);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, &error, &reply);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "o", &opath);
+	if (r < 0)
+		die("AdoptSession nested: %s", error.message ? error.message : strerror(-r));
+	path = strdup(opath);
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(m);
+	sd_bus_message_unref(reply);
+	call(bus, path, "AddRegion", NULL, "tt", iova, length);
+	call(bus, path, "Start", NULL, NULL);
+
+	for (int i = 0; i < reps; i++) {
+		struct iod_mock_cmd mark = {
+			.size = sizeof(mark),
+			.op = IOD_MOCK_OP_DIRTY,
+			.id = parent,
+			.dirty = {.iova = iova,
+				  .length = length,
+				  .page_size = mock_page,
+				  .uptr = (uintptr_t)marks},
+		};
+		uint64_t t0, got;
+
+		if (ioctl(k->fd, IOD_MOCK_CMD, &mark) < 0)
+			die("mock DIRTY on the nest parent: %m");
+		t0 = iod_now_nsec();
+		got = harvest_round(bus, path, false, false);
+		t_daemon += iod_now_nsec() - t0;
+		call(bus, path, "Acknowledge", NULL, "t", (uint64_t)i + 1);
+		if (i == 0)
+			want = got;
+		else if (got != want)
+			die("nested round %d: %" PRIu64 " dirty pages, round 1 had %" PRIu64, i + 1,
+			    got, want);
+
+		if (ioctl(k->fd, IOD_MOCK_CMD, &mark) < 0)
+			die("mock DIRTY on the nest parent: %m");
+		t0 = iod_now_nsec();
+		memset(bitmap, 0, iod_bitmap_bytes(nbits));
+		if (iod_hwpt_read_dirty(k->ictx, parent, iova, length, PAGE, bitmap, 0) < 0)
+			die("raw read of the nest parent: %m");
+		t_raw += iod_now_nsec() - t0;
+	}
+	printf("bench: nested harvest %5" PRIu64 " MiB %-6s nest parent, %7" PRIu64
+	       " dirty pages: daemon Harvest %8.2f ms, raw GET_DIRTY_BITMAP on the parent %8.2f "
+	       "ms: ratio %.3f\n",
+	       length >> 20, dense ? "dense," : "sparse,", want, t_daemon / 1e6 / reps,
+	       t_raw / 1e6 / reps, (double)t_daemon / (double)t_raw);
+
+	call(bus, path, "Destroy", NULL, NULL);
+	mock_unmap_range(k, iova, length);
+	(void)iod_iommufd_destroy(k->ictx, dom.domain.out_stdev_id);
+	(void)iod_iommufd_destroy(k->ictx, child);
+	(void)iod_iommufd_destroy(k->ictx, parent);
+	free(path);
+	free(marks);
+	free(bitmap);
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
 	const char *only = getenv("IOD_BENCH_ONLY");
-	bool events_only = false;
+	bool events_only = false, nested_only = false;
 	sd_bus *bus = NULL;
 	struct mock k;
 
 	if (only && *only) {
-		if (strcmp(only, "events") != 0) {
-			printf("FAIL: IOD_BENCH_ONLY=%s: the only choice is \"events\"\n", only);
+		if (strcmp(only, "events") != 0 && strcmp(only, "nested") != 0) {
+			printf("FAIL: IOD_BENCH_ONLY=%s: the choices are \"events\" and \"nested\"\n",
+			       only);
 			return EXIT_FAILURE;
 		}
-		events_only = true;
+		events_only = strcmp(only, "events") == 0;
+		nested_only = strcmp(only, "nested") == 0;
 	}
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1118,6 +1245,16 @@ int main(int argc, char **argv)
 	if (iod_bus_client_open(bus_address, false, &bus) < 0)
 		skip("cannot connect to the bench bus %s", bus_address);
 	mock_setup(&k, 256 * SZ_1M);
+	if (nested_only) {
+		start_daemon(bus, false);
+		bench_nested(bus, &k, 256 * SZ_1M, true, 5);
+		bench_nested(bus, &k, 256 * SZ_1M, false, 5);
+		stop_daemon(bus);
+		mock_teardown(&k);
+		sd_bus_flush_close_unref(bus);
+		cleanup();
+		return EXIT_SUCCESS;
+	}
 	if (!events_only) {
 		start_daemon(bus, false);
 		printf("bench: iodirtyd and a private bus at %s\n", bus_address);
@@ -1127,6 +1264,8 @@ int main(int argc, char **argv)
 		bench_harvest(bus, &k, aperture, false, 3);
 		bench_churn(bus, &k, 300);
 		bench_delivery(bus, &k, 3);
+		bench_nested(bus, &k, 256 * SZ_1M, true, 5);
+		bench_nested(bus, &k, 256 * SZ_1M, false, 5);
 		stop_daemon(bus);
 	}
 	bench_events(bus, &k, false);

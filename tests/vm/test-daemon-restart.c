@@ -44,6 +44,9 @@
  * reply, and in the middle of an append (a torn record), for a Map and an Unmap each
  * (rv_journal_kills).
  *
+ * A nested session (its nest parent harvested by GPA, a mock device on a nested child) killed
+ * with pages marked comes back nested and delivers exactly those pages (nested_survives_kill).
+ *
  * IOD_TEST_SEED=<n> repeats a run's choices (not the kernel's timing).
  */
 #include <errno.h>
@@ -1412,6 +1415,130 @@ static void viommu_events_survive_kills(void)
 
 /* ---- main ------------------------------------------------------------------------------- */
 
+/* ---- a nested session survives a kill ----------------------------------------------------- */
+
+/*
+ * A nested session (AdoptSession option nested) on an IOAS of its own: a nest parent with
+ * dirty tracking and a mock device on a nested child of it (the mock's stage 1,
+ * IOMMU_HWPT_DATA_SELFTEST). Pages marked on the parent at their GPA (the mock's DIRTY
+ * command marks paging HWPTs only, by the parent's IOVA, which is the GPA) before a SIGKILL
+ * must come out of the restored session's first Harvest, exactly; the restored session is
+ * still nested, tracking the parent, with the child recorded.
+ */
+static void nested_survives_kill(void)
+{
+	struct iod_mock_cmd dom = {.size = sizeof(dom), .op = IOD_MOCK_OP_DOMAIN_FLAGS};
+	struct iod_mock_cmd rep = {.size = sizeof(rep), .op = IOD_MOCK_OP_DOMAIN_REPLACE};
+	struct {
+		uint32_t iotlb;
+	} stage1 = {.iotlb = 0xbadbeef}; /* the mock's stage 1 */
+	uint64_t marks[GUEST_PAGES * 2 / 64] = {}, nr, dirty, usec;
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.dirty = {.iova = GUEST_GPA,
+			  .length = GUEST_SIZE,
+			  .page_size = mock_page,
+			  .uptr = (uintptr_t)marks},
+	};
+	const uint64_t per = LOG_PAGE / mock_page;
+	struct dt_pageset want, got;
+	uint32_t ns_ioas, ns_stdev, parent, child, id;
+	unsigned n_hwpts = 0;
+	sd_bus_message *reply;
+	const char *path;
+	char *npath, *mode;
+	int r, fd, precise, b1, b2;
+	uint32_t users;
+
+	dt_assert(iod_ioas_alloc(ictx, &ns_ioas) == 0, "nested IOAS alloc");
+	dt_assert(iod_ioas_set_huge_pages(ictx, ns_ioas, false) == 0, "huge pages off");
+	r = iod_ioas_map(ictx, ns_ioas, guest, GUEST_SIZE, GUEST_GPA, IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "map guest memory at IOVA = GPA: %s", iod_strerror(r));
+	dom.id = ns_ioas;
+	dt_assert(mock_cmd(&dom) == 0, "nested mock device");
+	ns_stdev = dom.domain.out_stdev_id;
+	r = iod_hwpt_alloc(ictx, dom.domain.out_idev_id, ns_ioas,
+			   IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY, &parent);
+	dt_assert(r == 0, "dirty nest parent: %s", iod_strerror(r));
+	r = iod_hwpt_alloc_nested(ictx, dom.domain.out_idev_id, parent, 0xdead, &stage1,
+				  sizeof(stage1), &child);
+	dt_assert(r == 0, "nested child: %s", iod_strerror(r));
+	rep.id = ns_stdev;
+	rep.replace.pt_id = child;
+	dt_assert(mock_cmd(&rep) == 0, "attach the mock device to nested hwpt %u", child);
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "ns",
+			vfd, ns_ioas, 2, parent, child, 1, "nested", "b", 1);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
+	npath = strdup(path);
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "AddRegion", NULL, "tt", GUEST_GPA,
+				     (uint64_t)GUEST_SIZE));
+	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "Start", NULL, ""));
+
+	dt_pageset_init(&want, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	for (unsigned i = 0; i < 40; i++) {
+		uint64_t page = rng_below(GUEST_PAGES);
+
+		for (uint64_t k = 0; k < per; k++)
+			marks[(page * per + k) / 64] |= UINT64_C(1) << ((page * per + k) % 64);
+		dt_pageset_add(&want, GUEST_GPA + page * LOG_PAGE);
+	}
+	cmd.id = parent;
+	dt_assert(mock_cmd(&cmd) == 0, "mock DIRTY on the nest parent: %s", strerror(errno));
+
+	dt_assert(kill(daemon_pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+	daemon_pid = harness_wait_ready(++starts);
+
+	dt_assert(dt_get_u64(bus, npath, DT_SES_IFACE, "Nested", 'b') == 1,
+		  "the restored session is not nested");
+	mode = dt_get_string(bus, npath, DT_SES_IFACE, "TrackingMode");
+	dt_assert(strcmp(mode, "nested") == 0, "restored TrackingMode \"%s\"", mode);
+	free(mode);
+	r = sd_bus_get_property(bus, DT_DEST, npath, DT_SES_IFACE, "Hwpts", NULL, &reply,
+				"a(ubbu)");
+	dt_assert(r >= 0, "Hwpts: %s", strerror(-r));
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(ubbu)") > 0, "Hwpts");
+	while (sd_bus_message_read(reply, "(ubbu)", &id, &b1, &b2, &users) > 0) {
+		dt_assert(n_hwpts != 0 || (id == parent && b1 && b2),
+			  "restored hwpts[0] is %u (capable %d, tracking %d), want the tracking "
+			  "nest parent %u",
+			  id, b1, b2, parent);
+		dt_assert(n_hwpts != 1 || (id == child && !b1 && !b2),
+			  "restored hwpts[1] is %u, want the nested child %u", id, child);
+		n_hwpts++;
+	}
+	sd_bus_message_unref(reply);
+	dt_assert(n_hwpts == 2, "the restored session has %u hwpts, want 2", n_hwpts);
+
+	reply = dt_call(bus, npath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_pageset_init(&got, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	dt_log_read(fd, &got, false);
+	sd_bus_message_unref(reply);
+	for (uint64_t w = 0; w < iod_bitmap_words(want.npages); w++)
+		dt_assert(want.bits[w] == got.bits[w],
+			  "after the kill the nested round differs from the %" PRIu64
+			  " pages marked (word %" PRIu64 ": want 0x%016" PRIx64
+			  ", got 0x%016" PRIx64 ")",
+			  dt_pageset_count(&want), w, want.bits[w], got.bits[w]);
+	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "Acknowledge", NULL, "t", nr));
+	sd_bus_message_unref(dt_call(bus, npath, DT_SES_IFACE, "Destroy", NULL, ""));
+	dt_pass("a nested session survives SIGKILL: still nested, the parent tracking, the child "
+		"recorded, and the %" PRIu64 " pages marked before the kill harvested exactly",
+		dt_pageset_count(&want));
+
+	dt_assert(iod_iommufd_destroy(ictx, ns_stdev) == 0, "destroy the nested mock device");
+	dt_assert(iod_iommufd_destroy(ictx, child) == 0, "destroy the nested child");
+	dt_assert(iod_iommufd_destroy(ictx, parent) == 0, "destroy the nest parent");
+	dt_assert(iod_iommufd_destroy(ictx, ns_ioas) == 0, "destroy the nested IOAS");
+	free(want.bits);
+	free(got.bits);
+	free(npath);
+}
+
 static void adopt(void)
 {
 	sd_bus_message *reply;
@@ -1550,6 +1677,7 @@ int main(void)
 	policy_survives_restart();
 	owner_death_between_map_and_save();
 	viommu_events_survive_kills();
+	nested_survives_kill();
 
 	st = harness("quit");
 	dt_assert(strcmp(st, "ok status=0") == 0, "the daemon's exit on SIGTERM: %s", st);
