@@ -168,9 +168,10 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 					"a packet of %zu bytes: a batch has a header of %zu bytes",
 					len, sizeof(b));
 	if (len > IOD_EVENT_MAX_BATCH_BYTES)
-		return complete_invalid(ch, 0, 0, "a packet of more than %zu bytes (%zu): at most %u entries per batch",
-					(size_t)IOD_EVENT_MAX_BATCH_BYTES, len,
-					IOD_EVENT_MAX_ENTRIES);
+		return complete_invalid(
+			ch, 0, 0,
+			"a packet of more than %zu bytes (%zu): at most %u entries per batch",
+			(size_t)IOD_EVENT_MAX_BATCH_BYTES, len, IOD_EVENT_MAX_ENTRIES);
 	memcpy(&b, packet, sizeof(b));
 	if (b.version != IOD_EVENT_CHANNEL_VERSION)
 		return complete(ch, seq, 0, -EPROTONOSUPPORT, 0, SD_BUS_ERROR_NOT_SUPPORTED,

@@ -622,15 +622,17 @@ static void channel_raw(int fd, const void *p, size_t len)
 static size_t channel_packet(void *buf, uint16_t type, uint64_t seq, const struct event *v,
 			     size_t n)
 {
-	struct iod_event_batch b = {
-		.version = IOD_EVENT_CHANNEL_VERSION, .type = type, .count = (uint32_t)n, .seq = seq};
+	struct iod_event_batch b = {.version = IOD_EVENT_CHANNEL_VERSION,
+				    .type = type,
+				    .count = (uint32_t)n,
+				    .seq = seq};
 	struct iod_event_entry *e = (struct iod_event_entry *)((uint8_t *)buf + sizeof(b));
 
 	memcpy(buf, &b, sizeof(b));
 	for (size_t i = 0; i < n; i++)
-		e[i] = (struct iod_event_entry){
-			.iova = v[i].iova, .gpa = type == IOD_EVENT_MAP ? v[i].gpa : 0,
-			.length = v[i].size};
+		e[i] = (struct iod_event_entry){.iova = v[i].iova,
+						.gpa = type == IOD_EVENT_MAP ? v[i].gpa : 0,
+						.length = v[i].size};
 	return sizeof(b) + n * sizeof(*e);
 }
 
@@ -638,8 +640,8 @@ static size_t channel_packet(void *buf, uint16_t type, uint64_t seq, const struc
  * The next completion must be for seq, with error name want (NULL: success) whose message
  * holds needle, about entry; and the session's Mappings must not have changed.
  */
-static void channel_expect(sd_bus *bus, const char *name, int fd, const char *path,
-			   uint64_t seq, const char *want, const char *needle, uint32_t entry)
+static void channel_expect(sd_bus *bus, const char *name, int fd, const char *path, uint64_t seq,
+			   const char *want, const char *needle, uint32_t entry)
 {
 	struct iod_channel_completion c;
 	int r = iod_channel_recv(fd, &c);
@@ -647,7 +649,8 @@ static void channel_expect(sd_bus *bus, const char *name, int fd, const char *pa
 	if (r < 0)
 		result(false, name, "no completion: %s", strerror(-r));
 	else if (c.seq != seq)
-		result(false, name, "completion for seq %" PRIu64 ", expected %" PRIu64, c.seq, seq);
+		result(false, name, "completion for seq %" PRIu64 ", expected %" PRIu64, c.seq,
+		       seq);
 	else if (!want)
 		result(c.error == 0, name, "%s: %s", c.name, c.message);
 	else if (c.error >= 0 || strcmp(c.name, want) != 0)
@@ -721,8 +724,8 @@ static void test_event_channel(sd_bus *bus)
 	/* The batch checks, with the entry named as in MapBatch ("maps[1]" there). */
 	len = channel_packet(buf, IOD_EVENT_MAP, 1, unaligned_iova, N_EVENTS(unaligned_iova));
 	channel_raw(fd, buf, len);
-	channel_expect(bus, "channel: unaligned iova names entries[1]", fd, path, 1,
-		       E_INVALID_ARGS, "entries[1]: iova 0x20800", 1);
+	channel_expect(bus, "channel: unaligned iova names entries[1]", fd, path, 1, E_INVALID_ARGS,
+		       "entries[1]: iova 0x20800", 1);
 	len = channel_packet(buf, IOD_EVENT_MAP, 2, outside, N_EVENTS(outside));
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: gpa outside guest memory", fd, path, 2,
@@ -746,8 +749,8 @@ static void test_event_channel(sd_bus *bus)
 
 	/* The frame. */
 	channel_raw(fd, buf, 10);
-	channel_expect(bus, "channel: a packet shorter than a header", fd, path, 0,
-		       E_INVALID_ARGS, "header of 24 bytes", IOD_EVENT_NO_ENTRY);
+	channel_expect(bus, "channel: a packet shorter than a header", fd, path, 0, E_INVALID_ARGS,
+		       "header of 24 bytes", IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, IOD_EVENT_MAP, 7, good, 1);
 	b->version = 2;
 	channel_raw(fd, buf, len);
@@ -755,8 +758,8 @@ static void test_event_channel(sd_bus *bus)
 		       "org.freedesktop.DBus.Error.NotSupported", "version", IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, 3, 8, good, 1);
 	channel_raw(fd, buf, len);
-	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS,
-		       "type 3", IOD_EVENT_NO_ENTRY);
+	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS, "type 3",
+		       IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, IOD_EVENT_MAP, 9, good, 1);
 	b->flags = 0x4;
 	channel_raw(fd, buf, len);
@@ -765,8 +768,8 @@ static void test_event_channel(sd_bus *bus)
 	len = channel_packet(buf, IOD_EVENT_MAP, 10, good, 1);
 	b->reserved = 1;
 	channel_raw(fd, buf, len);
-	channel_expect(bus, "channel: reserved not 0", fd, path, 10, E_INVALID_ARGS,
-		       "reserved 0x1", IOD_EVENT_NO_ENTRY);
+	channel_expect(bus, "channel: reserved not 0", fd, path, 10, E_INVALID_ARGS, "reserved 0x1",
+		       IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, IOD_EVENT_MAP, 11, good, 0);
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: an empty batch", fd, path, 11, E_INVALID_ARGS, "count 0",
@@ -784,8 +787,8 @@ static void test_event_channel(sd_bus *bus)
 	len = channel_packet(buf, IOD_EVENT_MAP, 14, good, 1);
 	b->count = IOD_EVENT_MAX_ENTRIES + 1;
 	channel_raw(fd, buf, sizeof(*b) + (IOD_EVENT_MAX_ENTRIES + 1) * 24);
-	channel_expect(bus, "channel: a packet over the largest batch", fd, path, 0,
-		       E_INVALID_ARGS, "at most 1024 entries", IOD_EVENT_NO_ENTRY);
+	channel_expect(bus, "channel: a packet over the largest batch", fd, path, 0, E_INVALID_ARGS,
+		       "at most 1024 entries", IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, IOD_EVENT_MAP, 0, good, 1);
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: seq 0", fd, path, 0, E_INVALID_ARGS, "seq 0",
@@ -824,8 +827,10 @@ static void test_event_channel(sd_bus *bus)
 			got++;
 		}
 		result(sent > 100 && got == sent && in_order == sent,
-		       "channel: every pipelined batch completes, in order", "%u sent, %u "
-		       "completed, %u in order", sent, got, in_order);
+		       "channel: every pipelined batch completes, in order",
+		       "%u sent, %u "
+		       "completed, %u in order",
+		       sent, got, in_order);
 		if (got && c.error != -ENOSPC)
 			printf("# last completion: %d %s %s\n", c.error, c.name, c.message);
 	}
@@ -856,8 +861,8 @@ static void test_event_channel(sd_bus *bus)
 		/* The client goes away: the daemon closes its end and goes on. */
 		close(fd);
 	}
-	expect_u64(bus, "channel: a closed channel leaves the session", path,
-		   IOD_SESSION_INTERFACE, "Mappings", 'u', 0);
+	expect_u64(bus, "channel: a closed channel leaves the session", path, IOD_SESSION_INTERFACE,
+		   "Mappings", 'u', 0);
 	destroy(bus, "flatchan");
 out:
 	close(mem);

@@ -685,10 +685,8 @@ enum ev_loop { EV_DAEMON, EV_CHANNEL, EV_CHANNEL_SYNC, EV_INPROC, EV_BARE, _EV_L
 static const struct {
 	uint64_t max_pairs, cap_ns;
 } ev_loops[_EV_LOOP_MAX] = {
-	[EV_DAEMON] = {200, 1000 * EV_MSEC},
-	[EV_CHANNEL] = {1000, 200 * EV_MSEC},
-	[EV_CHANNEL_SYNC] = {1000, 200 * EV_MSEC},
-	[EV_INPROC] = {1000, 200 * EV_MSEC},
+	[EV_DAEMON] = {200, 1000 * EV_MSEC},	   [EV_CHANNEL] = {1000, 200 * EV_MSEC},
+	[EV_CHANNEL_SYNC] = {1000, 200 * EV_MSEC}, [EV_INPROC] = {1000, 200 * EV_MSEC},
 	[EV_BARE] = {1000, 200 * EV_MSEC},
 };
 
@@ -1043,8 +1041,8 @@ static void ev_summary(void)
 				const struct ev_figure *f = ev_fig[store][many][crowd];
 
 				printf("bench:   %-8s %8d %8d | %9.1f %6d %6" PRIu64
-				       " | %9.0f %6" PRIu64 " | %10.0f %6" PRIu64 " | %10.0f %6" PRIu64
-				       " | %12.1f | %14.2f\n",
+				       " | %9.0f %6" PRIu64 " | %10.0f %6" PRIu64
+				       " | %10.0f %6" PRIu64 " | %12.1f | %14.2f\n",
 				       store ? "yes" : "no", many ? EV_MANY : EV_FEW,
 				       crowd ? EV_SESSIONS : 1, f[EV_DAEMON].rate,
 				       f[EV_DAEMON].reps, f[EV_DAEMON].pairs, f[EV_CHANNEL].rate,

@@ -963,7 +963,8 @@ static void rv_channel_send(bool map, const struct rv_mapping *v, size_t n, uint
 	int r;
 
 	for (size_t i = 0; i < n; i++)
-		ev[i] = (struct iod_mapping){.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
+		ev[i] = (struct iod_mapping){
+			.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].size};
 	r = iod_channel_send(rv_chan, map ? IOD_EVENT_MAP : IOD_EVENT_UNMAP, seq, ev, n);
 	dt_assert(r >= 0, "event channel: send batch %" PRIu64 ": %s", seq, strerror(-r));
 }

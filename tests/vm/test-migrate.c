@@ -1130,8 +1130,8 @@ static int cmd_workload_mock(int argc, char **argv)
 			die("workload: %s", strerror(-r));
 		usleep(20000); /* a dirty rate the demo's link outruns: rounds converge */
 	}
-	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64 " map/unmap events (%"
-	       PRIu64 " of them on the event channel)\n",
+	printf("workload: stopped after %" PRIu64 " DMA writes and %" PRIu64
+	       " map/unmap events (%" PRIu64 " of them on the event channel)\n",
 	       vm.writes, vm.churn, vm.chan_events);
 	return EXIT_SUCCESS;
 }
