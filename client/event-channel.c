@@ -86,10 +86,13 @@ int iod_channel_recv(int fd, struct iod_channel_completion *ret)
 	if ((size_t)k < sizeof(c) || (size_t)k > IOD_EVENT_MAX_COMPLETION_BYTES)
 		return -EBADMSG;
 	memcpy(&c, buf, sizeof(c));
-	if (c.version != IOD_EVENT_CHANNEL_VERSION ||
+	if (c.version != IOD_EVENT_CHANNEL_VERSION || c.reserved != 0 || c.reserved2 != 0 ||
+	    (c.flags & ~IOD_EVENT_COMPLETION_REPLAYED) ||
 	    sizeof(c) + c.name_length + c.message_length != (size_t)k ||
 	    c.name_length >= sizeof(ret->name) || c.message_length >= sizeof(ret->message) ||
-	    (c.error == 0) != (c.name_length == 0) || c.error > 0)
+	    (c.error == 0) != (c.name_length == 0) || c.error > 0 ||
+	    (c.error != 0 && (c.flags & IOD_EVENT_COMPLETION_REPLAYED)) ||
+	    (c.error == 0 && c.entry != IOD_EVENT_NO_ENTRY))
 		return -EBADMSG;
 	*ret = (struct iod_channel_completion){
 		.seq = c.seq,

@@ -74,6 +74,9 @@ int iod_channel_open(sd_bus *bus, const char *path, int *ret_fd, uint64_t *ret_l
  * Send one batch: type IOD_EVENT_MAP (v[i] = iova, gpa, length) or IOD_EVENT_UNMAP (iova,
  * length; gpa is sent as 0), 1..IOD_EVENT_MAX_ENTRIES entries, seq > 0. Blocks while the
  * socket is full. Returns 0 or -errno (-EINVAL for arguments the channel would refuse).
+ * Read the completions as you go: the daemon stops reading a channel whose completions are
+ * not read, and a client that only sends then blocks here for good (or use a non-blocking
+ * fd and poll for both directions).
  */
 int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struct iod_mapping *v,
 		     size_t n);

@@ -129,8 +129,10 @@ static int complete(struct iod_event_channel *ch, uint64_t seq, uint32_t flags, 
 		.message_length = (uint16_t)ml,
 	};
 	memcpy(ch->pending, &c, sizeof(c));
-	memcpy(ch->pending + sizeof(c), name, nl);
-	memcpy(ch->pending + sizeof(c) + nl, message, ml);
+	if (nl)
+		memcpy(ch->pending + sizeof(c), name, nl);
+	if (ml)
+		memcpy(ch->pending + sizeof(c) + nl, message, ml);
 	ch->pending_size = sizeof(c) + nl + ml;
 	return send_pending(ch);
 }
@@ -163,6 +165,13 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 	if (len >= offsetof(struct iod_event_batch, seq) + sizeof(b.seq) &&
 	    len <= IOD_EVENT_MAX_BATCH_BYTES)
 		memcpy(&seq, packet + offsetof(struct iod_event_batch, seq), sizeof(seq));
+	/* The version first: a later version may have other sizes. */
+	if (len >= sizeof(b.version) && len <= IOD_EVENT_MAX_BATCH_BYTES) {
+		memcpy(&b.version, packet, sizeof(b.version));
+		if (b.version != IOD_EVENT_CHANNEL_VERSION)
+			return complete(ch, seq, 0, -EPROTONOSUPPORT, 0, SD_BUS_ERROR_NOT_SUPPORTED,
+					"batch version is not 1, the version this daemon speaks");
+	}
 	if (len < sizeof(b))
 		return complete_invalid(ch, seq, 0,
 					"a packet of %zu bytes: a batch has a header of %zu bytes",
@@ -173,9 +182,6 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 			"a packet of more than %zu bytes (%zu): at most %u entries per batch",
 			(size_t)IOD_EVENT_MAX_BATCH_BYTES, len, IOD_EVENT_MAX_ENTRIES);
 	memcpy(&b, packet, sizeof(b));
-	if (b.version != IOD_EVENT_CHANNEL_VERSION)
-		return complete(ch, seq, 0, -EPROTONOSUPPORT, 0, SD_BUS_ERROR_NOT_SUPPORTED,
-				"batch version is not 1, the version this daemon speaks");
 	if (b.type != IOD_EVENT_MAP && b.type != IOD_EVENT_UNMAP)
 		return complete_invalid(ch, seq, 0, "batch type %u: 1 (map) or 2 (unmap)", b.type);
 	if (b.flags != 0 || b.reserved != 0)
@@ -190,8 +196,12 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 		return complete_invalid(ch, seq, 0,
 					"a batch of %" PRIu32 " entries in %zu bytes (want %zu)",
 					b.count, len, sizeof(b) + (size_t)b.count * sizeof(*v));
-	if (seq == 0)
-		return complete_invalid(ch, seq, 0, "batch seq 0: sequence numbers start at 1");
+	if (seq == 0 || seq == UINT64_MAX)
+		return complete_invalid(
+			ch, seq, 0,
+			"batch seq 0x%" PRIx64
+			": sequence numbers are 1 to 2^64 - 2 (none would follow the last)",
+			seq);
 
 	v = (const struct iod_event_entry *)(packet + sizeof(b));
 	for (uint32_t i = 0; i < b.count; i++) {
@@ -234,7 +244,9 @@ static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userda
 			return 0;
 		if (r < 0)
 			goto gone;
-		(void)sd_event_source_set_io_events(ch->io, EPOLLIN);
+		r = sd_event_source_set_io_events(ch->io, EPOLLIN | EPOLLRDHUP);
+		if (r < 0)
+			goto gone; /* left on EPOLLOUT it would spin */
 	}
 	for (int k = 0; k < BATCHES_PER_DISPATCH; k++) {
 		ssize_t len = recv(ch->fd, packet, sizeof(packet), MSG_DONTWAIT | MSG_TRUNC);
@@ -245,14 +257,18 @@ static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userda
 			r = -errno;
 			goto gone;
 		}
-		if (len == 0 && (revents & (EPOLLHUP | EPOLLRDHUP))) {
+		/* No batch is empty: a read of nothing is the end (the client closed or
+		 * shut down its side), whatever epoll said. */
+		if (len == 0) {
 			r = 0;
 			goto gone;
 		}
 		r = handle_batch(ch, (size_t)len);
 		if (r == -EAGAIN) {
 			/* The client is not reading its completions: wait until it does. */
-			(void)sd_event_source_set_io_events(ch->io, EPOLLOUT);
+			r = sd_event_source_set_io_events(ch->io, EPOLLOUT);
+			if (r < 0)
+				goto gone; /* left on EPOLLIN it would spin */
 			return 0;
 		}
 		if (r < 0)
@@ -280,7 +296,8 @@ int iod_event_channel_open(struct iod_session *s, sd_event *event, int *ret_fd)
 		return -ENOMEM;
 	}
 	/* The client's end blocks, as a socket normally does; the daemon's never. */
-	if (fcntl(pair[1], F_SETFL, fcntl(pair[1], F_GETFL) & ~O_NONBLOCK) < 0) {
+	r = fcntl(pair[1], F_GETFL);
+	if (r < 0 || fcntl(pair[1], F_SETFL, r & ~O_NONBLOCK) < 0) {
 		r = -errno;
 		free(ch);
 		close(pair[0]);
@@ -292,7 +309,7 @@ int iod_event_channel_open(struct iod_session *s, sd_event *event, int *ret_fd)
 	r = sd_event_add_io(event, &ch->io, ch->fd, EPOLLIN | EPOLLRDHUP, on_io, ch);
 	if (r >= 0)
 		r = sd_event_add_time_relative(event, &ch->signal, CLOCK_MONOTONIC,
-					       SIGNAL_DELAY_USEC, 0, on_signal_due, ch);
+					       SIGNAL_DELAY_USEC, 1000, on_signal_due, ch);
 	if (r >= 0)
 		r = sd_event_source_set_enabled(ch->signal, SD_EVENT_OFF);
 	if (r < 0) {

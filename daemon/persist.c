@@ -445,6 +445,7 @@ static int session_failed_shell(struct iod_manager *m, const struct iod_state_se
 	if (r < 0)
 		return r;
 	s->failed = true;
+	s->event_seq = st->event_seq; /* resends stay replays */
 	if (asprintf(
 		    &s->failure,
 		    "the daemon restarted and could not take the session back (%s): its kernel objects and dirty log are gone",

@@ -34,7 +34,11 @@
  * highest applied seq with the session's state, across restarts; OpenEventChannel returns
  * it. A batch whose seq is not greater is not applied again: it completes with error 0 and
  * IOD_EVENT_COMPLETION_REPLAYED. A client that lost its channel (the daemon restarted)
- * opens a new one and sends again every batch it has no completion for.
+ * opens a new one and sends again every batch it has no completion for. A failed batch is
+ * corrected and sent under a new number (its old one may be a replay by then).
+ *
+ * A read of nothing (the client closed or shut down its side, or sent an empty packet)
+ * ends the channel.
  */
 #ifndef IOD_EVENT_CHANNEL_H
 #define IOD_EVENT_CHANNEL_H
@@ -56,7 +60,7 @@ struct iod_event_batch {
 	uint16_t version; /* IOD_EVENT_CHANNEL_VERSION */
 	uint16_t type; /* enum iod_event_type */
 	uint32_t count; /* entries that follow: 1..IOD_EVENT_MAX_ENTRIES */
-	uint64_t seq; /* > every seq the session applied; not 0 */
+	uint64_t seq; /* > every seq the session applied; 1 to UINT64_MAX - 1 */
 	uint32_t flags; /* none defined: 0 */
 	uint32_t reserved; /* 0 */
 };

@@ -756,6 +756,16 @@ static void test_event_channel(sd_bus *bus)
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: another version", fd, path, 7,
 		       "org.freedesktop.DBus.Error.NotSupported", "version", IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, 71, good, 1);
+	b->version = 2;
+	channel_raw(fd, buf, 10);
+	channel_expect(bus, "channel: another version is checked first, whatever the size", fd,
+		       path, 0, "org.freedesktop.DBus.Error.NotSupported", "version",
+		       IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MAP, UINT64_MAX, good, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel: seq 2^64 - 1 (nothing could follow it)", fd, path, UINT64_MAX,
+		       E_INVALID_ARGS, "seq 0xffffffffffffffff", IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, 3, 8, good, 1);
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS, "type 3",
@@ -863,6 +873,34 @@ static void test_event_channel(sd_bus *bus)
 	}
 	expect_u64(bus, "channel: a closed channel leaves the session", path, IOD_SESSION_INTERFACE,
 		   "Mappings", 'u', 0);
+	/* A client that shuts down its writing side ends the channel: the daemon closes it
+	 * (rather than answering empty reads for ever). */
+	fd = channel_open(bus, "channel: open one more", path, NULL);
+	if (fd >= 0) {
+		/* First fill it until the daemon waits for room for a completion, and drain
+		 * it: the end must be seen after that wait too. */
+		struct iod_channel_completion c;
+		int fl = fcntl(fd, F_GETFL);
+		unsigned sent = 0, got = 0;
+
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		len = channel_packet(buf, IOD_EVENT_MAP, 1, good, 1);
+		while (sent < 20000) {
+			b->seq = 1 + sent;
+			if (send(fd, buf, len, MSG_NOSIGNAL) < 0)
+				break;
+			sent++;
+		}
+		fcntl(fd, F_SETFL, fl);
+		while (got < sent && iod_channel_recv(fd, &c) == 0)
+			got++;
+		printf("# full channel: %u batches sent before the socket was full\n", sent);
+		result(got == sent, "channel: a full channel drains", "%u of %u", got, sent);
+		shutdown(fd, SHUT_WR);
+		result(channel_closed(fd), "channel: shutdown of the client's side ends it",
+		       "still open");
+		close(fd);
+	}
 	destroy(bus, "flatchan");
 out:
 	close(mem);
