@@ -356,7 +356,7 @@ static void others_go_on(void)
 	struct iod_channel_completion c;
 	bool b_sent = false;
 	struct dt_pageset got;
-	uint64_t t0, t_a = 0, nr, b_seq = 0;
+	uint64_t t0, t_a, nr, b_seq = 0;
 	int b_chan = -1;
 
 	b_setup("vm-b");
@@ -365,7 +365,7 @@ static void others_go_on(void)
 	vmm_map(&vb, B_EXTRA_IOVA, e.length);
 
 	/* B: Harvest, and right behind it its own calls, all in flight */
-	t0 = iod_now_nsec();
+	t0 = t_a = iod_now_nsec();
 	send_async(bus_b, path_b, "Harvest", "a{sv}", 0);
 	send_async(bus_b, path_b, "Map", "ttt", e.iova, e.gpa, e.length);
 	send_async(bus_b, path_b, "Unmap", "tt", e.iova, e.length);
