@@ -57,6 +57,9 @@
 #include "manager.h"
 #include "session.h"
 
+/* Calls that may wait for one session's harvest at most. */
+#define HELD_MAX 4096u
+
 struct held_call {
 	sd_bus_message *m;
 	iod_held_call_fn fn;
@@ -258,6 +261,13 @@ int iod_session_hold_call(struct iod_session *s, sd_bus_message *m, iod_held_cal
 {
 	struct iod_harvest_worker *w = s->worker;
 
+	/* Anyone may call (the caller is checked when the call is served): cap the wait. */
+	if (w->n_held >= HELD_MAX)
+		return sd_bus_reply_method_errorf(
+			m, IOD_ERROR_LIMIT_EXCEEDED,
+			"Session %s is harvesting and %u calls already wait for it: call again "
+			"when the harvest is done",
+			s->name, HELD_MAX);
 	/* Held only while there is a worker: it exists. */
 	if (w->n_held == w->n_alloc) {
 		size_t n = w->n_alloc ? 2 * w->n_alloc : 16;
