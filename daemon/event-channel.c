@@ -78,6 +78,23 @@ void iod_event_channel_close(struct iod_session *s)
 	log_debug("Session %s: event channel closed.", s->name);
 }
 
+void iod_event_channel_hold(struct iod_session *s, bool hold)
+{
+	struct iod_event_channel *ch = s->channel;
+	int r;
+
+	if (!ch)
+		return;
+	r = sd_event_source_set_enabled(ch->io, hold ? SD_EVENT_OFF : SD_EVENT_ON);
+	if (r < 0) {
+		/* A channel read under a harvest could change the map under it: close it (the
+		 * client opens another and resends what has no completion). */
+		log_error_errno(r, "Session %s: failed to %s its event channel, closing it: %m",
+				s->name, hold ? "stop reading" : "resume reading");
+		iod_event_channel_close(s);
+	}
+}
+
 static int on_signal_due(sd_event_source *source, uint64_t usec, void *userdata)
 {
 	emit_owed(userdata);

@@ -19,6 +19,8 @@
 #ifndef IOD_EVENT_CHANNEL_DAEMON_H
 #define IOD_EVENT_CHANNEL_DAEMON_H
 
+#include <stdbool.h>
+
 #include <systemd/sd-event.h>
 
 struct iod_session;
@@ -30,5 +32,8 @@ struct iod_session;
 int iod_event_channel_open(struct iod_session *s, sd_event *event, int *ret_fd);
 /* Close s's channel, if it has one; a PropertiesChanged it still owed goes out now. */
 void iod_event_channel_close(struct iod_session *s);
+/* Stop (hold) or resume reading s's channel, if it has one: batches wait in the socket while
+ * the session harvests (harvest-worker.h). A channel opened later is read at once. */
+void iod_event_channel_hold(struct iod_session *s, bool hold);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "errors.h"
+#include "harvest-worker.h"
 #include "logging.h"
 #include "manager.h"
 #include "manager-dbus.h"
@@ -246,6 +247,8 @@ int main(int argc, char *argv[])
 		 m->ctx.config.limits.sessions);
 
 	r = iod_manager_run(m);
+	/* No harvest thread runs on, and no held call goes unanswered, past this point. */
+	iod_harvest_stop_all(m);
 	/* With an active fd store, the sessions' kernel objects are left to the next instance. */
 	iod_persist_shutdown(m);
 	iod_persist_free(m);

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "event-channel.h"
 #include "events.h"
+#include "harvest-worker.h"
 #include "persist.h"
 #include "uevent.h"
 #include "logging.h"
@@ -53,12 +54,24 @@ static int reply_reason(sd_bus_error *error, int r, const struct iod_reason *why
 	return iod_bus_error_from_reason(error, r, why);
 }
 
+/*
+ * First in every method, before its arguments are read: while the session harvests (or
+ * calls wait for it), the call waits too, and the method runs afterwards, in order, with the
+ * same message (harvest-worker.h).
+ */
+#define HOLD_WHILE_HARVESTING(m, userdata, method)                         \
+	do {                                                               \
+		if (iod_session_calls_held(userdata))                      \
+			return iod_session_hold_call(userdata, m, method); \
+	} while (0)
+
 static int method_add_memory(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_session *s = userdata;
 	struct iod_reason why = {};
 	uint64_t offset, size, gpa;
 	int fd, r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_add_memory);
 
 	r = sd_bus_message_read(m, "httt", &fd, &offset, &size, &gpa);
 	if (r < 0)
@@ -88,6 +101,7 @@ static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *er
 	struct iod_reason why = {};
 	uint64_t size, gpa;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_add_region);
 
 	r = sd_bus_message_read(m, "tt", &gpa, &size);
 	if (r < 0)
@@ -171,6 +185,7 @@ static int method_attach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 {
 	const char *spec;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_attach_device);
 
 	r = sd_bus_message_read(m, "s", &spec);
 	if (r < 0)
@@ -181,6 +196,7 @@ static int method_attach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 static int method_attach_device_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	int fd, r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_attach_device_fd);
 
 	r = sd_bus_message_read(m, "h", &fd);
 	if (r < 0)
@@ -196,6 +212,7 @@ static int method_detach_device(sd_bus_message *m, void *userdata, sd_bus_error 
 	char q[IOD_QUOTE_MAX];
 	const char *path;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_detach_device);
 
 	r = sd_bus_message_read(m, "o", &path);
 	if (r < 0)
@@ -250,6 +267,7 @@ static int method_map(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_mapping e;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_map);
 
 	r = sd_bus_message_read(m, "ttt", &e.iova, &e.gpa, &e.length);
 	if (r < 0)
@@ -261,6 +279,7 @@ static int method_unmap(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_mapping e = {};
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_unmap);
 
 	r = sd_bus_message_read(m, "tt", &e.iova, &e.length);
 	if (r < 0)
@@ -331,11 +350,15 @@ static int batch(sd_bus_message *m, struct iod_session *s, bool map, sd_bus_erro
 
 static int method_map_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
+	HOLD_WHILE_HARVESTING(m, userdata, method_map_batch);
+
 	return batch(m, userdata, true, error);
 }
 
 static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
+	HOLD_WHILE_HARVESTING(m, userdata, method_unmap_batch);
+
 	return batch(m, userdata, false, error);
 }
 
@@ -348,6 +371,7 @@ static int method_open_event_channel(sd_bus_message *m, void *userdata, sd_bus_e
 	struct iod_session *s = userdata;
 	_cleanup_close_ int fd = -EBADF;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_open_event_channel);
 
 	r = iod_bus_read_options(m, channel_options_table, NULL, error);
 	if (r < 0)
@@ -372,6 +396,7 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	struct iod_reason why = {};
 	bool was = s->tracking;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_start);
 
 	r = check_caller(s, m, error);
 	if (r < 0)
@@ -395,6 +420,7 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	struct iod_reason why = {};
 	bool was = s->tracking;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_stop);
 
 	r = check_caller(s, m, error);
 	if (r < 0)
@@ -448,54 +474,151 @@ static void send_round_changed(struct iod_session *s, bool peek)
 						   "DirtyRate", NULL);
 }
 
-static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/* Harvest: the reply, once the round is over. */
+static int reply_harvest(struct iod_session *s, sd_bus_message *m,
+			 const struct iod_harvest_request *req,
+			 const struct iod_harvest_result *res, sd_bus_error *error)
 {
-	struct harvest_options o = {};
-	struct iod_session *s = userdata;
-	struct iod_harvest_result res;
-	struct iod_reason why = {};
 	_cleanup_close_ int fd = -EBADF;
-	bool failed;
-	int r;
-
-	r = iod_bus_read_options(m, harvest_options_table, &o, error);
-	if (r < 0)
-		return r;
-
-	r = check_caller(s, m, error);
-	if (r < 0)
-		return r;
-
-	failed = s->failed;
-	r = iod_session_harvest(s, o.peek, &res, &why);
-	harvest_persist(s, o.peek || r < 0, failed);
-	if (r < 0)
-		return reply_reason(error, r, &why);
 
 	fd = iod_session_open_log_ro(s);
 	if (fd < 0)
 		return iod_bus_error_kernel(error, fd,
 					    "Failed to open the dirty log for the client");
 
-	send_round_changed(s, o.peek);
-	return sd_bus_reply_method_return(m, "thtbt", res.round, fd, res.dirty_pages,
-					  (int)res.precise, res.duration_usec);
+	send_round_changed(s, req->peek);
+	return sd_bus_reply_method_return(m, "thtbt", res->round, fd, res->dirty_pages,
+					  (int)res->precise, res->duration_usec);
+}
+
+/* HarvestRanges: the reply, once the round is over. */
+static int reply_ranges(struct iod_session *s, sd_bus_message *m,
+			const struct iod_harvest_request *req, const struct iod_harvest_result *res,
+			sd_bus_error *error)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_free_ struct iod_range *ranges = NULL;
+	uint64_t unmapped = 0;
+	bool truncated;
+	size_t n;
+	int r;
+
+	r = iod_session_dirty_ranges(s, req->peek, req->iova_space, req->max_ranges, &ranges, &n,
+				     &truncated, &unmapped);
+	if (r == -EADDRNOTAVAIL) {
+		send_round_changed(s, req->peek);
+		return sd_bus_error_setf(
+			error, IOD_ERROR_NOT_MAPPED,
+			"%" PRIu64 " dirty page(s) of round %" PRIu64
+			" are mapped by no IOVA now (harvested before an Unmap), so they have no IOVA "
+			"to be reported at: ask with space \"gpa\". The round stays pending",
+			unmapped, res->round);
+	}
+	if (r < 0)
+		return iod_bus_error_kernel(error, r, "Failed to encode the dirty ranges");
+
+	/* The round stays pending until the client acknowledges it, as for Harvest: a reply
+	 * that is lost, or a daemon killed before it went out, must not lose the round. */
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(reply, "t", res->round);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_open_container(reply, 'a', "(tt)");
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = sd_bus_message_append(reply, "(tt)", ranges[i].start, ranges[i].length);
+		if (r < 0)
+			return r;
+	}
+	r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(reply, "btbt", (int)truncated, res->dirty_pages,
+				  (int)res->precise, res->duration_usec);
+	if (r < 0)
+		return r;
+
+	send_round_changed(s, req->peek);
+	return sd_bus_send(NULL, reply, NULL);
+}
+
+/* The end of a round whose reading ran on the harvest worker (harvest-worker.h): on the
+ * event loop's thread, as the handler would have gone on. */
+static void harvest_done(struct iod_session *s, sd_bus_message *m,
+			 const struct iod_harvest_request *req, int read_result, uint64_t t0)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	struct iod_harvest_result res;
+	struct iod_reason why = {};
+	int r;
+
+	r = iod_session_harvest_end(s, req->peek, read_result, t0, &res, &why);
+	harvest_persist(s, req->peek || r < 0, req->failed_before);
+	if (r < 0)
+		r = reply_reason(&error, r, &why);
+	else if (req->ranges)
+		r = reply_ranges(s, m, req, &res, &error);
+	else
+		r = reply_harvest(s, m, req, &res, &error);
+	if (sd_bus_error_is_set(&error))
+		(void)sd_bus_reply_method_error(m, &error);
+	else if (r < 0)
+		(void)sd_bus_reply_method_errno(m, r, NULL);
+	sd_bus_error_free(&error);
+}
+
+/* Start a round for m: checked here, read on the worker, answered by harvest_done(). */
+static int harvest_start(sd_bus_message *m, struct iod_session *s, struct iod_harvest_request *req,
+			 sd_bus_error *error)
+{
+	struct iod_reason why = {};
+	uint64_t t0 = iod_now_usec();
+	int r;
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	req->failed_before = s->failed;
+	r = iod_session_harvest_begin(s, &why);
+	if (r < 0) {
+		harvest_persist(s, true, req->failed_before);
+		return reply_reason(error, r, &why);
+	}
+	iod_harvest_start(s, sd_bus_get_event(sd_bus_message_get_bus(m)), m, req, t0, harvest_done);
+	return 1;
+}
+
+static int method_harvest(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct harvest_options o = {};
+	struct iod_harvest_request req;
+	int r;
+
+	HOLD_WHILE_HARVESTING(m, userdata, method_harvest);
+
+	r = iod_bus_read_options(m, harvest_options_table, &o, error);
+	if (r < 0)
+		return r;
+
+	req = (struct iod_harvest_request){.peek = o.peek};
+	return harvest_start(m, userdata, &req, error);
 }
 
 static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
 	struct iod_session *s = userdata;
 	struct harvest_options o = {.space = "gpa", .max_ranges = s->ctx->config.limits.ranges};
-	_cleanup_free_ struct iod_range *ranges = NULL;
-	struct iod_harvest_result res;
+	struct iod_harvest_request req;
 	struct iod_reason why = {};
-	bool iova, truncated;
 	char q[IOD_QUOTE_MAX];
-	uint64_t unmapped = 0;
-	size_t n;
-	bool failed;
+	bool iova;
 	int r;
+
+	HOLD_WHILE_HARVESTING(m, userdata, method_harvest_ranges);
 
 	r = iod_bus_read_options(m, ranges_options_table, &o, error);
 	if (r < 0)
@@ -515,56 +638,9 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	r = check_caller(s, m, error);
-	if (r < 0)
-		return r;
-
-	failed = s->failed;
-	r = iod_session_harvest(s, o.peek, &res, &why);
-	harvest_persist(s, o.peek || r < 0, failed);
-	if (r < 0)
-		return reply_reason(error, r, &why);
-
-	r = iod_session_dirty_ranges(s, o.peek, iova, o.max_ranges, &ranges, &n, &truncated,
-				     &unmapped);
-	if (r == -EADDRNOTAVAIL) {
-		send_round_changed(s, o.peek);
-		return sd_bus_error_setf(
-			error, IOD_ERROR_NOT_MAPPED,
-			"%" PRIu64 " dirty page(s) of round %" PRIu64
-			" are mapped by no IOVA now (harvested before an Unmap), so they have no IOVA "
-			"to be reported at: ask with space \"gpa\". The round stays pending",
-			unmapped, res.round);
-	}
-	if (r < 0)
-		return iod_bus_error_kernel(error, r, "Failed to encode the dirty ranges");
-
-	/* The round stays pending until the client acknowledges it, as for Harvest: a reply
-	 * that is lost, or a daemon killed before it went out, must not lose the round. */
-	r = sd_bus_message_new_method_return(m, &reply);
-	if (r < 0)
-		return r;
-	r = sd_bus_message_append(reply, "t", res.round);
-	if (r < 0)
-		return r;
-	r = sd_bus_message_open_container(reply, 'a', "(tt)");
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < n; i++) {
-		r = sd_bus_message_append(reply, "(tt)", ranges[i].start, ranges[i].length);
-		if (r < 0)
-			return r;
-	}
-	r = sd_bus_message_close_container(reply);
-	if (r < 0)
-		return r;
-	r = sd_bus_message_append(reply, "btbt", (int)truncated, res.dirty_pages, (int)res.precise,
-				  res.duration_usec);
-	if (r < 0)
-		return r;
-
-	send_round_changed(s, o.peek);
-	return sd_bus_send(NULL, reply, NULL);
+	req = (struct iod_harvest_request){
+		.ranges = true, .peek = o.peek, .iova_space = iova, .max_ranges = o.max_ranges};
+	return harvest_start(m, s, &req, error);
 }
 
 static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -573,6 +649,7 @@ static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *e
 	struct iod_reason why = {};
 	uint64_t round;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_acknowledge);
 
 	r = sd_bus_message_read(m, "t", &round);
 	if (r < 0)
@@ -600,6 +677,7 @@ static int method_claim(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	const char *sender = sd_bus_message_get_sender(m);
 	uid_t uid;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_claim);
 
 	r = iod_bus_query_uid(m, &uid, error);
 	if (r < 0)
@@ -633,6 +711,7 @@ static int method_destroy(sd_bus_message *m, void *userdata, sd_bus_error *error
 	struct iod_manager *mgr = iod_manager_of(s->ctx);
 	_cleanup_free_ char *name = NULL, *path = NULL;
 	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_destroy);
 
 	r = check_caller(s, m, error);
 	if (r < 0)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,15 @@
 
 /* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */
 #define HARVEST_CHUNK_BITS (UINT64_C(1) << 18)
+/*
+ * ... and with one ioctl of at most this many pages (1 MiB of memory at 4 KiB, 32 bytes of
+ * bitmap; a multiple of a bitmap word, so that a slice of a direct read starts a word too).
+ * A kernel without preemption (PREEMPT_NONE) runs one GET_DIRTY_BITMAP to its end: on a
+ * single CPU a long read of one session's worker thread would hold up the event loop's
+ * thread, and with it every other session, for all of it. A slice is well under a
+ * millisecond even under TCG.
+ */
+#define HARVEST_SLICE_BITS (UINT64_C(1) << 8)
 
 int iod_session_ensure_journal(struct iod_session *s)
 {
@@ -29,7 +39,13 @@ struct harvest_ctx {
 	struct iod_session *session;
 	const struct iod_session_hwpt *hwpt;
 	unsigned flags;
+	const atomic_bool *cancel; /* checked between slices; NULL: never cancelled */
 };
+
+static bool cancelled(const struct harvest_ctx *c)
+{
+	return c->cancel && atomic_load_explicit(c->cancel, memory_order_relaxed);
+}
 
 /* Remember which read failed, for the reason a failed session gives. */
 static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t length)
@@ -43,13 +59,14 @@ static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t len
 		c->hwpt->hw.id, iova, length);
 }
 
-/* Read one mapped piece of one HWPT, chunk by chunk, into the accumulating plane. */
+/* Read one mapped piece of one HWPT, slice by slice, into the accumulating plane. */
 static int harvest_piece(const struct iod_mapping *p, void *userdata)
 {
 	struct harvest_ctx *c = userdata;
 	struct iod_session *s = c->session;
 	unsigned shift = iod_log_page_shift(s->log);
 	uint64_t page = UINT64_C(1) << shift;
+	uint64_t *direct;
 	int r;
 
 	/*
@@ -58,21 +75,33 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	 * buffer, no copy, no merge; and since the plane lives in the log memfd, a crash right
 	 * after the read-and-clear loses nothing either, nor does a read that fails half way.
 	 */
-	uint64_t *direct;
 	if (iod_log_accum_direct(s->log, p->gpa, p->length >> shift, &direct) == 0) {
-		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova, p->length, page, direct,
-					c->flags);
-		return r < 0 ? read_failed(c, r, p->iova, p->length) : 0;
+		for (uint64_t done = 0; done < p->length;) {
+			uint64_t len = MIN(p->length - done, HARVEST_SLICE_BITS << shift);
+
+			if (cancelled(c))
+				return -ECANCELED;
+			r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page,
+						direct + (done >> shift) / IOD_BITS_PER_WORD,
+						c->flags);
+			if (r < 0)
+				return read_failed(c, r, p->iova + done, len);
+			done += len;
+		}
+		return 0;
 	}
 
 	for (uint64_t done = 0; done < p->length;) {
-		uint64_t len = MIN(p->length - done, HARVEST_CHUNK_BITS << shift);
+		uint64_t len = MIN(p->length - done, HARVEST_SLICE_BITS << shift);
 		uint64_t nbits = len >> shift;
-		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
-		 * merged: it lives in a memfd that the next instance replays (journal.h). */
-		uint64_t *buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
+		uint64_t *buf;
 		int k;
 
+		if (cancelled(c))
+			return -ECANCELED;
+		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
+		 * merged: it lives in a memfd that the next instance replays (journal.h). */
+		buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
 		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page, buf,
 					c->flags);
 		/* A read that failed half way may have cleared what it returned: merge that too. */
@@ -91,9 +120,10 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	return 0;
 }
 
-/* Harvest [iova, iova + length) of every tracking HWPT (the whole map with length 0). */
-int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
-			      uint64_t iova, uint64_t length, unsigned flags)
+/* Harvest [iova, iova + length) of every tracking HWPT (the whole map with length 0); with
+ * cancel set, stop with -ECANCELED between two slices once *cancel is. */
+static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only, uint64_t iova,
+			 uint64_t length, unsigned flags, const atomic_bool *cancel)
 {
 	int r;
 
@@ -103,7 +133,8 @@ int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hw
 
 	s->read_error = (struct iod_read_error){};
 	for (size_t i = 0; i < s->n_hwpts; i++) {
-		struct harvest_ctx c = {.session = s, .hwpt = &s->hwpts[i], .flags = flags};
+		struct harvest_ctx c = {
+			.session = s, .hwpt = &s->hwpts[i], .flags = flags, .cancel = cancel};
 
 		if (only && only != &s->hwpts[i])
 			continue;
@@ -123,6 +154,12 @@ int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hw
 		}
 	}
 	return 0;
+}
+
+int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
+			      uint64_t iova, uint64_t length, unsigned flags)
+{
+	return harvest_hwpts(s, only, iova, length, flags, NULL);
 }
 
 /*
@@ -262,11 +299,8 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 	return 0;
 }
 
-int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
-			struct iod_reason *why)
+int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
 {
-	uint64_t t0 = iod_now_usec(), dirty = 0, now;
-	bool precise;
 	int r;
 
 	r = iod_session_check_failed(s, why);
@@ -275,8 +309,32 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 	if (!s->tracking)
 		return iod_reasonf(why, -ESRCH, IOD_ERROR_NOT_TRACKING,
 				   "Session %s is not tracking: call Start first", s->name);
+	/* Here, not in the read: the journal is created on the event loop's thread only. */
+	r = iod_session_ensure_journal(s);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to create the harvest journal");
+	return 0;
+}
 
-	r = iod_session_harvest_hwpts(s, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0);
+int iod_session_harvest_read(struct iod_session *s, bool peek, const atomic_bool *cancel)
+{
+	return harvest_hwpts(s, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0, cancel);
+}
+
+int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, uint64_t t0,
+			    struct iod_harvest_result *ret, struct iod_reason *why)
+{
+	uint64_t dirty = 0, now;
+	bool precise;
+	int r = read_result;
+
+	if (r == -ECANCELED)
+		/* Stopped between two slices: what was read and cleared is in the accumulating
+		 * plane (or in the journal), and the next round reports it. Nothing is lost. */
+		return iod_reasonf(why, r, IOD_ERROR_KERNEL,
+				   "The harvest of session %s was cancelled: the session or the "
+				   "daemon is going away. No dirty bit is lost: harvest again",
+				   s->name);
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits; EINVAL for an area
 		 * the session mapped says bits are lost, peek or not. */
@@ -324,6 +382,19 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 		s->last_round_usec = now;
 	}
 	return 0;
+}
+
+int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
+			struct iod_reason *why)
+{
+	uint64_t t0 = iod_now_usec();
+	int r;
+
+	r = iod_session_harvest_begin(s, why);
+	if (r < 0)
+		return r;
+	r = iod_session_harvest_read(s, peek, NULL);
+	return iod_session_harvest_end(s, peek, r, t0, ret, why);
 }
 
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why)

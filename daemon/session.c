@@ -114,7 +114,10 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	if (!s)
 		return NULL;
 
-	/* First what the layer above hangs on the session. */
+	/* First what the layer above hangs on the session: a harvest thread before anything
+	 * it reads goes. */
+	if (s->release_worker)
+		s->release_worker(s);
 	if (s->close_channel)
 		s->close_channel(s);
 	/* Reverse order of setup: devices, HWPTs, mappings, IOAS, memory, context. */

@@ -16,6 +16,7 @@
 #ifndef IOD_SESSION_H
 #define IOD_SESSION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -109,6 +110,10 @@ struct iod_session {
 	struct iod_event_channel *channel;
 	void (*close_channel)(struct iod_session *s);
 	uint64_t event_seq; /* the last batch applied from an event channel (persisted) */
+	/* The harvest worker and the calls held for it (harvest-worker.h), owned by the bus
+	 * layer like the channel; release_worker, set with it, stops and frees it first. */
+	struct iod_harvest_worker *worker;
+	void (*release_worker)(struct iod_session *s);
 
 	/* statistics of the last round */
 	bool round_pending;
@@ -222,6 +227,24 @@ struct iod_harvest_result {
  */
 int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_result *ret,
 			struct iod_reason *why);
+/*
+ * The same in three steps, so that the long one can run off the event loop's thread
+ * (harvest-worker.h). begin checks the session and creates what the read needs; read does
+ * the reading (every tracking HWPT over every mapped area, into the accumulating plane) and
+ * returns 0 or -errno; end takes read's result and t0 (CLOCK_MONOTONIC before begin) and
+ * does the rest of the round: failure, fallback marks, snapshot, statistics.
+ *
+ * read is the only one that may run on another thread. It reads s->ictx, s->hwpts, s->map
+ * and the log's table and writes the accumulating plane of the log, the harvest journal and
+ * s->read_error, nothing else: while it runs nobody may change the first three or touch the
+ * last three (the caller holds every request of the session back), and everything else of
+ * the session may be read. With cancel set it stops between two slices once *cancel is
+ * true and returns -ECANCELED, which end turns into an error that fails nothing.
+ */
+int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why);
+int iod_session_harvest_read(struct iod_session *s, bool peek, const atomic_bool *cancel);
+int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, uint64_t t0,
+			    struct iod_harvest_result *ret, struct iod_reason *why);
 /*
  * The dirty pages of the current round (with peek: of both planes) as ranges of bytes, in
  * GPA space or (iova_space) translated back through the IOVA map. At most max ranges;

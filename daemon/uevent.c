@@ -11,6 +11,7 @@
 #include <systemd/sd-event.h>
 
 #include "bus-signals.h"
+#include "harvest-worker.h"
 #include "logging.h"
 #include "manager.h"
 #include "session.h"
@@ -79,6 +80,9 @@ void iod_device_lost(struct iod_device *d, const char *why)
 	(void)iod_bus_emit_device_lost(s->ctx, s->path, d->path, why);
 	(void)iod_bus_emit_device_changed(s->ctx, d->path, "Lost", NULL);
 
+	/* Not under a harvest of the session: that one ends its round first (its caller is
+	 * answered; the calls held for it stay held). */
+	iod_harvest_settle(s);
 	/* Harvests the HWPT if this was its last device, detaches, closes the fd. */
 	r = iod_session_detach_device(s, d, &reason);
 	if (r < 0) {
