@@ -33,7 +33,7 @@
  *     harvests the whole mock aperture (about 2 GiB, 2 HWPTs) round after round, against
  *     the same with B idle (goal <= 2x).
  *
- * IOD_BENCH_ONLY=nostall runs 6 alone; IOD_BENCH_ONLY=nested runs 5 alone; IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
+ * IOD_BENCH_ONLY=harvest runs 1 alone; IOD_BENCH_ONLY=nostall runs 6 alone; IOD_BENCH_ONLY=nested runs 5 alone; IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
  *
  * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
  * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
@@ -1363,18 +1363,19 @@ int main(int argc, char **argv)
 {
 	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
 	const char *only = getenv("IOD_BENCH_ONLY");
-	bool events_only = false, nested_only = false, nostall_only = false;
+	bool events_only = false, nested_only = false, nostall_only = false, harvest_only = false;
 	sd_bus *bus = NULL;
 	struct mock k;
 
 	if (only && *only) {
 		if (strcmp(only, "events") != 0 && strcmp(only, "nested") != 0 &&
-		    strcmp(only, "nostall") != 0) {
-			printf("FAIL: IOD_BENCH_ONLY=%s: the choices are \"events\", \"nested\" "
-			       "and \"nostall\"\n",
+		    strcmp(only, "nostall") != 0 && strcmp(only, "harvest") != 0) {
+			printf("FAIL: IOD_BENCH_ONLY=%s: the choices are \"harvest\", \"events\", "
+			       "\"nested\" and \"nostall\"\n",
 			       only);
 			return EXIT_FAILURE;
 		}
+		harvest_only = strcmp(only, "harvest") == 0;
 		nostall_only = strcmp(only, "nostall") == 0;
 		events_only = strcmp(only, "events") == 0;
 		nested_only = strcmp(only, "nested") == 0;
@@ -1416,6 +1417,13 @@ int main(int argc, char **argv)
 		bench_harvest(bus, &k, 256 * SZ_1M, false, 5);
 		bench_harvest(bus, &k, aperture, true, 3);
 		bench_harvest(bus, &k, aperture, false, 3);
+		if (harvest_only) {
+			stop_daemon(bus);
+			mock_teardown(&k);
+			sd_bus_flush_close_unref(bus);
+			cleanup();
+			return EXIT_SUCCESS;
+		}
 		bench_churn(bus, &k, 300);
 		bench_delivery(bus, &k, 3);
 		bench_nested(bus, &k, 256 * SZ_1M, true, 5);
