@@ -23,6 +23,7 @@
 #ifndef IOD_TESTS_IOMMUFD_MOCK_H
 #define IOD_TESTS_IOMMUFD_MOCK_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
@@ -79,5 +80,39 @@ struct iod_mock_cmd {
 _Static_assert(offsetof(struct iod_mock_cmd, dirty.iova) == 24, "mock cmd layout");
 _Static_assert(offsetof(struct iod_mock_cmd, last) == 64, "mock cmd layout");
 _Static_assert(sizeof(struct iod_mock_cmd) == 72, "mock cmd size");
+
+/*
+ * A mock device (of dev_flags, e.g. IOD_MOCK_DEV_NO_DIRTY) attached to pt_id on the iommufd
+ * fd: its selftest device id and its iommufd device id. 0 or a negative errno.
+ */
+static inline int iod_mock_domain(int fd, uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev,
+				  uint32_t *ret_idev)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DOMAIN_FLAGS,
+		.id = pt_id,
+		.domain.dev_flags = dev_flags,
+	};
+
+	if (ioctl(fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	*ret_stdev = cmd.domain.out_stdev_id;
+	*ret_idev = cmd.domain.out_idev_id;
+	return 0;
+}
+
+/* Move mock device stdev to pt_id (a HWPT or an IOAS). 0 or a negative errno. */
+static inline int iod_mock_replace(int fd, uint32_t stdev, uint32_t pt_id)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DOMAIN_REPLACE,
+		.id = stdev,
+		.replace.pt_id = pt_id,
+	};
+
+	return ioctl(fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
+}
 
 #endif

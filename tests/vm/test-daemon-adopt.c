@@ -84,33 +84,6 @@ static struct vmm vmm;
 static struct mapping maps[MAX_MAPPINGS];
 static size_t n_maps;
 
-static int mock_domain(uint32_t pt_id, uint32_t *ret_stdev, uint32_t *ret_idev)
-{
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DOMAIN_FLAGS,
-		.id = pt_id,
-	};
-
-	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	*ret_stdev = cmd.domain.out_stdev_id;
-	*ret_idev = cmd.domain.out_idev_id;
-	return 0;
-}
-
-static int mock_replace(uint32_t stdev, uint32_t pt_id)
-{
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DOMAIN_REPLACE,
-		.id = stdev,
-		.replace.pt_id = pt_id,
-	};
-
-	return ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
-}
-
 /* Mark the log pages [iova, iova + npages * LOG_PAGE) dirty on hwpt: halves picks which
  * mock IOPTEs of each page (bit 0 the first, bit 1 the second; 0 means both). Returns the
  * IOPTEs the mock marked. */
@@ -150,7 +123,7 @@ static void vmm_setup(void)
 	/* base page IOPTEs: a huge one would make every page under it dirty */
 	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
 	for (int i = 0; i < NDEV; i++) {
-		r = mock_domain(vmm.ioas, &vmm.stdev[i], &vmm.idev[i]);
+		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], &vmm.idev[i]);
 		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
 			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
 			       strerror(-r));
@@ -159,7 +132,7 @@ static void vmm_setup(void)
 		dt_assert(r == 0, "mock device: %s", strerror(-r));
 		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
 		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = mock_replace(vmm.stdev[i], vmm.hwpt[i]);
+		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
 		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
 			  strerror(-r));
 	}
@@ -1004,7 +977,7 @@ static void huge_pages_are_not_precise(void)
 	stdev = cmd.domain.out_stdev_id;
 	idev = cmd.domain.out_idev_id;
 	dt_assert(iod_hwpt_alloc(vmm.ictx, idev, ioas, IOD_HWPT_DIRTY, &hwpt) == 0, "dirty HWPT");
-	dt_assert(mock_replace(stdev, hwpt) == 0, "attach");
+	dt_assert(iod_mock_replace(vmm.fd, stdev, hwpt) == 0, "attach");
 	dt_assert(iod_ioas_map(vmm.ictx, ioas, buf, size, iova, IOD_MAP_READ | IOD_MAP_WRITE) == 0,
 		  "IOAS map");
 
@@ -1214,7 +1187,7 @@ static int on_failed(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static void destroy_and_fail(void)
 {
 	uint64_t nr, iova = IOD_MOCK_APERTURE_START, size = 8 * LOG_PAGE;
-	uint32_t spare_stdev, spare_idev, hwpt;
+	uint32_t spare_stdev = 0, spare_idev = 0, hwpt;
 	char *s;
 	int r;
 
@@ -1244,11 +1217,11 @@ static void destroy_and_fail(void)
 	}
 
 	/* a third device on a HWPT of its own, then that HWPT goes away under the session */
-	r = mock_domain(vmm.ioas, &spare_stdev, &spare_idev);
+	r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &spare_stdev, &spare_idev);
 	dt_assert(r == 0, "mock device: %s", strerror(-r));
 	r = iod_hwpt_alloc(vmm.ictx, spare_idev, vmm.ioas, IOD_HWPT_DIRTY, &hwpt);
 	dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-	dt_assert(mock_replace(spare_stdev, hwpt) == 0, "replace");
+	dt_assert(iod_mock_replace(vmm.fd, spare_stdev, hwpt) == 0, "replace");
 
 	adopt("adopt-fail", &hwpt, 1, true);
 	dt_assert(sd_bus_match_signal(bus, NULL, DT_DEST, spath, DT_SES_IFACE, "Failed", on_failed,
@@ -1264,7 +1237,7 @@ static void destroy_and_fail(void)
 	dt_assert(mock_dirty(hwpt, iova, 2, 0, &nr) == 0, "mock DIRTY");
 
 	/* the device moves back to the IOAS and the client destroys the HWPT it lent out */
-	dt_assert(mock_replace(spare_stdev, vmm.ioas) == 0, "replace");
+	dt_assert(iod_mock_replace(vmm.fd, spare_stdev, vmm.ioas) == 0, "replace");
 	dt_assert(iod_iommufd_destroy(vmm.ictx, hwpt) == 0, "destroy hwpt");
 
 	/* the pre-unmap read fails: the unmap is accepted, the session fails */

@@ -78,34 +78,6 @@ static struct {
 	uint8_t *guest;
 } vmm;
 
-static int mock_domain(uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev, uint32_t *ret_idev)
-{
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DOMAIN_FLAGS,
-		.id = pt_id,
-		.domain.dev_flags = dev_flags,
-	};
-
-	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	*ret_stdev = cmd.domain.out_stdev_id;
-	*ret_idev = cmd.domain.out_idev_id;
-	return 0;
-}
-
-static int mock_replace(uint32_t stdev, uint32_t pt_id)
-{
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DOMAIN_REPLACE,
-		.id = stdev,
-		.replace.pt_id = pt_id,
-	};
-
-	return ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
-}
-
 /* Mark the log page at iova of hwpt dirty (both of its mock IOPTEs). Returns the IOPTEs
  * marked, or a negative errno. */
 static int64_t mock_dirty(uint32_t hwpt, uint64_t iova)
@@ -150,7 +122,7 @@ static void vmm_setup(void)
 	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
 	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
 	for (int i = 0; i < NDEV; i++) {
-		r = mock_domain(vmm.ioas, 0, &vmm.stdev[i], &vmm.idev[i]);
+		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], &vmm.idev[i]);
 		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
 			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
 			       strerror(-r));
@@ -170,7 +142,7 @@ static void vmm_setup(void)
 	dt_assert(r == 0, "dirty nest parent: %s", iod_strerror(r));
 	for (int i = 0; i < NDEV; i++) {
 		vmm.child[i] = alloc_child(vmm.idev[i], vmm.parent);
-		r = mock_replace(vmm.stdev[i], vmm.child[i]);
+		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.child[i]);
 		dt_assert(r == 0, "attach mock device %d to nested hwpt %u: %s", i, vmm.child[i],
 			  strerror(-r));
 	}
@@ -195,11 +167,11 @@ static void vmm_setup(void)
 /* A device without dirty tracking: the probe says no, and its nest parent is refused. */
 static void check_probe_negative(void)
 {
-	uint32_t stdev, idev, id;
+	uint32_t stdev = 0, idev = 0, id;
 	bool can = true;
 	int r;
 
-	r = mock_domain(vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, &idev);
+	r = iod_mock_domain(vmm.fd, vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, &idev);
 	dt_assert(r == 0, "mock device without dirty tracking: %s", strerror(-r));
 	r = iod_hwpt_probe_nest_parent(vmm.ictx, idev, vmm.ioas, &can);
 	dt_assert(r == 0 && !can, "probe on a device without dirty tracking: %s, %s",
