@@ -149,6 +149,8 @@ static int on_done(sd_event_source *source, int fd, uint32_t revents, void *user
 	return 0;
 }
 
+static void worker_release(struct iod_session *s);
+
 static void drain(struct iod_harvest_worker *w)
 {
 	struct iod_session *s = w->s;
@@ -172,8 +174,11 @@ static void drain(struct iod_harvest_worker *w)
 	}
 	w->freed = NULL;
 	w->draining = false;
-	if (!w->running && w->n_held == 0)
+	if (!w->running && w->n_held == 0) {
 		iod_event_channel_hold(s, false);
+		/* Idle: between harvests a session holds no thread, eventfd or source. */
+		worker_release(s);
+	}
 }
 
 static int on_drain(sd_event_source *source, void *userdata)
@@ -213,8 +218,8 @@ static void worker_release(struct iod_session *s)
 	s->release_worker = NULL;
 }
 
-/* s's worker, made on first need (the sources go on event, which may be NULL once the
- * loop is gone: then the worker only holds calls). */
+/* s's worker, made on first need and freed when idle again (drain()); its sources go on
+ * event, which may be NULL once the loop is gone: then the worker only holds calls. */
 static struct iod_harvest_worker *worker_get(struct iod_session *s, sd_event *event)
 {
 	struct iod_harvest_worker *w = s->worker;
