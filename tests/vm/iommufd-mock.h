@@ -83,10 +83,11 @@ _Static_assert(sizeof(struct iod_mock_cmd) == 72, "mock cmd size");
 
 /*
  * A mock device (of dev_flags, e.g. IOD_MOCK_DEV_NO_DIRTY) attached to pt_id on the iommufd
- * fd: its selftest device id and its iommufd device id. 0 or a negative errno.
+ * fd: its selftest device id, the HWPT it is on and its iommufd device id (each output may
+ * be NULL). 0 or a negative errno.
  */
 static inline int iod_mock_domain(int fd, uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev,
-				  uint32_t *ret_idev)
+				  uint32_t *ret_hwpt, uint32_t *ret_idev)
 {
 	struct iod_mock_cmd cmd = {
 		.size = sizeof(cmd),
@@ -97,8 +98,12 @@ static inline int iod_mock_domain(int fd, uint32_t pt_id, uint32_t dev_flags, ui
 
 	if (ioctl(fd, IOD_MOCK_CMD, &cmd) < 0)
 		return -errno;
-	*ret_stdev = cmd.domain.out_stdev_id;
-	*ret_idev = cmd.domain.out_idev_id;
+	if (ret_stdev)
+		*ret_stdev = cmd.domain.out_stdev_id;
+	if (ret_hwpt)
+		*ret_hwpt = cmd.domain.out_hwpt_id;
+	if (ret_idev)
+		*ret_idev = cmd.domain.out_idev_id;
 	return 0;
 }
 

@@ -123,7 +123,7 @@ static void vmm_setup(void)
 	/* base page IOPTEs: a huge one would make every page under it dirty */
 	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
 	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], &vmm.idev[i]);
+		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
 		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
 			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
 			       strerror(-r));
@@ -1217,7 +1217,7 @@ static void destroy_and_fail(void)
 	}
 
 	/* a third device on a HWPT of its own, then that HWPT goes away under the session */
-	r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &spare_stdev, &spare_idev);
+	r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &spare_stdev, NULL, &spare_idev);
 	dt_assert(r == 0, "mock device: %s", strerror(-r));
 	r = iod_hwpt_alloc(vmm.ictx, spare_idev, vmm.ioas, IOD_HWPT_DIRTY, &hwpt);
 	dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));

@@ -122,7 +122,7 @@ static void vmm_setup(void)
 	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
 	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
 	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], &vmm.idev[i]);
+		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
 		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
 			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
 			       strerror(-r));
@@ -171,7 +171,7 @@ static void check_probe_negative(void)
 	bool can = true;
 	int r;
 
-	r = iod_mock_domain(vmm.fd, vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, &idev);
+	r = iod_mock_domain(vmm.fd, vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, NULL, &idev);
 	dt_assert(r == 0, "mock device without dirty tracking: %s", strerror(-r));
 	r = iod_hwpt_probe_nest_parent(vmm.ictx, idev, vmm.ioas, &can);
 	dt_assert(r == 0 && !can, "probe on a device without dirty tracking: %s, %s",

@@ -50,27 +50,6 @@ static uint64_t cpu_page;
 
 /* ---- the mock ------------------------------------------------------------------------ */
 
-static int mock_domain(int fd, uint32_t pt_id, uint32_t dev_flags, uint32_t *ret_stdev,
-		       uint32_t *ret_hwpt, uint32_t *ret_idev)
-{
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DOMAIN_FLAGS,
-		.id = pt_id,
-		.domain.dev_flags = dev_flags,
-	};
-
-	if (ioctl(fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	if (ret_stdev)
-		*ret_stdev = cmd.domain.out_stdev_id;
-	if (ret_hwpt)
-		*ret_hwpt = cmd.domain.out_hwpt_id;
-	if (ret_idev)
-		*ret_idev = cmd.domain.out_idev_id;
-	return 0;
-}
-
 static int mock_replace(int fd, uint32_t stdev, uint32_t pt_id, uint32_t *ret_pt_id)
 {
 	struct iod_mock_cmd cmd = {
@@ -244,8 +223,8 @@ static void env_setup(struct mock_env *e, uint32_t dev_flags, bool huge_pages)
 	}
 
 	/* the mock device comes attached to an automatic HWPT of the IOAS ... */
-	ck_assert_int_eq(mock_domain(e->fd, e->ioas, dev_flags, &e->stdev, &auto_hwpt, &e->idev),
-			 0);
+	ck_assert_int_eq(
+		iod_mock_domain(e->fd, e->ioas, dev_flags, &e->stdev, &auto_hwpt, &e->idev), 0);
 	/* ... and moves to a dirty-tracking HWPT allocated for it */
 	ck_assert_int_eq(iod_hwpt_alloc(e->ictx, e->idev, e->ioas, IOD_HWPT_DIRTY, &e->hwpt.id), 0);
 	e->hwpt.dirty_capable = true;
@@ -638,7 +617,8 @@ START_TEST(test_not_dirty_capable)
 	ck_assert_uint_ne(info.capabilities & IOMMU_HW_CAP_DIRTY_TRACKING, 0);
 
 	ck_assert_int_eq(iod_ioas_alloc(e.ictx, &ioas), 0);
-	ck_assert_int_eq(mock_domain(e.fd, ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, NULL, &idev), 0);
+	ck_assert_int_eq(iod_mock_domain(e.fd, ioas, IOD_MOCK_DEV_NO_DIRTY, &stdev, NULL, &idev),
+			 0);
 
 	ck_assert_int_eq(iod_iommufd_hw_info(e.ictx, idev, &info), 0);
 	ck_assert(!info.dirty_tracking);
@@ -655,7 +635,7 @@ START_TEST(test_not_dirty_capable)
 	ck_assert(!plain.tracking);
 
 	/* a device whose IOMMU cannot track is refused on a dirty-tracking HWPT */
-	ck_assert_int_eq(mock_domain(e.fd, e.hwpt.id, IOD_MOCK_DEV_NO_DIRTY, NULL, NULL, NULL),
+	ck_assert_int_eq(iod_mock_domain(e.fd, e.hwpt.id, IOD_MOCK_DEV_NO_DIRTY, NULL, NULL, NULL),
 			 -EINVAL);
 
 	ck_assert_int_eq(iod_iommufd_destroy(e.ictx, plain.id), 0);
@@ -1138,8 +1118,8 @@ START_TEST(test_fault_injection)
 	sweep(&s, &st_huge);
 	sweep(&s, &st_map);
 
-	ck_assert_int_eq(mock_domain(iod_iommufd_fd(s.ictx), s.ioas, 0, &s.stdev, NULL, &s.idev),
-			 0);
+	ck_assert_int_eq(
+		iod_mock_domain(iod_iommufd_fd(s.ictx), s.ioas, 0, &s.stdev, NULL, &s.idev), 0);
 	sweep(&s, &st_ranges);
 	id = next_id(&s);
 	sweep(&s, &st_hwpt);
@@ -1226,7 +1206,7 @@ static void require_mock(void)
 	r = iod_ioas_alloc(ictx, &ioas);
 	if (r < 0)
 		vm_skip("cannot allocate an IOAS: %s", iod_strerror(r));
-	r = mock_domain(iod_iommufd_fd(ictx), ioas, 0, &stdev, NULL, NULL);
+	r = iod_mock_domain(iod_iommufd_fd(ictx), ioas, 0, &stdev, NULL, NULL);
 	if (r == -ENOTTY)
 		vm_skip("the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST)");
 	if (r < 0)
