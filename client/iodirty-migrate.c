@@ -106,6 +106,8 @@ static void help(void)
 	       "     --workload=CMD       Run CMD (sh -c) while migrating; stop it before the final round\n"
 	       "     --stop-signal=SIG    Signal that stops the workload: TERM (default; waits for\n"
 	       "                          it to exit) or STOP (waits until it is stopped)\n"
+	       "     --pause-time=MS      What stopping the workload takes, for the downtime\n"
+	       "                          estimate (default 0: not known; the result reports it)\n"
 	       "     --on-daemon-restart=retry|abort   (default retry)\n"
 	       "     --restart-timeout=SEC              (default 30)\n"
 	       "     --on-device-lost=abort|continue    (default abort)\n"
@@ -435,6 +437,40 @@ static void workload_kill(struct run *run)
 
 /* --- the report ------------------------------------------------------------------------------- */
 
+/* Estimated against measured, part by part (struct iod_migrate_estimate). */
+static void print_downtime(const struct iod_migrate_result *res)
+{
+	const struct iod_migrate_estimate *e = &res->est, *m = &res->measured;
+	char a[32], b[32];
+
+	printf("downtime: estimated %s, measured %s", usec_str(a, sizeof(a), e->downtime_usec),
+	       usec_str(b, sizeof(b), m->downtime_usec));
+	if (m->downtime_usec)
+		printf(" (ratio %.2f)", (double)e->downtime_usec / (double)m->downtime_usec);
+	printf(": pause %s", usec_str(a, sizeof(a), e->pause_usec));
+	printf("/%s, ", usec_str(b, sizeof(b), m->pause_usec));
+	printf("harvest %s", usec_str(a, sizeof(a), e->harvest_usec));
+	printf("/%s, ", usec_str(b, sizeof(b), m->harvest_usec));
+	printf("copy %" PRIu64 "/%" PRIu64 " pages %s", e->pages, m->pages,
+	       usec_str(a, sizeof(a), e->copy_usec));
+	printf("/%s, ", usec_str(b, sizeof(b), m->copy_usec));
+	printf("rest %s", usec_str(a, sizeof(a), e->fixed_usec));
+	printf("/%s\n", usec_str(b, sizeof(b), m->fixed_usec));
+}
+
+static struct json_object *estimate_json(const struct iod_migrate_estimate *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "pages", json_object_new_uint64(e->pages));
+	json_object_object_add(o, "pause_usec", json_object_new_uint64(e->pause_usec));
+	json_object_object_add(o, "harvest_usec", json_object_new_uint64(e->harvest_usec));
+	json_object_object_add(o, "copy_usec", json_object_new_uint64(e->copy_usec));
+	json_object_object_add(o, "fixed_usec", json_object_new_uint64(e->fixed_usec));
+	json_object_object_add(o, "downtime_usec", json_object_new_uint64(e->downtime_usec));
+	return o;
+}
+
 static void on_round(const struct iod_migrate_round *r, void *userdata)
 {
 	struct run *run = userdata;
@@ -455,8 +491,19 @@ static void on_round(const struct iod_migrate_round *r, void *userdata)
 		json_object_object_add(o, "daemon_usec", json_object_new_uint64(r->daemon_usec));
 		json_object_object_add(o, "copy_usec", json_object_new_uint64(r->copy_usec));
 		json_object_object_add(o, "bandwidth", json_object_new_uint64(r->bandwidth));
+		json_object_object_add(o, "ack_usec", json_object_new_uint64(r->ack_usec));
+		json_object_object_add(o, "interval_usec",
+				       json_object_new_uint64(r->interval_usec));
 		json_object_object_add(o, "est_downtime_usec",
 				       json_object_new_uint64(r->est_downtime_usec));
+		if (r->index > 0)
+			json_object_object_add(o, "estimate", estimate_json(&r->est));
+		if (r->final) {
+			json_object_object_add(o, "pause_usec",
+					       json_object_new_uint64(r->pause_usec));
+			json_object_object_add(o, "downtime_usec",
+					       json_object_new_uint64(r->downtime_usec));
+		}
 		json_object_object_add(o, "precise", json_object_new_boolean(r->precise));
 		if (r->dropped)
 			json_object_object_add(o, "dropped", json_object_new_boolean(true));
@@ -475,8 +522,8 @@ static void on_round(const struct iod_migrate_round *r, void *userdata)
 	       r->dirty_pages, bytes_str(a, sizeof(a), r->bytes),
 	       r->index == 0 ? "-" : usec_str(b, sizeof(b), r->harvest_usec),
 	       usec_str(c, sizeof(c), r->copy_usec), bytes_str(d, sizeof(d), r->bandwidth),
-	       usec_str((char[32]){}, 32, r->est_downtime_usec), r->precise ? "" : " (imprecise)",
-	       r->dropped ? " DROPPED (test)" : "");
+	       r->index == 0 ? "-" : usec_str((char[32]){}, 32, r->est_downtime_usec),
+	       r->precise ? "" : " (imprecise)", r->dropped ? " DROPPED (test)" : "");
 	fflush(stdout);
 }
 
@@ -565,6 +612,7 @@ enum {
 	ARG_STOP_SIGNAL,
 	ARG_ON_RESTART,
 	ARG_RESTART_TIMEOUT,
+	ARG_PAUSE_TIME,
 	ARG_ON_DEVICE_LOST,
 	ARG_DROP_ROUND,
 };
@@ -605,6 +653,7 @@ static int parse_argv(int argc, char *argv[])
 		{"stop-signal", required_argument, NULL, ARG_STOP_SIGNAL},
 		{"on-daemon-restart", required_argument, NULL, ARG_ON_RESTART},
 		{"restart-timeout", required_argument, NULL, ARG_RESTART_TIMEOUT},
+		{"pause-time", required_argument, NULL, ARG_PAUSE_TIME},
 		{"on-device-lost", required_argument, NULL, ARG_ON_DEVICE_LOST},
 		{"test-drop-round", required_argument, NULL, ARG_DROP_ROUND},
 		{},
@@ -768,6 +817,11 @@ static int parse_argv(int argc, char *argv[])
 				goto bad;
 			arg_c.restart_timeout_usec = v * 1000000;
 			break;
+		case ARG_PAUSE_TIME:
+			if (parse_size(optarg, &v) < 0 || v > 3600 * 1000)
+				goto bad;
+			arg_c.pause_usec = v * 1000;
+			break;
 		case ARG_ON_DEVICE_LOST:
 			if (strcmp(optarg, "abort") == 0)
 				arg_c.on_device_lost = IOD_MIGRATE_ABORT;
@@ -876,6 +930,11 @@ static void print_result(const struct iod_migrate_result *res, int r, struct iod
 				       json_object_new_uint64(res->est_downtime_usec));
 		json_object_object_add(o, "downtime_usec",
 				       json_object_new_uint64(res->downtime_usec));
+		if (r >= 0) {
+			json_object_object_add(o, "downtime_estimate", estimate_json(&res->est));
+			json_object_object_add(o, "downtime_measured",
+					       estimate_json(&res->measured));
+		}
 		json_object_object_add(o, "total_usec", json_object_new_uint64(res->total_usec));
 		json_object_object_add(o, "daemon_restarts",
 				       json_object_new_int64(res->daemon_restarts));
@@ -905,9 +964,7 @@ static void print_result(const struct iod_migrate_result *res, int r, struct iod
 		       bytes_str(c, sizeof(c), res->total_bytes),
 		       bytes_str(d, sizeof(d), res->bandwidth),
 		       res->precise ? "" : ", imprecise: fallback devices");
-		printf("downtime: estimated %s, measured %s (pause .. final round copied)\n",
-		       usec_str(a, sizeof(a), res->est_downtime_usec),
-		       usec_str(b, sizeof(b), res->downtime_usec));
+		print_downtime(res);
 	}
 	if (verify && strcmp(verify, "mismatch") == 0)
 		printf("verification: MISMATCH: %" PRIu64

@@ -38,6 +38,17 @@ struct iod_migrate {
 	uint64_t copy_usec_total;
 	uint64_t batch_left;
 	bool ticking;
+	uint64_t tick_usec; /* the workload's steps in the current round (not the round's cost) */
+	uint64_t pace_t0, pace_bytes; /* max_bandwidth: the round's first write, bytes since */
+
+	/* the downtime model (estimate()) */
+	uint64_t page_size; /* the dirty log's */
+	uint64_t t_harvested; /* the last Harvest reply, or Start: where the log's count begins */
+	uint64_t t_round; /* the current round began */
+	uint64_t t_pause; /* the final round: the pause began */
+	struct iod_migrate_estimate est; /* if the VM were paused after the last round */
+	/* the last pre-copy rounds' Harvest calls and fixed costs, newest first */
+	uint64_t harvests[3], fixed[3];
 
 	struct iod_migrate_result res;
 	char error[512];
@@ -417,6 +428,7 @@ static int setup(struct iod_migrate *m)
 	r = scall(m, "Start", NULL, NULL);
 	if (r < 0)
 		return r;
+	m->t_harvested = iod_now_usec();
 	if (m->ops.started) {
 		r = m->ops.started(m, m->userdata);
 		if (r < 0)
@@ -426,15 +438,31 @@ static int setup(struct iod_migrate *m)
 	return 0;
 }
 
+/* A round begins: its clock, and the pacing and workload time counted in it. */
+static void round_begin(struct iod_migrate *m)
+{
+	m->t_round = iod_now_usec();
+	m->tick_usec = 0;
+	m->pace_t0 = 0;
+	m->pace_bytes = 0;
+}
+
 /* --- copying -------------------------------------------------------------------------------- */
 
 static int tick(struct iod_migrate *m)
 {
 	int r;
 
+	uint64_t t0;
+
 	if (!m->ticking || !m->ops.tick)
 		return 0;
+	t0 = iod_now_usec();
 	r = m->ops.tick(m, m->userdata);
+	t0 = iod_now_usec() - t0;
+	m->tick_usec += t0;
+	if (m->pace_t0)
+		m->pace_t0 += t0; /* the workload's time is not the link's */
 	if (r < 0)
 		return failf(m, IOD_MIGRATE_ERROR, r, "The workload failed: %s", strerror(-r));
 	return 0;
@@ -453,15 +481,20 @@ static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint
 				     "Writing [0x%" PRIx64 ", +0x%" PRIx64
 				     ") to the destination failed: %s",
 				     gpa, n, strerror(-r));
-		spent = iod_now_usec() - t0;
 		if (m->c.max_bandwidth) {
-			uint64_t want = n * 1000000 / m->c.max_bandwidth;
+			/* Paced over the round, not per write: a sleep that overshoots is made up
+			 * by the writes after it, and the time counted is the time taken. */
+			uint64_t now = iod_now_usec(), due;
 
-			if (spent < want) {
-				sleep_usec(want - spent);
-				spent = want;
-			}
+			if (!m->pace_t0)
+				m->pace_t0 = t0;
+			m->pace_bytes += n;
+			due = m->pace_t0 +
+			      (uint64_t)((double)m->pace_bytes * 1e6 / (double)m->c.max_bandwidth);
+			if (now < due)
+				sleep_usec(due - now);
 		}
+		spent = iod_now_usec() - t0;
 		*usec += spent;
 		m->copied_total += n;
 		m->copy_usec_total += spent;
@@ -483,10 +516,83 @@ static uint64_t bandwidth(const struct iod_migrate *m)
 	return m->copy_usec_total ? m->copied_total * 1000000 / m->copy_usec_total : 0;
 }
 
+static uint64_t sub_sat(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+static void push3(uint64_t v[3], uint64_t x)
+{
+	v[2] = v[1];
+	v[1] = v[0];
+	v[0] = x ? x : 1; /* 0 marks an empty slot */
+}
+
+/* The median of the last three (the newest until there are three): one slow Harvest does
+ * not make the estimate. */
+static uint64_t median3(const uint64_t v[3])
+{
+	if (!v[1] || !v[2])
+		return v[0];
+	return MAX(MIN(v[0], v[1]), MIN(MAX(v[0], v[1]), v[2]));
+}
+
+/*
+ * The stop-and-copy if the VM were paused right after pre-copy round rd (struct
+ * iod_migrate_estimate says what each part stands for). The final round's pages are the
+ * ones written from the last harvest until the devices stop: this round's rate (its dirty
+ * pages over the time they took to accumulate) times the time since that harvest plus the
+ * pause, at most every page.
+ */
+static void estimate(const struct iod_migrate *m, const struct iod_migrate_round *rd, uint64_t now,
+		     struct iod_migrate_estimate *e)
+{
+	uint64_t page = m->page_size ? m->page_size : 4096, max_pages = m->c.size / page;
+	uint64_t since, bw = rd->bandwidth;
+	double pages;
+
+	*e = (struct iod_migrate_estimate){
+		.pause_usec = m->c.pause_usec,
+		.harvest_usec = median3(m->harvests),
+		.fixed_usec = median3(m->fixed),
+	};
+	since = sub_sat(now, m->t_harvested) + e->pause_usec;
+	pages = rd->interval_usec
+			? (double)rd->dirty_pages * (double)since / (double)rd->interval_usec
+			: (double)rd->dirty_pages;
+	e->pages = pages >= (double)max_pages ? max_pages : (uint64_t)(pages + 0.999);
+	e->copy_usec = bw ? (uint64_t)((double)e->pages * (double)page * 1e6 / (double)bw) : 0;
+	e->downtime_usec = e->pause_usec + e->harvest_usec + e->copy_usec + e->fixed_usec;
+}
+
 static void report(struct iod_migrate *m, struct iod_migrate_round *rd)
 {
+	uint64_t now = iod_now_usec();
+
 	rd->bandwidth = bandwidth(m);
-	rd->est_downtime_usec = rd->bandwidth ? rd->bytes * 1000000 / rd->bandwidth : 0;
+	rd->wall_usec = sub_sat(now, m->t_round);
+	if (rd->final) {
+		rd->est = m->est;
+		rd->pause_usec = m->res.measured.pause_usec;
+		rd->downtime_usec = sub_sat(now, m->t_pause);
+		m->res.est = m->est;
+		m->res.measured = (struct iod_migrate_estimate){
+			.pages = rd->dirty_pages,
+			.pause_usec = rd->pause_usec,
+			.harvest_usec = rd->harvest_usec,
+			.copy_usec = rd->copy_usec,
+			.fixed_usec = sub_sat(rd->downtime_usec,
+					      rd->pause_usec + rd->harvest_usec + rd->copy_usec),
+			.downtime_usec = rd->downtime_usec,
+		};
+	} else if (rd->index > 0) {
+		push3(m->harvests, rd->harvest_usec);
+		push3(m->fixed,
+		      sub_sat(rd->wall_usec, rd->harvest_usec + rd->copy_usec + m->tick_usec));
+		estimate(m, rd, now, &rd->est);
+		m->est = rd->est;
+	}
+	rd->est_downtime_usec = rd->est.downtime_usec;
 	if (m->ops.round)
 		m->ops.round(rd, m->userdata);
 }
@@ -496,6 +602,7 @@ static int full_copy(struct iod_migrate *m)
 	struct iod_migrate_round rd = {.index = 0, .precise = true};
 	int r;
 
+	round_begin(m);
 	for (uint64_t done = 0; done < m->c.size;) {
 		uint64_t n = MIN(m->c.size - done, m->c.batch_bytes);
 
@@ -549,7 +656,7 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 	struct iod_migrate_round rd = {.index = index, .final = final};
 	struct iod_dirty_log *log = NULL;
 	sd_bus_message *reply = NULL;
-	uint64_t t0 = iod_now_usec();
+	uint64_t t0 = iod_now_usec(), t1;
 	int fd, precise, r;
 
 	r = scall(m, "Harvest", &reply, "a{sv}", 0);
@@ -557,7 +664,8 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 		goto gone;
 	if (r < 0)
 		return r;
-	rd.harvest_usec = iod_now_usec() - t0;
+	t1 = iod_now_usec();
+	rd.harvest_usec = t1 - t0;
 	r = sd_bus_message_read(reply, "thtbt", &rd.daemon_round, &fd, &rd.dirty_pages, &precise,
 				&rd.daemon_usec);
 	if (r < 0) {
@@ -585,13 +693,19 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 				       : r;
 		}
 	}
+	m->page_size = UINT64_C(1) << iod_log_page_shift(log);
 	iod_log_free(log);
 
+	t0 = iod_now_usec();
 	r = scall(m, "Acknowledge", NULL, "t", rd.daemon_round);
 	if (r == -EPIPE)
 		goto gone; /* the round stays pending in the log: the next Harvest has it again */
 	if (r < 0)
 		return r;
+	rd.ack_usec = iod_now_usec() - t0;
+	/* the round's pages accumulated from the previous harvest to this one */
+	rd.interval_usec = sub_sat(t1, m->t_harvested);
+	m->t_harvested = t1;
 	report(m, &rd);
 	*ret = rd;
 	return 0;
@@ -673,7 +787,6 @@ static void teardown(struct iod_migrate *m)
 static int run(struct iod_migrate *m)
 {
 	struct iod_migrate_round rd;
-	uint64_t t_pause;
 	unsigned index = 1;
 	int r;
 
@@ -705,6 +818,8 @@ static int run(struct iod_migrate *m)
 
 	/* pre-copy rounds */
 	for (;;) {
+		round_begin(m);
+		m->tick_usec = 0;
 		r = check_events(m, "between rounds");
 		if (r < 0)
 			return r;
@@ -724,7 +839,7 @@ static int run(struct iod_migrate *m)
 	}
 
 	/* stop and copy */
-	t_pause = iod_now_usec();
+	m->t_pause = iod_now_usec();
 	m->ticking = false;
 	if (m->ops.pause) {
 		r = m->ops.pause(m, m->userdata);
@@ -732,14 +847,16 @@ static int run(struct iod_migrate *m)
 			return failf(m, IOD_MIGRATE_ERROR, r, "Pausing the workload failed: %s",
 				     strerror(-r));
 	}
+	m->res.measured.pause_usec = iod_now_usec() - m->t_pause;
 	do {
+		round_begin(m);
 		r = check_events(m, "in the final round");
 		if (r >= 0)
 			r = dirty_round(m, index, true, &rd);
 	} while (r == -EAGAIN);
 	if (r < 0)
 		return r;
-	m->res.downtime_usec = iod_now_usec() - t_pause;
+	m->res.downtime_usec = rd.downtime_usec;
 	m->res.rounds = index;
 	m->res.est_downtime_usec = rd.est_downtime_usec;
 	m->res.precise = rd.precise;

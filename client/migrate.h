@@ -81,9 +81,28 @@ struct iod_migrate_config {
 	/* test only: acknowledge this dirty round (1..) without copying it, or
 	 * IOD_MIGRATE_DROP_FINAL for the final round: the destination is then wrong */
 	uint64_t drop_round;
+	/* what pausing the VM costs, for the downtime estimate before the first pause (0: not
+	 * known; the module measures it at the pause and reports it) */
+	uint64_t pause_usec;
 };
 
 struct iod_migrate;
+
+/*
+ * What the stop-and-copy would cost if the VM were paused now: the final round's dirty pages
+ * are those written since the last harvest (its dirty rate times the time since, plus the
+ * pause itself), its Harvest costs what the last one did (same HWPTs, same tracked size),
+ * its copy runs at the bandwidth measured so far, and a round's fixed cost (Acknowledge, the
+ * log's mapping, the bus) and the pause are what earlier rounds measured.
+ */
+struct iod_migrate_estimate {
+	uint64_t pages; /* the final round's dirty pages */
+	uint64_t pause_usec; /* the pause hook (the caller's figure, then the measured one) */
+	uint64_t harvest_usec; /* the final Harvest */
+	uint64_t copy_usec; /* pages at the measured bandwidth */
+	uint64_t fixed_usec; /* the rest of a round: Acknowledge, the log, the bus */
+	uint64_t downtime_usec; /* the sum */
+};
 
 /* What one round did. Round 0 is the full copy; the final round has final = true. */
 struct iod_migrate_round {
@@ -97,8 +116,16 @@ struct iod_migrate_round {
 	uint64_t daemon_usec; /* the harvest as the daemon measured it */
 	uint64_t copy_usec; /* writing the pages to the destination */
 	uint64_t bandwidth; /* bytes per second, measured over all rounds so far */
-	uint64_t est_downtime_usec; /* this round's bytes / bandwidth */
+	uint64_t est_downtime_usec; /* est.downtime_usec (0 for the full copy) */
 	bool precise;
+	uint64_t ack_usec; /* the Acknowledge call */
+	uint64_t interval_usec; /* since the previous harvest (or Start): what dirty_pages took */
+	uint64_t wall_usec; /* the whole round as the client saw it */
+	/* A pre-copy round: the downtime if the VM were paused after it. The final round: the
+	 * estimate made before the pause, and the measured downtime (pause .. acknowledged). */
+	struct iod_migrate_estimate est;
+	uint64_t pause_usec; /* the final round: the pause hook took this */
+	uint64_t downtime_usec; /* the final round: measured */
 };
 
 struct iod_migrate_ops {
@@ -122,12 +149,14 @@ struct iod_migrate_result {
 	bool converged; /* the last pre-copy round was under converge_pages */
 	uint64_t total_bytes; /* copied, all rounds */
 	uint64_t bandwidth; /* bytes per second */
-	uint64_t est_downtime_usec; /* final round bytes / bandwidth */
-	uint64_t downtime_usec; /* measured: pause .. final round copied */
+	uint64_t est_downtime_usec; /* estimated before the pause (est.downtime_usec) */
+	uint64_t downtime_usec; /* measured: pause .. final round copied and acknowledged */
 	uint64_t total_usec;
 	bool precise;
 	unsigned daemon_restarts; /* survived */
 	unsigned devices_lost;
+	struct iod_migrate_estimate est; /* made before the pause */
+	struct iod_migrate_estimate measured; /* the same parts of the downtime, measured */
 };
 
 int iod_migrate_new(sd_bus *bus, const struct iod_migrate_config *config,

@@ -532,12 +532,15 @@ static void print_round(const struct iod_migrate_round *r, void *userdata)
 	img->rounds = r->index;
 	if (verbose_rounds)
 		printf("  round %2u %-5s dirty %6" PRIu64 " pages, %8" PRIu64
-		       " bytes, harvest %6" PRIu64 " us (daemon %5" PRIu64 " us)%s%s\n",
+		       " bytes, harvest %6" PRIu64 " us (daemon %5" PRIu64 " us), copy %6" PRIu64
+		       " us, ack %5" PRIu64 " us, round %7" PRIu64 " us, est. downtime %6" PRIu64
+		       " us%s%s\n",
 		       r->index,
 		       r->index == 0 ? "full"
 		       : r->final    ? "final"
 				     : "dirty",
-		       r->dirty_pages, r->bytes, r->harvest_usec, r->daemon_usec,
+		       r->dirty_pages, r->bytes, r->harvest_usec, r->daemon_usec, r->copy_usec,
+		       r->ack_usec, r->wall_usec, r->est_downtime_usec,
 		       r->precise ? "" : " imprecise", r->dropped ? " DROPPED" : "");
 }
 
@@ -596,6 +599,48 @@ static uint64_t count_bad_pages(const uint8_t *a, const uint8_t *b, uint64_t siz
 			bad++;
 		}
 	return bad;
+}
+
+/* The downtime estimate against the measured downtime (a report, never a pass/fail). */
+static double downtime_ratios[256];
+static unsigned n_downtime_ratios;
+
+static void print_downtime(uint64_t seed, const struct iod_migrate_result *res)
+{
+	const struct iod_migrate_estimate *e = &res->est, *m = &res->measured;
+	double ratio = m->downtime_usec ? (double)e->downtime_usec / (double)m->downtime_usec : 0;
+
+	printf("seed %" PRIu64 ": downtime estimated %" PRIu64 " us, measured %" PRIu64
+	       " us, ratio %.2f (estimated/measured: pause %" PRIu64 "/%" PRIu64
+	       " us, harvest %" PRIu64 "/%" PRIu64 " us, copy %" PRIu64 "/%" PRIu64
+	       " pages %" PRIu64 "/%" PRIu64 " us, rest %" PRIu64 "/%" PRIu64 " us)\n",
+	       seed, e->downtime_usec, m->downtime_usec, ratio, e->pause_usec, m->pause_usec,
+	       e->harvest_usec, m->harvest_usec, e->pages, m->pages, e->copy_usec, m->copy_usec,
+	       e->fixed_usec, m->fixed_usec);
+	if (n_downtime_ratios < ELEMENTSOF(downtime_ratios))
+		downtime_ratios[n_downtime_ratios++] = ratio;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void print_downtime_summary(void)
+{
+	unsigned within = 0;
+
+	if (n_downtime_ratios == 0)
+		return;
+	qsort(downtime_ratios, n_downtime_ratios, sizeof(double), cmp_double);
+	for (unsigned i = 0; i < n_downtime_ratios; i++)
+		within += downtime_ratios[i] >= 0.7 && downtime_ratios[i] <= 1.3;
+	printf("downtime estimated/measured over %u seeds: min %.2f, median %.2f, max %.2f; "
+	       "%u of %u within 0.7-1.3\n",
+	       n_downtime_ratios, downtime_ratios[0], downtime_ratios[n_downtime_ratios / 2],
+	       downtime_ratios[n_downtime_ratios - 1], within, n_downtime_ratios);
 }
 
 /* One seed. Returns the number of differing pages (0: the destination equals the source). */
@@ -669,6 +714,8 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
 		       MOCK_GPA + first);
 	printf("\n");
+	if (r >= 0)
+		print_downtime(seed, &res);
 	if (vm.writes == 0 || vm.churn == 0 || vm.chan_events == 0)
 		*ret_error = true;
 	free(img.p);
@@ -749,6 +796,8 @@ static int cmd_mock(int argc, char **argv)
 		}
 	}
 	sd_bus_flush_close_unref(bus);
+	if (!drop)
+		print_downtime_summary();
 	printf("%s: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", seeds, failed);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
