@@ -5,7 +5,7 @@ set -eu
 packages="
 	build-essential pkg-config make
 	libsystemd-dev libjson-c-dev libnl-3-dev check
-	systemd dbus libglib2.0-bin
+	systemd dbus libglib2.0-bin python3 python3-dbus
 	linux-source-6.12 bc flex bison libelf-dev cpio xz-utils kmod rsync
 	qemu-system-x86 busybox-static
 	valgrind clang-format man-db groff-base

@@ -34,11 +34,12 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work 
 r=/newroot
 # The project, as installed (PREFIX=/usr/local): daemon, unit, bus policy, activation file.
 cp -a /iodirty/install/. $r/
-# The test target, the test service, the drop-ins for the test, the guest test script.
+# The test target, the test service, the drop-ins for the test, the guest test script,
+# mockvm and the Python example client (client/examples/).
 mkdir -p $r/etc/systemd/system $r/usr/local/libexec/iodirty
 for f in /iodirty/systemd/*; do
 	case $f in
-	*.sh | */mockvm) cp "$f" $r/usr/local/libexec/iodirty/ ;;
+	*.sh | *.py | */mockvm) cp "$f" $r/usr/local/libexec/iodirty/ ;;
 	*) cp -a "$f" $r/etc/systemd/system/ ;;
 	esac
 done

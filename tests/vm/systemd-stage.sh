@@ -15,6 +15,10 @@ initrd=$B/vm/systemd-initramfs.cpio.gz
 [ -x /usr/bin/dbus-daemon ] || { echo "vm: the systemd shape needs dbus on the host: run 'make deps' (package dbus)" >&2; exit 1; }
 command -v setpriv >/dev/null || { echo "vm: the systemd shape needs setpriv (package util-linux)" >&2; exit 1; }
 command -v gdbus >/dev/null || { echo "vm: the systemd shape needs gdbus (fd passing): run 'make deps' (package libglib2.0-bin)" >&2; exit 1; }
+# The Python client's check (client/examples/): the guest runs the host's python3, its
+# standard library and dbus-python (_dbus_bindings, linked to libdbus) from the host's /.
+/usr/bin/python3 -c 'import dbus, _dbus_bindings, mmap' 2>/dev/null ||
+	{ echo "vm: the systemd shape needs python3 with dbus-python: run 'make deps' (packages python3 python3-dbus)" >&2; exit 1; }
 
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/iodirty"
@@ -24,7 +28,7 @@ chmod 0755 "$stage/init"
 # 'make install' without rebuilding 'all' (the test programs of other tiers are not needed
 # here): build what it installs, then install with 'all' taken as up to date.
 need="$B/iodirtyd $B/libiodirty.a $B/libiodirty.pc $B/units/iodirtyd.service"
-[ -f "$top/daemon/iodirtyctl.c" ] && need="$need $B/iodirtyctl"
+[ -f "$top/client/iodirtyctl.c" ] && need="$need $B/iodirtyctl"
 # mockvm, the stand-in VMM that lends a kernel mock device to the daemon (adopt mode)
 [ -f "$top/tests/vm/mockvm.c" ] && need="$need $B/vm/mockvm"
 # shellcheck disable=SC2086
@@ -38,5 +42,6 @@ rm -rf "$stage/iodirty/install/usr/local/lib/libiodirty.a" "$stage/iodirty/insta
 	"$stage/iodirty/install/usr/local/include"
 cp -a "$here/systemd" "$stage/iodirty/systemd"
 [ -x "$B/vm/mockvm" ] && cp "$B/vm/mockvm" "$stage/iodirty/systemd/mockvm"
+cp "$top/client/examples/iodirty-python-example.py" "$stage/iodirty/systemd/"
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
 echo "$initrd"

@@ -17,6 +17,11 @@
 #   watchdog     a daemon that stops answering (SIGSTOP) is killed and restarted by systemd
 #   fdstore-*    both sessions survive that crash and a 'systemctl restart' (fd store)
 #   adopt-after-restart  the restarted daemon still harvests the mock device's HWPT exactly
+#   python-client  a client in another language: client/examples/iodirty-python-example.py
+#                (python3-dbus) harvests a second mock device's session, reads the log memfd
+#                it is passed and acknowledges; it sees exactly the pages the device
+#                dirtied, and the same as the C readers (iodirtyctl, HarvestRanges) on the
+#                same round. No python3 or dbus-python in the guest fails it.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export SYSTEMD_PAGER='' SYSTEMD_COLORS=0
 dest=org.iodirty.Tracker1
@@ -73,7 +78,8 @@ rc=$?
 result activation $rc
 if [ $rc -ne 0 ]; then
 	# Everything else needs the running daemon: report it failed at once.
-	for t in sandbox bus policy session watchdog fdstore-crash fdstore-restart; do
+	for t in sandbox bus policy session adopt watchdog fdstore-crash fdstore-restart \
+		adopt-after-restart python-client; do
 		result $t 1
 	done
 	say 'done'
@@ -259,6 +265,110 @@ t_adopt_again() {
 }
 t_adopt_again
 result adopt-after-restart $?
+
+# --- python-client ------------------------------------------------------------------------
+py_vm=pyclient-vm
+py=/usr/local/libexec/iodirty/iodirty-python-example.py
+# pymark OFFSET PAGES...: the second mock device dirties PAGES pages at vm_base + OFFSET
+pymark() {
+	while [ $# -ge 2 ]; do
+		echo "mark $1 $2" >&5
+		if ! read -r word n <&6 || [ "$word" != marked ]; then
+			log "python-client: mockvm answered '$word $n' to 'mark $1 $2'"
+			return 1
+		fi
+		shift 2
+	done
+}
+# runs OFFSET PAGES...: those marks as the 'START LENGTH' lines (hex bytes) of a round
+runs() {
+	while [ $# -ge 2 ]; do
+		printf '0x%x 0x%x\n' $((vm_base + $1)) $(($2 * 4096))
+		shift 2
+	done
+}
+# py_round ARGS...: one round of the Python client; sets py_rnd, py_regions ('GPA LENGTH
+# DIRTY' lines) and py_dirty ('START LENGTH' lines)
+py_round() {
+	out=$(python3 "$py" "$@" "$py_vm" 2>&1)
+	rc=$?
+	echo "$out" | sed 's/^/guest-systemd: python: /'
+	[ $rc -eq 0 ] || return 1
+	py_rnd=$(echo "$out" | awk '$1 == "round" { sub(":", "", $2); print $2 }')
+	py_regions=$(echo "$out" | awk '$1 == "region" { print $2, $3, $4 }')
+	py_dirty=$(echo "$out" | awk '$1 == "dirty" { print $2, $3 }')
+}
+same() { # same WHAT HAVE WANT
+	[ "$2" = "$3" ] && return 0
+	log "python-client: $1 has:"
+	echo "$2" | sed 's/^/guest-systemd:     /'
+	log "python-client: want:"
+	echo "$3" | sed 's/^/guest-systemd:     /'
+	return 1
+}
+t_python() {
+	# Nothing is skipped: tests/deps.sh installs python3 and python3-dbus, and the guest
+	# runs the host's userspace.
+	if ! python3 -c 'import dbus, _dbus_bindings, mmap'; then
+		log "python-client: no python3 with dbus-python in the guest (packages python3 python3-dbus)"
+		return 1
+	fi
+	[ -f "$py" ] || { log "python-client: $py was not staged"; return 1; }
+	mockvm=/usr/local/libexec/iodirty/mockvm
+	[ -x "$mockvm" ] || { log "python-client: no mockvm"; return 1; }
+	rm -f /run/iod-py.in /run/iod-py.out
+	mkfifo /run/iod-py.in /run/iod-py.out || return 1
+	IOD_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
+		"$mockvm" "$py_vm" "$vm_size" </run/iod-py.in >/run/iod-py.out &
+	exec 5>/run/iod-py.in
+	exec 6</run/iod-py.out
+	py_mockvm=1
+	read -r word py_path _ <&6
+	[ "$word" = ready ] || { log "python-client: mockvm did not adopt: '$word $py_path'"; return 1; }
+
+	# Two regions with a gap: [0, 1 MiB) and [2 MiB, 4 MiB) of the device's memory. The
+	# Python client declares them, starts tracking and harvests: nothing is dirty yet.
+	py_round --region "$vm_base:0x100000" --region "$((vm_base + 2097152)):0x200000" \
+		--start || return 1
+	same "the first round" "$py_dirty" "" || return 1
+
+	# Runs at a region's start and end, across a 64-bit word, in both regions.
+	set -- 0 3 253952 4 2097152 1 2617344 2 4190208 1
+	pymark "$@" || return 1
+	py_round --keep || return 1
+	same "the Python reader" "$py_dirty" "$(runs "$@")" || return 1
+	same "the Python reader's regions" "$py_regions" \
+		"$(printf '0x%x 0x100000 7\n0x%x 0x200000 4' "$vm_base" $((vm_base + 2097152)))" ||
+		return 1
+	# The same round, still pending, read by the C readers: iodirtyctl maps the memfd
+	# through libiodirty's reader (dirty pages per region); HarvestRanges is the daemon's.
+	# peek starts no round and clears nothing.
+	c=$(iodirtyctl harvest --peek "$py_vm") || return 1
+	same "iodirtyctl's log reader" "$(echo "$c" | awk '/^0x/ { print $1, $2, $3 }')" \
+		"$py_regions" || return 1
+	c=$(iodirtyctl harvest --peek --ranges "$py_vm") || return 1
+	same "HarvestRanges" "$(echo "$c" | awk '/^0x/ { print $1, $2 }')" "$py_dirty" || return 1
+	call "$py_path" org.iodirty.Session1 Acknowledge t "$py_rnd" || return 1
+	log "python-client: round $py_rnd: Python, iodirtyctl and HarvestRanges agree"
+
+	# A whole word of one region; the Python client acknowledges, and nothing comes back.
+	set -- 819200 1 2359296 64
+	pymark "$@" || return 1
+	py_round || return 1
+	same "the Python reader" "$py_dirty" "$(runs "$@")" || return 1
+	c=$(iodirtyctl harvest --ranges "$py_vm") || return 1
+	if ! echo "$c" | grep -q 'Dirty pages: 0$'; then
+		log "python-client: the round the Python client acknowledged came back:"
+		echo "$c" | sed 's/^/guest-systemd:     /'
+		return 1
+	fi
+}
+py_mockvm=0
+t_python
+result python-client $?
+[ $py_mockvm -eq 1 ] && echo quit >&5
+call "$obj" "$mgr" DestroySession s "$py_vm" >/dev/null 2>&1
+
 if [ $rc_adopt -eq 0 ]; then
 	echo quit >&7
 	call "$obj" "$mgr" DestroySession s "$vm" >/dev/null 2>&1
