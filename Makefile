@@ -123,7 +123,8 @@ $(B)/libiodirty-client.pc: client/libiodirty-client.pc.in $(B)/.install-paths
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|;s|@VERSION@|$(CLIENT_SO_VERSION)|' $< >$@
 
 # --- the client programs ---------------------------------------------------------------------
-$(B)/iodirtyctl: $(B)/client/iodirtyctl.o $(CLIENT_LIB) $(LIBIODIRTY)
+CTL_OBJS := $(B)/client/iodirtyctl.o $(B)/client/metrics.o
+$(B)/iodirtyctl: $(CTL_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
 MIGRATE_OBJS := $(B)/client/iodirty-migrate.o $(B)/client/migrate.o
@@ -263,4 +264,4 @@ help: ## list the targets
 	@echo "iodirty make targets (variables: B=build dir, PREFIX, DESTDIR, SANITIZE=address,undefined, IOD_CACHE):"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
--include $(LIB_OBJS:.o=.d) $(DAEMON_CORE_OBJS:.o=.d) $(B)/daemon/iodirtyd.d $(CLIENT_LIB_OBJS:.o=.d) $(B)/client/iodirtyctl.d $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(DAEMON_CORE_OBJS:.o=.d) $(B)/daemon/iodirtyd.d $(CLIENT_LIB_OBJS:.o=.d) $(CTL_OBJS:.o=.d) $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)
