@@ -227,12 +227,20 @@ static const char *signature_of(char type)
 static int get_all(sd_bus *bus, const char *path, const char *interface, const struct prop *table,
 		   size_t n_table, void *base, unsigned *seen, sd_bus_error *ret_error)
 {
-	sd_bus_message *reply = NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
 	const char *key, *contents;
 	int r;
 
-	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll",
-			       ret_error, &reply, "s", interface);
+	/* No auto start: a metrics run observes the daemon, it never bus-activates it. */
+	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, path,
+					   "org.freedesktop.DBus.Properties", "GetAll");
+	if (r >= 0)
+		r = sd_bus_message_set_auto_start(m, false);
+	if (r >= 0)
+		r = sd_bus_message_append(m, "s", interface);
+	if (r >= 0)
+		r = sd_bus_call(bus, m, 0, ret_error, &reply);
+	sd_bus_message_unref(m);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_enter_container(reply, 'a', "{sv}");
