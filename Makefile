@@ -133,17 +133,19 @@ $(B)/iodirty-migrate: $(MIGRATE_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
 
 BINS := $(B)/iodirtyd $(B)/iodirtyctl $(B)/iodirty-migrate
 
-# --- units: the service names the installed daemon's path ------------------------------
+# --- units: the services name the installed programs' paths; timers are installed as they are
 UNITS := $(patsubst units/%.in,$(B)/units/%,$(wildcard units/*.service.in))
+TIMERS := $(wildcard units/*.timer)
 
-# Remade whenever SBINDIR differs from the last build ('make; make install PREFIX=/usr').
+# Remade whenever SBINDIR or BINDIR differs from the last build ('make; make install PREFIX=/usr').
 $(B)/units/.sbindir: FORCE
 	@mkdir -p $(@D)
-	@echo '$(SBINDIR)' | cmp -s - $@ || echo '$(SBINDIR)' >$@
+	@echo '$(SBINDIR) $(BINDIR)' | cmp -s - $@ || echo '$(SBINDIR) $(BINDIR)' >$@
 
 $(B)/units/%: units/%.in $(B)/units/.sbindir
-	sed -e 's|@SBINDIR@|$(SBINDIR)|g' $< >$@
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g;s|@BINDIR@|$(BINDIR)|g' $< >$@
 
+.PHONY: FORCE
 FORCE:
 
 # --- tests -------------------------------------------------------------------------------
@@ -211,8 +213,8 @@ check-bus: all ## D-Bus tier on a private dbus-daemon
 check-vm: all ## real-kernel tier in a QEMU guest (builds the guest kernel once)
 	@B=$(B) sh tests/vm/run
 
-check-units: $(UNITS) ## systemd-analyze verify and security score of the service unit
-	@B=$(B) sh tests/units-check.sh $(UNITS)
+check-units: $(UNITS) ## systemd-analyze verify of every unit, security scores of the services
+	@B=$(B) sh tests/units-check.sh $(UNITS) $(TIMERS)
 
 bench: $(BENCH_BINS) ## benchmarks: ratios against a baseline measured in the same run
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
@@ -243,7 +245,7 @@ install: all ## install into $(DESTDIR)$(PREFIX) (binaries, library, headers, un
 	ln -sf libiodirty-client.so.0 $(DESTDIR)$(LIBDIR)/libiodirty-client.so
 	install -m 0644 $(B)/libiodirty-client.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 0644 client/iodirty-client.h $(DESTDIR)$(INCLUDEDIR)/iodirty/
-	$(if $(UNITS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS))
+	$(if $(UNITS)$(TIMERS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS) $(TIMERS))
 	$(if $(wildcard units/*.conf),install -D -m 0644 -t $(DESTDIR)$(DBUSPOLICYDIR) units/*.conf)
 	$(if $(wildcard units/*.sysusers),for f in units/*.sysusers; do install -D -m 0644 $$f $(DESTDIR)$(SYSUSERSDIR)/$$(basename $$f .sysusers).conf; done)
 	$(if $(wildcard units/*.dbus-service),for f in units/*.dbus-service; do install -D -m 0644 $$f $(DESTDIR)$(DBUSDATADIR)/system-services/$$(basename $$f .dbus-service).service; done)
