@@ -418,7 +418,7 @@ static const struct {
 	{"iodirty_session_tracking", "gauge", NULL,
 	 "1 while dirty tracking is on (between Start and Stop), else 0.", V_BOOL, S(tracking)},
 	{"iodirty_session_precise", "gauge", NULL,
-	 "0 when a fallback device makes its mapped ranges always dirty, else 1.", V_BOOL,
+	 "0 when a fallback device or huge IOMMU pages make the dirty bits coarse, else 1.", V_BOOL,
 	 S(precise)},
 	{"iodirty_session_log_complete", "gauge", NULL,
 	 "0 once a harvest failed where bits may have been lost (the session failed), else 1.",
