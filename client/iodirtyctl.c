@@ -76,7 +76,9 @@ static void help(void)
 	       "                         directory, renamed over it) instead of standard output\n"
 	       "\n"
 	       "Exit status: 0 on success, 1 when the service refused or failed, 2 on bad usage.\n"
-	       "See iodirtyctl(1).\n");
+	       "\n");
+	iod_metrics_help(stdout);
+	printf("\nSee iodirtyctl(1).\n");
 }
 
 /* --- bus helpers ----------------------------------------------------------------------------- */

@@ -450,6 +450,35 @@ static const struct {
 #undef S
 };
 
+void iod_metrics_help(FILE *f)
+{
+	static const char *const fixed[][2] = {
+		{"iodirty_daemon", "info {version,kernel_hole_behavior}"},
+		{"iodirty_daemon_iommufd_available", "gauge"},
+		{"iodirty_daemon_dirty_tracking_supported", "gauge"},
+		{"iodirty_daemon_sessions", "gauge"},
+		{"iodirty_daemon_max_sessions", "gauge"},
+		{"iodirty_daemon_restarts", "counter"},
+		{"iodirty_session", "info {session,mode,owner_uid,viommu,nested,huge_pages}"},
+		{"iodirty_session_state", "stateset {session,iodirty_session_state}"},
+		{"iodirty_session_tracking_mode",
+		 "stateset {session,iodirty_session_tracking_mode}"},
+	};
+
+	fputs("Metrics (families; iodirtyctl(1), METRICS, says what each one is):\n", f);
+	for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
+		fprintf(f, "  %-45s %s\n", fixed[i][0], fixed[i][1]);
+	for (size_t i = 0; i < ELEMENTSOF(session_families); i++)
+		fprintf(f, "  %-45s %s%s%s {session}\n", session_families[i].name,
+			session_families[i].type, session_families[i].unit ? ", unit " : "",
+			session_families[i].unit ? session_families[i].unit : "");
+	fputs("A counter's sample is NAME_total, an info's NAME_info.\n"
+	      "iodirty-metrics.timer (installed, not enabled) runs every minute:\n"
+	      "  iodirtyctl metrics --format=prometheus \\\n"
+	      "      --output=/var/lib/prometheus/node-exporter/iodirty.prom\n",
+	      f);
+}
+
 static void write_metrics(struct writer *w, const struct daemon_props *d,
 			  const struct session_props *sessions, size_t n)
 {

@@ -27,4 +27,7 @@ int iod_metrics_format_from_string(const char *s, enum iod_metrics_format *ret);
  */
 int iod_metrics_run(sd_bus *bus, enum iod_metrics_format format, const char *output);
 
+/* The metric families and the timer, for --help. */
+void iod_metrics_help(FILE *f);
+
 #endif
