@@ -29,49 +29,6 @@ static inline bool streq(const char *a, const char *b)
 
 /* --- what is read ---------------------------------------------------------------------------- */
 
-struct paths {
-	char **v;
-	size_t n;
-};
-
-struct daemon_props {
-	char *version;
-	char *holes;
-	bool iommufd;
-	bool dirty_tracking;
-	uint32_t max_sessions;
-	uint64_t restarts;
-	struct paths sessions;
-	unsigned seen; /* bit per entry of daemon_table */
-};
-
-struct session_props {
-	char *name;
-	char *mode;
-	char *state;
-	char *tracking_mode;
-	uint32_t owner_uid;
-	bool tracking;
-	bool precise;
-	bool log_complete;
-	bool viommu;
-	bool nested;
-	bool huge_pages;
-	uint64_t page_size;
-	uint32_t mappings;
-	uint64_t mapped_bytes;
-	uint64_t tracked_bytes;
-	uint64_t log_bytes;
-	uint64_t rounds;
-	uint64_t pending_round;
-	uint64_t last_dirty_pages;
-	uint64_t last_duration_usec;
-	uint64_t dirty_rate;
-	uint64_t last_round_timestamp;
-	struct paths devices;
-	unsigned seen;
-};
-
 /* A property: its name, D-Bus type ('s', 'b', 'u', 't', or 'o' for "ao"), where it goes and
  * whether a daemon may lack it (one older than the property). */
 struct prop {
@@ -81,7 +38,7 @@ struct prop {
 	bool optional;
 };
 
-#define D(f) offsetof(struct daemon_props, f)
+#define D(f) offsetof(struct iod_metrics_daemon, f)
 static const struct prop daemon_table[] = {
 	{"Version", 's', D(version), false},
 	{"KernelHoleBehavior", 's', D(holes), false},
@@ -92,9 +49,9 @@ static const struct prop daemon_table[] = {
 	{"Restarts", 't', D(restarts), true},
 };
 #undef D
-enum { DAEMON_RESTARTS = 6 };
+enum { DAEMON_RESTARTS = 6 }; /* its index */
 
-#define S(f) offsetof(struct session_props, f)
+#define S(f) offsetof(struct iod_metrics_session, f)
 static const struct prop session_table[] = {
 	{"Name", 's', S(name), false},
 	{"Mode", 's', S(mode), false},
@@ -121,27 +78,26 @@ static const struct prop session_table[] = {
 	{"Devices", 'o', S(devices), false},
 };
 #undef S
-enum { SESSION_LAST_ROUND_TIMESTAMP = 21 };
 
 _Static_assert(ELEMENTSOF(daemon_table) <= sizeof(unsigned) * 8, "too many properties");
 _Static_assert(ELEMENTSOF(session_table) <= sizeof(unsigned) * 8, "too many properties");
 
-static void paths_clear(struct paths *p)
+static void paths_clear(struct iod_metrics_paths *p)
 {
 	for (size_t i = 0; i < p->n; i++)
 		free(p->v[i]);
 	free(p->v);
-	*p = (struct paths){};
+	*p = (struct iod_metrics_paths){};
 }
 
-static void daemon_props_clear(struct daemon_props *d)
+static void daemon_props_clear(struct iod_metrics_daemon *d)
 {
 	free(d->version);
 	free(d->holes);
 	paths_clear(&d->sessions);
 }
 
-static void session_props_clear(struct session_props *s)
+static void session_props_clear(struct iod_metrics_session *s)
 {
 	free(s->name);
 	free(s->mode);
@@ -150,9 +106,9 @@ static void session_props_clear(struct session_props *s)
 	paths_clear(&s->devices);
 }
 
-static int read_paths(sd_bus_message *m, struct paths *ret)
+static int read_paths(sd_bus_message *m, struct iod_metrics_paths *ret)
 {
-	struct paths p = {};
+	struct iod_metrics_paths p = {};
 	const char *path;
 	int r;
 
@@ -292,8 +248,8 @@ static int get_all(sd_bus *bus, const char *path, const char *interface, const s
 
 static int cmp_session(const void *a, const void *b)
 {
-	return strcmp(((const struct session_props *)a)->name,
-		      ((const struct session_props *)b)->name);
+	return strcmp(((const struct iod_metrics_session *)a)->name,
+		      ((const struct iod_metrics_session *)b)->name);
 }
 
 /* --- what is written --------------------------------------------------------------------------- */
@@ -414,7 +370,7 @@ static const struct {
 	enum value_kind kind;
 	size_t offset;
 } session_families[] = {
-#define S(f) offsetof(struct session_props, f)
+#define S(f) offsetof(struct iod_metrics_session, f)
 	{"iodirty_session_tracking", "gauge", NULL,
 	 "1 while dirty tracking is on (between Start and Stop), else 0.", V_BOOL, S(tracking)},
 	{"iodirty_session_precise", "gauge", NULL,
@@ -479,10 +435,11 @@ void iod_metrics_help(FILE *f)
 	      f);
 }
 
-static void write_metrics(struct writer *w, const struct daemon_props *d,
-			  const struct session_props *sessions, size_t n)
+void iod_metrics_write(FILE *f, enum iod_metrics_format format, const struct iod_metrics_daemon *d,
+		       const struct iod_metrics_session *sessions, size_t n)
 {
-	bool om = w->format == IOD_METRICS_OPENMETRICS;
+	struct writer writer = {.f = f, .format = format}, *w = &writer;
+	bool om = format == IOD_METRICS_OPENMETRICS;
 
 	family(w, "iodirty_daemon", "info", NULL,
 	       "The daemon: its version and what the kernel does with a dirty bitmap read over "
@@ -502,7 +459,7 @@ static void write_metrics(struct writer *w, const struct daemon_props *d,
 	family(w, "iodirty_daemon_max_sessions", "gauge", NULL,
 	       "The sessions limit (iodirtyd.conf limit sessions).");
 	sample_u64(w, "iodirty_daemon_max_sessions", "", NULL, d->max_sessions);
-	if (d->seen & (1u << DAEMON_RESTARTS)) {
+	if (d->has_restarts) {
 		family(w, "iodirty_daemon_restarts", "counter", NULL,
 		       "Times a daemon instance took the sessions over from the one before it "
 		       "through the fd store (crash, watchdog, restart, upgrade).");
@@ -512,7 +469,7 @@ static void write_metrics(struct writer *w, const struct daemon_props *d,
 	family(w, "iodirty_session", "info", NULL,
 	       "One per session: its name, mode (owner or adopt), owning uid and options.");
 	for (size_t i = 0; i < n; i++) {
-		const struct session_props *s = &sessions[i];
+		const struct iod_metrics_session *s = &sessions[i];
 		char uid[16];
 
 		snprintf(uid, sizeof(uid), "%" PRIu32, s->owner_uid);
@@ -558,7 +515,7 @@ static void write_metrics(struct writer *w, const struct daemon_props *d,
 				v = *(const bool *)field;
 				break;
 			case V_COUNT:
-				v = ((const struct paths *)field)->n;
+				v = ((const struct iod_metrics_paths *)field)->n;
 				break;
 			case V_TIMESTAMP:
 				if (*(const uint64_t *)field)
@@ -657,15 +614,16 @@ static bool gone(const sd_bus_error *e)
 int iod_metrics_run(sd_bus *bus, enum iod_metrics_format format, const char *output)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
-	struct daemon_props d = {};
-	struct session_props *sessions = NULL;
+	struct iod_metrics_daemon d = {};
+	struct iod_metrics_session *sessions = NULL;
+	unsigned seen = 0;
+	FILE *f;
 	size_t n = 0, len = 0;
 	char *text = NULL;
-	struct writer w = {.format = format};
 	int r;
 
 	r = get_all(bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, daemon_table,
-		    ELEMENTSOF(daemon_table), &d, &d.seen, &error);
+		    ELEMENTSOF(daemon_table), &d, &seen, &error);
 	if (r < 0) {
 		if (r != -EBADMSG)
 			fprintf(stderr, "Cannot read the metrics of iodirtyd: %s%s%s%s\n",
@@ -674,20 +632,22 @@ int iod_metrics_run(sd_bus *bus, enum iod_metrics_format format, const char *out
 				error.name ? ")" : "");
 		goto out;
 	}
+	d.has_restarts = seen & (1u << DAEMON_RESTARTS);
 	sessions = calloc(d.sessions.n + 1, sizeof(*sessions));
 	if (!sessions) {
 		r = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0; i < d.sessions.n; i++) {
-		struct session_props *s = &sessions[n];
+		struct iod_metrics_session *s = &sessions[n];
 
+		seen = 0;
 		sd_bus_error_free(&error);
 		r = get_all(bus, d.sessions.v[i], IOD_SESSION_INTERFACE, session_table,
-			    ELEMENTSOF(session_table), s, &s->seen, &error);
+			    ELEMENTSOF(session_table), s, &seen, &error);
 		if (r < 0 && gone(&error)) {
 			session_props_clear(s);
-			*s = (struct session_props){};
+			*s = (struct iod_metrics_session){};
 			continue;
 		}
 		if (r < 0) {
@@ -704,13 +664,13 @@ int iod_metrics_run(sd_bus *bus, enum iod_metrics_format format, const char *out
 	}
 	qsort(sessions, n, sizeof(*sessions), cmp_session);
 
-	w.f = open_memstream(&text, &len);
-	if (!w.f) {
+	f = open_memstream(&text, &len);
+	if (!f) {
 		r = -errno;
 		goto out;
 	}
-	write_metrics(&w, &d, sessions, n);
-	if (fclose(w.f) != 0) {
+	iod_metrics_write(f, format, &d, sessions, n);
+	if (fclose(f) != 0) {
 		r = -ENOMEM;
 		goto out;
 	}

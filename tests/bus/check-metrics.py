@@ -3,6 +3,10 @@
 """Check the output of 'iodirtyctl metrics' with real parsers (bus tier, tests/bus/run).
 
     check-metrics.py OPENMETRICS_FILE EXPECT_FILE [PROMETHEUS_FILE]
+    check-metrics.py --escape OUT
+
+The second form checks OUT.om and OUT.prom from test-metrics-escape: label values with a
+backslash, a double quote, a newline and UTF-8, and a state the writer does not know.
 
 OPENMETRICS_FILE is parsed with prometheus_client's OpenMetrics parser (which refuses
 anything OpenMetrics 1.0 does not allow: a missing "# EOF", a unit that is not the name's
@@ -112,6 +116,44 @@ def main():
                f"{len(diff)} differ: {sorted(diff)[:4]}")
 
 
+def escape(out):
+    name1 = 'vm"1\\x\ny'
+    name2 = "gr\u00fc\u00dfe"
+    version = '1.0 "quoted" back\\slash\nnewline'
+    for suffix, parse in (("om", om_parse), ("prom", prom_parse)):
+        with open(f"{out}.{suffix}", encoding="utf-8") as f:
+            text = f.read()
+        try:
+            got = samples_of(parse(text))
+        except ValueError as e:
+            result(False, f"escaping ({suffix}): the parser accepts the text", str(e))
+            continue
+        result(True, f"escaping ({suffix}): the parser accepts the text")
+        want = {
+            ("iodirty_daemon_info", (("kernel_hole_behavior", "unknown"), ("version", version))): 1,
+            ("iodirty_session_rounds_total", (("session", name1),)): 7,
+            ("iodirty_session_rounds_total", (("session", name2),)): 0,
+            ("iodirty_session_last_round_duration_seconds", (("session", name1),)): 1.234567,
+            ("iodirty_session_last_round_timestamp_seconds", (("session", name1),)):
+                1700000000.123456,
+            ("iodirty_session_state", (("iodirty_session_state", "tracking"),
+                                       ("session", name1))): 1,
+            ("iodirty_session_state", (("iodirty_session_state", 'sleeping "newer"'),
+                                       ("session", name2))): 1,
+            ("iodirty_session_state", (("iodirty_session_state", "idle"),
+                                       ("session", name2))): 0,
+        }
+        for key, value in want.items():
+            ok = key in got and math.isclose(got[key], value, rel_tol=1e-15)
+            result(ok, f"escaping ({suffix}): {key[0]}{dict(key[1])!r} = {value}",
+                   f"got {got.get(key)!r}")
+        absent = ("iodirty_session_last_round_timestamp_seconds", (("session", name2),))
+        result(absent not in got, f"escaping ({suffix}): no timestamp for a session without a round")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--escape":
+        escape(sys.argv[2])
+        sys.exit(1 if failed else 0)
     main()
     sys.exit(1 if failed else 0)
