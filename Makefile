@@ -123,7 +123,8 @@ $(B)/libiodirty-client.pc: client/libiodirty-client.pc.in $(B)/.install-paths
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|;s|@VERSION@|$(CLIENT_SO_VERSION)|' $< >$@
 
 # --- the client programs ---------------------------------------------------------------------
-$(B)/iodirtyctl: $(B)/client/iodirtyctl.o $(CLIENT_LIB) $(LIBIODIRTY)
+CTL_OBJS := $(B)/client/iodirtyctl.o $(B)/client/metrics.o
+$(B)/iodirtyctl: $(CTL_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
 MIGRATE_OBJS := $(B)/client/iodirty-migrate.o $(B)/client/migrate.o
@@ -132,17 +133,19 @@ $(B)/iodirty-migrate: $(MIGRATE_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
 
 BINS := $(B)/iodirtyd $(B)/iodirtyctl $(B)/iodirty-migrate
 
-# --- units: the service names the installed daemon's path ------------------------------
+# --- units: the services name the installed programs' paths; timers are installed as they are
 UNITS := $(patsubst units/%.in,$(B)/units/%,$(wildcard units/*.service.in))
+TIMERS := $(wildcard units/*.timer)
 
-# Remade whenever SBINDIR differs from the last build ('make; make install PREFIX=/usr').
+# Remade whenever SBINDIR or BINDIR differs from the last build ('make; make install PREFIX=/usr').
 $(B)/units/.sbindir: FORCE
 	@mkdir -p $(@D)
-	@echo '$(SBINDIR)' | cmp -s - $@ || echo '$(SBINDIR)' >$@
+	@echo '$(SBINDIR) $(BINDIR)' | cmp -s - $@ || echo '$(SBINDIR) $(BINDIR)' >$@
 
 $(B)/units/%: units/%.in $(B)/units/.sbindir
-	sed -e 's|@SBINDIR@|$(SBINDIR)|g' $< >$@
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g;s|@BINDIR@|$(BINDIR)|g' $< >$@
 
+.PHONY: FORCE
 FORCE:
 
 # --- tests -------------------------------------------------------------------------------
@@ -210,8 +213,8 @@ check-bus: all ## D-Bus tier on a private dbus-daemon
 check-vm: all ## real-kernel tier in a QEMU guest (builds the guest kernel once)
 	@B=$(B) sh tests/vm/run
 
-check-units: $(UNITS) ## systemd-analyze verify and security score of the service unit
-	@B=$(B) sh tests/units-check.sh $(UNITS)
+check-units: $(UNITS) ## systemd-analyze verify of every unit, security scores of the services
+	@B=$(B) sh tests/units-check.sh $(UNITS) $(TIMERS)
 
 bench: $(BENCH_BINS) ## benchmarks: ratios against a baseline measured in the same run
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
@@ -242,7 +245,7 @@ install: all ## install into $(DESTDIR)$(PREFIX) (binaries, library, headers, un
 	ln -sf libiodirty-client.so.0 $(DESTDIR)$(LIBDIR)/libiodirty-client.so
 	install -m 0644 $(B)/libiodirty-client.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 0644 client/iodirty-client.h $(DESTDIR)$(INCLUDEDIR)/iodirty/
-	$(if $(UNITS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS))
+	$(if $(UNITS)$(TIMERS),install -D -m 0644 -t $(DESTDIR)$(SYSTEMDUNITDIR) $(UNITS) $(TIMERS))
 	$(if $(wildcard units/*.conf),install -D -m 0644 -t $(DESTDIR)$(DBUSPOLICYDIR) units/*.conf)
 	$(if $(wildcard units/*.sysusers),for f in units/*.sysusers; do install -D -m 0644 $$f $(DESTDIR)$(SYSUSERSDIR)/$$(basename $$f .sysusers).conf; done)
 	$(if $(wildcard units/*.dbus-service),for f in units/*.dbus-service; do install -D -m 0644 $$f $(DESTDIR)$(DBUSDATADIR)/system-services/$$(basename $$f .dbus-service).service; done)
@@ -263,4 +266,4 @@ help: ## list the targets
 	@echo "iodirty make targets (variables: B=build dir, PREFIX, DESTDIR, SANITIZE=address,undefined, IOD_CACHE):"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 
--include $(LIB_OBJS:.o=.d) $(DAEMON_CORE_OBJS:.o=.d) $(B)/daemon/iodirtyd.d $(CLIENT_LIB_OBJS:.o=.d) $(B)/client/iodirtyctl.d $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(DAEMON_CORE_OBJS:.o=.d) $(B)/daemon/iodirtyd.d $(CLIENT_LIB_OBJS:.o=.d) $(CTL_OBJS:.o=.d) $(MIGRATE_OBJS:.o=.d) $(UNIT_BINS:=.d) $(BENCH_BINS:=.d)

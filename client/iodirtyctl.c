@@ -17,6 +17,7 @@
 
 #include "iodirty-client.h"
 #include "iodirty.h"
+#include "metrics.h"
 
 #define EXIT_USAGE 2
 
@@ -31,6 +32,9 @@ static bool arg_huge_pages;
 static bool arg_destroy_on_exit;
 static uint32_t arg_max_ranges;
 static uint64_t arg_page_size;
+static const char *arg_output;
+static enum iod_metrics_format arg_format = IOD_METRICS_OPENMETRICS;
+static bool arg_metrics_options;
 
 static void help(void)
 {
@@ -49,6 +53,7 @@ static void help(void)
 	       "  start NAME             Start dirty tracking\n"
 	       "  stop NAME              Stop dirty tracking\n"
 	       "  harvest NAME           Harvest one round and acknowledge it\n"
+	       "  metrics                The daemon and its sessions as OpenMetrics text\n"
 	       "\n"
 	       "Options:\n"
 	       "  -h --help              Show this help\n"
@@ -64,9 +69,16 @@ static void help(void)
 	       "     --huge-pages        create: let the IOMMU use huge pages (coarser bits)\n"
 	       "     --page-size=BYTES   create: dirty log page size\n"
 	       "     --destroy-on-exit   create: disconnect policy \"destroy\" instead of \"keep\"\n"
+	       "     --format=FORMAT     metrics: \"openmetrics\" (OpenMetrics 1.0, the default) or\n"
+	       "                         \"prometheus\" (text format 0.0.4, for node_exporter's\n"
+	       "                         textfile collector)\n"
+	       "     --output=FILE       metrics: write FILE atomically (a temporary file in its\n"
+	       "                         directory, renamed over it) instead of standard output\n"
 	       "\n"
 	       "Exit status: 0 on success, 1 when the service refused or failed, 2 on bad usage.\n"
-	       "See iodirtyctl(1).\n");
+	       "\n");
+	iod_metrics_help(stdout);
+	printf("\nSee iodirtyctl(1).\n");
 }
 
 /* --- bus helpers ----------------------------------------------------------------------------- */
@@ -796,6 +808,11 @@ out:
 	return r;
 }
 
+static int cmd_metrics(sd_bus *bus, char **args)
+{
+	return iod_metrics_run(bus, arg_format, arg_output);
+}
+
 static const struct {
 	const char *name;
 	int nargs;
@@ -804,7 +821,7 @@ static const struct {
 	{"status", 0, cmd_status},   {"sessions", 0, cmd_sessions}, {"session", 1, cmd_session},
 	{"devices", 1, cmd_devices}, {"probe", 1, cmd_probe},	    {"create", 1, cmd_create},
 	{"destroy", 1, cmd_destroy}, {"start", 1, cmd_start},	    {"stop", 1, cmd_stop},
-	{"harvest", 1, cmd_harvest},
+	{"harvest", 1, cmd_harvest}, {"metrics", 0, cmd_metrics},
 };
 
 enum {
@@ -820,6 +837,8 @@ enum {
 	ARG_HUGE_PAGES,
 	ARG_PAGE_SIZE,
 	ARG_DESTROY_ON_EXIT,
+	ARG_OUTPUT,
+	ARG_FORMAT,
 };
 
 static int parse_argv(int argc, char *argv[])
@@ -839,6 +858,8 @@ static int parse_argv(int argc, char *argv[])
 		{"huge-pages", no_argument, NULL, ARG_HUGE_PAGES},
 		{"page-size", required_argument, NULL, ARG_PAGE_SIZE},
 		{"destroy-on-exit", no_argument, NULL, ARG_DESTROY_ON_EXIT},
+		{"output", required_argument, NULL, ARG_OUTPUT},
+		{"format", required_argument, NULL, ARG_FORMAT},
 		{},
 	};
 	unsigned long long v;
@@ -884,6 +905,23 @@ static int parse_argv(int argc, char *argv[])
 		case ARG_DESTROY_ON_EXIT:
 			arg_destroy_on_exit = true;
 			break;
+		case ARG_OUTPUT:
+			if (!*optarg) {
+				fprintf(stderr, "--output needs a file name.\n");
+				return -EINVAL;
+			}
+			arg_output = optarg;
+			arg_metrics_options = true;
+			break;
+		case ARG_FORMAT:
+			if (iod_metrics_format_from_string(optarg, &arg_format) < 0) {
+				fprintf(stderr,
+					"Unknown format \"%s\": \"openmetrics\" or \"prometheus\".\n",
+					optarg);
+				return -EINVAL;
+			}
+			arg_metrics_options = true;
+			break;
 		case ARG_MAX_RANGES:
 		case ARG_PAGE_SIZE:
 			errno = 0;
@@ -923,6 +961,10 @@ int main(int argc, char *argv[])
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
 		if (strcmp(commands[i].name, verb) != 0)
 			continue;
+		if (arg_metrics_options && commands[i].fn != cmd_metrics) {
+			fprintf(stderr, "--output and --format are options of \"metrics\".\n");
+			return EXIT_USAGE;
+		}
 		if ((optind < argc ? argc - optind - 1 : 0) != commands[i].nargs) {
 			fprintf(stderr, "\"%s\" takes %d argument%s. See iodirtyctl --help.\n",
 				verb, commands[i].nargs, commands[i].nargs == 1 ? "" : "s");

@@ -572,6 +572,7 @@ const sd_bus_vtable iod_manager_vtable[] = {
 	SD_BUS_PROPERTY("MaxLogBytesPerUser", "t", NULL,
 			MGR_OFF(ctx.config.limits.log_bytes_per_user), CONST),
 	SD_BUS_PROPERTY("MaxRanges", "u", NULL, MGR_OFF(ctx.config.limits.ranges), CONST),
+	SD_BUS_PROPERTY("Restarts", "t", NULL, MGR_OFF(restarts), CONST),
 
 	SD_BUS_METHOD_WITH_ARGS("CreateSession", SD_BUS_ARGS("s", name, "a{sv}", options),
 				SD_BUS_RESULT("o", path), method_create_session, UNPRIV),

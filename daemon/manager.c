@@ -237,6 +237,7 @@ int iod_manager_to_state(struct iod_manager *m, struct iod_state **ret)
 		return -ENOMEM;
 	}
 	st->generation = ++generation;
+	st->restarts = m->restarts;
 	for (size_t i = 0; i < m->ctx.n_sessions; i++) {
 		r = iod_session_to_state(m->ctx.sessions[i], &st->sessions[i]);
 		if (r < 0) {

@@ -25,6 +25,9 @@ struct iod_manager {
 	sd_event *event;
 	struct iod_fdstore *fdstore; /* systemd's fd store (fdstore.c) */
 	struct iod_persist *persist; /* what goes into it (persist.c) */
+	/* Instances before this one that handed their state on through the fd store: the
+	 * restored state's count + 1 (persisted; 0 when the store held no state). */
+	uint64_t restarts;
 	bool ready;
 };
 

@@ -653,6 +653,7 @@ int iod_persist_restore(struct iod_manager *m)
 		journal_failure = journal_replay(p, best);
 		names = bus_names(m);
 		p->generation = best->generation;
+		m->restarts = best->restarts < UINT64_MAX ? best->restarts + 1 : UINT64_MAX;
 		for (size_t i = 0; i < best->n_sessions; i++)
 			restore_session(m, &best->sessions[i], names, journal_failure);
 		strv_free(names);

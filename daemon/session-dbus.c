@@ -471,7 +471,7 @@ static void send_round_changed(struct iod_session *s, bool peek)
 	if (!peek)
 		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Rounds", "PendingRound",
 						   "LastRoundDirtyPages", "LastRoundDurationUSec",
-						   "DirtyRate", NULL);
+						   "DirtyRate", "LastRoundTimestamp", NULL);
 }
 
 /* Harvest: the reply, once the round is over. */
@@ -854,6 +854,7 @@ const sd_bus_vtable iod_session_vtable[] = {
 	SD_BUS_PROPERTY("LastRoundDirtyPages", "t", NULL, SESSION_OFF(last_dirty_pages), EMITS),
 	SD_BUS_PROPERTY("LastRoundDurationUSec", "t", NULL, SESSION_OFF(last_duration_usec), EMITS),
 	SD_BUS_PROPERTY("DirtyRate", "t", NULL, SESSION_OFF(dirty_rate), EMITS),
+	SD_BUS_PROPERTY("LastRoundTimestamp", "t", NULL, SESSION_OFF(last_round_timestamp), EMITS),
 	/* Changes with every channel batch: read it, no signal. */
 	SD_BUS_PROPERTY("EventSequence", "t", NULL, SESSION_OFF(event_seq), 0),
 

@@ -380,6 +380,7 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 		s->last_duration_usec = ret->duration_usec;
 		s->last_precise = precise;
 		s->last_round_usec = now;
+		s->last_round_timestamp = iod_realtime_usec();
 	}
 	return 0;
 }

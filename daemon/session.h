@@ -121,6 +121,7 @@ struct iod_session {
 	uint64_t last_dirty_pages;
 	uint64_t last_duration_usec;
 	uint64_t last_round_usec; /* CLOCK_MONOTONIC of the last round (or of Start) */
+	uint64_t last_round_timestamp; /* CLOCK_REALTIME usec of the last round; 0: none yet */
 	uint64_t dirty_rate; /* bytes per second over the last round */
 };
 

@@ -8,7 +8,8 @@
  * Parsing is strict: malformed JSON (iod_json_parse()), unknown keys, wrong types,
  * out-of-range numbers, duplicate names or ids, overlapping regions or mappings, unaligned
  * addresses, references to unknown objects and a generation without a successor are all
- * rejected with a reason. Every key is required but a session's "disconnect_policy" and a
+ * rejected with a reason. Every key is required but the root's "restarts", a session's
+ * "disconnect_policy" and "event_seq", and a
  * hwpt's "parent_id", which version 1 documents written before they were added lack (a
  * hwpt without "parent_id" is not nested). A session with the flag "nested" has a nest
  * parent first in "hwpts", dirty capable, and nothing else but nested hwpts whose
@@ -102,6 +103,9 @@ struct iod_state_session {
 
 struct iod_state {
 	uint64_t generation; /* bumped on every save; at most UINT64_MAX - 1 */
+	/* How many times an instance took this state over from the one before (optional key,
+	 * written when not 0). */
+	uint64_t restarts;
 	struct iod_state_session *sessions;
 	size_t n_sessions;
 };

@@ -108,6 +108,15 @@ static inline uint64_t iod_now_usec(void)
 	return iod_now_nsec() / 1000;
 }
 
+/* CLOCK_REALTIME in microseconds since the epoch: for timestamps shown to people. */
+static inline uint64_t iod_realtime_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /*
  * Logging. The library never writes to stderr and never logs above debug on its own:
  * it hands messages to the callback installed here (none by default).

@@ -16,7 +16,8 @@
  * Absent fd names are null. A session's disconnect_policy and event_seq are the optional
  * keys: disconnect_policy is written unless it is IOD_STATE_DISCONNECT_UNSET, which is what
  * a document without it (from a daemon that did not record it) reads back as; event_seq is
- * written when it is not 0, which a document without it reads back as.
+ * written when it is not 0, which a document without it reads back as. The root's restarts
+ * is optional in the same way as event_seq.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -784,6 +785,8 @@ int iod_state_to_json(const struct iod_state *st, char **ret_json)
 		return -ENOMEM;
 	if ((r = add(root, "version", json_object_new_int64(IOD_STATE_VERSION))) < 0 ||
 	    (r = add(root, "generation", json_object_new_uint64(st->generation))) < 0 ||
+	    (st->restarts &&
+	     (r = add(root, "restarts", json_object_new_uint64(st->restarts))) < 0) ||
 	    (r = add_array(root, "sessions", &sessions)) < 0)
 		return r;
 	for (size_t i = 0; i < st->n_sessions; i++) {
@@ -1051,7 +1054,8 @@ static const char *const session_keys[] = {
 	"event_seq",
 };
 #define N_SESSION_OPTIONAL 2
-static const char *const root_keys[] = {"version", "generation", "sessions"};
+/* All required but the last: restarts came later. */
+static const char *const root_keys[] = {"version", "generation", "sessions", "restarts"};
 
 static int parse_flags(struct ctx *c, struct json_object *o, uint64_t *ret)
 {
@@ -1265,7 +1269,7 @@ static int parse_root(struct ctx *c, struct json_object *root, struct iod_state 
 				" (this build reads version %d)",
 				json_object_get_int64(v), IOD_STATE_VERSION);
 
-	r = check_keys(c, root, "", root_keys, ELEMENTSOF(root_keys), ELEMENTSOF(root_keys));
+	r = check_keys(c, root, "", root_keys, ELEMENTSOF(root_keys), ELEMENTSOF(root_keys) - 1);
 	if (r < 0)
 		return r;
 
@@ -1273,6 +1277,8 @@ static int parse_root(struct ctx *c, struct json_object *root, struct iod_state 
 	if (!st)
 		return -ENOMEM;
 	if ((r = get_uint(c, root, "", "generation", UINT64_MAX, &st->generation)) < 0 ||
+	    (json_object_object_get_ex(root, "restarts", NULL) &&
+	     (r = get_uint(c, root, "", "restarts", UINT64_MAX, &st->restarts)) < 0) ||
 	    (r = get_array(c, root, "", "sessions", &sessions, &n)) < 0 ||
 	    (r = alloc_array((void **)&st->sessions, n, sizeof(*st->sessions))) < 0)
 		return r;

@@ -9,6 +9,7 @@ packages="
 	linux-source-6.12 bc flex bison libelf-dev cpio xz-utils kmod rsync
 	qemu-system-x86 busybox-static
 	valgrind clang-format man-db groff-base
+	python3 python3-prometheus-client
 "
 if [ "$(id -u)" -ne 0 ]; then
 	echo "deps: run as root (or with sudo): it calls apt-get" >&2

@@ -1497,6 +1497,45 @@ static int notify_listen(const char *socket_path)
 	return failed ? 1 : 0;
 }
 
+/*
+ * --metrics-setup: sessions with numbers in them for the metrics check in tests/bus/run,
+ * kept (policy "keep") after this client leaves. "metrics-a": 128 KiB of guest memory,
+ * tracking, ROUNDS rounds harvested of which the last is not acknowledged. "metrics-b":
+ * 64 KiB, page size 8192, huge pages, never started.
+ */
+#define METRICS_ROUNDS 3
+static void metrics_setup(sd_bus *bus)
+{
+	int mem_a = make_memfd(2 * 65536, false), mem_b = make_memfd(65536, false);
+	char a[256], b[256];
+
+	session_path("metrics-a", a, sizeof(a));
+	session_path("metrics-b", b, sizeof(b));
+	create(bus, "metrics: create metrics-a", "metrics-a", true, "keep");
+	sd_bus_message_unref(call_ok(bus, "metrics: create metrics-b", IOD_MANAGER_PATH,
+				     IOD_MANAGER_INTERFACE, "CreateSession", "sa{sv}", "metrics-b",
+				     4, "viommu", "b", 1, "disconnect_policy", "s", "keep",
+				     "page_size", "t", (uint64_t)8192, "huge_pages", "b", 1));
+	sd_bus_message_unref(call_ok(bus, "metrics: memory of metrics-a", a, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem_a, (uint64_t)0, (uint64_t)2 * 65536,
+				     (uint64_t)0x200000));
+	sd_bus_message_unref(call_ok(bus, "metrics: memory of metrics-b", b, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem_b, (uint64_t)0, (uint64_t)65536,
+				     (uint64_t)0));
+	sd_bus_message_unref(
+		call_ok(bus, "metrics: start metrics-a", a, IOD_SESSION_INTERFACE, "Start", NULL));
+	for (uint64_t round = 1; round <= METRICS_ROUNDS; round++) {
+		sd_bus_message_unref(call_ok(bus, "metrics: harvest metrics-a", a,
+					     IOD_SESSION_INTERFACE, "Harvest", "a{sv}", 0));
+		if (round < METRICS_ROUNDS)
+			sd_bus_message_unref(call_ok(bus, "metrics: acknowledge", a,
+						     IOD_SESSION_INTERFACE, "Acknowledge", "t",
+						     round));
+	}
+	close(mem_a);
+	close(mem_b);
+}
+
 int main(int argc, char *argv[])
 {
 	sd_bus *bus;
@@ -1507,8 +1546,19 @@ int main(int argc, char *argv[])
 		return notify_listen(argv[2]);
 	}
 
+	if (argc == 3 && strcmp(argv[1], "--metrics-setup") == 0) {
+		address = argv[2];
+		bus = connect_bus();
+		metrics_setup(bus);
+		sd_bus_flush_close_unref(bus);
+		printf("client: %u passed, %u failed\n", passed, failed);
+		return failed ? 1 : 0;
+	}
 	if (argc != 4) {
-		fprintf(stderr, "usage: %s ADDRESS OTHER_UID DENIED_UID\n", argv[0]);
+		fprintf(stderr,
+			"usage: %s ADDRESS OTHER_UID DENIED_UID | --metrics-setup ADDRESS | "
+			"--notify SOCKET ADDRESS\n",
+			argv[0]);
 		return 2;
 	}
 	address = argv[1];

@@ -188,6 +188,7 @@ static void assert_str_eq(const char *a, const char *b, const char *what, size_t
 static void assert_state_equal(const struct iod_state *a, const struct iod_state *b)
 {
 	ck_assert_uint_eq(a->generation, b->generation);
+	ck_assert_uint_eq(a->restarts, b->restarts);
 	ck_assert_uint_eq(a->n_sessions, b->n_sessions);
 	for (size_t si = 0; si < a->n_sessions; si++) {
 		const struct iod_state_session *x = &a->sessions[si], *y = &b->sessions[si];
@@ -379,6 +380,29 @@ START_TEST(test_empty_state)
 	ck_assert_uint_eq(parsed->generation, 0);
 	ck_assert_uint_eq(parsed->n_sessions, 0);
 	ck_assert_ptr_null(parsed->sessions);
+}
+END_TEST
+
+/* The restart count is optional: absent reads as 0, and 0 is not written. */
+START_TEST(test_restarts_round_trip)
+{
+	struct iod_state st = {.generation = 3, .restarts = UINT64_MAX};
+	_cleanup_(iod_state_freep) struct iod_state *parsed = NULL, *refused = NULL;
+	_cleanup_free_ char *json = NULL, *reason = NULL;
+
+	round_trip(&st, &json);
+	ck_assert_str_eq(json, "{\"version\":1,\"generation\":3,"
+			       "\"restarts\":18446744073709551615,\"sessions\":[]}");
+	ck_assert_int_eq(iod_state_from_json("{\"version\":1,\"generation\":3,\"restarts\":2,"
+					     "\"sessions\":[]}",
+					     &parsed, NULL),
+			 0);
+	ck_assert_uint_eq(parsed->restarts, 2);
+	ck_assert_int_eq(iod_state_from_json("{\"version\":1,\"generation\":3,\"restarts\":-1,"
+					     "\"sessions\":[]}",
+					     &refused, &reason),
+			 -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(reason, "restarts"));
 }
 END_TEST
 
@@ -1849,6 +1873,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_policy_round_trip);
 	tcase_add_test(tc, test_nested_round_trip);
 	tcase_add_test(tc, test_empty_state);
+	tcase_add_test(tc, test_restarts_round_trip);
 	tcase_add_test(tc, test_empty_session_round_trip);
 	tcase_add_test(tc, test_rich_round_trip);
 	tcase_add_test(tc, test_free_null);
