@@ -4,7 +4,7 @@
  * as a small module that iodirty-migrate(1) and the guest tests share.
  *
  * One run: create a session (owner or adopt), give it the guest memory and the devices,
- * Start, copy everything, then rounds of Harvest (the log memfd, walked per region on its
+ * Start, copy everything (with skip_holes: everything the memfd ever populated), then rounds of Harvest (the log memfd, walked per region on its
  * round plane), copy the dirty pages, Acknowledge, until a round is small enough or the
  * round limit is reached; then the caller's workload is paused and a final round is
  * copied (stop-and-copy). The caller provides the destination (write), the workload hooks
@@ -81,6 +81,10 @@ struct iod_migrate_config {
 	/* test only: acknowledge this dirty round (1..) without copying it, or
 	 * IOD_MIGRATE_DROP_FINAL for the final round: the destination is then wrong */
 	uint64_t drop_round;
+	/* The full copy skips what the memfd never populated (its holes: SEEK_DATA/SEEK_HOLE
+	 * on [offset, offset + size)). The caller promises that the destination reads every
+	 * byte not written to it as zero (a fresh memfd or sparse file, a cleared image). */
+	bool skip_holes;
 };
 
 struct iod_migrate;
@@ -99,6 +103,7 @@ struct iod_migrate_round {
 	uint64_t bandwidth; /* bytes per second, measured over all rounds so far */
 	uint64_t est_downtime_usec; /* this round's bytes / bandwidth */
 	bool precise;
+	uint64_t skipped_bytes; /* the full copy: holes of the memfd (read zero), not copied */
 };
 
 struct iod_migrate_ops {
@@ -128,6 +133,7 @@ struct iod_migrate_result {
 	bool precise;
 	unsigned daemon_restarts; /* survived */
 	unsigned devices_lost;
+	uint64_t skipped_bytes; /* the full copy's holes, not copied (skip_holes) */
 };
 
 int iod_migrate_new(sd_bus *bus, const struct iod_migrate_config *config,
