@@ -25,10 +25,12 @@
  *       Owner mode with the edu device (IOD_EDU_PCI) attached by fd: its DMA engine
  *       copies guest pages to other guest pages while the migration runs (fallback: the
  *       emulated VT-d has no dirty tracking). The destination must equal the source.
- *   test-migrate demo-mock|demo-edu [IODIRTY-MIGRATE OPTIONS...]
+ *   test-migrate demo-mock [--sparse] [IODIRTY-MIGRATE OPTIONS...]
+ *   test-migrate demo-edu [IODIRTY-MIGRATE OPTIONS...]
  *       Set up the same machine and exec iodirty-migrate on it with a workload child
  *       (test-migrate workload-mock|workload-edu): the reference orchestrator, as a
- *       person would run it.
+ *       person would run it. With --sparse, most of the memory is never populated (as in
+ *       test-migrate sparse) and the workload maps a quarter of it: holes are skipped.
  *
  * Exit 0 pass, 1 fail, 77 skip (no iommufd, mock devices, edu device or bus).
  */
@@ -1339,10 +1341,23 @@ static int cmd_demo_mock(int argc, char **argv)
 	struct mock_vm vm;
 	size_t n = 0;
 	uint64_t size = 32 * SZ_1M;
+	bool sparse = argc > 1 && strcmp(argv[1], "--sparse") == 0;
 
+	if (sparse) {
+		argv++;
+		argc--;
+	}
 	rng_state = (uint64_t)time(NULL) | 1;
-	mock_vm_setup(&vm, size, false, false);
-	mock_initial_maps(&vm);
+	mock_vm_setup(&vm, size, false, sparse);
+	if (sparse) {
+		/* most of the memory never populated: the first round skips it */
+		vm.populated = calloc(size / 4096, 1);
+		if (!vm.populated)
+			die("out of memory");
+		sparse_populate(&vm);
+	} else {
+		mock_initial_maps(&vm);
+	}
 	fprintf(stderr,
 		"demo: mock machine: iommufd fd %d, IOAS %u, mock devices on dirty HWPTs %u and "
 		"%u, %" PRIu64 " MiB of guest memory at GPA 0x%" PRIx64 " in %u IOVA mappings\n",
@@ -1366,8 +1381,9 @@ static int cmd_demo_mock(int argc, char **argv)
 	args[n++] = xasprintf("--gpa=0x%" PRIx64, vm.gpa);
 	args[n++] = "--dest=/tmp/demo-mock.img"; /* the caller's --dest comes later and wins */
 	args[n++] = xasprintf("--workload=%s workload-mock --iommufd-fd=%d --ioas=%u --hwpts=%u,%u "
-			      "--memfd=%d --size=%" PRIu64,
-			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size);
+			      "--memfd=%d --size=%" PRIu64 "%s",
+			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size,
+			      sparse ? " --sparse" : "");
 	for (int i = 1; i < argc && n < ELEMENTSOF(args) - 1; i++)
 		args[n++] = argv[i];
 	args[n] = NULL;
@@ -1378,8 +1394,9 @@ static int cmd_demo_mock(int argc, char **argv)
 /* The workload of demo-mock: the same device writes and vIOMMU churn, until SIGTERM. */
 static int cmd_workload_mock(int argc, char **argv)
 {
-	struct mock_vm vm = {.gpa = MOCK_GPA};
+	struct mock_vm vm = {.gpa = MOCK_GPA, .map_limit = UINT64_MAX, .next_slot = -1};
 	unsigned h0 = 0, h1 = 0;
+	bool sparse = false;
 	int r;
 
 	for (int i = 1; i < argc; i++) {
@@ -1395,6 +1412,8 @@ static int cmd_workload_mock(int argc, char **argv)
 			vm.memfd = atoi(a + 8);
 		else if (strncmp(a, "--size=", 7) == 0)
 			vm.size = strtoull(a + 7, NULL, 0);
+		else if (strcmp(a, "--sparse") == 0)
+			sparse = true;
 	}
 	vm.hwpt[0] = h0;
 	vm.hwpt[1] = h1;
@@ -1418,10 +1437,14 @@ static int cmd_workload_mock(int argc, char **argv)
 	vm.path = getenv("IODIRTY_SESSION_PATH");
 	if (!vm.path)
 		die("workload: IODIRTY_SESSION_PATH is not set");
-	/* Map the whole guest memory once more at fresh IOVA slots: the device's own window. */
+	/* Map the whole guest memory once more at fresh IOVA slots: the device's own window.
+	 * With --sparse every fourth chunk only: mapping pins, so fills holes of the memory while
+	 * the first round walks it, and churn fills more later. */
 	for (uint64_t c = 0; c < vm.size / CHUNK; c++) {
 		int s = -1;
 
+		if (sparse && c % 4)
+			continue;
 		for (int t = IOVA_SLOTS - 1; t >= 0 && s < 0; t--)
 			if (iod_ioas_map(vm.ictx, vm.ioas, vm.mem + c * CHUNK, CHUNK,
 					 IOVA_SLOT_BASE + (uint64_t)t * CHUNK,
