@@ -30,7 +30,8 @@
  *       Set up the same machine and exec iodirty-migrate on it with a workload child
  *       (test-migrate workload-mock|workload-edu): the reference orchestrator, as a
  *       person would run it. With --sparse, most of the memory is never populated (as in
- *       test-migrate sparse) and the workload maps a quarter of it: holes are skipped.
+ *       test-migrate sparse) and the workload maps a quarter of it: holes are skipped; the
+ *       destination, /tmp/demo-mock-sparse.img, is filled with random bytes first.
  *
  * Exit 0 pass, 1 fail, 77 skip (no iommufd, mock devices, edu device or bus).
  */
@@ -1380,6 +1381,22 @@ static int cmd_demo_mock(int argc, char **argv)
 	args[n++] = xasprintf("--size=%" PRIu64, size);
 	args[n++] = xasprintf("--gpa=0x%" PRIx64, vm.gpa);
 	args[n++] = "--dest=/tmp/demo-mock.img"; /* the caller's --dest comes later and wins */
+	if (sparse) {
+		/* a destination holding old bytes: where the source has holes it must read zero
+		 * after the migration, though they are not sent (iodirty-migrate clears it) */
+		uint8_t *junk = malloc(size);
+		int fd = open("/tmp/demo-mock-sparse.img", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+			      0600);
+
+		if (!junk || fd < 0)
+			die("/tmp/demo-mock-sparse.img: %m");
+		rng_fill(junk, size);
+		if (write(fd, junk, size) != (ssize_t)size)
+			die("/tmp/demo-mock-sparse.img: %m");
+		close(fd);
+		free(junk);
+		args[n++] = "--dest=/tmp/demo-mock-sparse.img";
+	}
 	args[n++] = xasprintf("--workload=%s workload-mock --iommufd-fd=%d --ioas=%u --hwpts=%u,%u "
 			      "--memfd=%d --size=%" PRIu64 "%s",
 			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size,
