@@ -62,6 +62,7 @@ static struct iod_migrate_config arg_c = {
 	.on_daemon_restart = IOD_MIGRATE_RETRY,
 	.on_device_lost = IOD_MIGRATE_ABORT,
 	.iommufd = -1,
+	.skip_holes = true,
 };
 static const char **arg_devices;
 static int *arg_device_fds;
@@ -99,6 +100,7 @@ static void help(void)
 	       "     --dest-fd=N          An inherited fd: a file, or a pipe or socket (stream)\n"
 	       "     --receive=IMAGE      Receive a stream on stdin (or --dest-fd) into IMAGE\n"
 	       "     --verify             Check the destination against the source at the end\n"
+	       "     --no-skip-holes      Copy what the source never populated too (zeros)\n"
 	       "Loop:\n"
 	       "     --max-rounds=N       Dirty rounds before stop-and-copy (default 30)\n"
 	       "     --converge-pages=N   Stop when a round has at most N dirty pages (default 64)\n"
@@ -243,6 +245,21 @@ static int dest_write(uint64_t gpa, const void *data, uint64_t length, void *use
 	return r;
 }
 
+/*
+ * A file destination reads zero where nothing is written: the full copy leaves out the holes
+ * of the source. A file that has no data yet does (a new sparse file, a fresh memfd); any
+ * other is cleared by punching one hole over it. -1 with errno when that cannot be done (a
+ * block device without zeroing discard, a file system without holes).
+ */
+static int dest_clear(struct dest *d, uint64_t size)
+{
+	off_t o = lseek(d->fd, 0, SEEK_DATA);
+
+	if (o < 0 && errno == ENXIO)
+		return 0;
+	return fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)size);
+}
+
 static int stream_begin(struct dest *d, uint64_t size)
 {
 	uint64_t hdr[3] = {STREAM_MAGIC, d->gpa, size};
@@ -308,7 +325,8 @@ static int receive(void)
 	}
 	base = hdr[1];
 	size = hdr[2];
-	out = open(arg_receive, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* Anew: the sender leaves out what its memory never populated, which must read zero. */
+	out = open(arg_receive, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (out < 0 || ftruncate(out, (off_t)size) < 0) {
 		fprintf(stderr, "Cannot create %s: %m\n", arg_receive);
 		return EXIT_FAILURE;
@@ -474,7 +492,7 @@ static struct json_object *estimate_json(const struct iod_migrate_estimate *e)
 static void on_round(const struct iod_migrate_round *r, void *userdata)
 {
 	struct run *run = userdata;
-	char a[32], b[32], c[32], d[32];
+	char a[32], b[32], c[32], d[32], e[64] = "";
 
 	if (arg_json) {
 		struct json_object *o = json_object_new_object();
@@ -505,6 +523,8 @@ static void on_round(const struct iod_migrate_round *r, void *userdata)
 					       json_object_new_uint64(r->downtime_usec));
 		}
 		json_object_object_add(o, "precise", json_object_new_boolean(r->precise));
+		json_object_object_add(o, "skipped_bytes",
+				       json_object_new_uint64(r->skipped_bytes));
 		if (r->dropped)
 			json_object_object_add(o, "dropped", json_object_new_boolean(true));
 		json_object_array_add(run->rounds, o);
@@ -515,14 +535,17 @@ static void on_round(const struct iod_migrate_round *r, void *userdata)
 	if (r->index == 0)
 		printf("%-6s %-6s %11s %10s %10s %10s %12s %14s\n", "ROUND", "KIND", "DIRTY-PAGES",
 		       "COPIED", "HARVEST", "COPY-TIME", "BANDWIDTH", "EST-DOWNTIME");
-	printf("%-6u %-6s %11" PRIu64 " %10s %10s %10s %10s/s %14s%s%s\n", r->index,
+	if (r->skipped_bytes)
+		snprintf(e, sizeof(e), " (skipped %s never populated)",
+			 bytes_str(a, sizeof(a), r->skipped_bytes));
+	printf("%-6u %-6s %11" PRIu64 " %10s %10s %10s %10s/s %14s%s%s%s\n", r->index,
 	       r->index == 0 ? "full"
 	       : r->final    ? "final"
 			     : "dirty",
 	       r->dirty_pages, bytes_str(a, sizeof(a), r->bytes),
 	       r->index == 0 ? "-" : usec_str(b, sizeof(b), r->harvest_usec),
 	       usec_str(c, sizeof(c), r->copy_usec), bytes_str(d, sizeof(d), r->bandwidth),
-	       r->index == 0 ? "-" : usec_str((char[32]){}, 32, r->est_downtime_usec),
+	       r->index == 0 ? "-" : usec_str((char[32]){}, 32, r->est_downtime_usec), e,
 	       r->precise ? "" : " (imprecise)", r->dropped ? " DROPPED (test)" : "");
 	fflush(stdout);
 }
@@ -615,6 +638,7 @@ enum {
 	ARG_PAUSE_TIME,
 	ARG_ON_DEVICE_LOST,
 	ARG_DROP_ROUND,
+	ARG_NO_SKIP_HOLES,
 };
 
 static int parse_argv(int argc, char *argv[])
@@ -646,6 +670,7 @@ static int parse_argv(int argc, char *argv[])
 		{"dest-fd", required_argument, NULL, ARG_DEST_FD},
 		{"receive", required_argument, NULL, ARG_RECEIVE},
 		{"verify", no_argument, NULL, ARG_VERIFY},
+		{"no-skip-holes", no_argument, NULL, ARG_NO_SKIP_HOLES},
 		{"max-rounds", required_argument, NULL, ARG_MAX_ROUNDS},
 		{"converge-pages", required_argument, NULL, ARG_CONVERGE},
 		{"max-bandwidth", required_argument, NULL, ARG_BANDWIDTH},
@@ -777,6 +802,9 @@ static int parse_argv(int argc, char *argv[])
 			break;
 		case ARG_VERIFY:
 			arg_verify = true;
+			break;
+		case ARG_NO_SKIP_HOLES:
+			arg_c.skip_holes = false;
 			break;
 		case ARG_MAX_ROUNDS:
 			if (parse_size(optarg, &v) < 0 || v == 0 || v > 100000)
@@ -925,6 +953,9 @@ static void print_result(const struct iod_migrate_result *res, int r, struct iod
 		json_object_object_add(o, "converged", json_object_new_boolean(res->converged));
 		json_object_object_add(o, "precise", json_object_new_boolean(res->precise));
 		json_object_object_add(o, "total_bytes", json_object_new_uint64(res->total_bytes));
+		json_object_object_add(o, "skip_holes", json_object_new_boolean(arg_c.skip_holes));
+		json_object_object_add(o, "skipped_bytes",
+				       json_object_new_uint64(res->skipped_bytes));
 		json_object_object_add(o, "bandwidth", json_object_new_uint64(res->bandwidth));
 		json_object_object_add(o, "est_downtime_usec",
 				       json_object_new_uint64(res->est_downtime_usec));
@@ -964,6 +995,10 @@ static void print_result(const struct iod_migrate_result *res, int r, struct iod
 		       bytes_str(c, sizeof(c), res->total_bytes),
 		       bytes_str(d, sizeof(d), res->bandwidth),
 		       res->precise ? "" : ", imprecise: fallback devices");
+		if (res->skipped_bytes)
+			printf("skipped: %s the source never populated (holes: zero at the "
+			       "destination without being copied)\n",
+			       bytes_str(a, sizeof(a), res->skipped_bytes));
 		print_downtime(res);
 	}
 	if (verify && strcmp(verify, "mismatch") == 0)
@@ -1050,6 +1085,12 @@ int main(int argc, char *argv[])
 	if (!dest.stream && S_ISREG(st.st_mode) && ftruncate(dest.fd, (off_t)arg_size) < 0) {
 		fprintf(stderr, "Cannot size the destination: %m\n");
 		return EXIT_FAILURE;
+	}
+	if (!dest.stream && arg_c.skip_holes && dest_clear(&dest, arg_size) < 0) {
+		fprintf(stderr,
+			"The destination cannot be cleared (%m): copying the holes of the source "
+			"too (as with --no-skip-holes).\n");
+		arg_c.skip_holes = false;
 	}
 	if (dest.stream && stream_begin(&dest, arg_size) < 0) {
 		fprintf(stderr, "Cannot write to the destination: %m\n");

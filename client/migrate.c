@@ -3,6 +3,7 @@
  * The reference pre-copy migration (see migrate.h): an sd-bus client of iodirtyd.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "iodirty.h"
 #include "migrate.h"
@@ -597,25 +599,125 @@ static void report(struct iod_migrate *m, struct iod_migrate_round *rd)
 		m->ops.round(rd, m->userdata);
 }
 
+/*
+ * Holes. The full copy may leave out what the memfd never populated: such pages read zero,
+ * and so does the destination where nothing was written (skip_holes is the caller's promise).
+ *
+ * Why this is safe while devices write: the walk happens during the full copy, after Start,
+ * one extent at a time right before it is copied. A hole seen at time T held zeros at T, so
+ * skipping it is the same as copying its zeros at T. Whatever lands there later is a write
+ * after Start like any other: DMA is in the dirty log (and a device can only write memory
+ * that is mapped for it, pinned and hence populated first), so a later round copies it, as
+ * it would for a page copied at T. A CPU write is not in the IOMMU's log, for a copied page
+ * as much as for a skipped one: the VMM's own CPU dirty log must cover it either way. The
+ * walk must not happen before Start: a hole filled by DMA between the walk and Start would
+ * be in neither the copy nor the log.
+ */
+
+/* The log page size, for rounding extents (the session says; the configuration otherwise). */
+static uint64_t hole_page(struct iod_migrate *m)
+{
+	uint64_t v = 0;
+
+	if (sd_bus_get_property_trivial(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE,
+					"PageSize", NULL, 't', &v) < 0 ||
+	    v == 0 || (v & (v - 1)))
+		v = m->c.page_size ? m->c.page_size : 4096;
+	return v;
+}
+
+/*
+ * The next populated extent of the memory at or after gpa, as [*ret_start, *ret_end) in GPA,
+ * rounded outwards to page (a page partly populated is copied whole); *ret_start == *ret_end
+ * == the end of the memory when nothing is populated from gpa on (ENXIO: no data up to EOF;
+ * a file shorter than offset + size reads zero beyond EOF). A negative errno when the file
+ * cannot tell (EINVAL, ESPIPE, ...): the caller copies the rest.
+ * lseek() moves the offset of fd's open file: fd is the module's own when it could reopen it.
+ */
+static int next_data(struct iod_migrate *m, int fd, uint64_t gpa, uint64_t page,
+		     uint64_t *ret_start, uint64_t *ret_end)
+{
+	uint64_t end = m->c.gpa + m->c.size, fend = m->c.offset + m->c.size, a, b;
+	off_t d, h;
+
+	d = lseek(fd, (off_t)(m->c.offset + (gpa - m->c.gpa)), SEEK_DATA);
+	if (d < 0 && errno != ENXIO)
+		return -errno;
+	if (d < 0 || (uint64_t)d >= fend) {
+		*ret_start = *ret_end = end;
+		return 0;
+	}
+	h = lseek(fd, d, SEEK_HOLE);
+	if (h < 0)
+		return -errno;
+	if ((uint64_t)h <= (uint64_t)d)
+		return -EIO; /* not what SEEK_HOLE promises: trust nothing */
+	a = m->c.gpa + ((uint64_t)d - m->c.offset);
+	b = m->c.gpa + (MIN((uint64_t)h, fend) - m->c.offset);
+	a = MAX(a & ~(page - 1), gpa);
+	b = b > end - page ? end : MIN((b + page - 1) & ~(page - 1), end);
+	*ret_start = a;
+	*ret_end = b;
+	return 0;
+}
+
+/* A descriptor of the memfd for the walk, or -1 when it cannot be walked (not a file). */
+static int hole_fd(struct iod_migrate *m)
+{
+	char path[64];
+	struct stat st;
+	int fd;
+
+	if (!m->c.skip_holes || m->c.memfd < 0 || fstat(m->c.memfd, &st) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return -1;
+	/* our own open file, so that lseek() leaves the caller's file offset alone */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", m->c.memfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd >= 0 ? fd : m->c.memfd;
+}
+
 static int full_copy(struct iod_migrate *m)
 {
 	struct iod_migrate_round rd = {.index = 0, .precise = true};
-	int r;
+	uint64_t end = m->c.gpa + m->c.size, page = 0;
+	int fd = hole_fd(m), r = 0;
 
+	if (fd >= 0)
+		page = hole_page(m);
 	round_begin(m);
-	for (uint64_t done = 0; done < m->c.size;) {
-		uint64_t n = MIN(m->c.size - done, m->c.batch_bytes);
+	for (uint64_t gpa = m->c.gpa; gpa < end && r >= 0;) {
+		uint64_t a = gpa, b = end;
 
-		r = copy_range(m, m->c.gpa + done, n, &rd.copy_usec);
-		if (r < 0)
-			return r;
-		done += n;
-		r = check_events(m, "during the full copy");
-		if (r < 0)
-			return r;
+		if (fd >= 0 && next_data(m, fd, gpa, page, &a, &b) < 0) {
+			/* the file cannot tell its holes: copy the rest */
+			if (fd != m->c.memfd)
+				close(fd);
+			fd = -1;
+			a = gpa;
+			b = end;
+		}
+		rd.skipped_bytes += a - gpa;
+		while (a < b) {
+			uint64_t n = MIN(b - a, m->c.batch_bytes);
+
+			r = copy_range(m, a, n, &rd.copy_usec);
+			if (r < 0)
+				break;
+			a += n;
+			r = check_events(m, "during the full copy");
+			if (r < 0)
+				break;
+		}
+		gpa = b;
 	}
-	rd.bytes = m->c.size;
+	if (fd >= 0 && fd != m->c.memfd)
+		close(fd);
+	if (r < 0)
+		return r;
+	rd.bytes = m->c.size - rd.skipped_bytes;
 	rd.dirty_pages = m->c.size / (m->c.page_size ? m->c.page_size : 4096);
+	m->res.skipped_bytes = rd.skipped_bytes;
 	report(m, &rd);
 	return 0;
 }

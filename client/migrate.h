@@ -4,7 +4,7 @@
  * as a small module that iodirty-migrate(1) and the guest tests share.
  *
  * One run: create a session (owner or adopt), give it the guest memory and the devices,
- * Start, copy everything, then rounds of Harvest (the log memfd, walked per region on its
+ * Start, copy everything (with skip_holes: everything the memfd ever populated), then rounds of Harvest (the log memfd, walked per region on its
  * round plane), copy the dirty pages, Acknowledge, until a round is small enough or the
  * round limit is reached; then the caller's workload is paused and a final round is
  * copied (stop-and-copy). The caller provides the destination (write), the workload hooks
@@ -84,6 +84,10 @@ struct iod_migrate_config {
 	/* what pausing the VM costs, for the downtime estimate before the first pause (0: not
 	 * known; the module measures it at the pause and reports it) */
 	uint64_t pause_usec;
+	/* The full copy skips what the memfd never populated (its holes: SEEK_DATA/SEEK_HOLE
+	 * on [offset, offset + size)). The caller promises that the destination reads every
+	 * byte not written to it as zero (a fresh memfd or sparse file, a cleared image). */
+	bool skip_holes;
 };
 
 struct iod_migrate;
@@ -126,6 +130,7 @@ struct iod_migrate_round {
 	struct iod_migrate_estimate est;
 	uint64_t pause_usec; /* the final round: the pause hook took this */
 	uint64_t downtime_usec; /* the final round: measured */
+	uint64_t skipped_bytes; /* the full copy: holes of the memfd (read zero), not copied */
 };
 
 struct iod_migrate_ops {
@@ -157,6 +162,7 @@ struct iod_migrate_result {
 	unsigned devices_lost;
 	struct iod_migrate_estimate est; /* made before the pause */
 	struct iod_migrate_estimate measured; /* the same parts of the downtime, measured */
+	uint64_t skipped_bytes; /* the full copy's holes, not copied (skip_holes) */
 };
 
 int iod_migrate_new(sd_bus *bus, const struct iod_migrate_config *config,

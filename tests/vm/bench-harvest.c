@@ -32,8 +32,13 @@
  *     the send to the answer) while session B (another process, another bus connection)
  *     harvests the whole mock aperture (about 2 GiB, 2 HWPTs) round after round, against
  *     the same with B idle (goal <= 2x).
+ *  7. the first round of a sparse guest (512 MiB, about 1/16 populated in 64 KiB extents) by
+ *     the reference migration (client/migrate.c, as iodirty-migrate runs it: the memfd mapped
+ *     read-only, the bytes written to a link at memory speed): holes skipped against the
+ *     plain full copy, a fresh memfd of the same contents for each; the bytes, the time from
+ *     Start to the end of the round, and what the round left populated on the source.
  *
- * IOD_BENCH_ONLY=harvest runs 1 alone; IOD_BENCH_ONLY=nostall runs 6 alone; IOD_BENCH_ONLY=nested runs 5 alone; IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
+ * IOD_BENCH_ONLY=holes runs 7 alone; IOD_BENCH_ONLY=harvest runs 1 alone; IOD_BENCH_ONLY=nostall runs 6 alone; IOD_BENCH_ONLY=nested runs 5 alone; IOD_BENCH_ONLY=events runs 4 alone (tests/vm/run: IOD_VM_ENV="IOD_BENCH_ONLY=events").
  *
  * It starts its own bus (dbus-daemon with a permissive config and message limits big enough
  * for the inline transfer) and its own iodirtyd on it. Exit 77 without iommufd, mock devices,
@@ -61,6 +66,7 @@
 #include "iodirty-client.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "migrate.h"
 #include "test-rng.h"
 
 #define SKIP 77
@@ -1359,19 +1365,172 @@ static void bench_nostall(sd_bus *bus, struct mock *kb)
 	free(path_b);
 }
 
+/* --- 7. the first round of a sparse guest: holes skipped vs the plain full copy ----------- */
+
+#define HOLES_SIZE (512 * SZ_1M)
+#define HOLES_EXTENT (64 * UINT64_C(1024))
+#define HOLES_GPA UINT64_C(0x100000000)
+
+struct holes_run {
+	uint8_t *link; /* the destination: one batch at a time, at memory speed */
+	uint64_t t0, nsec, bytes, skipped;
+};
+
+static int holes_started(struct iod_migrate *m, void *userdata)
+{
+	struct holes_run *hr = userdata;
+
+	hr->t0 = iod_now_nsec();
+	return 0;
+}
+
+static int holes_write(uint64_t gpa, const void *data, uint64_t length, void *userdata)
+{
+	struct holes_run *hr = userdata;
+
+	if (length > SZ_1M)
+		return -E2BIG;
+	memcpy(hr->link, data, length);
+	return 0;
+}
+
+static void holes_round(const struct iod_migrate_round *r, void *userdata)
+{
+	struct holes_run *hr = userdata;
+
+	if (r->index != 0)
+		return;
+	hr->nsec = iod_now_nsec() - hr->t0;
+	hr->bytes = r->bytes;
+	hr->skipped = r->skipped_bytes;
+}
+
+/* A fresh memfd with the same extents populated (the seed): returns it, and what it holds. */
+static int holes_memfd(uint64_t seed, uint64_t *ret_populated)
+{
+	int fd = memfd_create("bench-sparse", MFD_CLOEXEC);
+	uint8_t *p;
+	struct stat st;
+
+	if (fd < 0 || ftruncate(fd, (off_t)HOLES_SIZE) < 0)
+		die("memfd: %m");
+	p = mmap(NULL, HOLES_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap: %m");
+	rng_state = seed;
+	for (uint64_t off = 0; off < HOLES_SIZE; off += HOLES_EXTENT)
+		if (rng() % 16 == 0)
+			memset(p + off, (int)(1 + rng() % 255), HOLES_EXTENT);
+	munmap(p, HOLES_SIZE);
+	if (fstat(fd, &st) < 0)
+		die("fstat: %m");
+	*ret_populated = (uint64_t)st.st_blocks * 512;
+	return fd;
+}
+
+/* One first round (and the empty rounds after it); what the source holds afterwards. */
+static void holes_once(sd_bus *bus, struct mock *k, bool skip, int rep, struct holes_run *hr,
+		       uint64_t *ret_populated, uint64_t *ret_after)
+{
+	struct iod_migrate_ops ops = {
+		.started = holes_started, .write = holes_write, .round = holes_round};
+	struct iod_migrate_result res;
+	struct iod_migrate *m = NULL;
+	char name[64];
+	struct stat st;
+	int fd, r;
+
+	fd = holes_memfd(0x5eed, ret_populated);
+	snprintf(name, sizeof(name), "bench-holes-%s-%d", skip ? "skip" : "full", rep);
+	{
+		struct iod_migrate_config c = {
+			.session = name,
+			.mode = IOD_MIGRATE_ADOPT,
+			.memfd = fd,
+			.size = HOLES_SIZE,
+			.gpa = HOLES_GPA,
+			.viommu = true, /* nothing mapped: the rounds after the first are empty */
+			.iommufd = k->fd,
+			.ioas = k->ioas,
+			.hwpts = k->hwpt,
+			.n_hwpts = N_HWPTS,
+			.converge_pages = 64,
+			.max_rounds = 1,
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+			.skip_holes = skip,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, hr, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, &res);
+	if (r < 0)
+		die("the migration (%s) failed: %s", name, iod_migrate_error(m));
+	iod_migrate_free(m);
+	if (fstat(fd, &st) < 0)
+		die("fstat: %m");
+	*ret_after = (uint64_t)st.st_blocks * 512;
+	close(fd);
+}
+
+static int cmp_u64_holes(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void bench_holes(sd_bus *bus, struct mock *k, int reps)
+{
+	struct holes_run hr[2][5] = {};
+	uint64_t t[2][5], populated = 0, after[2] = {}, link_bytes = SZ_1M;
+	uint8_t *link = malloc(link_bytes);
+
+	if (!link || reps > 5)
+		die("bench_holes: out of memory or too many repetitions");
+	memset(link, 0, link_bytes);
+	for (int rep = 0; rep < reps; rep++)
+		for (int skip = 1; skip >= 0; skip--) {
+			hr[skip][rep].link = link;
+			holes_once(bus, k, skip, rep, &hr[skip][rep], &populated, &after[skip]);
+			t[skip][rep] = hr[skip][rep].nsec;
+			if (skip && hr[skip][rep].bytes + hr[skip][rep].skipped != HOLES_SIZE)
+				die("holes: %" PRIu64 " bytes copied and %" PRIu64
+				    " skipped of %" PRIu64,
+				    hr[skip][rep].bytes, hr[skip][rep].skipped,
+				    (uint64_t)HOLES_SIZE);
+		}
+	qsort(t[0], (size_t)reps, sizeof(uint64_t), cmp_u64_holes);
+	qsort(t[1], (size_t)reps, sizeof(uint64_t), cmp_u64_holes);
+	printf("bench: first round of a %" PRIu64 " MiB guest, %.1f%% populated: holes skipped "
+	       "%8.2f ms for %7.1f MiB (%7.1f MiB skipped), full copy %8.2f ms for %7.1f MiB: "
+	       "time ratio %.3f, bytes ratio %.3f (median of %d); the source populated after "
+	       "the round: %.1f MiB skipping, %.1f MiB copying all\n",
+	       (uint64_t)HOLES_SIZE >> 20, 100.0 * (double)populated / (double)HOLES_SIZE,
+	       t[1][reps / 2] / 1e6, hr[1][0].bytes / (double)SZ_1M,
+	       hr[1][0].skipped / (double)SZ_1M, t[0][reps / 2] / 1e6,
+	       hr[0][0].bytes / (double)SZ_1M, (double)t[1][reps / 2] / (double)t[0][reps / 2],
+	       (double)hr[1][0].bytes / (double)hr[0][0].bytes, reps, after[1] / (double)SZ_1M,
+	       after[0] / (double)SZ_1M);
+	free(link);
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t aperture = IOD_MOCK_APERTURE_END - IOD_MOCK_APERTURE_START;
 	const char *only = getenv("IOD_BENCH_ONLY");
-	bool events_only = false, nested_only = false, nostall_only = false, harvest_only = false;
+	bool events_only = false, nested_only = false, nostall_only = false, harvest_only = false,
+	     holes_only = false;
 	sd_bus *bus = NULL;
 	struct mock k;
 
 	if (only && *only) {
 		if (strcmp(only, "events") != 0 && strcmp(only, "nested") != 0 &&
-		    strcmp(only, "nostall") != 0 && strcmp(only, "harvest") != 0) {
-			printf("FAIL: IOD_BENCH_ONLY=%s: the choices are \"harvest\", \"events\", "
-			       "\"nested\" and \"nostall\"\n",
+		    strcmp(only, "nostall") != 0 && strcmp(only, "harvest") != 0 &&
+		    strcmp(only, "holes") != 0) {
+			printf("FAIL: IOD_BENCH_ONLY=%s: the choices are \"harvest\", \"holes\", "
+			       "\"events\", \"nested\" and \"nostall\"\n",
 			       only);
 			return EXIT_FAILURE;
 		}
@@ -1379,6 +1538,7 @@ int main(int argc, char **argv)
 		nostall_only = strcmp(only, "nostall") == 0;
 		events_only = strcmp(only, "events") == 0;
 		nested_only = strcmp(only, "nested") == 0;
+		holes_only = strcmp(only, "holes") == 0;
 	}
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1394,6 +1554,15 @@ int main(int argc, char **argv)
 	if (nostall_only) {
 		start_daemon(bus, false);
 		bench_nostall(bus, &k);
+		stop_daemon(bus);
+		mock_teardown(&k);
+		sd_bus_flush_close_unref(bus);
+		cleanup();
+		return EXIT_SUCCESS;
+	}
+	if (holes_only) {
+		start_daemon(bus, false);
+		bench_holes(bus, &k, 3);
 		stop_daemon(bus);
 		mock_teardown(&k);
 		sd_bus_flush_close_unref(bus);
@@ -1429,6 +1598,7 @@ int main(int argc, char **argv)
 		bench_nested(bus, &k, 256 * SZ_1M, true, 5);
 		bench_nested(bus, &k, 256 * SZ_1M, false, 5);
 		bench_nostall(bus, &k);
+		bench_holes(bus, &k, 3);
 		stop_daemon(bus);
 	}
 	bench_events(bus, &k, false);

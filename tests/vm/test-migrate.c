@@ -14,14 +14,24 @@
  *       source byte for byte. A failing seed prints how to replay it. With --drop-round
  *       a round is deliberately not copied and the run must be detected as a mismatch
  *       (the negative control: the check can fail).
+ *   test-migrate sparse [--seeds=N] [--seed=S] [--size=MIB]
+ *       The same machine with sparse guest memory: most of the memfd never populated, some
+ *       chunks mapped (pinned, so populated) and filled, some extents and single bytes
+ *       written by "CPUs" before the migration; during it the devices write, and new
+ *       mappings fill holes the full copy skipped, which the devices then write. The full
+ *       copy skips holes (skip_holes): the destination must equal the source byte for byte,
+ *       and the bytes skipped must be exactly the log pages never populated.
  *   test-migrate edu [--seed=S]
  *       Owner mode with the edu device (IOD_EDU_PCI) attached by fd: its DMA engine
  *       copies guest pages to other guest pages while the migration runs (fallback: the
  *       emulated VT-d has no dirty tracking). The destination must equal the source.
- *   test-migrate demo-mock|demo-edu [IODIRTY-MIGRATE OPTIONS...]
+ *   test-migrate demo-mock [--sparse] [IODIRTY-MIGRATE OPTIONS...]
+ *   test-migrate demo-edu [IODIRTY-MIGRATE OPTIONS...]
  *       Set up the same machine and exec iodirty-migrate on it with a workload child
  *       (test-migrate workload-mock|workload-edu): the reference orchestrator, as a
- *       person would run it.
+ *       person would run it. With --sparse, most of the memory is never populated (as in
+ *       test-migrate sparse) and the workload maps a quarter of it: holes are skipped; the
+ *       destination, /tmp/demo-mock-sparse.img, is filled with random bytes first.
  *
  * Exit 0 pass, 1 fail, 77 skip (no iommufd, mock devices, edu device or bus).
  */
@@ -154,6 +164,12 @@ struct mock_vm {
 	int chan;
 	uint64_t seq; /* of the last batch sent on it */
 	uint64_t events, chan_events;
+	/* Sparse memory (test-migrate sparse): most of the memfd never populated. */
+	uint64_t map_limit; /* new mappings only of chunks below this GPA (UINT64_MAX: any) */
+	uint8_t *populated; /* per 4 KiB page: populated before the migration (NULL: dense) */
+	uint64_t log_page; /* the session's dirty log page size */
+	int next_slot; /* a chunk just mapped: the next DMA write goes through it (-1: none) */
+	uint64_t hole_maps, hole_writes; /* mappings and DMA writes of memory skipped as holes */
 };
 
 static int mock_cmd_domain(int fd, uint32_t pt_id, uint32_t *ret_stdev, uint32_t *ret_idev)
@@ -201,11 +217,13 @@ static int mock_cmd_dirty(struct mock_vm *vm, uint32_t hwpt, uint64_t iova, uint
 	return cmd.dirty.out_nr_dirty == npages ? 0 : -EIO;
 }
 
-static void mock_vm_setup(struct mock_vm *vm, uint64_t size, bool cloexec)
+/* The mock machine; its memory filled with random bytes, or with sparse left unpopulated. */
+static void mock_vm_setup(struct mock_vm *vm, uint64_t size, bool cloexec, bool sparse)
 {
 	int r;
 
-	*vm = (struct mock_vm){.size = size, .gpa = MOCK_GPA};
+	*vm = (struct mock_vm){
+		.size = size, .gpa = MOCK_GPA, .map_limit = UINT64_MAX, .next_slot = -1};
 	vm->mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	r = iod_iommufd_open(NULL, &vm->ictx);
 	if (r == -ENODEV)
@@ -237,7 +255,8 @@ static void mock_vm_setup(struct mock_vm *vm, uint64_t size, bool cloexec)
 			die("dirty HWPT for mock device %d: %s", i, strerror(-r));
 	}
 	vm->memfd = memfd_new(size, cloexec, &vm->mem);
-	rng_fill(vm->mem, size);
+	if (!sparse)
+		rng_fill(vm->mem, size);
 }
 
 static int free_slot(struct mock_vm *vm)
@@ -423,6 +442,29 @@ static void mock_initial_maps(struct mock_vm *vm)
 	}
 }
 
+/* Sparse: was any log page of [gpa, gpa + length) left out by the full copy (nothing in it
+ * populated before the migration)? */
+static bool range_was_hole(const struct mock_vm *vm, uint64_t gpa, uint64_t length)
+{
+	uint64_t per = vm->log_page / 4096;
+
+	for (uint64_t lp = (gpa - vm->gpa) / vm->log_page;
+	     lp * vm->log_page < gpa - vm->gpa + length; lp++) {
+		bool hole = true;
+
+		for (uint64_t i = 0; i < per; i++)
+			hole = hole && !vm->populated[lp * per + i];
+		if (hole)
+			return true;
+	}
+	return false;
+}
+
+static bool chunk_was_hole(const struct mock_vm *vm, uint64_t gpa)
+{
+	return range_was_hole(vm, gpa, CHUNK);
+}
+
 /*
  * One step of the guest's devices: a few DMA writes through mapped IOVAs (the bytes, then
  * the dirty mark on the device's HWPT: a harvest between the two sees the mark later, never
@@ -442,9 +484,17 @@ static int mock_step(struct mock_vm *vm)
 			int s = free_slot(vm);
 			uint64_t gpa = vm->gpa + (rng() % (vm->size / CHUNK)) * CHUNK;
 
+			if (gpa + CHUNK > vm->map_limit)
+				s = -1; /* sparse, first round: not where the copy has yet to walk */
 			r = s < 0 ? 0 : mock_map(vm, s, gpa, true);
 			if (r == -EEXIST)
 				r = 0; /* a slot somebody else mapped: no churn this time */
+			if (r == 0 && s >= 0 && vm->populated) {
+				/* mapping pins, and so populates: what the full copy skipped as a hole
+				 * fills with zeros now, and the device writes into it at once */
+				vm->next_slot = s;
+				vm->hole_maps += chunk_was_hole(vm, gpa);
+			}
 		}
 		if (r == -EAGAIN)
 			r = 0;
@@ -453,7 +503,7 @@ static int mock_step(struct mock_vm *vm)
 		vm->churn++;
 	}
 	for (unsigned i = 0; i < n_writes; i++) {
-		int s = random_mapped(vm);
+		int s = vm->next_slot >= 0 ? vm->next_slot : random_mapped(vm);
 		uint64_t pages = CHUNK / vm->mock_page, first, n, off, len;
 		const struct mock_map *p;
 
@@ -479,6 +529,9 @@ static int mock_step(struct mock_vm *vm)
 		if (r < 0)
 			return r;
 		vm->writes++;
+		vm->next_slot = -1;
+		if (vm->populated)
+			vm->hole_writes += range_was_hole(vm, p->gpa + off, len);
 	}
 	return 0;
 }
@@ -510,6 +563,10 @@ struct image {
 	uint64_t gpa, size;
 	unsigned rounds;
 	uint64_t bytes;
+	bool full_done; /* round 0 reported */
+	uint64_t full_bytes; /* round 0's bytes */
+	uint64_t pos; /* during round 0: the end of the last write (the copy goes up) */
+	uint64_t skipped; /* round 0's skipped_bytes */
 };
 
 static int image_write(uint64_t gpa, const void *data, uint64_t length, void *userdata)
@@ -520,6 +577,8 @@ static int image_write(uint64_t gpa, const void *data, uint64_t length, void *us
 		return -ERANGE;
 	memcpy(img->p + (gpa - img->gpa), data, length);
 	img->bytes += length;
+	if (!img->full_done)
+		img->pos = gpa + length;
 	return 0;
 }
 
@@ -530,18 +589,24 @@ static void print_round(const struct iod_migrate_round *r, void *userdata)
 	struct image *img = *(struct image **)userdata;
 
 	img->rounds = r->index;
+	if (r->index == 0) {
+		img->full_done = true;
+		img->full_bytes = r->bytes;
+		img->skipped = r->skipped_bytes;
+	}
 	if (verbose_rounds)
 		printf("  round %2u %-5s dirty %6" PRIu64 " pages, %8" PRIu64
 		       " bytes, harvest %6" PRIu64 " us (daemon %5" PRIu64 " us), copy %6" PRIu64
 		       " us, ack %5" PRIu64 " us, round %7" PRIu64 " us, est. downtime %6" PRIu64
-		       " us%s%s\n",
+		       " us%s%s%s\n",
 		       r->index,
 		       r->index == 0 ? "full"
 		       : r->final    ? "final"
 				     : "dirty",
 		       r->dirty_pages, r->bytes, r->harvest_usec, r->daemon_usec, r->copy_usec,
 		       r->ack_usec, r->wall_usec, r->est_downtime_usec,
-		       r->precise ? "" : " imprecise", r->dropped ? " DROPPED" : "");
+		       r->skipped_bytes ? ", holes skipped" : "", r->precise ? "" : " imprecise",
+		       r->dropped ? " DROPPED" : "");
 }
 
 struct mock_run {
@@ -664,7 +729,7 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 	int r;
 
 	rng_state = seed ? seed : 1;
-	mock_vm_setup(&vm, size, true);
+	mock_vm_setup(&vm, size, true, false);
 	vm.churn_enabled = true;
 	mock_initial_maps(&vm);
 	img.p = malloc(size);
@@ -799,6 +864,258 @@ static int cmd_mock(int argc, char **argv)
 	if (!drop)
 		print_downtime_summary();
 	printf("%s: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", seeds, failed);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ============================ sparse memory: holes skipped ================================ */
+
+#define SPARSE_LOG_PAGE (UINT64_C(16) << 10) /* above the memfd's 4 KiB: the rounding shows */
+
+static void populate(struct mock_vm *vm, uint64_t off, uint64_t length)
+{
+	for (uint64_t pg = off / 4096; pg * 4096 < off + length; pg++)
+		vm->populated[pg] = 1;
+}
+
+/*
+ * Before the migration: about 1 chunk in 8 mapped for the devices (mapping pins, and so
+ * populates, the whole chunk) and filled; elsewhere the guest's CPUs wrote extents of 1-8
+ * pages and single bytes (a log page partly populated). The rest is never touched.
+ */
+static void sparse_populate(struct mock_vm *vm)
+{
+	uint64_t chunks = vm->size / CHUNK, pages = vm->size / 4096;
+
+	for (uint64_t c = 0; c < chunks; c++) {
+		int s;
+
+		if (c != chunks / 2 && rng() % 8)
+			continue;
+		s = free_slot(vm);
+		if (s < 0 || mock_map(vm, s, vm->gpa + c * CHUNK, false) < 0)
+			die("initial mapping of chunk %" PRIu64 ": %m", c);
+		rng_fill(vm->mem + c * CHUNK, CHUNK);
+		populate(vm, c * CHUNK, CHUNK);
+	}
+	for (int i = 0; i < 200; i++) {
+		uint64_t pg = rng() % pages, n = 1 + rng() % 8;
+
+		if (pg + n > pages)
+			n = pages - pg;
+		rng_fill(vm->mem + pg * 4096, n * 4096);
+		populate(vm, pg * 4096, n * 4096);
+	}
+	for (int i = 0; i < 100; i++) {
+		uint64_t b = rng() % vm->size;
+
+		vm->mem[b] = (uint8_t)(1 + rng() % 255);
+		populate(vm, b, 1);
+	}
+}
+
+/* What the kernel says: 4 KiB pages of the memfd with data (SEEK_DATA / SEEK_HOLE). */
+static uint64_t memfd_data_pages(int fd, uint64_t size)
+{
+	uint64_t n = 0;
+	off_t d = 0, h;
+
+	while ((d = lseek(fd, d, SEEK_DATA)) >= 0 && (uint64_t)d < size) {
+		h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			die("SEEK_HOLE on the memfd: %m");
+		n += ((uint64_t)MIN((uint64_t)h, size) - (uint64_t)d) / 4096;
+		d = h;
+	}
+	if (d < 0 && errno != ENXIO)
+		die("SEEK_DATA on the memfd: %m");
+	return n;
+}
+
+/*
+ * The devices' step, in the first round mapping nothing where the copy has yet to walk:
+ * what it skips is then exactly what was never populated before the migration. A mapping
+ * behind the copy fills a hole it skipped; the device writes into it at once (mock_step),
+ * and only the dirty log can bring that to the destination.
+ */
+static int sparse_tick(struct iod_migrate *m, void *userdata)
+{
+	struct mock_run *run = userdata;
+
+	run->vm->map_limit = run->img->full_done ? UINT64_MAX : run->img->pos;
+	return mock_step(run->vm);
+}
+
+/* One seed: true when the destination equals the source and the skip is what it must be. */
+static bool sparse_one(sd_bus *bus, uint64_t seed, uint64_t size)
+{
+	struct mock_vm vm;
+	struct image img = {.gpa = MOCK_GPA, .size = size, .pos = MOCK_GPA};
+	struct mock_run run = {.img = &img, .vm = &vm};
+	struct iod_migrate_ops ops = {
+		.prepare = mock_prepare,
+		.tick = sparse_tick,
+		.pause = mock_pause,
+		.write = image_write,
+		.round = print_round,
+	};
+	const uint64_t per = SPARSE_LOG_PAGE / 4096;
+	uint64_t want = 0, populated = 0, kernel, bad, first;
+	struct iod_migrate_result res;
+	struct iod_migrate *m = NULL;
+	char name[64];
+	bool ok = true;
+	int r;
+
+	rng_state = seed ? seed : 1;
+	mock_vm_setup(&vm, size, true, true);
+	vm.churn_enabled = true;
+	vm.log_page = SPARSE_LOG_PAGE;
+	vm.populated = calloc(size / 4096, 1);
+	img.p = calloc(1, size); /* a fresh destination: what is not written reads zero */
+	if (!vm.populated || !img.p)
+		die("out of memory");
+	sparse_populate(&vm);
+	for (uint64_t pg = 0; pg < size / 4096; pg++)
+		populated += vm.populated[pg];
+	kernel = memfd_data_pages(vm.memfd, size);
+	if (kernel != populated)
+		die("seed %" PRIu64 ": the memfd has %" PRIu64
+		    " pages of data, the test populated %" PRIu64
+		    ": the test's bookkeeping is wrong",
+		    seed, kernel, populated);
+	/* never populated, in whole log pages: what the first round must skip */
+	for (uint64_t lp = 0; lp < size / SPARSE_LOG_PAGE; lp++) {
+		bool hole = true;
+
+		for (uint64_t i = 0; i < per; i++)
+			hole = hole && !vm.populated[lp * per + i];
+		want += hole ? SPARSE_LOG_PAGE : 0;
+	}
+
+	snprintf(name, sizeof(name), "sparse-%" PRIu64, seed);
+	{
+		struct iod_migrate_config c = {
+			.session = name,
+			.mode = IOD_MIGRATE_ADOPT,
+			.memfd = vm.memfd,
+			.size = size,
+			.gpa = MOCK_GPA,
+			.mem = vm.mem,
+			.page_size = SPARSE_LOG_PAGE,
+			.viommu = true,
+			.iommufd = vm.fd,
+			.ioas = vm.ioas,
+			.hwpts = vm.hwpt,
+			.n_hwpts = N_DEVS,
+			.converge_pages = 8,
+			.max_rounds = 12,
+			.batch_bytes = 64 * 1024,
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+			.skip_holes = true,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, &run, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, &res);
+	if (r < 0) {
+		printf("FAIL: sparse seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
+		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
+		ok = false;
+	}
+	iod_migrate_free(m);
+
+	bad = count_bad_pages(img.p, vm.mem, size, &first);
+	printf("sparse seed %" PRIu64 ": %" PRIu64 " of %" PRIu64
+	       " pages populated before the migration; first round %" PRIu64
+	       " bytes copied, %" PRIu64 " skipped (never populated: %" PRIu64
+	       "); %u dirty rounds, %" PRIu64 " bytes in all; %" PRIu64 " DMA writes, %" PRIu64
+	       " into skipped memory (mapped %" PRIu64 " times since): %s",
+	       seed, populated, size / 4096, img.full_bytes, img.skipped, want, res.rounds,
+	       res.total_bytes, vm.writes, vm.hole_writes, vm.hole_maps,
+	       bad ? "MISMATCH" : "destination == source");
+	if (bad)
+		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
+		       MOCK_GPA + first);
+	printf("\n");
+	if (bad)
+		ok = false;
+	if (img.skipped != want || res.skipped_bytes != want) {
+		printf("FAIL: sparse seed %" PRIu64 ": the first round skipped %" PRIu64
+		       " bytes (result: %" PRIu64 "), the memory never populated is %" PRIu64
+		       " bytes\n",
+		       seed, img.skipped, res.skipped_bytes, want);
+		ok = false;
+	}
+	if (img.full_bytes + img.skipped != size) {
+		printf("FAIL: sparse seed %" PRIu64 ": the first round copied %" PRIu64
+		       " and skipped %" PRIu64 " bytes of %" PRIu64 "\n",
+		       seed, img.full_bytes, img.skipped, size);
+		ok = false;
+	}
+	if (vm.hole_writes == 0) {
+		printf("FAIL: sparse seed %" PRIu64 ": no device wrote into skipped memory: no "
+		       "proof (replay: test-migrate sparse --seed=%" PRIu64 ")\n",
+		       seed, seed);
+		ok = false;
+	}
+	if (!ok)
+		printf("FAIL: sparse seed %" PRIu64
+		       ": replay with test-migrate sparse --seed=%" PRIu64 " --verbose\n",
+		       seed, seed);
+	free(img.p);
+	free(vm.populated);
+	mock_vm_teardown(&vm);
+	return ok;
+}
+
+static int cmd_sparse(int argc, char **argv)
+{
+	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20), seeds = 1,
+		 size = 64 * SZ_1M;
+	unsigned failed = 0;
+	sd_bus *bus = NULL;
+	int c;
+
+	static const struct option options[] = {
+		{"seed", required_argument, NULL, 's'},
+		{"seeds", required_argument, NULL, 'n'},
+		{"size", required_argument, NULL, 'S'},
+		{"verbose", no_argument, NULL, 'v'},
+		{},
+	};
+	while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'n':
+			seeds = strtoull(optarg, NULL, 0);
+			break;
+		case 'S':
+			size = strtoull(optarg, NULL, 0) * SZ_1M;
+			break;
+		case 'v':
+			verbose_rounds = true;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (size < 8 * CHUNK || size > IOVA_SLOTS / 4 * CHUNK) {
+		fprintf(stderr, "--size: 8 to %d MiB\n", IOVA_SLOTS / 4);
+		return 2;
+	}
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
+		skip("no bus at %s", bus_address);
+	printf("seeds %" PRIu64 " .. %" PRIu64 " (replay one with --seed=N)\n", seed,
+	       seed + seeds - 1);
+	for (uint64_t i = 0; i < seeds; i++)
+		failed += !sparse_one(bus, seed + i, size);
+	sd_bus_flush_close_unref(bus);
+	printf("%s: sparse memory, holes skipped: %" PRIu64 " seeds, %u failed\n",
+	       failed ? "FAIL" : "PASS", seeds, failed);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
@@ -1074,10 +1391,23 @@ static int cmd_demo_mock(int argc, char **argv)
 	struct mock_vm vm;
 	size_t n = 0;
 	uint64_t size = 32 * SZ_1M;
+	bool sparse = argc > 1 && strcmp(argv[1], "--sparse") == 0;
 
+	if (sparse) {
+		argv++;
+		argc--;
+	}
 	rng_state = (uint64_t)time(NULL) | 1;
-	mock_vm_setup(&vm, size, false);
-	mock_initial_maps(&vm);
+	mock_vm_setup(&vm, size, false, sparse);
+	if (sparse) {
+		/* most of the memory never populated: the first round skips it */
+		vm.populated = calloc(size / 4096, 1);
+		if (!vm.populated)
+			die("out of memory");
+		sparse_populate(&vm);
+	} else {
+		mock_initial_maps(&vm);
+	}
 	fprintf(stderr,
 		"demo: mock machine: iommufd fd %d, IOAS %u, mock devices on dirty HWPTs %u and "
 		"%u, %" PRIu64 " MiB of guest memory at GPA 0x%" PRIx64 " in %u IOVA mappings\n",
@@ -1100,9 +1430,26 @@ static int cmd_demo_mock(int argc, char **argv)
 	args[n++] = xasprintf("--size=%" PRIu64, size);
 	args[n++] = xasprintf("--gpa=0x%" PRIx64, vm.gpa);
 	args[n++] = "--dest=/tmp/demo-mock.img"; /* the caller's --dest comes later and wins */
+	if (sparse) {
+		/* a destination holding old bytes: where the source has holes it must read zero
+		 * after the migration, though they are not sent (iodirty-migrate clears it) */
+		uint8_t *junk = malloc(size);
+		int fd = open("/tmp/demo-mock-sparse.img", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+			      0600);
+
+		if (!junk || fd < 0)
+			die("/tmp/demo-mock-sparse.img: %m");
+		rng_fill(junk, size);
+		if (write(fd, junk, size) != (ssize_t)size)
+			die("/tmp/demo-mock-sparse.img: %m");
+		close(fd);
+		free(junk);
+		args[n++] = "--dest=/tmp/demo-mock-sparse.img";
+	}
 	args[n++] = xasprintf("--workload=%s workload-mock --iommufd-fd=%d --ioas=%u --hwpts=%u,%u "
-			      "--memfd=%d --size=%" PRIu64,
-			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size);
+			      "--memfd=%d --size=%" PRIu64 "%s",
+			      self_path(), vm.fd, vm.ioas, vm.hwpt[0], vm.hwpt[1], vm.memfd, size,
+			      sparse ? " --sparse" : "");
 	for (int i = 1; i < argc && n < ELEMENTSOF(args) - 1; i++)
 		args[n++] = argv[i];
 	args[n] = NULL;
@@ -1113,8 +1460,9 @@ static int cmd_demo_mock(int argc, char **argv)
 /* The workload of demo-mock: the same device writes and vIOMMU churn, until SIGTERM. */
 static int cmd_workload_mock(int argc, char **argv)
 {
-	struct mock_vm vm = {.gpa = MOCK_GPA};
+	struct mock_vm vm = {.gpa = MOCK_GPA, .map_limit = UINT64_MAX, .next_slot = -1};
 	unsigned h0 = 0, h1 = 0;
+	bool sparse = false;
 	int r;
 
 	for (int i = 1; i < argc; i++) {
@@ -1130,6 +1478,8 @@ static int cmd_workload_mock(int argc, char **argv)
 			vm.memfd = atoi(a + 8);
 		else if (strncmp(a, "--size=", 7) == 0)
 			vm.size = strtoull(a + 7, NULL, 0);
+		else if (strcmp(a, "--sparse") == 0)
+			sparse = true;
 	}
 	vm.hwpt[0] = h0;
 	vm.hwpt[1] = h1;
@@ -1153,10 +1503,14 @@ static int cmd_workload_mock(int argc, char **argv)
 	vm.path = getenv("IODIRTY_SESSION_PATH");
 	if (!vm.path)
 		die("workload: IODIRTY_SESSION_PATH is not set");
-	/* Map the whole guest memory once more at fresh IOVA slots: the device's own window. */
+	/* Map the whole guest memory once more at fresh IOVA slots: the device's own window.
+	 * With --sparse every fourth chunk only: mapping pins, so fills holes of the memory while
+	 * the first round walks it, and churn fills more later. */
 	for (uint64_t c = 0; c < vm.size / CHUNK; c++) {
 		int s = -1;
 
+		if (sparse && c % 4)
+			continue;
 		for (int t = IOVA_SLOTS - 1; t >= 0 && s < 0; t--)
 			if (iod_ioas_map(vm.ictx, vm.ioas, vm.mem + c * CHUNK, CHUNK,
 					 IOVA_SLOT_BASE + (uint64_t)t * CHUNK,
@@ -1248,7 +1602,8 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	bus_address = getenv("IOD_BUS_ADDRESS");
 	if (argc < 2) {
-		fprintf(stderr, "usage: test-migrate mock|edu|demo-mock|demo-edu [OPTIONS]\n");
+		fprintf(stderr,
+			"usage: test-migrate mock|sparse|edu|demo-mock|demo-edu [OPTIONS]\n");
 		return 2;
 	}
 	if (!bus_address || !*bus_address)
@@ -1259,6 +1614,8 @@ int main(int argc, char **argv)
 		return cmd_mock(argc, argv);
 	if (strcmp(argv[0], "edu") == 0)
 		return cmd_edu(argc, argv);
+	if (strcmp(argv[0], "sparse") == 0)
+		return cmd_sparse(argc, argv);
 	if (strcmp(argv[0], "demo-mock") == 0)
 		return cmd_demo_mock(argc, argv);
 	if (strcmp(argv[0], "workload-mock") == 0)

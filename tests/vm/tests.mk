@@ -54,5 +54,5 @@ $(B)/vm/test-migrate.o $(B)/vm/bench-harvest.o: $(B)/vm/%.o: tests/vm/%.c $(UAPI
 $(B)/vm/test-migrate: $(B)/vm/test-migrate.o $(B)/client/migrate.o $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
 
-$(B)/vm/bench-harvest: $(B)/vm/bench-harvest.o $(CLIENT_LIB) $(LIBIODIRTY)
+$(B)/vm/bench-harvest: $(B)/vm/bench-harvest.o $(B)/client/migrate.o $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(SYSTEMD_LIBS) $(JSON_LIBS)
