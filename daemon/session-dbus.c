@@ -362,6 +362,62 @@ static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *e
 	return batch(m, userdata, false, error);
 }
 
+/* At most this many ranges in one MarkDirty call. */
+#define MARK_DIRTY_MAX 65536
+
+static int method_mark_dirty(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct iod_reason why = {};
+	uint64_t gpa, size;
+	size_t n = 0;
+	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_mark_dirty);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+	r = iod_session_mark_begin(s, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	/* Every range is checked before any is marked: a bad one marks nothing. */
+	r = sd_bus_message_enter_container(m, 'a', "(tt)");
+	if (r < 0)
+		return r;
+	while ((r = sd_bus_message_read(m, "(tt)", &gpa, &size)) > 0) {
+		if (n == MARK_DIRTY_MAX)
+			return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
+						 "More than %d ranges in one MarkDirty call",
+						 MARK_DIRTY_MAX);
+		r = iod_session_mark_check(s, gpa, size, &why);
+		if (r < 0) {
+			char text[sizeof(why.text)];
+
+			if (snprintf(text, sizeof(text), "ranges[%zu]: %s", n, why.text) >= 0)
+				memcpy(why.text, text, sizeof(text));
+			return reply_reason(error, r, &why);
+		}
+		n++;
+	}
+	if (r < 0)
+		return r;
+	r = sd_bus_message_rewind(m, false);
+	if (r < 0)
+		return r;
+	while ((r = sd_bus_message_read(m, "(tt)", &gpa, &size)) > 0) {
+		r = iod_session_mark(s, gpa, size, &why);
+		if (r < 0)
+			return reply_reason(error, r, &why);
+	}
+	if (r < 0)
+		return r;
+	r = sd_bus_message_exit_container(m);
+	if (r < 0)
+		return r;
+	return sd_bus_reply_method_return(m, NULL);
+}
+
 static const struct iod_bus_option channel_options_table[] = {
 	{},
 };
@@ -877,6 +933,8 @@ const sd_bus_vtable iod_session_vtable[] = {
 				method_map_batch, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("UnmapBatch", SD_BUS_ARGS("a(tt)", ranges), SD_BUS_NO_RESULT,
 				method_unmap_batch, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("MarkDirty", SD_BUS_ARGS("a(tt)", ranges), SD_BUS_NO_RESULT,
+				method_mark_dirty, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("OpenEventChannel", SD_BUS_ARGS("a{sv}", options),
 				SD_BUS_RESULT("h", channel, "t", last_sequence),
 				method_open_event_channel, UNPRIV),

@@ -398,6 +398,46 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 	return iod_session_harvest_end(s, peek, r, t0, ret, why);
 }
 
+int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why)
+{
+	int r;
+
+	r = iod_session_check_failed(s, why);
+	if (r < 0)
+		return r;
+	if (!s->tracking)
+		return iod_reasonf(why, -ESRCH, IOD_ERROR_NOT_TRACKING,
+				   "Session %s is not tracking: call Start first", s->name);
+	return 0;
+}
+
+int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
+			   struct iod_reason *why)
+{
+	int r;
+
+	r = iod_session_check_range(s, "gpa", gpa, size, why);
+	if (r < 0)
+		return r;
+	if (!iod_session_region_containing(s, gpa, size))
+		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
+				   "GPA range [0x%" PRIx64 ", +0x%" PRIx64
+				   ") is not inside one region of session %s",
+				   gpa, size, s->name);
+	return 0;
+}
+
+int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why)
+{
+	int r;
+
+	r = iod_log_mark(s->log, gpa, size);
+	if (r < 0)
+		return iod_reason_kernel(
+			why, r, "Failed to mark GPA [0x%" PRIx64 ", +0x%" PRIx64 ")", gpa, size);
+	return 0;
+}
+
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why)
 {
 	uint64_t current = iod_log_rounds(s->log);

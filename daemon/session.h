@@ -256,6 +256,16 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, size_t max,
 			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated,
 			     uint64_t *ret_unmapped);
+/*
+ * MarkDirty: writes the client made itself (an emulated device, pages a device pinned) as
+ * GPA ranges, marked in the accumulating plane: the next round has them. check validates
+ * one range (page-aligned, inside one region); mark_begin checks the session's state; mark
+ * marks a range that passed check.
+ */
+int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why);
+int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
+			   struct iod_reason *why);
+int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why);
 /* The client has round: clear the round plane. -ESTALE for another round. */
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why);
 

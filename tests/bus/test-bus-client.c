@@ -1042,6 +1042,91 @@ static void test_harvest(sd_bus *bus)
 
 /* --- limits -------------------------------------------------------------------------------- */
 
+/* The dirty GPA ranges of the current round (HarvestRanges in GPA space) as "gpa+len," text. */
+static void ranges_text(sd_bus *bus, const char *name, const char *path, char *buf, size_t size,
+			uint64_t *ret_round)
+{
+	sd_bus_message *reply;
+	uint64_t gpa, len;
+	size_t at = 0;
+	int r;
+
+	buf[0] = 0;
+	reply = call_ok(bus, name, path, IOD_SESSION_INTERFACE, "HarvestRanges", "a{sv}", 1,
+			"space", "s", "gpa");
+	if (!reply)
+		return;
+	r = sd_bus_message_read(reply, "t", ret_round);
+	if (r >= 0)
+		r = sd_bus_message_enter_container(reply, 'a', "(tt)");
+	while (r > 0 && (r = sd_bus_message_read(reply, "(tt)", &gpa, &len)) > 0 && at < size)
+		at += (size_t)snprintf(buf + at, size - at, "0x%" PRIx64 "+0x%" PRIx64 ",", gpa,
+				       len);
+	sd_bus_message_unref(reply);
+}
+
+/* MarkDirty: a client's own writes, validated whole, in the next round and nowhere else. */
+static void test_mark_dirty(sd_bus *bus)
+{
+	int mem = make_memfd(2 * 65536, false);
+	uint64_t round = 0;
+	char path[256], got[512];
+
+	session_path("mark", path, sizeof(path));
+	create(bus, "mark: create", "mark", true, "destroy");
+	sd_bus_message_unref(call_ok(bus, "mark: memory", path, IOD_SESSION_INTERFACE, "AddMemory",
+				     "httt", mem, 0, 2 * 65536, 0x200000));
+	call_err(bus, "mark: before Start", E_PREFIX "NotTracking", "Start", path,
+		 IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1, (uint64_t)0x200000,
+		 (uint64_t)0x1000);
+	sd_bus_message_unref(
+		call_ok(bus, "mark: start", path, IOD_SESSION_INTERFACE, "Start", NULL));
+
+	/* each bad entry is named, and the good entries before it are not marked */
+	call_err(bus, "mark: unaligned", E_INVALID_ARGS, "ranges[1]: gpa 0x200800", path,
+		 IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 2, (uint64_t)0x200000,
+		 (uint64_t)0x1000, (uint64_t)0x200800, (uint64_t)0x1000);
+	call_err(bus, "mark: size 0", E_INVALID_ARGS, "ranges[0]: size must not be 0", path,
+		 IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1, (uint64_t)0x200000, (uint64_t)0);
+	call_err(bus, "mark: overflow", E_PREFIX "InvalidRange", "ranges[0]", path,
+		 IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1, UINT64_C(0xfffffffffffff000),
+		 (uint64_t)0x2000);
+	call_err(bus, "mark: outside the memory", E_PREFIX "InvalidRange",
+		 "ranges[2]: GPA range [0x220000, +0x1000) is not inside one region", path,
+		 IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 3, (uint64_t)0x200000,
+		 (uint64_t)0x1000, (uint64_t)0x201000, (uint64_t)0x1000, (uint64_t)0x220000,
+		 (uint64_t)0x1000);
+	call_err(bus, "mark: across the end of the memory", E_PREFIX "InvalidRange", "ranges[0]",
+		 path, IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1, (uint64_t)0x21f000,
+		 (uint64_t)0x2000);
+	ranges_text(bus, "mark: refused calls marked nothing", path, got, sizeof(got), &round);
+	result(got[0] == 0, "mark: refused calls left the round empty", "round %" PRIu64 ": %s",
+	       round, got);
+	sd_bus_message_unref(call_ok(bus, "mark: acknowledge the empty round", path,
+				     IOD_SESSION_INTERFACE, "Acknowledge", "t", round));
+
+	/* overlapping and adjacent ranges merge; an empty array is a no-op */
+	sd_bus_message_unref(call_ok(bus, "mark: no ranges", path, IOD_SESSION_INTERFACE,
+				     "MarkDirty", "a(tt)", 0));
+	sd_bus_message_unref(call_ok(bus, "mark: three ranges", path, IOD_SESSION_INTERFACE,
+				     "MarkDirty", "a(tt)", 3, (uint64_t)0x200000, (uint64_t)0x1000,
+				     (uint64_t)0x204000, (uint64_t)0x2000, (uint64_t)0x205000,
+				     (uint64_t)0x2000));
+	sd_bus_message_unref(call_ok(bus, "mark: the last page", path, IOD_SESSION_INTERFACE,
+				     "MarkDirty", "a(tt)", 1, (uint64_t)0x21f000,
+				     (uint64_t)0x1000));
+	ranges_text(bus, "mark: harvest", path, got, sizeof(got), &round);
+	result(strcmp(got, "0x200000+0x1000,0x204000+0x3000,0x21f000+0x1000,") == 0,
+	       "mark: the round has exactly the marked pages", "round %" PRIu64 ": %s", round, got);
+	sd_bus_message_unref(call_ok(bus, "mark: acknowledge", path, IOD_SESSION_INTERFACE,
+				     "Acknowledge", "t", round));
+	ranges_text(bus, "mark: next harvest", path, got, sizeof(got), &round);
+	result(got[0] == 0, "mark: acknowledged marks are gone from the next round",
+	       "round %" PRIu64 ": %s", round, got);
+	destroy(bus, "mark");
+	close(mem);
+}
+
 static void test_limits(sd_bus *bus)
 {
 	int mem = make_memfd(8 * 65536, false);
@@ -1325,6 +1410,9 @@ static void other_acts_on_root_session(sd_bus *bus, void *userdata)
 	call_err(bus, "other uid: MapBatch on root's session", E_ACCESS_DENIED, "belongs to uid 0",
 		 path, IOD_SESSION_INTERFACE, "MapBatch", "a(ttt)", 1, (uint64_t)0x10000,
 		 (uint64_t)0x100000, (uint64_t)0x1000);
+	call_err(bus, "other uid: MarkDirty on root's session", E_ACCESS_DENIED, "belongs to uid 0",
+		 path, IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1, (uint64_t)0x200000,
+		 (uint64_t)0x1000);
 	call_err(bus, "other uid: UnmapBatch on root's session", E_ACCESS_DENIED,
 		 "belongs to uid 0", path, IOD_SESSION_INTERFACE, "UnmapBatch", "a(tt)", 1,
 		 (uint64_t)0x10000, (uint64_t)0x1000);
@@ -1572,6 +1660,7 @@ int main(int argc, char *argv[])
 	test_batch_validation(bus);
 	test_event_channel(bus);
 	test_harvest(bus);
+	test_mark_dirty(bus);
 	test_limits(bus);
 	test_named_devices(bus);
 	test_memory_kinds(bus);
