@@ -137,6 +137,8 @@ static void help(void)
 	       "     --restart-timeout=SEC              (default 30)\n"
 	       "     --on-device-lost=abort|continue    (default abort)\n"
 	       "     --test-drop-round=N|final          Test only: do not copy that round\n"
+	       "     --test-receiver-die-after=N        Test only: the receiver exits after\n"
+	       "                                        confirming N rounds\n"
 	       "Output and bus:\n"
 	       "  -j --json               Print the rounds and the result as JSON\n"
 	       "  -q --quiet              No table\n"
