@@ -350,11 +350,25 @@ static int dest_confirm(uint64_t round, void *userdata)
 	return r;
 }
 
-static int stream_end(struct dest *d, bool with_sum, uint64_t sum)
-{
-	uint64_t rec[3] = {STREAM_END, with_sum, sum};
+/* The receiver's answer to the end record on a socket: what its checksum check found. */
+enum { VERDICT_UNKNOWN = -1, VERDICT_NONE, VERDICT_EQUAL, VERDICT_MISMATCH };
 
-	return write_all(d->fd, rec, sizeof(rec));
+static int stream_end(struct dest *d, bool with_sum, uint64_t sum, int *ret_verdict)
+{
+	uint64_t rec[3] = {STREAM_END, with_sum, sum}, reply[2];
+	int r;
+
+	*ret_verdict = VERDICT_UNKNOWN;
+	r = write_all(d->fd, rec, sizeof(rec));
+	if (r < 0 || !d->sock)
+		return r;
+	r = read_timeout(d->fd, reply, sizeof(reply), REPLY_TIMEOUT_MSEC);
+	if (r < 0)
+		return r;
+	if (reply[0] != STREAM_REPLY || reply[1] > VERDICT_MISMATCH)
+		return -EBADMSG;
+	*ret_verdict = (int)reply[1];
+	return 0;
 }
 
 /* Compare a file destination with the source: the number of differing pages. */
@@ -413,7 +427,7 @@ static int receive(void)
 	bool sock, kept = false;
 	struct stat st;
 	uint8_t *img;
-	int r;
+	int r, verdict;
 
 	if (fstat(in, &st) < 0) {
 		fprintf(stderr, "Cannot read the stream: %m\n");
@@ -512,16 +526,26 @@ static int receive(void)
 	if (sock)
 		printf(", %" PRIu64 " rounds confirmed", confirmed);
 	printf("\n");
-	if (!rec[1])
-		return EXIT_SUCCESS;
-	img = mmap(NULL, size, PROT_READ, MAP_SHARED, out, 0);
-	if (img == MAP_FAILED)
-		return EXIT_FAILURE;
-	if (checksum(img, size) != sum) {
+	verdict = VERDICT_NONE;
+	if (rec[1]) {
+		img = mmap(NULL, size, PROT_READ, MAP_SHARED, out, 0);
+		if (img == MAP_FAILED) {
+			fprintf(stderr, "Cannot map %s: %m\n", arg_receive);
+			return EXIT_FAILURE;
+		}
+		verdict = checksum(img, size) == sum ? VERDICT_EQUAL : VERDICT_MISMATCH;
+		munmap(img, size);
+	}
+	/* on a socket the sender learns it too, and exits as this does */
+	if (sock && (fdatasync(out) < 0 || reply(in, (uint64_t)verdict) < 0))
+		fprintf(stderr, "Cannot answer the end of the stream, ignoring: %m\n");
+	if (verdict == VERDICT_MISMATCH) {
 		printf("verification: MISMATCH (the image differs from the source's checksum)\n");
 		return EXIT_MISMATCH;
 	}
-	printf("verification: the image equals the source (checksum %016" PRIx64 ")\n", sum);
+	if (verdict == VERDICT_EQUAL)
+		printf("verification: the image equals the source (checksum %016" PRIx64 ")\n",
+		       sum);
 	return EXIT_SUCCESS;
 }
 
@@ -1317,9 +1341,20 @@ int main(int argc, char *argv[])
 			verify = "error";
 			ret = EXIT_FAILURE;
 		} else if (dest.stream) {
-			if (stream_end(&dest, true, checksum(mem, arg_size)) < 0)
+			int verdict;
+
+			if (stream_end(&dest, true, checksum(mem, arg_size), &verdict) < 0) {
+				verify = "error";
 				ret = EXIT_FAILURE;
-			verify = "sent (the receiver checks it)";
+			} else if (verdict == VERDICT_EQUAL) {
+				verify = "the receiver's image matches the source's checksum";
+			} else if (verdict == VERDICT_MISMATCH) {
+				verify = "MISMATCH: the receiver's image differs from the source's "
+					 "checksum";
+				ret = EXIT_MISMATCH;
+			} else {
+				verify = "sent (the receiver checks it)";
+			}
 		} else if (verify_file(&dest, mem, arg_size, run.page, &bad, &first) < 0) {
 			verify = "error";
 			ret = EXIT_FAILURE;
@@ -1330,8 +1365,11 @@ int main(int argc, char *argv[])
 		}
 		if (mem != MAP_FAILED)
 			munmap((void *)mem, arg_size);
-	} else if (r >= 0 && dest.stream && stream_end(&dest, false, 0) < 0) {
-		ret = EXIT_FAILURE;
+	} else if (r >= 0 && dest.stream) {
+		int verdict;
+
+		if (stream_end(&dest, false, 0, &verdict) < 0)
+			ret = EXIT_FAILURE;
 	}
 	if (r < 0 && run.workload > 0)
 		(void)workload_pause(m, &run); /* let it finish its step: nothing half done */

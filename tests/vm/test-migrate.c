@@ -1337,8 +1337,9 @@ static uint64_t session_u64(sd_bus *bus, const char *path, const char *name)
 	return v;
 }
 
-/* The resumed run's JSON: the kind of its first round and the bytes it copied. */
-static void resumed_rounds(const char *file, char *kind, size_t kind_size, uint64_t *ret_bytes)
+/* The resumed run's JSON: the kind of its first round, the bytes it copied, its verification. */
+static void resumed_rounds(const char *file, char *kind, size_t kind_size, uint64_t *ret_bytes,
+			   char *verify, size_t verify_size)
 {
 	struct json_object *o = NULL, *rounds, *first, *v;
 	char *text = NULL, *start;
@@ -1365,6 +1366,9 @@ static void resumed_rounds(const char *file, char *kind, size_t kind_size, uint6
 	if (!json_object_object_get_ex(o, "total_bytes", &v))
 		die("the resumed run's JSON has no total_bytes");
 	*ret_bytes = json_object_get_uint64(v);
+	snprintf(verify, verify_size, "%s",
+		 json_object_object_get_ex(o, "verification", &v) && v ? json_object_get_string(v)
+								       : "none");
 	json_object_put(o);
 }
 
@@ -1429,7 +1433,7 @@ static int cmd_resume_mock(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
 	const char *image = "/tmp/resume-mock.img", *json = "/tmp/resume-mock.json";
-	char *args[IOVA_SLOTS + 64], kind[16];
+	char *args[IOVA_SLOTS + 64], kind[16], verify[128];
 	uint64_t size = 32 * SZ_1M, bytes;
 	struct mock_vm vm;
 	pid_t sender, receiver = 0;
@@ -1538,10 +1542,10 @@ static int cmd_resume_mock(int argc, char **argv)
 	if (receiver)
 		rrc = wait_exit(receiver);
 	stop_group(sender);
-	resumed_rounds(json, kind, sizeof(kind), &bytes);
+	resumed_rounds(json, kind, sizeof(kind), &bytes, verify, sizeof(verify));
 	printf("resumed attempt: iodirty-migrate exited %d, receiver %d; its first round: %s, "
-	       "%" PRIu64 " bytes copied in all (memory: %" PRIu64 ")\n",
-	       rc, rrc, kind, bytes, size);
+	       "%" PRIu64 " bytes copied in all (memory: %" PRIu64 "); verification: %s\n",
+	       rc, rrc, kind, bytes, size, verify);
 	if (rc != 0 || rrc != 0) {
 		struct json_object *o = json_object_from_file(json), *e;
 
@@ -1550,6 +1554,11 @@ static int cmd_resume_mock(int argc, char **argv)
 		json_object_put(o);
 		die("the resumed migration failed");
 	}
+	/* a receiver on a socket tells the sender what its checksum check found */
+	if (strcmp(verify, strcmp(mode, "kill") == 0 ? "equal"
+						     : "the receiver's image matches the "
+						       "source's checksum") != 0)
+		die("the resumed run's verification says \"%s\"", verify);
 	if (strcmp(mode, "fresh") == 0 ? strcmp(kind, "full") != 0
 				       : strcmp(kind, "dirty") != 0 || bytes >= size)
 		die("the resumed run to a %s destination began with a %s round, %" PRIu64
