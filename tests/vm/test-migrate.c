@@ -22,6 +22,10 @@
  *       Set up the same machine and exec iodirty-migrate on it with a workload child
  *       (test-migrate workload-mock|workload-edu): the reference orchestrator, as a
  *       person would run it.
+ *   test-migrate resume-mock kept|fresh|kill
+ *       The same machine, iodirty-migrate run twice: a first attempt that fails (its
+ *       receiver dies, or it is killed mid-round), then --resume; the image must equal the
+ *       source (see cmd_resume_mock()).
  *
  * Exit 0 pass, 1 fail, 77 skip (no iommufd, mock devices, edu device or bus).
  */
