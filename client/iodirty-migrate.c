@@ -7,7 +7,12 @@
  * Exit codes: 0 migrated (and verified with --verify), 1 the service or the destination
  * failed, 2 bad usage, 3 the destination differs from the source, 4 iodirtyd went away
  * (or its session did not survive), 5 a device was lost, 6 the session's dirty log is
- * incomplete.
+ * incomplete, 7 the destination failed and the session is left tracking for --resume.
+ *
+ * A round is acknowledged only after the destination confirmed it: a file once written and
+ * fdatasync'd, a receiver on a socket once it answered the round's sync record (it writes
+ * the image, fdatasyncs it, then answers). A pipe carries nothing back: there a round counts
+ * as delivered once written, and a resumed run to a pipe always begins with a full round.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -35,9 +41,16 @@
 #define EXIT_DAEMON_LOST 4
 #define EXIT_DEVICE_LOST 5
 #define EXIT_SESSION_FAILED 6
+#define EXIT_DEST_FAILED 7
 
 #define STREAM_MAGIC UINT64_C(0x313047494d444f49) /* "IODMIG01" */
 #define STREAM_END UINT64_MAX
+/* A socket carries the receiver's answers back: after the header, a hello (REPLY, whether
+ * it kept its image), and after each round's sync record (SYNC, round) the same round once
+ * the image has it (REPLY, round). */
+#define STREAM_SYNC (UINT64_MAX - 1)
+#define STREAM_REPLY UINT64_C(0x3130504552444f49) /* "IODREP01" */
+#define REPLY_TIMEOUT_MSEC (60 * 1000)
 
 static const char *arg_address;
 static bool arg_user;
@@ -54,6 +67,9 @@ static const char *arg_dest;
 static int arg_dest_fd = -1;
 static const char *arg_receive;
 static const char *arg_workload;
+static bool arg_resume;
+static bool arg_full;
+static uint64_t arg_test_die_round = UINT64_MAX;
 static int arg_stop_signal = SIGTERM;
 static struct iod_migrate_config arg_c = {
 	.mode = IOD_MIGRATE_OWNER,
@@ -73,7 +89,9 @@ static void help(void)
 {
 	printf("Usage: iodirty-migrate [OPTIONS...] --size=BYTES (--memory=PATH | --memory-fd=N)\n"
 	       "                       (--dest=PATH | --dest-fd=N)\n"
-	       "       iodirty-migrate --receive=IMAGE [--dest-fd=N]\n"
+	       "       iodirty-migrate --resume --session=NAME [--full] --size=BYTES\n"
+	       "                       (--memory=PATH | --memory-fd=N) (--dest=PATH | --dest-fd=N)\n"
+	       "       iodirty-migrate --receive=IMAGE [--resume] [--dest-fd=N]\n"
 	       "\n"
 	       "Migrate guest memory by pre-copy, with the DMA dirty state from iodirtyd.\n"
 	       "\n"
@@ -95,10 +113,17 @@ static void help(void)
 	       "     --map=IOVA:GPA:SIZE  A vIOMMU mapping (repeat)\n"
 	       "     --page-size=BYTES    Dirty log page size\n"
 	       "     --keep-session       Do not destroy the session at the end\n"
+	       "     --resume             Go on with session NAME, left by a run whose destination\n"
+	       "                          failed (exit 7) or that died: to a destination that kept\n"
+	       "                          its memory only what is dirty since its last confirmed\n"
+	       "                          round, to a new one a full round first\n"
+	       "     --full               With --resume: the destination is new, copy everything\n"
 	       "Destination:\n"
 	       "     --dest=PATH          A file (image of the memory) or '-' for a stream on stdout\n"
 	       "     --dest-fd=N          An inherited fd: a file, or a pipe or socket (stream)\n"
-	       "     --receive=IMAGE      Receive a stream on stdin (or --dest-fd) into IMAGE\n"
+	       "     --receive=IMAGE      Receive a stream on stdin (or --dest-fd) into IMAGE;\n"
+	       "                          with --resume keep what IMAGE has (a resumed sender\n"
+	       "                          on a socket then sends only what is missing)\n"
 	       "     --verify             Check the destination against the source at the end\n"
 	       "     --no-skip-holes      Copy what the source never populated too (zeros)\n"
 	       "Loop:\n"
@@ -114,6 +139,8 @@ static void help(void)
 	       "     --restart-timeout=SEC              (default 30)\n"
 	       "     --on-device-lost=abort|continue    (default abort)\n"
 	       "     --test-drop-round=N|final          Test only: do not copy that round\n"
+	       "     --test-receiver-die-after=N        Test only: the receiver exits after\n"
+	       "                                        confirming N rounds\n"
 	       "Output and bus:\n"
 	       "  -j --json               Print the rounds and the result as JSON\n"
 	       "  -q --quiet              No table\n"
@@ -123,7 +150,8 @@ static void help(void)
 	       "     --version            Show the version\n"
 	       "\n"
 	       "Exit status: 0 migrated, 1 failed, 2 bad usage, 3 destination differs,\n"
-	       "4 iodirtyd went away, 5 device lost, 6 dirty log incomplete. See iodirty-migrate(1).\n");
+	       "4 iodirtyd went away, 5 device lost, 6 dirty log incomplete, 7 destination failed:\n"
+	       "the session keeps tracking, go on with --resume. See iodirty-migrate(1).\n");
 }
 
 /* --- helpers -------------------------------------------------------------------------------- */
@@ -228,8 +256,39 @@ static char *usec_str(char *buf, size_t size, uint64_t usec)
 struct dest {
 	int fd;
 	bool stream;
+	bool sock; /* a stream on a socket: the receiver confirms rounds */
+	bool kept; /* --resume: the destination kept its memory from the earlier run */
 	uint64_t gpa; /* of the first byte of the image */
 };
+
+/* Read n bytes, waiting at most timeout_msec for each part. */
+static int read_timeout(int fd, void *buf, size_t n, int timeout_msec)
+{
+	uint8_t *p = buf;
+
+	while (n > 0) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		ssize_t l;
+		int k = poll(&pfd, 1, timeout_msec);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -ETIMEDOUT;
+		l = read(fd, p, n);
+		if (l < 0 && errno == EINTR)
+			continue;
+		if (l < 0)
+			return -errno;
+		if (l == 0)
+			return -EPIPE;
+		p += l;
+		n -= (size_t)l;
+	}
+	return 0;
+}
 
 static int dest_write(uint64_t gpa, const void *data, uint64_t length, void *userdata)
 {
@@ -262,16 +321,71 @@ static int dest_clear(struct dest *d, uint64_t size)
 
 static int stream_begin(struct dest *d, uint64_t size)
 {
-	uint64_t hdr[3] = {STREAM_MAGIC, d->gpa, size};
+	uint64_t hdr[3] = {STREAM_MAGIC, d->gpa, size}, hello[2];
+	int r;
 
-	return write_all(d->fd, hdr, sizeof(hdr));
+	r = write_all(d->fd, hdr, sizeof(hdr));
+	if (r < 0 || !d->sock)
+		return r;
+	/* the receiver's hello: whether it kept its image (iodirty-migrate --receive --resume) */
+	r = read_timeout(d->fd, hello, sizeof(hello), REPLY_TIMEOUT_MSEC);
+	if (r < 0) {
+		fprintf(stderr,
+			"The receiver did not answer on the socket: %s (a socket destination needs "
+			"iodirty-migrate --receive reading that socket, which confirms each round)\n",
+			strerror(-r));
+		return r;
+	}
+	if (hello[0] != STREAM_REPLY || hello[1] > 1) {
+		fprintf(stderr, "The receiver's hello is not an iodirty-migrate answer.\n");
+		return -EBADMSG;
+	}
+	d->kept = hello[1];
+	return 0;
 }
 
-static int stream_end(struct dest *d, bool with_sum, uint64_t sum)
+/*
+ * The destination has everything written so far (round: the daemon's, 0 the full copy).
+ * A file: fdatasync. A socket: the receiver answers the sync record once its image has it.
+ * A pipe: nothing comes back, written counts as delivered.
+ */
+static int dest_confirm(uint64_t round, void *userdata)
 {
-	uint64_t rec[3] = {STREAM_END, with_sum, sum};
+	struct dest *d = *(struct dest **)userdata;
+	uint64_t rec[2] = {STREAM_SYNC, round}, reply[2];
+	int r;
 
-	return write_all(d->fd, rec, sizeof(rec));
+	if (!d->stream)
+		return fdatasync(d->fd) < 0 ? -errno : 0;
+	if (!d->sock)
+		return 0;
+	r = write_all(d->fd, rec, sizeof(rec));
+	if (r >= 0)
+		r = read_timeout(d->fd, reply, sizeof(reply), REPLY_TIMEOUT_MSEC);
+	if (r >= 0 && (reply[0] != STREAM_REPLY || reply[1] != round))
+		r = -EBADMSG;
+	return r;
+}
+
+/* The receiver's answer to the end record on a socket: what its checksum check found. */
+enum { VERDICT_UNKNOWN = -1, VERDICT_NONE, VERDICT_EQUAL, VERDICT_MISMATCH };
+
+static int stream_end(struct dest *d, bool with_sum, uint64_t sum, int *ret_verdict)
+{
+	uint64_t rec[3] = {STREAM_END, with_sum, sum}, reply[2];
+	int r;
+
+	*ret_verdict = VERDICT_UNKNOWN;
+	r = write_all(d->fd, rec, sizeof(rec));
+	if (r < 0 || !d->sock)
+		return r;
+	r = read_timeout(d->fd, reply, sizeof(reply), REPLY_TIMEOUT_MSEC);
+	if (r < 0)
+		return r;
+	if (reply[0] != STREAM_REPLY || reply[1] > VERDICT_MISMATCH)
+		return -EBADMSG;
+	*ret_verdict = (int)reply[1];
+	return 0;
 }
 
 /* Compare a file destination with the source: the number of differing pages. */
@@ -308,16 +422,35 @@ static int verify_file(struct dest *d, const uint8_t *mem, uint64_t size, uint64
 	return 0;
 }
 
-/* --receive: a stream into an image file. */
+/* A socket's answer to the sender (REPLY, value). */
+static int reply(int fd, uint64_t value)
+{
+	uint64_t rec[2] = {STREAM_REPLY, value};
+
+	return write_all(fd, rec, sizeof(rec));
+}
+
+/*
+ * --receive: a stream into an image file. On a socket it answers: a hello after the header
+ * (whether it kept IMAGE: --resume and IMAGE has the memory's size), and each sync record
+ * once the image has the round (written and fdatasync'd).
+ */
 static int receive(void)
 {
 	int in = arg_dest_fd >= 0 ? arg_dest_fd : STDIN_FILENO, out;
-	uint64_t hdr[3], rec[2], sum, records = 0, bytes = 0, base, size;
+	uint64_t hdr[3], rec[2], sum, records = 0, bytes = 0, confirmed = 0, base, size;
 	_cleanup_free_ uint8_t *buf = NULL;
 	size_t buf_size = 0;
+	bool sock, kept = false;
+	struct stat st;
 	uint8_t *img;
-	int r;
+	int r, verdict;
 
+	if (fstat(in, &st) < 0) {
+		fprintf(stderr, "Cannot read the stream: %m\n");
+		return EXIT_FAILURE;
+	}
+	sock = S_ISSOCK(st.st_mode);
 	r = read_all(in, hdr, sizeof(hdr));
 	if (r < 0 || hdr[0] != STREAM_MAGIC) {
 		fprintf(stderr, "Not an iodirty-migrate stream.\n");
@@ -325,10 +458,29 @@ static int receive(void)
 	}
 	base = hdr[1];
 	size = hdr[2];
-	/* Anew: the sender leaves out what its memory never populated, which must read zero. */
-	out = open(arg_receive, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* Anew unless resuming: the sender leaves out what its memory never populated, which
+	 * must read zero. */
+	if (arg_resume && stat(arg_receive, &st) >= 0 && st.st_size != 0) {
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+			fprintf(stderr,
+				"%s is not an image of this memory (%" PRIu64
+				" bytes): not resuming into it.\n",
+				arg_receive, size);
+			return EXIT_FAILURE;
+		}
+		kept = true;
+	}
+	out = open(arg_receive, O_RDWR | O_CREAT | O_CLOEXEC | (arg_resume ? 0 : O_TRUNC), 0600);
 	if (out < 0 || ftruncate(out, (off_t)size) < 0) {
 		fprintf(stderr, "Cannot create %s: %m\n", arg_receive);
+		return EXIT_FAILURE;
+	}
+	if (arg_resume)
+		fprintf(stderr, "receive: %s\n",
+			kept ? "resuming into the kept image"
+			     : "no image to resume into: a new one");
+	if (sock && reply(in, kept) < 0) {
+		fprintf(stderr, "Cannot answer the sender: %m\n");
 		return EXIT_FAILURE;
 	}
 	for (;;) {
@@ -337,8 +489,27 @@ static int receive(void)
 			fprintf(stderr, "The stream ended early: %s\n", strerror(-r));
 			return EXIT_FAILURE;
 		}
+		if (confirmed == arg_test_die_round) {
+			fprintf(stderr, "receive: test: dying after %" PRIu64 " confirmed rounds\n",
+				confirmed);
+			_exit(9);
+		}
 		if (rec[0] == STREAM_END)
 			break;
+		if (rec[0] == STREAM_SYNC) {
+			if (!sock) {
+				fprintf(stderr,
+					"A sync record on a stream that is not a socket.\n");
+				return EXIT_FAILURE;
+			}
+			if (fdatasync(out) < 0 || reply(in, rec[1]) < 0) {
+				fprintf(stderr, "Confirming round %" PRIu64 " failed: %m\n",
+					rec[1]);
+				return EXIT_FAILURE;
+			}
+			confirmed++;
+			continue;
+		}
 		if (rec[0] < base || rec[1] > size || rec[0] - base > size - rec[1]) {
 			fprintf(stderr,
 				"A record at 0x%" PRIx64 " (+0x%" PRIx64
@@ -369,18 +540,31 @@ static int receive(void)
 		fprintf(stderr, "The stream ended early: %s\n", strerror(-r));
 		return EXIT_FAILURE;
 	}
-	printf("received %" PRIu64 " records, %" PRIu64 " bytes into %s\n", records, bytes,
+	printf("received %" PRIu64 " records, %" PRIu64 " bytes into %s", records, bytes,
 	       arg_receive);
-	if (!rec[1])
-		return EXIT_SUCCESS;
-	img = mmap(NULL, size, PROT_READ, MAP_SHARED, out, 0);
-	if (img == MAP_FAILED)
-		return EXIT_FAILURE;
-	if (checksum(img, size) != sum) {
+	if (sock)
+		printf(", %" PRIu64 " rounds confirmed", confirmed);
+	printf("\n");
+	verdict = VERDICT_NONE;
+	if (rec[1]) {
+		img = mmap(NULL, size, PROT_READ, MAP_SHARED, out, 0);
+		if (img == MAP_FAILED) {
+			fprintf(stderr, "Cannot map %s: %m\n", arg_receive);
+			return EXIT_FAILURE;
+		}
+		verdict = checksum(img, size) == sum ? VERDICT_EQUAL : VERDICT_MISMATCH;
+		munmap(img, size);
+	}
+	/* on a socket the sender learns it too, and exits as this does */
+	if (sock && (fdatasync(out) < 0 || reply(in, (uint64_t)verdict) < 0))
+		fprintf(stderr, "Cannot answer the end of the stream, ignoring: %m\n");
+	if (verdict == VERDICT_MISMATCH) {
 		printf("verification: MISMATCH (the image differs from the source's checksum)\n");
 		return EXIT_MISMATCH;
 	}
-	printf("verification: the image equals the source (checksum %016" PRIx64 ")\n", sum);
+	if (verdict == VERDICT_EQUAL)
+		printf("verification: the image equals the source (checksum %016" PRIx64 ")\n",
+		       sum);
 	return EXIT_SUCCESS;
 }
 
@@ -639,6 +823,9 @@ enum {
 	ARG_ON_DEVICE_LOST,
 	ARG_DROP_ROUND,
 	ARG_NO_SKIP_HOLES,
+	ARG_RESUME,
+	ARG_FULL,
+	ARG_DIE_AFTER,
 };
 
 static int parse_argv(int argc, char *argv[])
@@ -681,6 +868,9 @@ static int parse_argv(int argc, char *argv[])
 		{"pause-time", required_argument, NULL, ARG_PAUSE_TIME},
 		{"on-device-lost", required_argument, NULL, ARG_ON_DEVICE_LOST},
 		{"test-drop-round", required_argument, NULL, ARG_DROP_ROUND},
+		{"resume", no_argument, NULL, ARG_RESUME},
+		{"full", no_argument, NULL, ARG_FULL},
+		{"test-receiver-die-after", required_argument, NULL, ARG_DIE_AFTER},
 		{},
 	};
 	size_t n_devices = 0, n_fds = 0, n_hwpts = 0, n_maps = 0;
@@ -864,6 +1054,17 @@ static int parse_argv(int argc, char *argv[])
 			else if (parse_size(optarg, &arg_c.drop_round) < 0 || arg_c.drop_round == 0)
 				goto bad;
 			break;
+		case ARG_RESUME:
+			arg_resume = true;
+			break;
+		case ARG_FULL:
+			arg_full = true;
+			break;
+		case ARG_DIE_AFTER:
+			if (parse_size(optarg, &arg_test_die_round) < 0 ||
+			    arg_test_die_round == UINT64_MAX)
+				goto bad;
+			break;
 		default:
 			return -EINVAL;
 		}
@@ -882,8 +1083,30 @@ static int parse_argv(int argc, char *argv[])
 	arg_c.mappings = arg_maps;
 	arg_c.n_mappings = n_maps;
 
+	if (arg_test_die_round != UINT64_MAX && !arg_receive) {
+		fprintf(stderr, "--test-receiver-die-after needs --receive.\n");
+		return -EINVAL;
+	}
+	if (arg_full && (!arg_resume || arg_receive)) {
+		fprintf(stderr, "--full needs --resume (and is for the sender).\n");
+		return -EINVAL;
+	}
 	if (arg_receive)
 		return 1;
+	if (arg_resume && !arg_session) {
+		fprintf(stderr,
+			"--resume needs --session: the name of the session to go on with.\n");
+		return -EINVAL;
+	}
+	if (arg_resume &&
+	    (arg_c.mode == IOD_MIGRATE_ADOPT || n_devices || n_fds || n_hwpts || n_maps ||
+	     arg_c.viommu || arg_c.page_size || arg_c.iommufd >= 0 || arg_c.ioas)) {
+		fprintf(stderr, "--resume goes on with an existing session: its devices, HWPTs, "
+				"mappings and options are set already; drop --adopt, --device, "
+				"--device-fd, --iommufd-fd, --ioas, --hwpt, --viommu, --map and "
+				"--page-size.\n");
+		return -EINVAL;
+	}
 	if (!arg_memory == (arg_memory_fd < 0)) {
 		fprintf(stderr,
 			"Give the guest memory with --memory or --memory-fd (one of them).\n");
@@ -928,6 +1151,8 @@ static int status_to_exit(enum iod_migrate_status s)
 		return EXIT_DEVICE_LOST;
 	case IOD_MIGRATE_SESSION_FAILED:
 		return EXIT_SESSION_FAILED;
+	case IOD_MIGRATE_DEST_FAILED:
+		return EXIT_DEST_FAILED;
 	default:
 		return EXIT_FAILURE;
 	}
@@ -983,6 +1208,16 @@ static void print_result(const struct iod_migrate_result *res, int r, struct iod
 	if (r < 0) {
 		fprintf(stderr, "iodirty-migrate: %s: %s\n",
 			iod_migrate_status_to_string(res->status), iod_migrate_error(m));
+		if (res->status == IOD_MIGRATE_DEST_FAILED)
+			fprintf(stderr,
+				"iodirty-migrate: session %s keeps tracking: no round the destination "
+				"did not confirm was acknowledged. Go on with\n"
+				"  iodirty-migrate --resume --session=%s --size=... --memory... "
+				"--dest...\n"
+				"to the same destination (only what it misses is sent; a receiver "
+				"needs --receive=IMAGE --resume),\n"
+				"or add --full for a new destination; or drop it with iodirtyctl.\n",
+				arg_c.session, arg_c.session);
 		return;
 	}
 	if (arg_quiet && !verify)
@@ -1020,6 +1255,7 @@ int main(int argc, char *argv[])
 		.pause = workload_pause,
 		.write = dest_write,
 		.round = on_round,
+		.confirm = dest_confirm,
 	};
 	struct dest dest = {.fd = -1};
 	struct run run = {.dest = &dest};
@@ -1028,6 +1264,7 @@ int main(int argc, char *argv[])
 	uint64_t bad = 0, first = 0;
 	sd_bus *bus = NULL;
 	struct stat st;
+	bool existed = false;
 	int memfd, r, ret;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1065,15 +1302,31 @@ int main(int argc, char *argv[])
 	dest.gpa = arg_gpa;
 	if (arg_dest && strcmp(arg_dest, "-") == 0)
 		dest.fd = STDOUT_FILENO;
-	else if (arg_dest)
+	else if (arg_dest) {
+		existed = stat(arg_dest, &st) >= 0 && S_ISREG(st.st_mode) && st.st_size != 0;
 		dest.fd = open(arg_dest, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	else
+	} else
 		dest.fd = arg_dest_fd;
 	if (dest.fd < 0 || fstat(dest.fd, &st) < 0) {
 		fprintf(stderr, "Cannot open the destination %s: %m\n", arg_dest ? arg_dest : "fd");
 		return EXIT_FAILURE;
 	}
 	dest.stream = !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
+	dest.sock = S_ISSOCK(st.st_mode);
+	if (arg_resume && !dest.stream) {
+		/* A file kept its memory when it has the memory's size (a new or empty file
+		 * did not); a block device is taken as kept. */
+		if (S_ISREG(st.st_mode) && ((arg_dest && !existed) || st.st_size == 0))
+			dest.kept = false;
+		else if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != arg_size && !arg_full) {
+			fprintf(stderr,
+				"The destination has %" PRIu64 " bytes, not the memory's %" PRIu64
+				": not an image of this migration. Resume to it with --full.\n",
+				(uint64_t)st.st_size, arg_size);
+			return EXIT_FAILURE;
+		} else
+			dest.kept = true;
+	}
 	if (dest.stream && dest.fd == STDOUT_FILENO && !arg_quiet && !arg_json) {
 		/* the stream owns stdout: the table goes to stderr */
 		dest.fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
@@ -1086,6 +1339,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "Cannot size the destination: %m\n");
 		return EXIT_FAILURE;
 	}
+	/* A destination that kept its memory is not cleared; a full round sent to it after all
+	 * (the earlier run's was never confirmed) copies the holes too. */
+	if (arg_resume && dest.kept && !arg_full)
+		arg_c.skip_holes = false;
 	if (!dest.stream && arg_c.skip_holes && dest_clear(&dest, arg_size) < 0) {
 		fprintf(stderr,
 			"The destination cannot be cleared (%m): copying the holes of the source "
@@ -1096,6 +1353,14 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "Cannot write to the destination: %m\n");
 		return EXIT_FAILURE;
 	}
+	if (arg_resume && dest.kept && !arg_full)
+		arg_c.skip_holes = false; /* the receiver kept its image (its hello said so) */
+	if (arg_resume && dest.stream && !dest.sock)
+		fprintf(stderr, "iodirty-migrate: a pipe cannot tell what the receiver kept: a "
+				"full round first\n");
+	arg_c.resumable = true;
+	arg_c.resume = arg_resume;
+	arg_c.resume_full = arg_full || !dest.kept;
 
 	run.rounds = json_object_new_array();
 	run.page = arg_c.page_size ? arg_c.page_size : 4096;
@@ -1124,9 +1389,20 @@ int main(int argc, char *argv[])
 			verify = "error";
 			ret = EXIT_FAILURE;
 		} else if (dest.stream) {
-			if (stream_end(&dest, true, checksum(mem, arg_size)) < 0)
+			int verdict;
+
+			if (stream_end(&dest, true, checksum(mem, arg_size), &verdict) < 0) {
+				verify = "error";
 				ret = EXIT_FAILURE;
-			verify = "sent (the receiver checks it)";
+			} else if (verdict == VERDICT_EQUAL) {
+				verify = "the receiver's image matches the source's checksum";
+			} else if (verdict == VERDICT_MISMATCH) {
+				verify = "MISMATCH: the receiver's image differs from the source's "
+					 "checksum";
+				ret = EXIT_MISMATCH;
+			} else {
+				verify = "sent (the receiver checks it)";
+			}
 		} else if (verify_file(&dest, mem, arg_size, run.page, &bad, &first) < 0) {
 			verify = "error";
 			ret = EXIT_FAILURE;
@@ -1137,9 +1413,14 @@ int main(int argc, char *argv[])
 		}
 		if (mem != MAP_FAILED)
 			munmap((void *)mem, arg_size);
-	} else if (r >= 0 && dest.stream && stream_end(&dest, false, 0) < 0) {
-		ret = EXIT_FAILURE;
+	} else if (r >= 0 && dest.stream) {
+		int verdict;
+
+		if (stream_end(&dest, false, 0, &verdict) < 0)
+			ret = EXIT_FAILURE;
 	}
+	if (r < 0 && run.workload > 0)
+		(void)workload_pause(m, &run); /* let it finish its step: nothing half done */
 	workload_kill(&run);
 	print_result(&res, r, m, &run, verify, bad, first);
 

@@ -78,6 +78,8 @@ const char *iod_migrate_status_to_string(enum iod_migrate_status s)
 		return "device-lost";
 	case IOD_MIGRATE_SESSION_FAILED:
 		return "session-failed";
+	case IOD_MIGRATE_DEST_FAILED:
+		return "destination-failed";
 	}
 	return "unknown";
 }
@@ -336,7 +338,7 @@ static int append_options(struct iod_migrate *m, sd_bus_message *msg)
 		r = sd_bus_message_append(msg, "{sv}", "viommu", "b", 1);
 	if (r >= 0 && m->c.page_size)
 		r = sd_bus_message_append(msg, "{sv}", "page_size", "t", m->c.page_size);
-	if (r >= 0 && m->c.keep_session)
+	if (r >= 0 && (m->c.keep_session || m->c.resumable))
 		r = sd_bus_message_append(msg, "{sv}", "disconnect_policy", "s", "keep");
 	if (r >= 0)
 		r = sd_bus_message_close_container(msg);
@@ -440,6 +442,93 @@ static int setup(struct iod_migrate *m)
 	return 0;
 }
 
+/* A boolean or u64 property of the session, for resume_session(). */
+static int session_property(struct iod_migrate *m, const char *name, char type, void *ret)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r;
+
+	r = sd_bus_get_property_trivial(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, name,
+					&error, type, ret);
+	if (r < 0)
+		r = failf(m, IOD_MIGRATE_ERROR, r, "Reading %s of session %s: %s", name,
+			  m->c.session, error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	return r;
+}
+
+/*
+ * config.resume: the session of an earlier run, left tracking after its destination failed
+ * or the run died. Find it, take it (Claim: its owner left the bus, or root takes it over),
+ * and check that its log still covers everything since its last acknowledged round.
+ */
+static int resume_session(struct iod_migrate *m)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int tracking = 0, complete = 0;
+	uint64_t rounds = 0;
+	int r;
+
+	r = get_session_path(m, &error);
+	if (r < 0) {
+		r = failf(m, IOD_MIGRATE_ERROR, r, "No session %s to resume: %s", m->c.session,
+			  error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	r = sd_bus_call_method(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, "Claim",
+			       &error, NULL, NULL);
+	if (r < 0) {
+		r = failf(m, IOD_MIGRATE_ERROR, r,
+			  "Claiming session %s failed: %s (is the run that left it still going?)",
+			  m->c.session, error.message ? error.message : strerror(-r));
+		sd_bus_error_free(&error);
+		return r;
+	}
+	m->session_made = true; /* ours now: stopped and destroyed at the end, as if made here */
+	r = watch_session(m);
+	if (r >= 0)
+		r = session_property(m, "LogComplete", 'b', &complete);
+	if (r >= 0)
+		r = session_property(m, "Tracking", 'b', &tracking);
+	if (r >= 0)
+		r = session_property(m, "Rounds", 't', &rounds);
+	if (r < 0)
+		return r;
+	if (!complete)
+		return failf(
+			m, IOD_MIGRATE_SESSION_FAILED, -EIO,
+			"Session %s failed, its dirty log is incomplete: it cannot be resumed; "
+			"migrate again from a full copy",
+			m->c.session);
+	if (!tracking)
+		return failf(m, IOD_MIGRATE_ERROR, -ESTALE,
+			     "Session %s is not tracking (it was stopped): its log does not cover "
+			     "the time since, it cannot be resumed; destroy it and migrate again",
+			     m->c.session);
+	/* A run harvests only after its full copy was confirmed: a session with a round
+	 * harvested has a destination that holds the full copy and every acknowledged round. */
+	m->res.resumed = true;
+	m->res.resumed_after = rounds;
+	m->res.resumed_full = m->c.resume_full || rounds == 0;
+	fprintf(stderr,
+		"iodirty-migrate: resuming session %s (%" PRIu64 " round%s harvested): %s\n",
+		m->c.session, rounds, rounds == 1 ? "" : "s",
+		m->c.resume_full ? "a new destination, a full round first"
+		: rounds == 0	 ? "its first run ended before its full copy was confirmed, a "
+				   "full round first"
+			      : "the destination kept its memory, sending what is dirty since the "
+				"last round it confirmed");
+	m->t_harvested = iod_now_usec();
+	if (m->ops.started) {
+		r = m->ops.started(m, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r, "Starting the workload failed: %s",
+				     strerror(-r));
+	}
+	return 0;
+}
+
 /* A round begins: its clock, and the pacing and workload time counted in it. */
 static void round_begin(struct iod_migrate *m)
 {
@@ -479,7 +568,7 @@ static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint
 
 		r = m->ops.write(gpa, m->mem + (gpa - m->c.gpa), n, m->userdata);
 		if (r < 0)
-			return failf(m, IOD_MIGRATE_ERROR, r,
+			return failf(m, IOD_MIGRATE_DEST_FAILED, r,
 				     "Writing [0x%" PRIx64 ", +0x%" PRIx64
 				     ") to the destination failed: %s",
 				     gpa, n, strerror(-r));
@@ -722,6 +811,21 @@ static int full_copy(struct iod_migrate *m)
 	return 0;
 }
 
+/* The destination has round (0: the full copy): only then may it be acknowledged. */
+static int confirm(struct iod_migrate *m, uint64_t round)
+{
+	int r;
+
+	if (!m->ops.confirm)
+		return 0;
+	r = m->ops.confirm(round, m->userdata);
+	if (r < 0)
+		return failf(m, IOD_MIGRATE_DEST_FAILED, r,
+			     "The destination did not confirm %s%.0" PRIu64 ": %s",
+			     round ? "round " : "the full copy", round, strerror(-r));
+	return 0;
+}
+
 /* Copy the dirty pages of the round plane that fall in our memory. */
 static int copy_dirty(struct iod_migrate *m, const struct iod_dirty_log *log,
 		      struct iod_migrate_round *rd)
@@ -797,6 +901,9 @@ static int dirty_round(struct iod_migrate *m, unsigned index, bool final,
 	}
 	m->page_size = UINT64_C(1) << iod_log_page_shift(log);
 	iod_log_free(log);
+	r = confirm(m, rd.daemon_round);
+	if (r < 0)
+		return r; /* not acknowledged: the round stays in the log for a resumed run */
 
 	t0 = iod_now_usec();
 	r = scall(m, "Acknowledge", NULL, "t", rd.daemon_round);
@@ -879,6 +986,10 @@ static void teardown(struct iod_migrate *m)
 {
 	if (!m->session_made || m->daemon_gone)
 		return;
+	/* Every page the destination did not confirm is in the log: leave the session
+	 * tracking, for a run with resume (config.resumable makes it outlive this process). */
+	if (m->res.status == IOD_MIGRATE_DEST_FAILED)
+		return;
 	(void)sd_bus_call_method(m->bus, IOD_BUS_NAME, m->path, IOD_SESSION_INTERFACE, "Stop", NULL,
 				 NULL, NULL);
 	if (!m->c.keep_session)
@@ -909,14 +1020,18 @@ static int run(struct iod_migrate *m)
 		m->mem_mapped = true;
 	}
 
-	r = setup(m);
+	r = m->c.resume ? resume_session(m) : setup(m);
 	if (r < 0)
 		return r;
 
 	m->ticking = true;
-	r = full_copy(m);
-	if (r < 0)
-		return r;
+	if (!m->c.resume || m->res.resumed_full) {
+		r = full_copy(m);
+		if (r >= 0)
+			r = confirm(m, 0);
+		if (r < 0)
+			return r;
+	}
 
 	/* pre-copy rounds */
 	for (;;) {

@@ -4,11 +4,18 @@
  * as a small module that iodirty-migrate(1) and the guest tests share.
  *
  * One run: create a session (owner or adopt), give it the guest memory and the devices,
- * Start, copy everything (with skip_holes: everything the memfd ever populated), then rounds of Harvest (the log memfd, walked per region on its
+ * Start, copy everything (with skip_holes: what the memfd ever populated), then rounds of
+ * Harvest (the log memfd, walked per region on its
  * round plane), copy the dirty pages, Acknowledge, until a round is small enough or the
  * round limit is reached; then the caller's workload is paused and a final round is
- * copied (stop-and-copy). The caller provides the destination (write), the workload hooks
- * (tick, pause) and receives a report per round.
+ * copied (stop-and-copy). The caller provides the destination (write, confirm), the workload
+ * hooks (tick, pause) and receives a report per round.
+ *
+ * A round is acknowledged only after it was delivered: the destination confirms it (ops
+ * confirm) before Acknowledge. So when the destination fails, or this process dies, every
+ * page not confirmed is still in the session's log, and the next Harvest delivers it again:
+ * the session is left tracking (IOD_MIGRATE_DEST_FAILED) and a later run with config.resume
+ * goes on from there, to the same destination, or after a full round to a new one.
  *
  * Everything here is a client of the daemon: sd-bus calls on one connection, no thread.
  */
@@ -39,6 +46,8 @@ enum iod_migrate_status {
 	IOD_MIGRATE_DAEMON_LOST, /* the daemon went away (abort), or its session did not survive */
 	IOD_MIGRATE_DEVICE_LOST, /* DeviceLost with the abort policy */
 	IOD_MIGRATE_SESSION_FAILED, /* the dirty log is incomplete (signal Failed) */
+	IOD_MIGRATE_DEST_FAILED, /* the destination failed: the session is left tracking with
+				  * every unconfirmed page, for a run with config.resume */
 };
 
 /* A vIOMMU mapping reported with Map before Start. */
@@ -88,6 +97,16 @@ struct iod_migrate_config {
 	 * on [offset, offset + size)). The caller promises that the destination reads every
 	 * byte not written to it as zero (a fresh memfd or sparse file, a cleared image). */
 	bool skip_holes;
+	/* Create the session with the disconnect policy "keep": it outlives this process (the
+	 * destination failed, or the process died) for a run with resume. */
+	bool resumable;
+	/* Go on with the existing session of this name (GetSession, Claim) instead of creating
+	 * one: the next Harvest delivers every page since the last acknowledged round. The
+	 * session options above are not used. resume_full: the destination is new (or did not
+	 * keep its memory): copy everything first. Without it the full copy is skipped when the
+	 * session has harvested a round, i.e. when an earlier run's full copy was confirmed. */
+	bool resume;
+	bool resume_full;
 };
 
 struct iod_migrate;
@@ -146,6 +165,11 @@ struct iod_migrate_ops {
 	int (*write)(uint64_t gpa, const void *data, uint64_t length, void *userdata);
 	/* A round is done (for the report). */
 	void (*round)(const struct iod_migrate_round *r, void *userdata);
+	/* Optional: everything written so far has been delivered (durable in a file, confirmed
+	 * by a receiver); round is the daemon's round number, 0 for the full copy. Called before
+	 * Acknowledge: a failure leaves the round in the log (IOD_MIGRATE_DEST_FAILED). Without
+	 * it a round counts as delivered once written. */
+	int (*confirm)(uint64_t round, void *userdata);
 };
 
 struct iod_migrate_result {
@@ -163,6 +187,9 @@ struct iod_migrate_result {
 	struct iod_migrate_estimate est; /* made before the pause */
 	struct iod_migrate_estimate measured; /* the same parts of the downtime, measured */
 	uint64_t skipped_bytes; /* the full copy's holes, not copied (skip_holes) */
+	bool resumed; /* config.resume: went on with an existing session */
+	bool resumed_full; /* ... and copied everything first */
+	uint64_t resumed_after; /* ... whose log had this many rounds harvested */
 };
 
 int iod_migrate_new(sd_bus *bus, const struct iod_migrate_config *config,
