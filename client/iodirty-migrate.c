@@ -173,13 +173,23 @@ static int write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
-static int read_all(int fd, void *buf, size_t n)
+/* Read n bytes, waiting at most timeout_msec for each part (-1: for ever). */
+static int read_timeout(int fd, void *buf, size_t n, int timeout_msec)
 {
 	uint8_t *p = buf;
 
 	while (n > 0) {
-		ssize_t l = read(fd, p, n);
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		ssize_t l;
+		int k = poll(&pfd, 1, timeout_msec);
 
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -ETIMEDOUT;
+		l = read(fd, p, n);
 		if (l < 0 && errno == EINTR)
 			continue;
 		if (l < 0)
@@ -190,6 +200,11 @@ static int read_all(int fd, void *buf, size_t n)
 		n -= (size_t)l;
 	}
 	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t n)
+{
+	return read_timeout(fd, buf, n, -1);
 }
 
 static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
@@ -260,35 +275,6 @@ struct dest {
 	bool kept; /* --resume: the destination kept its memory from the earlier run */
 	uint64_t gpa; /* of the first byte of the image */
 };
-
-/* Read n bytes, waiting at most timeout_msec for each part. */
-static int read_timeout(int fd, void *buf, size_t n, int timeout_msec)
-{
-	uint8_t *p = buf;
-
-	while (n > 0) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t l;
-		int k = poll(&pfd, 1, timeout_msec);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return -ETIMEDOUT;
-		l = read(fd, p, n);
-		if (l < 0 && errno == EINTR)
-			continue;
-		if (l < 0)
-			return -errno;
-		if (l == 0)
-			return -EPIPE;
-		p += l;
-		n -= (size_t)l;
-	}
-	return 0;
-}
 
 static int dest_write(uint64_t gpa, const void *data, uint64_t length, void *userdata)
 {

@@ -387,6 +387,21 @@ static int create_session(struct iod_migrate *m)
 	return r;
 }
 
+/* Tracking is on (from now, the log counts what the devices write): start the workload. */
+static int tracking_started(struct iod_migrate *m)
+{
+	int r;
+
+	m->t_harvested = iod_now_usec();
+	if (m->ops.started) {
+		r = m->ops.started(m, m->userdata);
+		if (r < 0)
+			return failf(m, IOD_MIGRATE_ERROR, r, "Starting the workload failed: %s",
+				     strerror(-r));
+	}
+	return 0;
+}
+
 static int setup(struct iod_migrate *m)
 {
 	int r;
@@ -432,14 +447,7 @@ static int setup(struct iod_migrate *m)
 	r = scall(m, "Start", NULL, NULL);
 	if (r < 0)
 		return r;
-	m->t_harvested = iod_now_usec();
-	if (m->ops.started) {
-		r = m->ops.started(m, m->userdata);
-		if (r < 0)
-			return failf(m, IOD_MIGRATE_ERROR, r, "Starting the workload failed: %s",
-				     strerror(-r));
-	}
-	return 0;
+	return tracking_started(m);
 }
 
 /* A boolean or u64 property of the session, for resume_session(). */
@@ -519,14 +527,7 @@ static int resume_session(struct iod_migrate *m)
 				   "full round first"
 			      : "the destination kept its memory, sending what is dirty since the "
 				"last round it confirmed");
-	m->t_harvested = iod_now_usec();
-	if (m->ops.started) {
-		r = m->ops.started(m, m->userdata);
-		if (r < 0)
-			return failf(m, IOD_MIGRATE_ERROR, r, "Starting the workload failed: %s",
-				     strerror(-r));
-	}
-	return 0;
+	return tracking_started(m);
 }
 
 /* A round begins: its clock, and the pacing and workload time counted in it. */

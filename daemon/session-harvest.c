@@ -299,7 +299,8 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 	return 0;
 }
 
-int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
+/* Harvest and MarkDirty: the session has a complete log and is tracking. */
+static int check_tracking(struct iod_session *s, struct iod_reason *why)
 {
 	int r;
 
@@ -309,6 +310,16 @@ int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
 	if (!s->tracking)
 		return iod_reasonf(why, -ESRCH, IOD_ERROR_NOT_TRACKING,
 				   "Session %s is not tracking: call Start first", s->name);
+	return 0;
+}
+
+int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
+{
+	int r;
+
+	r = check_tracking(s, why);
+	if (r < 0)
+		return r;
 	/* Here, not in the read: the journal is created on the event loop's thread only. */
 	r = iod_session_ensure_journal(s);
 	if (r < 0)
@@ -400,15 +411,7 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 
 int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why)
 {
-	int r;
-
-	r = iod_session_check_failed(s, why);
-	if (r < 0)
-		return r;
-	if (!s->tracking)
-		return iod_reasonf(why, -ESRCH, IOD_ERROR_NOT_TRACKING,
-				   "Session %s is not tracking: call Start first", s->name);
-	return 0;
+	return check_tracking(s, why);
 }
 
 int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
