@@ -414,33 +414,6 @@ int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why)
 	return check_tracking(s, why);
 }
 
-int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
-			   struct iod_reason *why)
-{
-	int r;
-
-	r = iod_session_check_range(s, "gpa", gpa, size, why);
-	if (r < 0)
-		return r;
-	if (!iod_session_region_containing(s, gpa, size))
-		return iod_reasonf(why, -ERANGE, IOD_ERROR_INVALID_RANGE,
-				   "GPA range [0x%" PRIx64 ", +0x%" PRIx64
-				   ") is not inside one region of session %s",
-				   gpa, size, s->name);
-	return 0;
-}
-
-int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why)
-{
-	int r;
-
-	r = iod_log_mark(s->log, gpa, size);
-	if (r < 0)
-		return iod_reason_kernel(
-			why, r, "Failed to mark GPA [0x%" PRIx64 ", +0x%" PRIx64 ")", gpa, size);
-	return 0;
-}
-
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why)
 {
 	uint64_t current = iod_log_rounds(s->log);
