@@ -433,6 +433,9 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r < 0)
 		return reply_reason(error, r, &why);
+	/* No tracking, no rate: a Start later begins a new one, from a new baseline. */
+	if (s->release_sampler)
+		s->release_sampler(s);
 
 	if (was)
 		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking", NULL);
