@@ -959,6 +959,20 @@ static int cmd_rate(sd_bus *bus, char **args)
 			r = -EIO;
 			break;
 		}
+		/* The call that starts the daemon's sampler has no sample yet: the numbers come
+		 * an interval later. */
+		if (first && json_u64(o, "samples") == 0) {
+			json_object_put(o);
+			(void)nanosleep(&ts, NULL);
+			if (rate_interrupted)
+				break;
+			o = rate_get(bus, args[0], path,
+				     page_size ? json_object_get_uint64(page_size) : 0);
+			if (!o) {
+				r = -EIO;
+				break;
+			}
+		}
 		if (!arg_json && arg_watch && !first)
 			printf("\n");
 		rate_print(o);
@@ -966,8 +980,7 @@ static int cmd_rate(sd_bus *bus, char **args)
 		fflush(stdout);
 		if (!arg_watch)
 			break;
-		/* The first call only starts the sampler: its first numbers come an interval
-		 * later. A signal ends the sleep early. */
+		/* A signal ends the sleep early. */
 		(void)nanosleep(&ts, NULL);
 	}
 	json_object_put(page_size);

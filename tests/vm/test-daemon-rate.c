@@ -388,6 +388,29 @@ static uint64_t now_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* iodirtyctl rate prints the same working set (nothing was marked since GetDirtyRate). */
+static void check_iodirtyctl(uint64_t ws)
+{
+	char cmd[512], line[512], needle[64];
+	bool found = false;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "iodirtyctl --address='%s' rate --interval=10ms --window=10s rate 2>&1",
+		 getenv("IOD_BUS_ADDRESS"));
+	snprintf(needle, sizeof(needle), "Working set: %" PRIu64 " pages", ws);
+	f = popen(cmd, "r");
+	dt_assert(f, "popen: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		printf("iodirtyctl| %s", line);
+		if (strstr(line, needle))
+			found = true;
+	}
+	dt_assert(pclose(f) == 0, "iodirtyctl rate failed");
+	dt_assert(found, "iodirtyctl rate does not print \"%s\"", needle);
+	dt_pass("iodirtyctl rate prints the working set, %" PRIu64 " pages", ws);
+}
+
 /*
  * The daemon's timer at work (10 ms) while pages are marked and Harvests run (on the
  * daemon's harvest thread): where a sample ends is not known here, so the dirty pages are
@@ -440,6 +463,7 @@ static void run_concurrent(void)
 		" samples, working set %" PRIu64 " (%" PRIu64 " + %" PRIu64 "), as marked",
 		n_marks, n_harvests, r.samples, r.ws, r.hwpt[0].ws, r.hwpt[1].ws);
 
+	check_iodirtyctl(r.ws);
 	harvest();
 	check_nothing_lost("after the timer's samples");
 	for (int i = 0; i < NDEV; i++)
