@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -35,6 +37,10 @@ static uint64_t arg_page_size;
 static const char *arg_output;
 static enum iod_metrics_format arg_format = IOD_METRICS_OPENMETRICS;
 static bool arg_metrics_options;
+/* rate */
+static bool arg_watch;
+static uint64_t arg_interval_usec = 1000000;
+static uint64_t arg_window_usec = 10000000;
 
 static void help(void)
 {
@@ -54,6 +60,7 @@ static void help(void)
 	       "  stop NAME              Stop dirty tracking\n"
 	       "  harvest NAME           Harvest one round and acknowledge it\n"
 	       "  metrics                The daemon and its sessions as OpenMetrics text\n"
+	       "  rate NAME              Dirty pages per second and working set, per VM and HWPT\n"
 	       "\n"
 	       "Options:\n"
 	       "  -h --help              Show this help\n"
@@ -74,6 +81,9 @@ static void help(void)
 	       "                         textfile collector)\n"
 	       "     --output=FILE       metrics: write FILE atomically (a temporary file in its\n"
 	       "                         directory, renamed over it) instead of standard output\n"
+	       "     --watch             rate: print again every interval until interrupted\n"
+	       "     --interval=TIME     rate: sample every TIME (default 1s; us, ms, s, min)\n"
+	       "     --window=TIME       rate: over the last TIME (default 10s)\n"
 	       "\n"
 	       "Exit status: 0 on success, 1 when the service refused or failed, 2 on bad usage.\n"
 	       "\n");
@@ -813,6 +823,188 @@ static int cmd_metrics(sd_bus *bus, char **args)
 	return iod_metrics_run(bus, arg_format, arg_output);
 }
 
+/* --- rate ------------------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t rate_interrupted;
+
+static void rate_on_signal(int sig)
+{
+	rate_interrupted = 1;
+}
+
+/* One GetDirtyRate, as JSON (NULL on failure, reported). */
+static struct json_object *rate_get(sd_bus *bus, const char *name, const char *path,
+				    uint64_t page_size)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	struct json_object *o = NULL, *hwpts;
+	uint64_t window, samples, dirty, pps, ws;
+	int precise, r;
+
+	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE, "GetDirtyRate",
+			       &error, &reply, "a{sv}", 2, "interval_usec", "t", arg_interval_usec,
+			       "window_usec", "t", arg_window_usec);
+	if (r < 0) {
+		fail(&error, r, "GetDirtyRate");
+		goto out;
+	}
+	r = sd_bus_message_read(reply, "tttttb", &window, &samples, &dirty, &pps, &ws, &precise);
+	if (r >= 0)
+		r = sd_bus_message_enter_container(reply, 'a', "(uaottt)");
+	if (r < 0)
+		goto bad;
+	o = json_object_new_object();
+	hwpts = json_object_new_array();
+	json_object_object_add(o, "session", json_object_new_string(name));
+	json_object_object_add(o, "window_usec", json_object_new_uint64(window));
+	json_object_object_add(o, "samples", json_object_new_uint64(samples));
+	json_object_object_add(o, "dirty_pages", json_object_new_uint64(dirty));
+	json_object_object_add(o, "pages_per_sec", json_object_new_uint64(pps));
+	json_object_object_add(o, "bytes_per_sec", json_object_new_uint64(pps * page_size));
+	json_object_object_add(o, "working_set_pages", json_object_new_uint64(ws));
+	json_object_object_add(o, "working_set_bytes", json_object_new_uint64(ws * page_size));
+	json_object_object_add(o, "precise", json_object_new_boolean(precise));
+	json_object_object_add(o, "hwpts", hwpts);
+	while ((r = sd_bus_message_enter_container(reply, 'r', "uaottt")) > 0) {
+		struct json_object *h = json_object_new_object(), *devs = json_object_new_array();
+		const char *dev;
+		uint32_t id;
+
+		json_object_array_add(hwpts, h);
+		json_object_object_add(h, "devices", devs);
+		r = sd_bus_message_read(reply, "u", &id);
+		if (r >= 0)
+			r = sd_bus_message_enter_container(reply, 'a', "o");
+		while (r >= 0 && (r = sd_bus_message_read(reply, "o", &dev)) > 0)
+			json_object_array_add(devs, json_object_new_string(dev));
+		if (r >= 0)
+			r = sd_bus_message_exit_container(reply);
+		if (r >= 0)
+			r = sd_bus_message_read(reply, "ttt", &dirty, &pps, &ws);
+		if (r >= 0)
+			r = sd_bus_message_exit_container(reply);
+		if (r < 0)
+			goto bad;
+		json_object_object_add(h, "hwpt_id", json_object_new_uint64(id));
+		json_object_object_add(h, "dirty_pages", json_object_new_uint64(dirty));
+		json_object_object_add(h, "pages_per_sec", json_object_new_uint64(pps));
+		json_object_object_add(h, "working_set_pages", json_object_new_uint64(ws));
+	}
+	if (r >= 0)
+		goto out;
+bad:
+	fail(NULL, r, "GetDirtyRate reply");
+	json_object_put(o);
+	o = NULL;
+out:
+	sd_bus_message_unref(reply);
+	sd_bus_error_free(&error);
+	return o;
+}
+
+static uint64_t json_u64(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_uint64(v) : 0;
+}
+
+static void rate_print(struct json_object *o)
+{
+	struct json_object *hwpts, *v;
+
+	if (arg_json) {
+		printf("%s\n", json_object_to_json_string_ext(
+				       o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		return;
+	}
+	json_object_object_get_ex(o, "precise", &v);
+	printf("%22s: %.3f s (%" PRIu64 " samples)\n", "Window",
+	       (double)json_u64(o, "window_usec") / 1e6, json_u64(o, "samples"));
+	if (json_u64(o, "samples") == 0)
+		printf("%22s  (sampling just started: ask again after an interval)\n", "");
+	printf("%22s: %" PRIu64 " pages/s (%.1f MiB/s)\n", "Dirty rate",
+	       json_u64(o, "pages_per_sec"), (double)json_u64(o, "bytes_per_sec") / (1 << 20));
+	printf("%22s: %" PRIu64 "\n", "Dirty pages", json_u64(o, "dirty_pages"));
+	printf("%22s: %" PRIu64 " pages (%.1f MiB)\n", "Working set",
+	       json_u64(o, "working_set_pages"),
+	       (double)json_u64(o, "working_set_bytes") / (1 << 20));
+	printf("%22s: %s\n", "Precise",
+	       json_object_get_boolean(v) ? "yes"
+					  : "no (fallback devices, huge IOMMU pages or a capped "
+					    "working set)");
+	json_object_object_get_ex(o, "hwpts", &hwpts);
+	printf("\n%-6s %12s %12s %12s  %s\n", "HWPT", "PAGES/S", "DIRTY", "WORKING SET", "DEVICES");
+	for (size_t i = 0; i < json_object_array_length(hwpts); i++) {
+		struct json_object *h = json_object_array_get_idx(hwpts, i), *devs;
+		size_t n;
+
+		json_object_object_get_ex(h, "devices", &devs);
+		n = json_object_array_length(devs);
+		printf("%-6" PRIu64 " %12" PRIu64 " %12" PRIu64 " %12" PRIu64 "  %s\n",
+		       json_u64(h, "hwpt_id"), json_u64(h, "pages_per_sec"),
+		       json_u64(h, "dirty_pages"), json_u64(h, "working_set_pages"),
+		       n ? json_object_get_string(json_object_array_get_idx(devs, 0)) : "-");
+		for (size_t j = 1; j < n; j++)
+			printf("%-6s %12s %12s %12s  %s\n", "", "", "", "",
+			       json_object_get_string(json_object_array_get_idx(devs, j)));
+	}
+}
+
+static int cmd_rate(sd_bus *bus, char **args)
+{
+	struct sigaction sa = {.sa_handler = rate_on_signal};
+	struct json_object *page_size, *o;
+	char *path = NULL;
+	int r;
+
+	r = session_path(bus, args[0], &path);
+	if (r < 0)
+		return r;
+	page_size = get_prop(bus, path, IOD_SESSION_INTERFACE, "PageSize");
+	if (arg_watch) {
+		(void)sigaction(SIGINT, &sa, NULL);
+		(void)sigaction(SIGTERM, &sa, NULL);
+	}
+	for (bool first = true; !rate_interrupted; first = false) {
+		struct timespec ts = {.tv_sec = (time_t)(arg_interval_usec / 1000000),
+				      .tv_nsec = (long)(arg_interval_usec % 1000000) * 1000};
+
+		o = rate_get(bus, args[0], path, page_size ? json_object_get_uint64(page_size) : 0);
+		if (!o) {
+			r = -EIO;
+			break;
+		}
+		/* The call that starts the daemon's sampler has no sample yet: the numbers come
+		 * an interval later. */
+		if (first && json_u64(o, "samples") == 0) {
+			json_object_put(o);
+			(void)nanosleep(&ts, NULL);
+			if (rate_interrupted)
+				break;
+			o = rate_get(bus, args[0], path,
+				     page_size ? json_object_get_uint64(page_size) : 0);
+			if (!o) {
+				r = -EIO;
+				break;
+			}
+		}
+		if (!arg_json && arg_watch && !first)
+			printf("\n");
+		rate_print(o);
+		json_object_put(o);
+		fflush(stdout);
+		if (!arg_watch)
+			break;
+		/* A signal ends the sleep early. */
+		(void)nanosleep(&ts, NULL);
+	}
+	json_object_put(page_size);
+	free(path);
+	return r;
+}
+
 static const struct {
 	const char *name;
 	int nargs;
@@ -821,7 +1013,8 @@ static const struct {
 	{"status", 0, cmd_status},   {"sessions", 0, cmd_sessions}, {"session", 1, cmd_session},
 	{"devices", 1, cmd_devices}, {"probe", 1, cmd_probe},	    {"create", 1, cmd_create},
 	{"destroy", 1, cmd_destroy}, {"start", 1, cmd_start},	    {"stop", 1, cmd_stop},
-	{"harvest", 1, cmd_harvest}, {"metrics", 0, cmd_metrics},
+	{"harvest", 1, cmd_harvest}, {"metrics", 0, cmd_metrics},   {"harvest", 1, cmd_harvest},
+	{"rate", 1, cmd_rate},
 };
 
 enum {
@@ -839,7 +1032,34 @@ enum {
 	ARG_DESTROY_ON_EXIT,
 	ARG_OUTPUT,
 	ARG_FORMAT,
+	ARG_WATCH,
+	ARG_INTERVAL,
+	ARG_WINDOW,
 };
+
+/* "1.5s", "500ms", "2min", "250us"; a bare number is seconds. */
+static int parse_duration(const char *s, uint64_t *ret)
+{
+	static const struct {
+		const char *suffix;
+		double usec;
+	} units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"min", 60e6}, {"", 1e6}};
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || !(v >= 0) || *s == '-')
+		return -EINVAL;
+	for (size_t i = 0; i < ELEMENTSOF(units); i++)
+		if (strcmp(end, units[i].suffix) == 0) {
+			if (v * units[i].usec >= 1.8e19)
+				return -ERANGE;
+			*ret = (uint64_t)(v * units[i].usec);
+			return 0;
+		}
+	return -EINVAL;
+}
 
 static int parse_argv(int argc, char *argv[])
 {
@@ -860,6 +1080,9 @@ static int parse_argv(int argc, char *argv[])
 		{"destroy-on-exit", no_argument, NULL, ARG_DESTROY_ON_EXIT},
 		{"output", required_argument, NULL, ARG_OUTPUT},
 		{"format", required_argument, NULL, ARG_FORMAT},
+		{"watch", no_argument, NULL, ARG_WATCH},
+		{"interval", required_argument, NULL, ARG_INTERVAL},
+		{"window", required_argument, NULL, ARG_WINDOW},
 		{},
 	};
 	unsigned long long v;
@@ -921,6 +1144,19 @@ static int parse_argv(int argc, char *argv[])
 				return -EINVAL;
 			}
 			arg_metrics_options = true;
+			break;
+		case ARG_WATCH:
+			arg_watch = true;
+			break;
+		case ARG_INTERVAL:
+		case ARG_WINDOW:
+			if (parse_duration(optarg, c == ARG_INTERVAL ? &arg_interval_usec
+								     : &arg_window_usec) < 0) {
+				fprintf(stderr,
+					"Bad time \"%s\": a number with us, ms, s or min (s if none).\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case ARG_MAX_RANGES:
 		case ARG_PAGE_SIZE:

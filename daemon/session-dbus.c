@@ -11,6 +11,8 @@
 #include "events.h"
 #include "harvest-worker.h"
 #include "persist.h"
+#include "rate-sampler.h"
+#include "rate.h"
 #include "uevent.h"
 #include "logging.h"
 #include "manager.h"
@@ -487,6 +489,9 @@ static int method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	(void)iod_persist_save(iod_manager_of(s->ctx));
 	if (r < 0)
 		return reply_reason(error, r, &why);
+	/* No tracking, no rate: a Start later begins a new one, from a new baseline. */
+	if (s->release_sampler)
+		s->release_sampler(s);
 
 	if (was)
 		(void)iod_bus_emit_session_changed(s->ctx, s->path, "State", "Tracking", NULL);
@@ -697,6 +702,110 @@ static int method_harvest_ranges(sd_bus_message *m, void *userdata, sd_bus_error
 	req = (struct iod_harvest_request){
 		.ranges = true, .peek = o.peek, .iova_space = iova, .max_ranges = o.max_ranges};
 	return harvest_start(m, s, &req, error);
+}
+
+struct rate_options {
+	uint64_t interval_usec;
+	uint64_t window_usec;
+};
+
+static const struct iod_bus_option rate_options_table[] = {
+	{"interval_usec", 't', offsetof(struct rate_options, interval_usec)},
+	{"window_usec", 't', offsetof(struct rate_options, window_usec)},
+	{},
+};
+
+static int append_rate(sd_bus_message *reply, const struct iod_rate_result *res)
+{
+	return sd_bus_message_append(reply, "ttt", res->dirty_pages, res->pages_per_sec,
+				     res->working_set_pages);
+}
+
+static int method_get_dirty_rate(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct iod_session *s = userdata;
+	struct rate_options o = {.interval_usec = IOD_RATE_INTERVAL_DEFAULT_USEC,
+				 .window_usec = IOD_RATE_WINDOW_DEFAULT_USEC};
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	struct iod_rate_result vm;
+	struct iod_reason why = {};
+	int r;
+	HOLD_WHILE_HARVESTING(m, userdata, method_get_dirty_rate);
+
+	r = iod_bus_read_options(m, rate_options_table, &o, error);
+	if (r < 0)
+		return r;
+	if (o.interval_usec < IOD_RATE_INTERVAL_MIN_USEC ||
+	    o.interval_usec > IOD_RATE_INTERVAL_MAX_USEC)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Option \"interval_usec\" must be between %" PRIu64
+					 " (10 ms) and %" PRIu64 " (1 min), not %" PRIu64,
+					 IOD_RATE_INTERVAL_MIN_USEC, IOD_RATE_INTERVAL_MAX_USEC,
+					 o.interval_usec);
+	if (o.window_usec < o.interval_usec || o.window_usec > IOD_RATE_WINDOW_MAX_USEC)
+		return sd_bus_error_setf(
+			error, SD_BUS_ERROR_INVALID_ARGS,
+			"Option \"window_usec\" must be at least the interval (%" PRIu64
+			") and at most %" PRIu64 " (1 h), not %" PRIu64,
+			o.interval_usec, IOD_RATE_WINDOW_MAX_USEC, o.window_usec);
+	if (o.window_usec / o.interval_usec > IOD_RATE_MAX_SAMPLES)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "A window of %" PRIu64
+					 " us holds more than %d samples of %" PRIu64
+					 " us: make the interval longer or the window shorter",
+					 o.window_usec, IOD_RATE_MAX_SAMPLES, o.interval_usec);
+
+	r = check_caller(s, m, error);
+	if (r < 0)
+		return r;
+
+	r = iod_rate_sampler_request(s, sd_bus_get_event(sd_bus_message_get_bus(m)),
+				     o.interval_usec, o.window_usec, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
+
+	r = iod_rate_query(s->rate, o.window_usec, IOD_RATE_ALL_HWPTS, &vm);
+	if (r < 0)
+		return iod_bus_error_kernel(error, r, "Failed to compute the dirty rate");
+	r = sd_bus_message_new_method_return(m, &reply);
+	if (r < 0)
+		return r;
+	r = sd_bus_message_append(reply, "tt", vm.window_usec, vm.samples);
+	if (r >= 0)
+		r = append_rate(reply, &vm);
+	if (r >= 0)
+		r = sd_bus_message_append(reply, "b", (int)(vm.exact && iod_session_precise(s)));
+	if (r >= 0)
+		r = sd_bus_message_open_container(reply, 'a', "(uaottt)");
+	for (size_t i = 0; r >= 0 && i < s->n_hwpts; i++) {
+		const struct iod_session_hwpt *h = &s->hwpts[i];
+		struct iod_rate_result one;
+
+		if (!h->hw.dirty_capable || !h->hw.tracking)
+			continue; /* a fallback HWPT has no rate: Precise says so */
+		r = iod_rate_query(s->rate, o.window_usec, h->hw.id, &one);
+		if (r < 0)
+			return iod_bus_error_kernel(error, r, "Failed to compute the dirty rate");
+		r = sd_bus_message_open_container(reply, 'r', "uaottt");
+		if (r >= 0)
+			r = sd_bus_message_append(reply, "u", h->hw.id);
+		if (r >= 0)
+			r = sd_bus_message_open_container(reply, 'a', "o");
+		for (size_t j = 0; r >= 0 && j < s->n_devices; j++)
+			if (s->devices[j]->hwpt_id == h->hw.id)
+				r = sd_bus_message_append(reply, "o", s->devices[j]->path);
+		if (r >= 0)
+			r = sd_bus_message_close_container(reply);
+		if (r >= 0)
+			r = append_rate(reply, &one);
+		if (r >= 0)
+			r = sd_bus_message_close_container(reply);
+	}
+	if (r >= 0)
+		r = sd_bus_message_close_container(reply);
+	if (r < 0)
+		return r;
+	return sd_bus_send(NULL, reply, NULL);
 }
 
 static int method_acknowledge(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -948,6 +1057,11 @@ const sd_bus_vtable iod_session_vtable[] = {
 				SD_BUS_RESULT("t", round, "a(tt)", ranges, "b", truncated, "t",
 					      dirty_pages, "b", precise, "t", duration_usec),
 				method_harvest_ranges, UNPRIV),
+	SD_BUS_METHOD_WITH_ARGS("GetDirtyRate", SD_BUS_ARGS("a{sv}", options),
+				SD_BUS_RESULT("t", window_usec, "t", samples, "t", dirty_pages, "t",
+					      pages_per_sec, "t", working_set_pages, "b", precise,
+					      "a(uaottt)", hwpts),
+				method_get_dirty_rate, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Acknowledge", SD_BUS_ARGS("t", round), SD_BUS_NO_RESULT,
 				method_acknowledge, UNPRIV),
 	SD_BUS_METHOD_WITH_ARGS("Claim", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_claim, UNPRIV),

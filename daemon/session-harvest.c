@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Rounds of a session: Start and Stop, Harvest (each HWPT's bits read through the harvest
- * journal into the dirty log), Acknowledge, and the dirty pages of a round as ranges.
+ * journal into the dirty log), Acknowledge, the dirty pages of a round as ranges, and the
+ * samples of the dirty rate (the same read-and-clear, counted on the way into the log).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +16,7 @@
 #include "context.h"
 #include "journal.h"
 #include "logging.h"
+#include "rate.h"
 #include "session-internal.h"
 
 /* A HWPT bitmap is read in chunks of this many pages (32 KiB of bitmap). */
@@ -40,6 +43,9 @@ struct harvest_ctx {
 	const struct iod_session_hwpt *hwpt;
 	unsigned flags;
 	const atomic_bool *cancel; /* checked between slices; NULL: never cancelled */
+	/* The dirty rate to count the read pages into: a read that clears, while the rate is
+	 * measured (a read without clearing leaves the pages to the next one). */
+	struct iod_rate *rate;
 };
 
 static bool cancelled(const struct harvest_ctx *c)
@@ -74,8 +80,9 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	 * plane, the kernel ORs the bits straight into the log (it only ever sets bits). No
 	 * buffer, no copy, no merge; and since the plane lives in the log memfd, a crash right
 	 * after the read-and-clear loses nothing either, nor does a read that fails half way.
+	 * Not while the dirty rate is measured: it must see the bits each read returns.
 	 */
-	if (iod_log_accum_direct(s->log, p->gpa, p->length >> shift, &direct) == 0) {
+	if (!c->rate && iod_log_accum_direct(s->log, p->gpa, p->length >> shift, &direct) == 0) {
 		for (uint64_t done = 0; done < p->length;) {
 			uint64_t len = MIN(p->length - done, HARVEST_SLICE_BITS << shift);
 
@@ -106,6 +113,9 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 					c->flags);
 		/* A read that failed half way may have cleared what it returned: merge that too. */
 		if (!iod_bitmap_is_empty(buf, nbits, 0, nbits)) {
+			if (c->rate)
+				iod_rate_record(c->rate, c->hwpt->hw.id, (p->gpa + done) >> shift,
+						buf, nbits);
 			k = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
 			if (k < 0) {
 				iod_journal_end(s->journal);
@@ -134,7 +144,12 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 	s->read_error = (struct iod_read_error){};
 	for (size_t i = 0; i < s->n_hwpts; i++) {
 		struct harvest_ctx c = {
-			.session = s, .hwpt = &s->hwpts[i], .flags = flags, .cancel = cancel};
+			.session = s,
+			.hwpt = &s->hwpts[i],
+			.flags = flags,
+			.cancel = cancel,
+			.rate = flags & IOD_READ_NO_CLEAR ? NULL : s->rate,
+		};
 
 		if (only && only != &s->hwpts[i])
 			continue;
@@ -412,6 +427,53 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
 int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why)
 {
 	return check_tracking(s, why);
+}
+
+int iod_session_rate_sample(struct iod_session *s, struct iod_reason *why)
+{
+	int r;
+
+	assert(s->rate);
+	r = iod_session_harvest_begin(s, why);
+	if (r < 0)
+		return r;
+	r = harvest_hwpts(s, NULL, 0, 0, 0, NULL);
+	if (r < 0) {
+		/* A read-and-clear that failed half way may have lost bits, as in a harvest. */
+		iod_session_fail_harvest(s, "dirty rate sample", r);
+		return iod_reason_kernel(why, r, "Failed to sample the dirty rate of session %s",
+					 s->name);
+	}
+	iod_rate_close(s->rate, iod_now_usec());
+	return 0;
+}
+
+int iod_session_rate_begin(struct iod_session *s, struct iod_reason *why)
+{
+	int r;
+
+	if (s->rate)
+		return 0;
+	r = check_tracking(s, why);
+	if (r < 0)
+		return r;
+	r = iod_rate_new(IOD_RATE_MAX_RUNS, iod_now_usec(), &s->rate);
+	if (r < 0)
+		return iod_reason_kernel(why, r, "Failed to set up the dirty rate");
+	r = iod_session_rate_sample(s, why);
+	if (r < 0) {
+		iod_session_rate_end(s);
+		return r;
+	}
+	log_info("Session %s: dirty rate sampling started.", s->name);
+	return 0;
+}
+
+void iod_session_rate_end(struct iod_session *s)
+{
+	if (s->rate)
+		log_info("Session %s: dirty rate sampling stopped.", s->name);
+	s->rate = iod_rate_free(s->rate);
 }
 
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why)

@@ -4,7 +4,8 @@
  * files, each calling only those listed before it:
  *
  *   session.c          lifecycle, owner, the kernel context, adopt, failure, state strings
- *   session-harvest.c  Start/Stop, harvest (through the journal), acknowledge, dirty ranges
+ *   session-harvest.c  Start/Stop, harvest (through the journal), acknowledge, dirty ranges,
+ *                      the dirty rate's samples (rate.h below it)
  *   session-memory.c   guest memory regions, devices and their HWPTs
  *   session-viommu.c   Map/Unmap and their batches, the harvest before an unmap
  *   session-state.c    to and from struct iod_state (restart survival)

@@ -14,6 +14,7 @@
 #include "bus-signals.h"
 #include "context.h"
 #include "journal.h"
+#include "rate.h"
 #include "logging.h"
 #include "session-internal.h"
 
@@ -118,6 +119,9 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	 * it reads goes. */
 	if (s->release_worker)
 		s->release_worker(s);
+	if (s->release_sampler)
+		s->release_sampler(s);
+	s->rate = iod_rate_free(s->rate);
 	if (s->close_channel)
 		s->close_channel(s);
 	/* Reverse order of setup: devices, HWPTs, mappings, IOAS, memory, context. */

@@ -29,6 +29,8 @@
 #include "iodirty.h"
 
 struct iod_context;
+struct iod_rate;
+struct iod_rate_sampler;
 
 struct iod_region {
 	uint64_t gpa;
@@ -114,6 +116,12 @@ struct iod_session {
 	 * layer like the channel; release_worker, set with it, stops and frees it first. */
 	struct iod_harvest_worker *worker;
 	void (*release_worker)(struct iod_session *s);
+	/* The dirty rate (rate.h) while someone asks for it: NULL otherwise. Its timer
+	 * (rate-sampler.h) is the bus layer's, like the worker; release_sampler, set with it,
+	 * stops the timer and frees the rate. */
+	struct iod_rate *rate;
+	struct iod_rate_sampler *sampler;
+	void (*release_sampler)(struct iod_session *s);
 
 	/* statistics of the last round */
 	bool round_pending;
@@ -266,6 +274,22 @@ int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why);
 int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
 			   struct iod_reason *why);
 int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why);
+/*
+ * The dirty rate (GetDirtyRate). A sample reads and clears every tracking HWPT into the
+ * accumulating plane of the log, exactly as a harvest does (so a later round reports every
+ * page a sample saw), and hands each HWPT's bits to s->rate on the way (rate.h); then it
+ * closes the rate's pending interval. While s->rate exists, the read-and-clear of a
+ * Harvest or a Stop counts into the pending interval too, so that no dirtied page escapes
+ * the rate either. NotTracking when the session does not track, SessionFailed when it
+ * failed; a read that fails fails the session as a harvest does.
+ *
+ * iod_session_rate_begin() creates s->rate (if there is none) and takes its first, baseline
+ * sample: what it reads was dirtied since Start or the last harvest, over a time nobody
+ * knows, and goes into the log without being counted. iod_session_rate_end() frees it.
+ */
+int iod_session_rate_begin(struct iod_session *s, struct iod_reason *why);
+int iod_session_rate_sample(struct iod_session *s, struct iod_reason *why);
+void iod_session_rate_end(struct iod_session *s);
 /* The client has round: clear the round plane. -ESTALE for another round. */
 int iod_session_acknowledge(struct iod_session *s, uint64_t round, struct iod_reason *why);
 

@@ -1127,6 +1127,83 @@ static void test_mark_dirty(sd_bus *bus)
 	close(mem);
 }
 
+/* GetDirtyRate: its options are checked before anything; a session without a HWPT has a
+ * rate of zero, with samples. The exact numbers are the guest tier's
+ * (tests/vm/test-daemon-rate.c). */
+static void rate_call(sd_bus *bus, const char *name, const char *path, uint64_t want_samples)
+{
+	uint64_t window = 1, samples = 9, dirty = 9, pps = 9, ws = 9;
+	sd_bus_message *reply;
+	int precise = 0;
+
+	reply = call_ok(bus, NULL, path, IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 2,
+			"interval_usec", "t", (uint64_t)20000, "window_usec", "t",
+			(uint64_t)20000000);
+	if (!reply)
+		return;
+	if (sd_bus_message_read(reply, "tttttb", &window, &samples, &dirty, &pps, &ws, &precise) <
+		    0 ||
+	    sd_bus_message_enter_container(reply, 'a', "(uaottt)") < 0) {
+		result(false, name, "reply of the wrong type");
+	} else {
+		result(samples >= want_samples && (samples == 0) == (window == 0) && dirty == 0 &&
+			       pps == 0 && ws == 0 && precise &&
+			       sd_bus_message_at_end(reply, false) > 0,
+		       name,
+		       "window %" PRIu64 " samples %" PRIu64 " dirty %" PRIu64 " rate %" PRIu64
+		       " working set %" PRIu64 " precise %d",
+		       window, samples, dirty, pps, ws, precise);
+	}
+	sd_bus_message_unref(reply);
+}
+
+static void test_dirty_rate(sd_bus *bus)
+{
+	int mem = make_memfd(65536, false);
+	char path[256];
+
+	session_path("rate", path, sizeof(path));
+	create(bus, "rate: create", "rate", true, "keep");
+	sd_bus_message_unref(call_ok(bus, "rate: memory", path, IOD_SESSION_INTERFACE, "AddMemory",
+				     "httt", mem, 0, 65536, 0x100000));
+	close(mem);
+
+	call_err(bus, "rate: before Start", E_PREFIX "NotTracking", "Start", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 0);
+	call_err(bus, "rate: unknown option", E_INVALID_ARGS, "Unknown option", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "peek", "b", 1);
+	call_err(bus, "rate: interval of the wrong type", E_INVALID_ARGS, "interval_usec", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "interval_usec", "u", 1000000);
+	call_err(bus, "rate: zero interval", E_INVALID_ARGS, "between 10000", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "interval_usec", "t",
+		 (uint64_t)0);
+	call_err(bus, "rate: interval under 10 ms", E_INVALID_ARGS, "between 10000", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "interval_usec", "t",
+		 (uint64_t)9999);
+	call_err(bus, "rate: huge interval", E_INVALID_ARGS, "not 18446744073709551615", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "interval_usec", "t",
+		 UINT64_MAX);
+	call_err(bus, "rate: window shorter than the interval", E_INVALID_ARGS,
+		 "at least the interval", path, IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 2,
+		 "interval_usec", "t", (uint64_t)2000000, "window_usec", "t", (uint64_t)1000000);
+	call_err(bus, "rate: huge window", E_INVALID_ARGS, "at most 3600000000", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 1, "window_usec", "t", UINT64_MAX);
+	call_err(bus, "rate: too many samples in the window", E_INVALID_ARGS, "more than 1024",
+		 path, IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 2, "interval_usec", "t",
+		 (uint64_t)10000, "window_usec", "t", (uint64_t)3600000000);
+
+	sd_bus_message_unref(
+		call_ok(bus, "rate: start", path, IOD_SESSION_INTERFACE, "Start", NULL));
+	rate_call(bus, "rate: the first call is the baseline (no sample yet)", path, 0);
+	rate_call(bus, "rate: the second call has a sample, of nothing", path, 1);
+	usleep(100000);
+	rate_call(bus, "rate: the timer samples meanwhile", path, 3);
+	sd_bus_message_unref(call_ok(bus, "rate: stop", path, IOD_SESSION_INTERFACE, "Stop", NULL));
+	call_err(bus, "rate: after Stop", E_PREFIX "NotTracking", "Start", path,
+		 IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 0);
+	destroy(bus, "rate");
+}
+
 static void test_limits(sd_bus *bus)
 {
 	int mem = make_memfd(8 * 65536, false);
@@ -1421,6 +1498,8 @@ static void other_acts_on_root_session(sd_bus *bus, void *userdata)
 		 (uint64_t)0x1000);
 	call_err(bus, "other uid: OpenEventChannel on root's session", E_ACCESS_DENIED,
 		 "belongs to uid 0", path, IOD_SESSION_INTERFACE, "OpenEventChannel", "a{sv}", 0);
+	call_err(bus, "other uid: GetDirtyRate on root's session", E_ACCESS_DENIED,
+		 "belongs to uid 0", path, IOD_SESSION_INTERFACE, "GetDirtyRate", "a{sv}", 0);
 	expect_string(bus, "other uid: may read properties", path, IOD_SESSION_INTERFACE, "Name",
 		      "rootvm");
 }
@@ -1661,6 +1740,7 @@ int main(int argc, char *argv[])
 	test_event_channel(bus);
 	test_harvest(bus);
 	test_mark_dirty(bus);
+	test_dirty_rate(bus);
 	test_limits(bus);
 	test_named_devices(bus);
 	test_memory_kinds(bus);

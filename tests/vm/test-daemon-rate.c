@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Session1.GetDirtyRate against the kernel's iommufd mock devices, over the real D-Bus.
+ *
+ * The program plays a VMM: one IOAS (huge pages off) with guest memory at IOVA = GPA, two
+ * mock devices each on a dirty tracking HWPT of its own, lent to iodirtyd with AdoptSession.
+ * It marks known GPA pages with the mock's DIRTY command, as a device writing them would,
+ * between calls to GetDirtyRate, with an interval long enough (1 min) that the daemon's timer
+ * never samples during the test: every call closes exactly one sample. Then:
+ *  - pages marked before the first call are its baseline: counted nowhere, yet in the log;
+ *  - per sample, the VM's dirty pages equal the distinct pages marked on either HWPT in it,
+ *    each HWPT's the pages marked on it; over the window, dirty_pages is the sum over the
+ *    samples, the working set the distinct pages, for the VM and per HWPT, exactly;
+ *  - a Harvest in the middle of a sample (it reads and clears the IOMMU bits) loses nothing
+ *    from the rate: its pages count in the sample;
+ *  - pages_per_sec is dirty_pages over window_usec;
+ *  - a short window counts only the newest sample;
+ *  - nothing is lost for the migration: the union of every Harvest equals every page
+ *    marked, exactly (the sampler's reads went into the log);
+ *  - with the daemon's timer sampling every 10 ms while pages are marked and Harvests run
+ *    (on the daemon's harvest thread), the working set over the window is exactly the
+ *    distinct pages marked, per VM and per HWPT, and again nothing is lost.
+ *
+ * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+
+#include "daemon-test.h"
+#include "iodirty.h"
+#include "iommufd-mock.h"
+#include "test-rng.h"
+
+#define SZ_1M (UINT64_C(1) << 20)
+#define GUEST_GPA (16 * SZ_1M) /* the mock's aperture starts at 16 MiB */
+#define GUEST_SIZE (8 * SZ_1M)
+#define LOG_SHIFT 12
+#define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
+#define NPAGES (GUEST_SIZE >> LOG_SHIFT)
+#define NDEV 2
+#define INTERVAL_USEC (UINT64_C(60) * 1000000)
+#define WINDOW_USEC (UINT64_C(3600) * 1000000)
+
+static uint64_t seed;
+static uint64_t mock_page;
+
+static void print_seed(void)
+{
+	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
+}
+
+static struct {
+	struct iod_iommufd *ictx;
+	int fd;
+	uint32_t ioas;
+	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
+	uint8_t *guest;
+} vmm;
+
+static void vmm_setup(void)
+{
+	int r;
+
+	r = iod_iommufd_open(NULL, &vmm.ictx);
+	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
+	vmm.fd = iod_iommufd_fd(vmm.ictx);
+	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
+	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
+	for (int i = 0; i < NDEV; i++) {
+		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
+		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
+			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
+			       strerror(-r));
+			exit(77);
+		}
+		dt_assert(r == 0, "mock device: %s", strerror(-r));
+		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
+		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
+		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
+		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
+			  strerror(-r));
+	}
+	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			 0);
+	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest, GUEST_SIZE, GUEST_GPA,
+			 IOD_MAP_READ | IOD_MAP_WRITE);
+	dt_assert(r == 0, "map guest memory: %s", iod_strerror(r));
+	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64
+	       " MiB of guest memory at GPA 0x%" PRIx64 "\n",
+	       vmm.fd, vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M, GUEST_GPA);
+}
+
+/* ---- page sets: what was marked ---------------------------------------------------------- */
+
+/* All marks; the marks of the current sample per HWPT; the window's per HWPT. */
+static struct dt_pageset all_marked, sample[NDEV], window[NDEV];
+
+static void pageset_or(struct dt_pageset *dst, const struct dt_pageset *src)
+{
+	for (uint64_t w = 0; w < iod_bitmap_words(dst->npages); w++)
+		dst->bits[w] |= src->bits[w];
+}
+
+static void pageset_clear(struct dt_pageset *p)
+{
+	memset(p->bits, 0, iod_bitmap_words(p->npages) * sizeof(uint64_t));
+}
+
+static uint64_t pageset_count_union(const struct dt_pageset *a, const struct dt_pageset *b)
+{
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w < iod_bitmap_words(a->npages); w++)
+		n += (uint64_t)__builtin_popcountll(a->bits[w] | b->bits[w]);
+	return n;
+}
+
+/* Mark the log page at guest page index page dirty on device dev's HWPT. */
+static void mark(int dev, uint64_t page)
+{
+	const uint64_t nbits = LOG_PAGE / mock_page;
+	uint64_t marks = (UINT64_C(1) << nbits) - 1;
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = vmm.hwpt[dev],
+		.dirty = {.iova = GUEST_GPA + (page << LOG_SHIFT),
+			  .length = nbits * mock_page,
+			  .page_size = mock_page,
+			  .uptr = (uintptr_t)&marks},
+	};
+
+	dt_assert(ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) == 0, "mock DIRTY on hwpt %u: %s",
+		  vmm.hwpt[dev], strerror(errno));
+	dt_assert(cmd.dirty.out_nr_dirty == nbits, "mock DIRTY marked %" PRIu64 " IOPTEs",
+		  (uint64_t)cmd.dirty.out_nr_dirty);
+	dt_pageset_add(&sample[dev], page << LOG_SHIFT);
+	dt_pageset_add(&all_marked, page << LOG_SHIFT);
+}
+
+/* Mark n random pages on dev, from the first span pages (small spans make overlaps), a
+ * few of them as runs of neighbours. */
+static void mark_random(int dev, unsigned n, uint64_t span)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t page = rng_below(span), len = rng_below(4) == 0 ? 1 + rng_below(5) : 1;
+
+		for (uint64_t k = 0; k < len && page + k < NPAGES; k++)
+			mark(dev, page + k);
+	}
+}
+
+/* ---- the session ----------------------------------------------------------------------- */
+
+static sd_bus *bus;
+static char *spath;
+static struct dt_pageset harvested;
+
+#define scall(member, types, ...) \
+	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
+
+struct rate {
+	uint64_t window_usec, samples, dirty, pps, ws;
+	int precise;
+	unsigned n_hwpts;
+	struct {
+		uint32_t id;
+		unsigned n_devices;
+		uint64_t dirty, pps, ws;
+	} hwpt[NDEV];
+};
+
+static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct rate *ret)
+{
+	sd_bus_message *reply;
+	struct rate r = {};
+	uint32_t id;
+	const char *dev;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
+			"t", interval_usec, "window_usec", "t", window_usec);
+	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
+				      &r.ws, &r.precise) > 0,
+		  "GetDirtyRate reply");
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
+	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
+		dt_assert(r.n_hwpts < NDEV, "more HWPTs than the session has");
+		dt_assert(sd_bus_message_read(reply, "u", &id) > 0, "GetDirtyRate reply");
+		r.hwpt[r.n_hwpts].id = id;
+		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
+			  "GetDirtyRate reply");
+		while (sd_bus_message_read(reply, "o", &dev) > 0)
+			r.hwpt[r.n_hwpts].n_devices++;
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
+					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
+			  "GetDirtyRate reply");
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		r.n_hwpts++;
+	}
+	sd_bus_message_unref(reply);
+	printf("rate: window %" PRIu64 " us, %" PRIu64 " sample(s), %" PRIu64
+	       " dirty pages, %" PRIu64 " pages/s, working set %" PRIu64 ", precise %d\n",
+	       r.window_usec, r.samples, r.dirty, r.pps, r.ws, r.precise);
+	for (unsigned i = 0; i < r.n_hwpts; i++)
+		printf("rate:   hwpt %u (%u devices): %" PRIu64 " dirty pages, %" PRIu64
+		       " pages/s, working set %" PRIu64 "\n",
+		       r.hwpt[i].id, r.hwpt[i].n_devices, r.hwpt[i].dirty, r.hwpt[i].pps,
+		       r.hwpt[i].ws);
+	*ret = r;
+}
+
+/* Harvest one round into harvested and acknowledge it. */
+static void harvest(void)
+{
+	struct dt_pageset abs;
+	sd_bus_message *reply;
+	uint64_t nr, dirty, usec, n;
+	int fd, precise;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
+		  "Harvest reply");
+	dt_pageset_init(&abs, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
+	n = dt_log_read(fd, &abs, false);
+	dt_assert(n == dirty, "round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64,
+		  nr, n, dirty);
+	for (uint64_t p = GUEST_GPA >> LOG_SHIFT; p < abs.npages; p++)
+		if (dt_pageset_test(&abs, p))
+			dt_pageset_add(&harvested, (p << LOG_SHIFT) - GUEST_GPA);
+	free(abs.bits);
+	sd_bus_message_unref(reply);
+	scall("Acknowledge", "t", nr);
+	printf("harvest: round %" PRIu64 ", %" PRIu64 " dirty pages\n", nr, dirty);
+}
+
+/* Expected numbers, kept as the samples close. */
+static struct {
+	uint64_t samples, vm_dirty, dirty[NDEV];
+} want;
+
+/* The sample now closing: add its marks to the expectation and the window. */
+static void close_sample(void)
+{
+	want.samples++;
+	want.vm_dirty += pageset_count_union(&sample[0], &sample[1]);
+	for (int i = 0; i < NDEV; i++) {
+		want.dirty[i] += dt_pageset_count(&sample[i]);
+		pageset_or(&window[i], &sample[i]);
+		pageset_clear(&sample[i]);
+	}
+}
+
+static void check_rate(const struct rate *r, const char *what)
+{
+	dt_assert(r->samples == want.samples, "%s: %" PRIu64 " samples, want %" PRIu64, what,
+		  r->samples, want.samples);
+	dt_assert(r->precise, "%s: not precise", what);
+	dt_assert(r->window_usec > 0, "%s: an empty window", what);
+	dt_assert(r->dirty == want.vm_dirty, "%s: VM dirty pages %" PRIu64 ", marked %" PRIu64,
+		  what, r->dirty, want.vm_dirty);
+	dt_assert(r->ws == pageset_count_union(&window[0], &window[1]),
+		  "%s: VM working set %" PRIu64 ", distinct pages marked %" PRIu64, what, r->ws,
+		  pageset_count_union(&window[0], &window[1]));
+	dt_assert(r->pps == (uint64_t)((double)r->dirty * 1e6 / (double)r->window_usec),
+		  "%s: %" PRIu64 " pages/s is not %" PRIu64 " pages over %" PRIu64 " us", what,
+		  r->pps, r->dirty, r->window_usec);
+	dt_assert(r->n_hwpts == NDEV, "%s: %u HWPTs, want %d", what, r->n_hwpts, NDEV);
+	for (int i = 0; i < NDEV; i++) {
+		dt_assert(r->hwpt[i].id == vmm.hwpt[i], "%s: HWPT %d is %u, want %u", what, i,
+			  r->hwpt[i].id, vmm.hwpt[i]);
+		dt_assert(r->hwpt[i].n_devices == 0,
+			  "%s: an adopted session knows no device objects", what);
+		dt_assert(r->hwpt[i].dirty == want.dirty[i],
+			  "%s: hwpt %u dirty pages %" PRIu64 ", marked %" PRIu64, what,
+			  r->hwpt[i].id, r->hwpt[i].dirty, want.dirty[i]);
+		dt_assert(r->hwpt[i].ws == dt_pageset_count(&window[i]),
+			  "%s: hwpt %u working set %" PRIu64 ", distinct pages marked %" PRIu64,
+			  what, r->hwpt[i].id, r->hwpt[i].ws, dt_pageset_count(&window[i]));
+	}
+	dt_pass("%s: %" PRIu64 " sample(s), %" PRIu64 " dirty pages (%" PRIu64 " + %" PRIu64
+		" per HWPT), working set %" PRIu64 " (%" PRIu64 " + %" PRIu64 "), as marked",
+		what, r->samples, r->dirty, r->hwpt[0].dirty, r->hwpt[1].dirty, r->ws,
+		r->hwpt[0].ws, r->hwpt[1].ws);
+}
+
+/* Every page marked is in the union of the Harvests, and nothing else. */
+static void check_nothing_lost(const char *when)
+{
+	for (uint64_t w = 0; w < iod_bitmap_words(NPAGES); w++) {
+		uint64_t lost = all_marked.bits[w] & ~harvested.bits[w];
+		uint64_t extra = harvested.bits[w] & ~all_marked.bits[w];
+
+		dt_assert(!lost, "%s: GPA page 0x%" PRIx64 " was marked and no Harvest reported it",
+			  when,
+			  GUEST_GPA + ((w * 64 + (uint64_t)__builtin_ctzll(lost)) << LOG_SHIFT));
+		dt_assert(!extra, "%s: GPA page 0x%" PRIx64 " was reported and never marked", when,
+			  GUEST_GPA + ((w * 64 + (uint64_t)__builtin_ctzll(extra)) << LOG_SHIFT));
+	}
+	dt_pass("%s: the Harvests report all %" PRIu64
+		" pages marked, baselines and samples included: the sampler consumed nothing",
+		when, dt_pageset_count(&all_marked));
+}
+
+static void adopt(void)
+{
+	sd_bus_message *reply;
+	const char *path;
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "rate",
+			vmm.fd, vmm.ioas, 2, vmm.hwpt[0], vmm.hwpt[1], 0);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
+	spath = strdup(path);
+	sd_bus_message_unref(reply);
+	scall("AddRegion", "tt", GUEST_GPA, GUEST_SIZE);
+	scall("Start", "");
+}
+
+static void run(void)
+{
+	struct rate r;
+
+	/* Before the first call: the baseline's, in the log, not in the rate. */
+	mark_random(0, 10, NPAGES);
+	mark_random(1, 10, NPAGES);
+	for (int i = 0; i < NDEV; i++)
+		pageset_clear(&sample[i]);
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	dt_assert(r.samples == 0 && r.window_usec == 0 && r.dirty == 0 && r.ws == 0,
+		  "the first call has a sample: %" PRIu64 " samples, %" PRIu64 " pages", r.samples,
+		  r.dirty);
+	dt_pass("the first call is the baseline: no sample, the pages before it not counted");
+
+	/* Sample 1: both HWPTs, overlapping pages (a small span). */
+	mark_random(0, 40, 256);
+	mark_random(1, 30, 256);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "sample 1");
+
+	/* Sample 2: pages dirtied again (the span of sample 1), and a Harvest in the middle
+	 * that reads and clears the IOMMU bits before the sample does. */
+	mark_random(0, 30, 512);
+	mark_random(1, 5, 64);
+	harvest();
+	mark_random(1, 20, 512);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "sample 2 (a Harvest in it)");
+
+	/* Sample 3: one HWPT only. */
+	mark_random(0, 25, NPAGES);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "sample 3 (hwpt 0 only)");
+
+	/* A short window: only the newest sample, which alone is longer than the window. */
+	usleep(300000);
+	mark_random(1, 12, NPAGES);
+	memset(&want, 0, sizeof(want));
+	for (int i = 0; i < NDEV; i++)
+		pageset_clear(&window[i]);
+	close_sample();
+	get_rate(100000, 100000, &r);
+	check_rate(&r, "a 100 ms window (the newest sample only)");
+	dt_assert(r.window_usec >= 300000, "the newest sample spans %" PRIu64 " us", r.window_usec);
+
+	/* Nothing lost for the migration: every page marked, in the log, exactly. */
+	harvest();
+	check_nothing_lost("after the samples");
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* iodirtyctl rate prints the same working set (nothing was marked since GetDirtyRate). */
+static void check_iodirtyctl(uint64_t ws)
+{
+	char cmd[512], line[512], needle[64];
+	bool found = false;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "iodirtyctl --address='%s' rate --interval=10ms --window=10s rate 2>&1",
+		 getenv("IOD_BUS_ADDRESS"));
+	snprintf(needle, sizeof(needle), "Working set: %" PRIu64 " pages", ws);
+	f = popen(cmd, "r");
+	dt_assert(f, "popen: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		printf("iodirtyctl| %s", line);
+		if (strstr(line, needle))
+			found = true;
+	}
+	dt_assert(pclose(f) == 0, "iodirtyctl rate failed");
+	dt_assert(found, "iodirtyctl rate does not print \"%s\"", needle);
+	dt_pass("iodirtyctl rate prints the working set, %" PRIu64 " pages", ws);
+}
+
+/*
+ * The daemon's timer at work (10 ms) while pages are marked and Harvests run (on the
+ * daemon's harvest thread): where a sample ends is not known here, so the dirty pages are
+ * not either, but the working set over a window that holds every sample since the baseline
+ * is the distinct pages marked, exactly, and the log still gets every page.
+ */
+static void run_concurrent(void)
+{
+	struct dt_pageset marked_here[NDEV];
+	uint64_t end, n_marks = 0, n_harvests = 0;
+	struct rate r;
+
+	/* Stop ends the rate; after Start the next call is a new baseline. */
+	scall("Stop", "");
+	scall("Start", "");
+	get_rate(10000, 10000000, &r);
+	dt_assert(r.samples == 0, "after Stop and Start the first call has %" PRIu64 " samples",
+		  r.samples);
+	for (int i = 0; i < NDEV; i++) {
+		dt_pageset_init(&marked_here[i], GUEST_SIZE, LOG_SHIFT);
+		pageset_clear(&sample[i]);
+	}
+	end = now_usec() + 1500000;
+	while (now_usec() < end) {
+		int dev = (int)rng_below(NDEV);
+
+		mark_random(dev, 1 + (unsigned)rng_below(3), 512);
+		pageset_or(&marked_here[dev], &sample[dev]);
+		pageset_clear(&sample[dev]);
+		n_marks++;
+		if (rng_below(10) == 0) {
+			harvest();
+			n_harvests++;
+		}
+		usleep((useconds_t)rng_below(20000));
+	}
+	get_rate(10000, 10000000, &r);
+	dt_assert(r.samples > 10, "only %" PRIu64 " samples in 1.5 s at 10 ms: no timer?",
+		  r.samples);
+	dt_assert(r.precise, "not precise");
+	dt_assert(r.ws == pageset_count_union(&marked_here[0], &marked_here[1]),
+		  "VM working set %" PRIu64 ", distinct pages marked %" PRIu64, r.ws,
+		  pageset_count_union(&marked_here[0], &marked_here[1]));
+	dt_assert(r.dirty >= r.ws, "fewer dirty pages (%" PRIu64 ") than the working set", r.dirty);
+	for (int i = 0; i < NDEV; i++)
+		dt_assert(r.hwpt[i].ws == dt_pageset_count(&marked_here[i]),
+			  "hwpt %u working set %" PRIu64 ", distinct pages marked %" PRIu64,
+			  r.hwpt[i].id, r.hwpt[i].ws, dt_pageset_count(&marked_here[i]));
+	dt_pass("timer at 10 ms, %" PRIu64 " marks, %" PRIu64 " Harvests: %" PRIu64
+		" samples, working set %" PRIu64 " (%" PRIu64 " + %" PRIu64 "), as marked",
+		n_marks, n_harvests, r.samples, r.ws, r.hwpt[0].ws, r.hwpt[1].ws);
+
+	check_iodirtyctl(r.ws);
+	harvest();
+	check_nothing_lost("after the timer's samples");
+	for (int i = 0; i < NDEV; i++)
+		free(marked_here[i].bits);
+}
+
+int main(void)
+{
+	seed = rng_seed();
+	dt_on_fail = print_seed;
+	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+
+	dt_require_iommufd();
+	vmm_setup();
+	dt_pageset_init(&all_marked, GUEST_SIZE, LOG_SHIFT);
+	dt_pageset_init(&harvested, GUEST_SIZE, LOG_SHIFT);
+	for (int i = 0; i < NDEV; i++) {
+		dt_pageset_init(&sample[i], GUEST_SIZE, LOG_SHIFT);
+		dt_pageset_init(&window[i], GUEST_SIZE, LOG_SHIFT);
+	}
+
+	bus = dt_connect();
+	adopt();
+	run();
+	run_concurrent();
+	scall("Destroy", "");
+
+	sd_bus_unref(bus);
+	print_seed();
+	printf("%u passed\n", dt_passed);
+	return 0;
+}
