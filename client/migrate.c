@@ -620,8 +620,16 @@ static void push3(uint64_t v[3], uint64_t x)
 	v[0] = x ? x : 1; /* 0 marks an empty slot */
 }
 
-/* The median of the last three (the newest until there are three): one slow Harvest does
- * not make the estimate. */
+/* The least of the last three (the newest alone until there are three). */
+static uint64_t min3(const uint64_t v[3])
+{
+	if (!v[1] || !v[2])
+		return v[0];
+	return MIN(v[0], MIN(v[1], v[2]));
+}
+
+/* The median of the last three (the newest until there are three): one slow round does not
+ * make the estimate. */
 static uint64_t median3(const uint64_t v[3])
 {
 	if (!v[1] || !v[2])
@@ -645,7 +653,9 @@ static void estimate(const struct iod_migrate *m, const struct iod_migrate_round
 
 	*e = (struct iod_migrate_estimate){
 		.pause_usec = m->c.pause_usec,
-		.harvest_usec = median3(m->harvests),
+		/* the final Harvest runs with the workload stopped, as the least loaded
+		 * pre-copy one did: the fastest of the last three */
+		.harvest_usec = min3(m->harvests),
 		.fixed_usec = median3(m->fixed),
 	};
 	since = sub_sat(now, m->t_harvested) + e->pause_usec;
