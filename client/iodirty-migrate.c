@@ -45,9 +45,9 @@
 
 #define STREAM_MAGIC UINT64_C(0x313047494d444f49) /* "IODMIG01" */
 #define STREAM_END UINT64_MAX
-/* A socket carries the receiver's answers back: after the header, a hello (REPLY, whether
- * it kept its image), and after each round's sync record (SYNC, round) the same round once
- * the image has it (REPLY, round). */
+/* A socket carries the receiver's answers back: after the header, a hello (REPLY, 0 for a
+ * new image, or 1 + the last round the image it kept confirmed), and after each round's sync
+ * record (SYNC, round) the same round once the image has it (REPLY, round). */
 #define STREAM_SYNC (UINT64_MAX - 1)
 #define STREAM_REPLY UINT64_C(0x3130504552444f49) /* "IODREP01" */
 #define REPLY_TIMEOUT_MSEC (60 * 1000)
@@ -268,11 +268,123 @@ static char *usec_str(char *buf, size_t size, uint64_t usec)
 
 /* --- the destination ------------------------------------------------------------------------ */
 
+/*
+ * The marker beside an image file, IMAGE.iodirty: which round of which session the image
+ * holds, confirmed. It is written (a temporary file, synced, renamed, the directory synced)
+ * after the image was synced with that round, and removed before anything is written to an
+ * image that has no confirmed round of this migration. So an image without it never counts
+ * as kept, however large it is: an interrupted first copy is never taken for a whole one.
+ * A full round written over an image that holds a confirmed round keeps it valid for that
+ * round: every page written since is in the session's log. Session "-" for --receive.
+ *     iodirty-migrate image 1
+ *     session NAME
+ *     confirmed ROUND
+ */
+static char *marker_path(const char *image)
+{
+	char *p;
+
+	return asprintf(&p, "%s.iodirty", image) < 0 ? NULL : p;
+}
+
+static void sync_dir_of(const char *path)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	int fd;
+
+	if (!dir)
+		return;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+/* A marker that cannot be written only costs the next resume a full round: a warning. */
+static void marker_write(const char *image, const char *session, uint64_t round)
+{
+	_cleanup_free_ char *path = marker_path(image), *tmp = NULL;
+	FILE *f;
+
+	if (!path || asprintf(&tmp, "%s.tmp", path) < 0) {
+		tmp = NULL;
+		goto fail;
+	}
+	f = fopen(tmp, "we");
+	if (!f)
+		goto fail;
+	fprintf(f, "iodirty-migrate image 1\nsession %s\nconfirmed %" PRIu64 "\n",
+		session ? session : "-", round);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+		fclose(f);
+		goto fail;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) < 0)
+		goto fail;
+	sync_dir_of(path);
+	return;
+fail:
+	fprintf(stderr,
+		"iodirty-migrate: cannot record round %" PRIu64 " in %s (%m): a resume to "
+		"this image will copy everything\n",
+		round, path ? path : image);
+	if (tmp)
+		(void)unlink(tmp);
+}
+
+/* The round a marker says the image holds of session (NULL: whatever session): 0, or
+ * -ENOENT when there is no marker or it is not this session's, -EBADMSG when malformed. */
+static int marker_read(const char *image, const char *session, uint64_t *ret_round)
+{
+	_cleanup_free_ char *path = marker_path(image);
+	char buf[256], again[256], name[80];
+	unsigned version;
+	uint64_t round;
+	size_t n;
+	FILE *f;
+
+	if (!path)
+		return -ENOMEM;
+	f = fopen(path, "re");
+	if (!f)
+		return -ENOENT;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* exactly the three lines marker_write() writes, nothing else */
+	if (sscanf(buf, "iodirty-migrate image %u\nsession %79s\nconfirmed %" SCNu64, &version,
+		   name, &round) != 3 ||
+	    version != 1 ||
+	    snprintf(again, sizeof(again),
+		     "iodirty-migrate image 1\nsession %s\nconfirmed %" PRIu64 "\n", name,
+		     round) >= (int)sizeof(again) ||
+	    strcmp(again, buf) != 0)
+		return -EBADMSG;
+	if (session && strcmp(name, session) != 0)
+		return -ENOENT;
+	*ret_round = round;
+	return 0;
+}
+
+static void marker_remove(const char *image)
+{
+	_cleanup_free_ char *path = marker_path(image);
+
+	if (path && unlink(path) == 0)
+		sync_dir_of(path);
+}
+
 struct dest {
 	int fd;
 	bool stream;
 	bool sock; /* a stream on a socket: the receiver confirms rounds */
 	bool kept; /* --resume: the destination kept its memory from the earlier run */
+	uint64_t confirmed; /* ... and the last round it confirmed (its marker) */
+	const char *image; /* a regular file by path: its marker is IMAGE.iodirty */
 	uint64_t gpa; /* of the first byte of the image */
 };
 
@@ -322,11 +434,12 @@ static int stream_begin(struct dest *d, uint64_t size)
 			strerror(-r));
 		return r;
 	}
-	if (hello[0] != STREAM_REPLY || hello[1] > 1) {
+	if (hello[0] != STREAM_REPLY) {
 		fprintf(stderr, "The receiver's hello is not an iodirty-migrate answer.\n");
 		return -EBADMSG;
 	}
-	d->kept = hello[1];
+	d->kept = hello[1] != 0;
+	d->confirmed = hello[1] - 1;
 	return 0;
 }
 
@@ -341,8 +454,13 @@ static int dest_confirm(uint64_t round, void *userdata)
 	uint64_t rec[2] = {STREAM_SYNC, round}, reply[2];
 	int r;
 
-	if (!d->stream)
-		return fdatasync(d->fd) < 0 ? -errno : 0;
+	if (!d->stream) {
+		if (fdatasync(d->fd) < 0)
+			return -errno;
+		if (d->image)
+			marker_write(d->image, arg_session, round);
+		return 0;
+	}
 	if (!d->sock)
 		return 0;
 	r = write_all(d->fd, rec, sizeof(rec));
@@ -427,6 +545,7 @@ static int receive(void)
 	uint64_t hdr[3], rec[2], sum, records = 0, bytes = 0, confirmed = 0, base, size;
 	_cleanup_free_ uint8_t *buf = NULL;
 	size_t buf_size = 0;
+	uint64_t kept_round = 0;
 	bool sock, kept = false;
 	struct stat st;
 	uint8_t *img;
@@ -444,9 +563,16 @@ static int receive(void)
 	}
 	base = hdr[1];
 	size = hdr[2];
-	/* Anew unless resuming: the sender leaves out what its memory never populated, which
-	 * must read zero. */
-	if (arg_resume && stat(arg_receive, &st) >= 0 && st.st_size != 0) {
+	/*
+	 * Kept only with --resume, on a socket (a sender on a pipe cannot learn it and sends a
+	 * full round), for an image of this size whose marker says which round it confirmed.
+	 * Otherwise anew: the sender leaves out what its memory never populated, which must
+	 * read zero, and the marker goes before the first byte is written.
+	 */
+	if (arg_resume && !sock)
+		fprintf(stderr, "receive: a pipe cannot tell the sender what the image holds: "
+				"a new image\n");
+	if (arg_resume && sock && stat(arg_receive, &st) >= 0 && st.st_size != 0) {
 		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
 			fprintf(stderr,
 				"%s is not an image of this memory (%" PRIu64
@@ -454,18 +580,22 @@ static int receive(void)
 				arg_receive, size);
 			return EXIT_FAILURE;
 		}
-		kept = true;
+		kept = marker_read(arg_receive, NULL, &kept_round) == 0;
 	}
-	out = open(arg_receive, O_RDWR | O_CREAT | O_CLOEXEC | (arg_resume ? 0 : O_TRUNC), 0600);
+	if (!kept)
+		marker_remove(arg_receive);
+	out = open(arg_receive, O_RDWR | O_CREAT | O_CLOEXEC | (kept ? 0 : O_TRUNC), 0600);
 	if (out < 0 || ftruncate(out, (off_t)size) < 0) {
 		fprintf(stderr, "Cannot create %s: %m\n", arg_receive);
 		return EXIT_FAILURE;
 	}
-	if (arg_resume)
-		fprintf(stderr, "receive: %s\n",
-			kept ? "resuming into the kept image"
-			     : "no image to resume into: a new one");
-	if (sock && reply(in, kept) < 0) {
+	if (arg_resume && sock && kept)
+		fprintf(stderr,
+			"receive: resuming into the kept image (round %" PRIu64 " confirmed)\n",
+			kept_round);
+	else if (arg_resume && sock)
+		fprintf(stderr, "receive: no confirmed image to resume into: a new one\n");
+	if (sock && reply(in, kept ? kept_round + 1 : 0) < 0) {
 		fprintf(stderr, "Cannot answer the sender: %m\n");
 		return EXIT_FAILURE;
 	}
@@ -488,7 +618,13 @@ static int receive(void)
 					"A sync record on a stream that is not a socket.\n");
 				return EXIT_FAILURE;
 			}
-			if (fdatasync(out) < 0 || reply(in, rec[1]) < 0) {
+			if (fdatasync(out) < 0) {
+				fprintf(stderr, "Confirming round %" PRIu64 " failed: %m\n",
+					rec[1]);
+				return EXIT_FAILURE;
+			}
+			marker_write(arg_receive, NULL, rec[1]);
+			if (reply(in, rec[1]) < 0) {
 				fprintf(stderr, "Confirming round %" PRIu64 " failed: %m\n",
 					rec[1]);
 				return EXIT_FAILURE;
@@ -1299,20 +1435,31 @@ int main(int argc, char *argv[])
 	}
 	dest.stream = !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
 	dest.sock = S_ISSOCK(st.st_mode);
-	if (arg_resume && !dest.stream) {
-		/* A file kept its memory when it has the memory's size (a new or empty file
-		 * did not); a block device is taken as kept. */
-		if (S_ISREG(st.st_mode) && ((arg_dest && !existed) || st.st_size == 0))
-			dest.kept = false;
-		else if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != arg_size && !arg_full) {
+	/*
+	 * A file named by path carries a marker (marker_write()): it kept its memory when the
+	 * marker says which round of this session it confirmed, and it has the memory's size.
+	 * Anything else (a block device, a file by fd, a file without the marker) is not kept:
+	 * its marker goes before anything is written, and a resume to it is a full round.
+	 */
+	if (!dest.stream && S_ISREG(st.st_mode) && arg_dest)
+		dest.image = arg_dest;
+	if (arg_resume && !arg_full && dest.image && existed) {
+		if ((uint64_t)st.st_size != arg_size) {
 			fprintf(stderr,
 				"The destination has %" PRIu64 " bytes, not the memory's %" PRIu64
 				": not an image of this migration. Resume to it with --full.\n",
 				(uint64_t)st.st_size, arg_size);
 			return EXIT_FAILURE;
-		} else
-			dest.kept = true;
+		}
+		dest.kept = marker_read(dest.image, arg_session, &dest.confirmed) == 0;
+		if (!dest.kept)
+			fprintf(stderr,
+				"iodirty-migrate: %s has no confirmed round of session %s (no "
+				"%s.iodirty): a full round first\n",
+				dest.image, arg_session, dest.image);
 	}
+	if (dest.image && !dest.kept)
+		marker_remove(dest.image);
 	if (dest.stream && dest.fd == STDOUT_FILENO && !arg_quiet && !arg_json) {
 		/* the stream owns stdout: the table goes to stderr */
 		dest.fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
@@ -1325,9 +1472,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "Cannot size the destination: %m\n");
 		return EXIT_FAILURE;
 	}
-	/* A destination that kept its memory is not cleared; a full round sent to it after all
-	 * (the earlier run's was never confirmed) copies the holes too. */
-	if (arg_resume && dest.kept && !arg_full)
+	/* A destination that kept its memory is never cleared; a full round sent to it after
+	 * all (--full, or the session is not where the image is) copies the holes too. */
+	if (dest.kept)
 		arg_c.skip_holes = false;
 	if (!dest.stream && arg_c.skip_holes && dest_clear(&dest, arg_size) < 0) {
 		fprintf(stderr,
@@ -1339,7 +1486,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "Cannot write to the destination: %m\n");
 		return EXIT_FAILURE;
 	}
-	if (arg_resume && dest.kept && !arg_full)
+	if (dest.kept)
 		arg_c.skip_holes = false; /* the receiver kept its image (its hello said so) */
 	if (arg_resume && dest.stream && !dest.sock)
 		fprintf(stderr, "iodirty-migrate: a pipe cannot tell what the receiver kept: a "
@@ -1347,6 +1494,7 @@ int main(int argc, char *argv[])
 	arg_c.resumable = true;
 	arg_c.resume = arg_resume;
 	arg_c.resume_full = arg_full || !dest.kept;
+	arg_c.resume_confirmed = dest.confirmed;
 
 	run.rounds = json_object_new_array();
 	run.page = arg_c.page_size ? arg_c.page_size : 4096;

@@ -576,6 +576,8 @@ static int write_atomically(const char *output, const char *text, size_t len)
 
 		if (k < 0 && errno != EINTR)
 			r = -errno;
+		else if (k == 0)
+			r = -EIO; /* no progress: never loop on it */
 		else if (k > 0)
 			done += (size_t)k;
 	}

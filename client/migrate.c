@@ -474,7 +474,9 @@ static int resume_session(struct iod_migrate *m)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	int tracking = 0, complete = 0;
-	uint64_t rounds = 0;
+	uint64_t rounds = 0, pending = 0;
+	const char *what;
+	bool kept;
 	int r;
 
 	r = get_session_path(m, &error);
@@ -514,19 +516,36 @@ static int resume_session(struct iod_migrate *m)
 			     "Session %s is not tracking (it was stopped): its log does not cover "
 			     "the time since, it cannot be resumed; destroy it and migrate again",
 			     m->c.session);
-	/* A run harvests only after its full copy was confirmed: a session with a round
-	 * harvested has a destination that holds the full copy and every acknowledged round. */
+	if (r >= 0)
+		r = session_property(m, "PendingRound", 't', &pending);
+	if (r < 0)
+		return r;
+	/*
+	 * Rounds are acknowledged only once the destination confirmed them, one number per
+	 * Harvest. The destination's last confirmed round C covers the session when the
+	 * session's last round is C (acknowledged or not), or C + 1 still pending (harvested,
+	 * never confirmed): then every page written since C is in the log. Anything else (a
+	 * round acknowledged by another destination, C from another run) needs a full round.
+	 */
+	kept = !m->c.resume_full && rounds > 0 &&
+	       (rounds == m->c.resume_confirmed ||
+		(pending == rounds && m->c.resume_confirmed + 1 == rounds));
 	m->res.resumed = true;
 	m->res.resumed_after = rounds;
-	m->res.resumed_full = m->c.resume_full || rounds == 0;
+	m->res.resumed_full = !kept;
+	if (m->c.resume_full)
+		what = "a new destination, a full round first";
+	else if (rounds == 0)
+		what = "its first run ended before its full copy was confirmed, a full round first";
+	else if (!kept)
+		what = "the destination's last confirmed round does not cover the rounds "
+		       "acknowledged since, a full round first";
+	else
+		what = "the destination kept its memory, sending what is dirty since the last "
+		       "round it confirmed";
 	fprintf(stderr,
 		"iodirty-migrate: resuming session %s (%" PRIu64 " round%s harvested): %s\n",
-		m->c.session, rounds, rounds == 1 ? "" : "s",
-		m->c.resume_full ? "a new destination, a full round first"
-		: rounds == 0	 ? "its first run ended before its full copy was confirmed, a "
-				   "full round first"
-			      : "the destination kept its memory, sending what is dirty since the "
-				"last round it confirmed");
+		m->c.session, rounds, rounds == 1 ? "" : "s", what);
 	return tracking_started(m);
 }
 
@@ -605,7 +624,9 @@ static int copy_range(struct iod_migrate *m, uint64_t gpa, uint64_t length, uint
 
 static uint64_t bandwidth(const struct iod_migrate *m)
 {
-	return m->copy_usec_total ? m->copied_total * 1000000 / m->copy_usec_total : 0;
+	return m->copy_usec_total
+		       ? (uint64_t)((double)m->copied_total * 1e6 / (double)m->copy_usec_total)
+		       : 0;
 }
 
 static uint64_t sub_sat(uint64_t a, uint64_t b)

@@ -107,6 +107,10 @@ struct iod_migrate_config {
 	 * session has harvested a round, i.e. when an earlier run's full copy was confirmed. */
 	bool resume;
 	bool resume_full;
+	/* Without resume_full: the last round the destination confirmed (its marker). The full
+	 * copy is skipped only if every round acknowledged since is in it: the session's last
+	 * round is that one, or the one after it, still pending (a run that died in it). */
+	uint64_t resume_confirmed;
 };
 
 struct iod_migrate;

@@ -32,7 +32,7 @@
  *       person would run it. With --sparse, most of the memory is never populated (as in
  *       test-migrate sparse) and the workload maps a quarter of it: holes are skipped; the
  *       destination, /tmp/demo-mock-sparse.img, is filled with random bytes first.
- *   test-migrate resume-mock kept|fresh|kill
+ *   test-migrate resume-mock kept|fresh|kill|partial
  *       The same machine, iodirty-migrate run twice: a first attempt that fails (its
  *       receiver dies, or it is killed mid-round), then --resume; the image must equal the
  *       source (see cmd_resume_mock()).
@@ -1810,7 +1810,7 @@ static pid_t start_receiver(const char *image, bool resume, const char *die_afte
 }
 
 /*
- * test-migrate resume-mock kept|fresh|kill: a failed attempt is not a lost attempt.
+ * test-migrate resume-mock kept|fresh|kill|partial: a failed attempt is not a lost attempt.
  *   kept   the receiver (on a socket) dies after confirming 3 rounds: the orchestrator exits 7
  *          with the session tracking; --resume to a receiver resuming into the same image
  *          sends only what is dirty since (no full round), and the image equals the source.
@@ -1820,6 +1820,45 @@ static pid_t start_receiver(const char *image, bool resume, const char *die_afte
  *          harvested and not acknowledged; --resume to the same file sends what is dirty
  *          since the last acknowledged round, and the file equals the source.
  */
+/*
+ * resume-mock partial: after the first attempt failed, a second one resumes to a new image
+ * file and is killed while its full round is half written. The image then has the memory's
+ * size but not the memory: a third attempt to it must copy everything again (its marker,
+ * IMAGE.iodirty, was never written), not only what is dirty.
+ */
+static void partial_attempt(struct mock_vm *vm, const char *image)
+{
+	char *args[IOVA_SLOTS + 64];
+	uint64_t deadline = iod_now_usec() + 120 * UINT64_C(1000000);
+	struct stat st;
+	pid_t sender;
+	size_t n;
+	int rc;
+
+	unlink(image); /* the receiver's image of the first attempt, and its marker */
+	unlink(xasprintf("%s.iodirty", image));
+	n = mock_migrate_args(vm, RESUME_SESSION, true, false, args);
+	args[n++] = xasprintf("--dest=%s", image);
+	args[n++] = "--max-bandwidth=2M"; /* the full round takes about 16 s */
+	args[n++] = "--quiet";
+	args[n] = NULL;
+	sender = spawn(args, -1, NULL);
+	/* kill it once the image has some of the full round, not all of it */
+	while (stat(image, &st) < 0 || st.st_blocks < 2048 / 512 * 1024) {
+		if (waitpid(sender, NULL, WNOHANG) != 0)
+			die("the second attempt ended before its full round was half written");
+		if (iod_now_usec() > deadline)
+			die("the second attempt wrote nothing");
+		usleep(1000);
+	}
+	kill(sender, SIGKILL);
+	rc = wait_exit(sender);
+	stop_group(sender);
+	printf("second attempt: resumed to a new image, killed (status %d) with %" PRIu64
+	       " of %" PRIu64 " bytes of its full round written\n",
+	       rc, (uint64_t)st.st_blocks * 512, vm->size);
+}
+
 static int cmd_resume_mock(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -1831,8 +1870,9 @@ static int cmd_resume_mock(int argc, char **argv)
 	int fd = -1, rc, rrc = 0;
 	size_t n;
 
-	if (strcmp(mode, "kept") != 0 && strcmp(mode, "fresh") != 0 && strcmp(mode, "kill") != 0)
-		die("usage: test-migrate resume-mock kept|fresh|kill");
+	if (strcmp(mode, "kept") != 0 && strcmp(mode, "fresh") != 0 && strcmp(mode, "kill") != 0 &&
+	    strcmp(mode, "partial") != 0)
+		die("usage: test-migrate resume-mock kept|fresh|kill|partial");
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		die("PR_SET_CHILD_SUBREAPER: %m");
 	rng_state = (uint64_t)time(NULL) | 1;
@@ -1912,13 +1952,18 @@ static int cmd_resume_mock(int argc, char **argv)
 			    rc, EXIT_DEST_FAILED);
 		if (strcmp(mode, "fresh") == 0)
 			unlink(image); /* the new destination has nothing */
+		if (strcmp(mode, "partial") == 0) {
+			partial_attempt(&vm, image);
+			receiver = 0; /* waited for above; the next attempts write a file */
+			rrc = 0;
+		}
 	}
 
 	/* the resumed attempt */
 	n = mock_migrate_args(&vm, RESUME_SESSION, true, false, args);
 	args[n++] = "--verify";
 	args[n++] = "--json";
-	if (strcmp(mode, "kill") == 0) {
+	if (strcmp(mode, "kill") == 0 || strcmp(mode, "partial") == 0) {
 		args[n++] = xasprintf("--dest=%s", image);
 		args[n] = NULL;
 		sender = spawn(args, -1, json);
@@ -1946,15 +1991,16 @@ static int cmd_resume_mock(int argc, char **argv)
 		die("the resumed migration failed");
 	}
 	/* a receiver on a socket tells the sender what its checksum check found */
-	if (strcmp(verify, strcmp(mode, "kill") == 0 ? "equal"
-						     : "the receiver's image matches the "
-						       "source's checksum") != 0)
+	bool to_file = strcmp(mode, "kill") == 0 || strcmp(mode, "partial") == 0;
+	bool want_full = strcmp(mode, "fresh") == 0 || strcmp(mode, "partial") == 0;
+
+	if (strcmp(verify,
+		   to_file ? "equal" : "the receiver's image matches the source's checksum") != 0)
 		die("the resumed run's verification says \"%s\"", verify);
-	if (strcmp(mode, "fresh") == 0 ? strcmp(kind, "full") != 0
-				       : strcmp(kind, "dirty") != 0 || bytes >= size)
+	if (want_full ? strcmp(kind, "full") != 0 : strcmp(kind, "dirty") != 0 || bytes >= size)
 		die("the resumed run to a %s destination began with a %s round, %" PRIu64
 		    " bytes copied",
-		    strcmp(mode, "fresh") == 0 ? "new" : "kept", kind, bytes);
+		    want_full ? "new" : "kept", kind, bytes);
 	compare_image(&vm, image, "resume");
 	printf("PASS: resume-mock %s: nothing was lost\n", mode);
 	unlink(image);
