@@ -462,6 +462,18 @@ static void check_waiters(void)
 	}
 }
 
+/*
+ * Stop the daemon as systemd does, but SIGCONT first (a frozen daemon runs again) and SIGTERM
+ * after: a SIGCONT that arrives once the daemon is exiting can break a sanitizer build's leak
+ * check at exit (LeakSanitizer stops the process under ptrace, and the SIGCONT undoes that
+ * stop: it then waits for ever).
+ */
+static void stop_daemon(void)
+{
+	kill(daemon_pid, SIGCONT);
+	kill(daemon_pid, SIGTERM);
+}
+
 static void handle_command(struct client *c, char *cmd)
 {
 	int sig;
@@ -504,10 +516,8 @@ static void handle_command(struct client *c, char *cmd)
 	} else if (strcmp(cmd, "quit") == 0) {
 		quitting = true;
 		c->wait_exit = true;
-		if (daemon_pid > 0) {
-			kill(daemon_pid, SIGTERM);
-			kill(daemon_pid, SIGCONT);
-		}
+		if (daemon_pid > 0)
+			stop_daemon();
 	} else {
 		reply(c, "error unknown command");
 	}
@@ -591,12 +601,10 @@ static void handle_signals(void)
 		} else {
 			say("got signal %u, quitting", si.ssi_signo);
 			quitting = true;
-			if (daemon_pid > 0) {
-				kill(daemon_pid, SIGTERM);
-				kill(daemon_pid, SIGCONT);
-			} else {
+			if (daemon_pid > 0)
+				stop_daemon();
+			else
 				exit(0);
-			}
 		}
 	}
 }
