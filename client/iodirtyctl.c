@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -19,6 +17,7 @@
 
 #include "iodirty-client.h"
 #include "iodirty.h"
+#include "ctl.h"
 #include "metrics.h"
 
 #define EXIT_USAGE 2
@@ -93,7 +92,7 @@ static void help(void)
 
 /* --- bus helpers ----------------------------------------------------------------------------- */
 
-static int fail(const sd_bus_error *error, int r, const char *what)
+int ctl_fail(const sd_bus_error *error, int r, const char *what)
 {
 	fprintf(stderr, "%s: %s", what, error && error->message ? error->message : strerror(-r));
 	if (error && error->name && !arg_json)
@@ -102,7 +101,7 @@ static int fail(const sd_bus_error *error, int r, const char *what)
 	return -EIO;
 }
 
-static int session_path(sd_bus *bus, const char *name, char **ret)
+int ctl_session_path(sd_bus *bus, const char *name, char **ret)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	sd_bus_message *reply = NULL;
@@ -117,7 +116,7 @@ static int session_path(sd_bus *bus, const char *name, char **ret)
 		*ret = strdup(path);
 		r = *ret ? 0 : -ENOMEM;
 	} else {
-		r = fail(&error, r, name);
+		r = ctl_fail(&error, r, name);
 	}
 	sd_bus_message_unref(reply);
 	sd_bus_error_free(&error);
@@ -125,8 +124,7 @@ static int session_path(sd_bus *bus, const char *name, char **ret)
 }
 
 /* Read a property of basic type into a json object (NULL on failure). */
-static struct json_object *get_prop(sd_bus *bus, const char *path, const char *iface,
-				    const char *prop)
+struct json_object *ctl_get_prop(sd_bus *bus, const char *path, const char *iface, const char *prop)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	struct json_object *o = NULL;
@@ -196,7 +194,7 @@ static void add_props(struct json_object *obj, sd_bus *bus, const char *path, co
 		      const char *const *props)
 {
 	for (size_t i = 0; props[i]; i += 2) {
-		struct json_object *v = get_prop(bus, path, iface, props[i]);
+		struct json_object *v = ctl_get_prop(bus, path, iface, props[i]);
 
 		if (v)
 			json_object_object_add(obj, props[i + 1], v);
@@ -288,7 +286,7 @@ static int cmd_status(sd_bus *bus, char **args)
 		fprintf(stderr, "iodirtyd does not answer on this bus.\n");
 		return -EIO;
 	}
-	v = get_prop(bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "Sessions");
+	v = ctl_get_prop(bus, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE, "Sessions");
 	json_object_object_add(o, "sessions",
 			       json_object_new_int64(v ? (int64_t)json_object_array_length(v) : 0));
 	json_object_put(v);
@@ -408,14 +406,14 @@ static int cmd_sessions(sd_bus *bus, char **args)
 	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
 			       "ListSessions", &error, &reply, NULL);
 	if (r < 0) {
-		r = fail(&error, r, "ListSessions");
+		r = ctl_fail(&error, r, "ListSessions");
 		goto out;
 	}
 	r = sd_bus_message_enter_container(reply, 'a', "(sosu)");
 	while (r >= 0 && (r = sd_bus_message_read(reply, "(sosu)", &name, &path, &state, &uid)) > 0)
 		json_object_array_add(list, session_json(bus, path));
 	if (r < 0) {
-		r = fail(NULL, r, "ListSessions");
+		r = ctl_fail(NULL, r, "ListSessions");
 		goto out;
 	}
 
@@ -451,7 +449,7 @@ static int cmd_session(sd_bus *bus, char **args)
 	char *path = NULL;
 	int r;
 
-	r = session_path(bus, args[0], &path);
+	r = ctl_session_path(bus, args[0], &path);
 	if (r < 0)
 		return r;
 	o = session_json(bus, path);
@@ -496,10 +494,10 @@ static int cmd_devices(sd_bus *bus, char **args)
 	char *path = NULL;
 	int r;
 
-	r = session_path(bus, args[0], &path);
+	r = ctl_session_path(bus, args[0], &path);
 	if (r < 0)
 		goto out;
-	devs = get_prop(bus, path, IOD_SESSION_INTERFACE, "Devices");
+	devs = ctl_get_prop(bus, path, IOD_SESSION_INTERFACE, "Devices");
 	for (size_t i = 0; devs && i < json_object_array_length(devs); i++) {
 		const char *dpath = json_object_get_string(json_object_array_get_idx(devs, i));
 		struct json_object *d = json_object_new_object();
@@ -541,7 +539,7 @@ static int cmd_probe(sd_bus *bus, char **args)
 	r = sd_bus_call_method(bus, IOD_BUS_NAME, IOD_MANAGER_PATH, IOD_MANAGER_INTERFACE,
 			       "ProbeDevice", &error, &reply, "s", args[0]);
 	if (r < 0) {
-		r = fail(&error, r, args[0]);
+		r = ctl_fail(&error, r, args[0]);
 		goto out;
 	}
 	r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -575,7 +573,7 @@ static int cmd_probe(sd_bus *bus, char **args)
 			break;
 	}
 	if (r < 0) {
-		r = fail(NULL, r, "ProbeDevice");
+		r = ctl_fail(NULL, r, "ProbeDevice");
 		goto out;
 	}
 	if (arg_json) {
@@ -602,13 +600,13 @@ static int simple_call(sd_bus *bus, const char *name, const char *member)
 	char *path = NULL;
 	int r;
 
-	r = session_path(bus, name, &path);
+	r = ctl_session_path(bus, name, &path);
 	if (r < 0)
 		return r;
 	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE, member, &error, NULL,
 			       NULL);
 	if (r < 0)
-		r = fail(&error, r, member);
+		r = ctl_fail(&error, r, member);
 	sd_bus_error_free(&error);
 	free(path);
 	return r < 0 ? r : 0;
@@ -656,7 +654,7 @@ static int cmd_create(sd_bus *bus, char **args)
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "o", &path);
 	if (r < 0)
-		r = fail(&error, r, "CreateSession");
+		r = ctl_fail(&error, r, "CreateSession");
 	else if (arg_json)
 		printf("{ \"path\": \"%s\" }\n", path);
 	else
@@ -704,7 +702,7 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	int precise, truncated = 0, fd, r;
 	char *path = NULL;
 
-	r = session_path(bus, args[0], &path);
+	r = ctl_session_path(bus, args[0], &path);
 	if (r < 0)
 		goto out;
 	r = sd_bus_message_new_method_call(bus, &m, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE,
@@ -722,7 +720,7 @@ static int cmd_harvest(sd_bus *bus, char **args)
 	if (r >= 0)
 		r = sd_bus_call(bus, m, 0, &error, &reply);
 	if (r < 0) {
-		r = fail(&error, r, "Harvest");
+		r = ctl_fail(&error, r, "Harvest");
 		goto out;
 	}
 
@@ -755,12 +753,12 @@ static int cmd_harvest(sd_bus *bus, char **args)
 		r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE,
 				       "Acknowledge", &error, NULL, "t", round);
 		if (r < 0) {
-			r = fail(&error, r, "Acknowledge");
+			r = ctl_fail(&error, r, "Acknowledge");
 			goto out;
 		}
 	}
 	if (r < 0) {
-		r = fail(NULL, r, "Harvest reply");
+		r = ctl_fail(NULL, r, "Harvest reply");
 		goto out;
 	}
 
@@ -823,186 +821,16 @@ static int cmd_metrics(sd_bus *bus, char **args)
 	return iod_metrics_run(bus, arg_format, arg_output);
 }
 
-/* --- rate ------------------------------------------------------------------------------------ */
-
-static volatile sig_atomic_t rate_interrupted;
-
-static void rate_on_signal(int sig)
-{
-	rate_interrupted = 1;
-}
-
-/* One GetDirtyRate, as JSON (NULL on failure, reported). */
-static struct json_object *rate_get(sd_bus *bus, const char *name, const char *path,
-				    uint64_t page_size)
-{
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *reply = NULL;
-	struct json_object *o = NULL, *hwpts;
-	uint64_t window, samples, dirty, pps, ws;
-	int precise, r;
-
-	r = sd_bus_call_method(bus, IOD_BUS_NAME, path, IOD_SESSION_INTERFACE, "GetDirtyRate",
-			       &error, &reply, "a{sv}", 2, "interval_usec", "t", arg_interval_usec,
-			       "window_usec", "t", arg_window_usec);
-	if (r < 0) {
-		fail(&error, r, "GetDirtyRate");
-		goto out;
-	}
-	r = sd_bus_message_read(reply, "tttttb", &window, &samples, &dirty, &pps, &ws, &precise);
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "(uaottt)");
-	if (r < 0)
-		goto bad;
-	o = json_object_new_object();
-	hwpts = json_object_new_array();
-	json_object_object_add(o, "session", json_object_new_string(name));
-	json_object_object_add(o, "window_usec", json_object_new_uint64(window));
-	json_object_object_add(o, "samples", json_object_new_uint64(samples));
-	json_object_object_add(o, "dirty_pages", json_object_new_uint64(dirty));
-	json_object_object_add(o, "pages_per_sec", json_object_new_uint64(pps));
-	json_object_object_add(o, "bytes_per_sec", json_object_new_uint64(pps * page_size));
-	json_object_object_add(o, "working_set_pages", json_object_new_uint64(ws));
-	json_object_object_add(o, "working_set_bytes", json_object_new_uint64(ws * page_size));
-	json_object_object_add(o, "precise", json_object_new_boolean(precise));
-	json_object_object_add(o, "hwpts", hwpts);
-	while ((r = sd_bus_message_enter_container(reply, 'r', "uaottt")) > 0) {
-		struct json_object *h = json_object_new_object(), *devs = json_object_new_array();
-		const char *dev;
-		uint32_t id;
-
-		json_object_array_add(hwpts, h);
-		json_object_object_add(h, "devices", devs);
-		r = sd_bus_message_read(reply, "u", &id);
-		if (r >= 0)
-			r = sd_bus_message_enter_container(reply, 'a', "o");
-		while (r >= 0 && (r = sd_bus_message_read(reply, "o", &dev)) > 0)
-			json_object_array_add(devs, json_object_new_string(dev));
-		if (r >= 0)
-			r = sd_bus_message_exit_container(reply);
-		if (r >= 0)
-			r = sd_bus_message_read(reply, "ttt", &dirty, &pps, &ws);
-		if (r >= 0)
-			r = sd_bus_message_exit_container(reply);
-		if (r < 0)
-			goto bad;
-		json_object_object_add(h, "hwpt_id", json_object_new_uint64(id));
-		json_object_object_add(h, "dirty_pages", json_object_new_uint64(dirty));
-		json_object_object_add(h, "pages_per_sec", json_object_new_uint64(pps));
-		json_object_object_add(h, "working_set_pages", json_object_new_uint64(ws));
-	}
-	if (r >= 0)
-		goto out;
-bad:
-	fail(NULL, r, "GetDirtyRate reply");
-	json_object_put(o);
-	o = NULL;
-out:
-	sd_bus_message_unref(reply);
-	sd_bus_error_free(&error);
-	return o;
-}
-
-static uint64_t json_u64(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_uint64(v) : 0;
-}
-
-static void rate_print(struct json_object *o)
-{
-	struct json_object *hwpts, *v;
-
-	if (arg_json) {
-		printf("%s\n", json_object_to_json_string_ext(
-				       o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-		return;
-	}
-	json_object_object_get_ex(o, "precise", &v);
-	printf("%22s: %.3f s (%" PRIu64 " samples)\n", "Window",
-	       (double)json_u64(o, "window_usec") / 1e6, json_u64(o, "samples"));
-	if (json_u64(o, "samples") == 0)
-		printf("%22s  (sampling just started: ask again after an interval)\n", "");
-	printf("%22s: %" PRIu64 " pages/s (%.1f MiB/s)\n", "Dirty rate",
-	       json_u64(o, "pages_per_sec"), (double)json_u64(o, "bytes_per_sec") / (1 << 20));
-	printf("%22s: %" PRIu64 "\n", "Dirty pages", json_u64(o, "dirty_pages"));
-	printf("%22s: %" PRIu64 " pages (%.1f MiB)\n", "Working set",
-	       json_u64(o, "working_set_pages"),
-	       (double)json_u64(o, "working_set_bytes") / (1 << 20));
-	printf("%22s: %s\n", "Precise",
-	       json_object_get_boolean(v) ? "yes"
-					  : "no (fallback devices, huge IOMMU pages or a capped "
-					    "working set)");
-	json_object_object_get_ex(o, "hwpts", &hwpts);
-	printf("\n%-6s %12s %12s %12s  %s\n", "HWPT", "PAGES/S", "DIRTY", "WORKING SET", "DEVICES");
-	for (size_t i = 0; i < json_object_array_length(hwpts); i++) {
-		struct json_object *h = json_object_array_get_idx(hwpts, i), *devs;
-		size_t n;
-
-		json_object_object_get_ex(h, "devices", &devs);
-		n = json_object_array_length(devs);
-		printf("%-6" PRIu64 " %12" PRIu64 " %12" PRIu64 " %12" PRIu64 "  %s\n",
-		       json_u64(h, "hwpt_id"), json_u64(h, "pages_per_sec"),
-		       json_u64(h, "dirty_pages"), json_u64(h, "working_set_pages"),
-		       n ? json_object_get_string(json_object_array_get_idx(devs, 0)) : "-");
-		for (size_t j = 1; j < n; j++)
-			printf("%-6s %12s %12s %12s  %s\n", "", "", "", "",
-			       json_object_get_string(json_object_array_get_idx(devs, j)));
-	}
-}
-
 static int cmd_rate(sd_bus *bus, char **args)
 {
-	struct sigaction sa = {.sa_handler = rate_on_signal};
-	struct json_object *page_size, *o;
-	char *path = NULL;
-	int r;
+	const struct ctl_rate_options o = {
+		.interval_usec = arg_interval_usec,
+		.window_usec = arg_window_usec,
+		.watch = arg_watch,
+		.json = arg_json,
+	};
 
-	r = session_path(bus, args[0], &path);
-	if (r < 0)
-		return r;
-	page_size = get_prop(bus, path, IOD_SESSION_INTERFACE, "PageSize");
-	if (arg_watch) {
-		(void)sigaction(SIGINT, &sa, NULL);
-		(void)sigaction(SIGTERM, &sa, NULL);
-	}
-	for (bool first = true; !rate_interrupted; first = false) {
-		struct timespec ts = {.tv_sec = (time_t)(arg_interval_usec / 1000000),
-				      .tv_nsec = (long)(arg_interval_usec % 1000000) * 1000};
-
-		o = rate_get(bus, args[0], path, page_size ? json_object_get_uint64(page_size) : 0);
-		if (!o) {
-			r = -EIO;
-			break;
-		}
-		/* The call that starts the daemon's sampler has no sample yet: the numbers come
-		 * an interval later. */
-		if (first && json_u64(o, "samples") == 0) {
-			json_object_put(o);
-			(void)nanosleep(&ts, NULL);
-			if (rate_interrupted)
-				break;
-			o = rate_get(bus, args[0], path,
-				     page_size ? json_object_get_uint64(page_size) : 0);
-			if (!o) {
-				r = -EIO;
-				break;
-			}
-		}
-		if (!arg_json && arg_watch && !first)
-			printf("\n");
-		rate_print(o);
-		json_object_put(o);
-		fflush(stdout);
-		if (!arg_watch)
-			break;
-		/* A signal ends the sleep early. */
-		(void)nanosleep(&ts, NULL);
-	}
-	json_object_put(page_size);
-	free(path);
-	return r;
+	return ctl_rate(bus, args[0], &o);
 }
 
 static const struct {
