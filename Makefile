@@ -123,7 +123,7 @@ $(B)/libiodirty-client.pc: client/libiodirty-client.pc.in $(B)/.install-paths
 	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|;s|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|;s|@VERSION@|$(CLIENT_SO_VERSION)|' $< >$@
 
 # --- the client programs ---------------------------------------------------------------------
-CTL_OBJS := $(B)/client/iodirtyctl.o $(B)/client/ctl-rate.o $(B)/client/metrics.o
+CTL_OBJS := $(B)/client/iodirtyctl.o $(B)/client/ctl.o $(B)/client/ctl-rate.o $(B)/client/metrics.o
 $(B)/iodirtyctl: $(CTL_OBJS) $(CLIENT_LIB) $(LIBIODIRTY)
 	$(CC) $(ALL_LDFLAGS) $^ -o $@ $(CLIENT_LIBS)
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What the commands of iodirtyctl that live in files of their own (ctl-rate.c) take from
- * iodirtyctl.c: its bus helpers, which report errors as every command does.
+ * iodirtyctl's bus helpers (ctl.c), which report errors as every command does, for
+ * iodirtyctl.c and the commands that live in files of their own (ctl-rate.c).
  */
 #ifndef IOD_CTL_H
 #define IOD_CTL_H
@@ -11,6 +11,9 @@
 
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
+
+/* --json: errors without the D-Bus error name. */
+extern bool ctl_json;
 
 /* Print "what: message (error name)" on stderr; -EIO. */
 int ctl_fail(const sd_bus_error *error, int r, const char *what);
