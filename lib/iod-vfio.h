@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "iod-bitmap.h"
+
 /*
  * true if s is a full PCI address "DDDD:BB:DD.F" (hex, lower or upper case).
  */
@@ -54,6 +56,35 @@ struct iod_vfio_features {
 };
 /* Probe with VFIO_DEVICE_FEATURE_PROBE; ENOTTY from the kernel means "not supported". */
 int iod_vfio_probe_features(int device_fd, struct iod_vfio_features *ret);
+
+/*
+ * Device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*): a device that records its own DMA
+ * writes, per IOVA page, over the ranges it was started with. Linux takes at most a page of
+ * ranges (256 with 4 KiB pages: IOD_VFIO_LOG_MAX_RANGES) and a device may take fewer (E2BIG):
+ * the caller merges its ranges to fit (iod_vfio_log_merge_ranges()).
+ */
+#define IOD_VFIO_LOG_MAX_RANGES 256
+/*
+ * Coalesce n sorted, disjoint ranges in place into at most max (>= 1) ranges that cover all
+ * of them, joining across the smallest gaps first (so that the least unmapped IOVA is
+ * logged). Returns the new count.
+ */
+size_t iod_vfio_log_merge_ranges(struct iod_range *ranges, size_t n, size_t max);
+/*
+ * DMA_LOGGING_START over n sorted, disjoint, page-aligned ranges (1 <= n <=
+ * IOD_VFIO_LOG_MAX_RANGES) with *page_size, which the device may change (it says so by
+ * writing it back). -E2BIG: more ranges than the device takes; -EBUSY: already started.
+ */
+int iod_vfio_log_start(int device_fd, const struct iod_range *ranges, size_t n,
+		       uint64_t *page_size);
+/* DMA_LOGGING_STOP: the device forgets what it logged. */
+int iod_vfio_log_stop(int device_fd);
+/*
+ * DMA_LOGGING_REPORT: read and clear the device's bits of [iova, iova + length), one per
+ * page_size page, ORed into bitmap (bit i: iova + i * page_size; the kernel only sets bits).
+ */
+int iod_vfio_log_report(int device_fd, uint64_t iova, uint64_t length, uint64_t page_size,
+			uint64_t *bitmap);
 
 /*
  * Have VFIO signal eventfd when the kernel wants the device back (PCI removal, driver

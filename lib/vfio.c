@@ -450,3 +450,148 @@ int iod_vfio_set_req_eventfd(int device_fd, int eventfd)
 		return -errno;
 	return 0;
 }
+
+/* --- device DMA logging ----------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+size_t iod_vfio_log_merge_ranges(struct iod_range *ranges, size_t n, size_t max)
+{
+	uint64_t *gaps, threshold, prev_end;
+	size_t out, over, at_threshold;
+
+	if (max == 0)
+		max = 1;
+	if (n <= max)
+		return n;
+
+	/* The (n - max) smallest gaps go: every gap below the threshold, and as many equal to
+	 * it as are still needed, first come first joined. */
+	over = n - max;
+	gaps = malloc((n - 1) * sizeof(*gaps));
+	if (gaps) {
+		for (size_t i = 1; i < n; i++)
+			gaps[i - 1] = ranges[i].start -
+				      (ranges[i - 1].start + ranges[i - 1].length);
+		qsort(gaps, n - 1, sizeof(*gaps), cmp_u64);
+		threshold = gaps[over - 1];
+		at_threshold = 0;
+		for (size_t i = 0; i < over; i++)
+			if (gaps[i] == threshold)
+				at_threshold++;
+		free(gaps);
+	} else {
+		/* No memory for the gaps: one range over all of them still covers them. */
+		threshold = UINT64_MAX;
+		at_threshold = over;
+	}
+
+	out = 0;
+	prev_end = ranges[0].start + ranges[0].length;
+	for (size_t i = 1; i < n; i++) {
+		/* The gap to the input range before, read before anything is written over it:
+		 * a write goes to slot out + 1 <= i, an extension to slot out <= i - 1. */
+		uint64_t gap = ranges[i].start - prev_end;
+		bool join = gap < threshold || (gap == threshold && at_threshold > 0);
+
+		prev_end = ranges[i].start + ranges[i].length;
+		if (join && gap == threshold)
+			at_threshold--;
+		if (join)
+			ranges[out].length = prev_end - ranges[out].start;
+		else
+			ranges[++out] = ranges[i];
+	}
+	return out + 1;
+}
+
+int iod_vfio_log_start(int device_fd, const struct iod_range *ranges, size_t n, uint64_t *page_size)
+{
+	struct vfio_device_feature_dma_logging_range *r;
+	struct vfio_device_feature_dma_logging_control *ctl;
+	uint64_t buf[(sizeof(struct vfio_device_feature) + sizeof(*ctl) + 7) / 8] = {};
+	struct vfio_device_feature *feature = (struct vfio_device_feature *)buf;
+	int ret = 0;
+
+	if (device_fd < 0)
+		return -EBADF;
+	if (!ranges || !page_size || n == 0 || n > IOD_VFIO_LOG_MAX_RANGES || *page_size < 4096 ||
+	    (*page_size & (*page_size - 1)))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (ranges[i].length == 0 ||
+		    (ranges[i].start | ranges[i].length) & (*page_size - 1) ||
+		    ranges[i].start + ranges[i].length < ranges[i].start)
+			return -EINVAL;
+		if (i > 0 && ranges[i].start < ranges[i - 1].start + ranges[i - 1].length)
+			return -EINVAL;
+	}
+
+	r = calloc(n, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		r[i] = (struct vfio_device_feature_dma_logging_range){
+			.iova = ranges[i].start,
+			.length = ranges[i].length,
+		};
+	ctl = (void *)feature->data;
+	feature->argsz = sizeof(*feature) + sizeof(*ctl);
+	feature->flags = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_START;
+	ctl->page_size = *page_size;
+	ctl->num_ranges = (uint32_t)n;
+	ctl->ranges = (uintptr_t)r;
+	if (ioctl(device_fd, VFIO_DEVICE_FEATURE, feature) < 0)
+		ret = debug_fail(-errno, "VFIO_DEVICE_FEATURE",
+				 "fd %d, DMA_LOGGING_START, %zu ranges", device_fd, n);
+	else
+		*page_size = ctl->page_size;
+	free(r);
+	return ret;
+}
+
+int iod_vfio_log_stop(int device_fd)
+{
+	struct vfio_device_feature feature = {
+		.argsz = sizeof(feature),
+		.flags = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+	};
+
+	if (device_fd < 0)
+		return -EBADF;
+	if (ioctl(device_fd, VFIO_DEVICE_FEATURE, &feature) < 0)
+		return debug_fail(-errno, "VFIO_DEVICE_FEATURE", "fd %d, DMA_LOGGING_STOP",
+				  device_fd);
+	return 0;
+}
+
+int iod_vfio_log_report(int device_fd, uint64_t iova, uint64_t length, uint64_t page_size,
+			uint64_t *bitmap)
+{
+	struct vfio_device_feature_dma_logging_report *rep;
+	uint64_t buf[(sizeof(struct vfio_device_feature) + sizeof(*rep) + 7) / 8] = {};
+	struct vfio_device_feature *feature = (struct vfio_device_feature *)buf;
+
+	if (device_fd < 0)
+		return -EBADF;
+	if (!bitmap || length == 0 || page_size < 4096 || (page_size & (page_size - 1)) ||
+	    (iova | length) & (page_size - 1) || iova + length < iova)
+		return -EINVAL;
+	rep = (void *)feature->data;
+	feature->argsz = sizeof(*feature) + sizeof(*rep);
+	feature->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT;
+	rep->iova = iova;
+	rep->length = length;
+	rep->page_size = page_size;
+	rep->bitmap = (uintptr_t)bitmap;
+	if (ioctl(device_fd, VFIO_DEVICE_FEATURE, feature) < 0)
+		return debug_fail(-errno, "VFIO_DEVICE_FEATURE",
+				  "fd %d, DMA_LOGGING_REPORT [0x%llx, +0x%llx)", device_fd,
+				  (unsigned long long)iova, (unsigned long long)length);
+	return 0;
+}

@@ -637,6 +637,142 @@ START_TEST(test_failures_logged_at_debug)
 }
 END_TEST
 
+/* Device DMA logging: ranges merged to a device's limit across the smallest gaps, every input
+ * byte still covered; arguments refused before any ioctl. */
+static bool covers(const struct iod_range *out, size_t n_out, const struct iod_range *in,
+		   size_t n_in)
+{
+	for (size_t i = 0; i < n_in; i++) {
+		bool found = false;
+
+		for (size_t k = 0; k < n_out; k++)
+			if (in[i].start >= out[k].start &&
+			    in[i].start + in[i].length <= out[k].start + out[k].length)
+				found = true;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+START_TEST(test_log_merge_ranges)
+{
+	/* gaps: 0x1000, 0x10000, 0x2000, 0x1000 */
+	const struct iod_range in[] = {
+		{0x0, 0x1000},	   {0x2000, 0x1000},  {0x13000, 0x1000},
+		{0x16000, 0x1000}, {0x18000, 0x2000},
+	};
+	struct iod_range r[5];
+	size_t n;
+
+	memcpy(r, in, sizeof(in));
+	ck_assert_uint_eq(iod_vfio_log_merge_ranges(r, 5, 5), 5);
+	ck_assert_uint_eq(iod_vfio_log_merge_ranges(r, 5, 8), 5);
+	ck_assert(memcmp(r, in, sizeof(in)) == 0);
+
+	/* Two joins: the two gaps of 0x1000 (the first and the last), not the 0x2000 one. */
+	n = iod_vfio_log_merge_ranges(r, 5, 3);
+	ck_assert_uint_eq(n, 3);
+	ck_assert(covers(r, n, in, 5));
+	ck_assert_uint_eq(r[0].start, 0x0);
+	ck_assert_uint_eq(r[0].length, 0x3000);
+	ck_assert_uint_eq(r[1].start, 0x13000);
+	ck_assert_uint_eq(r[1].length, 0x1000);
+	ck_assert_uint_eq(r[2].start, 0x16000);
+	ck_assert_uint_eq(r[2].length, 0x4000);
+
+	/* Three joins: the 0x2000 gap goes too; the 0x10000 one stays. */
+	memcpy(r, in, sizeof(in));
+	n = iod_vfio_log_merge_ranges(r, 5, 2);
+	ck_assert_uint_eq(n, 2);
+	ck_assert(covers(r, n, in, 5));
+	ck_assert_uint_eq(r[0].length, 0x3000);
+	ck_assert_uint_eq(r[1].start, 0x13000);
+	ck_assert_uint_eq(r[1].length, 0x7000);
+
+	/* One range over everything; a limit of 0 means 1. */
+	memcpy(r, in, sizeof(in));
+	n = iod_vfio_log_merge_ranges(r, 5, 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(r[0].start, 0);
+	ck_assert_uint_eq(r[0].length, 0x1a000);
+}
+END_TEST
+
+START_TEST(test_log_merge_ranges_many)
+{
+	/* 1000 ranges with gaps of pseudo-random sizes (many equal): merged to each limit, the
+	 * result is sorted, disjoint, covers every input, and joined the smallest gaps. */
+	enum { N = 1000 };
+	static struct iod_range in[N], r[N];
+	uint64_t at = 0, seed = 42;
+
+	for (size_t i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		at += ((seed >> 33) % 8 + 1) * 0x1000; /* gap */
+		in[i] = (struct iod_range){at, ((seed >> 40) % 4 + 1) * 0x1000};
+		at += in[i].length;
+	}
+	for (size_t max = 1; max <= N; max = max * 3 + 1) {
+		uint64_t joined_max = 0, kept_min = UINT64_MAX;
+		size_t n;
+
+		memcpy(r, in, sizeof(in));
+		n = iod_vfio_log_merge_ranges(r, N, max);
+		ck_assert_uint_eq(n, max < N ? max : N);
+		ck_assert(covers(r, n, in, N));
+		for (size_t k = 1; k < n; k++)
+			ck_assert(r[k].start > r[k - 1].start + r[k - 1].length);
+		/* Every gap left is at least as large as every gap joined. */
+		for (size_t i = 1; i < N; i++) {
+			uint64_t gap = in[i].start - (in[i - 1].start + in[i - 1].length);
+			bool kept = false;
+
+			for (size_t k = 1; k < n; k++)
+				if (r[k].start == in[i].start)
+					kept = true;
+			if (kept)
+				kept_min = gap < kept_min ? gap : kept_min;
+			else
+				joined_max = gap > joined_max ? gap : joined_max;
+		}
+		if (n > 1 && n < N)
+			ck_assert_uint_le(joined_max, kept_min);
+	}
+}
+END_TEST
+
+START_TEST(test_log_args)
+{
+	struct iod_range one = {0x1000, 0x1000}, bad = {0x1800, 0x1000};
+	struct iod_range two[] = {{0x2000, 0x2000}, {0x3000, 0x1000}};
+	uint64_t page = 4096, bits = 0;
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(iod_vfio_log_start(-1, &one, 1, &page), -EBADF);
+	ck_assert_int_eq(iod_vfio_log_start(fd, &one, 0, &page), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_start(fd, &one, IOD_VFIO_LOG_MAX_RANGES + 1, &page), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_start(fd, &bad, 1, &page), -EINVAL); /* misaligned */
+	ck_assert_int_eq(iod_vfio_log_start(fd, two, 2, &page), -EINVAL); /* overlapping */
+	page = 3000;
+	ck_assert_int_eq(iod_vfio_log_start(fd, &one, 1, &page), -EINVAL);
+	page = 4096;
+	/* Valid: it reaches the ioctl, which /dev/null refuses. */
+	ck_assert_int_eq(iod_vfio_log_start(fd, &one, 1, &page), -ENOTTY);
+	ck_assert_uint_eq(page, 4096);
+	ck_assert_int_eq(iod_vfio_log_report(fd, 0x1000, 0, 4096, &bits), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_report(fd, 0x1800, 0x1000, 4096, &bits), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_report(fd, UINT64_MAX - 0xfff, 0x2000, 4096, &bits), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_report(fd, 0x1000, 0x1000, 2048, &bits), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_report(fd, 0x1000, 0x1000, 4096, NULL), -EINVAL);
+	ck_assert_int_eq(iod_vfio_log_report(fd, 0x1000, 0x1000, 4096, &bits), -ENOTTY);
+	ck_assert_int_eq(iod_vfio_log_stop(-1), -EBADF);
+	ck_assert_int_eq(iod_vfio_log_stop(fd), -ENOTTY);
+	close(fd);
+}
+END_TEST
+
 static Suite *vfio_args_suite(void)
 {
 	Suite *s = suite_create("kernel-facing arguments");
@@ -658,6 +794,9 @@ static Suite *vfio_args_suite(void)
 	tcase_add_test(tc, test_vfio_open_not_vfio);
 	tcase_add_test(tc, test_vfio_check_fd);
 	tcase_add_test(tc, test_vfio_ioctls_args);
+	tcase_add_test(tc, test_log_merge_ranges);
+	tcase_add_test(tc, test_log_merge_ranges_many);
+	tcase_add_test(tc, test_log_args);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("iommufd");
