@@ -26,10 +26,31 @@ static int property_get_tracking(sd_bus *bus, const char *path, const char *inte
 	struct iod_session *s = d->session;
 	const char *v = "fallback";
 
+	/* Exact: the IOMMU's dirty bits, or the device's own DMA log. */
+	if (d->source == IOD_SOURCE_DEVICE_LOG)
+		v = "hardware";
 	for (size_t i = 0; i < s->n_hwpts; i++)
 		if (s->hwpts[i].hw.id == d->hwpt_id && s->hwpts[i].hw.dirty_capable)
 			v = "hardware";
 	return sd_bus_message_append(reply, "s", v);
+}
+
+static int property_get_dirty_source(sd_bus *bus, const char *path, const char *interface,
+				     const char *property, sd_bus_message *reply, void *userdata,
+				     sd_bus_error *error)
+{
+	const struct iod_device *d = userdata;
+
+	return sd_bus_message_append(reply, "s", iod_dirty_source_to_string(d->source));
+}
+
+static int property_get_log_ranges(sd_bus *bus, const char *path, const char *interface,
+				   const char *property, sd_bus_message *reply, void *userdata,
+				   sd_bus_error *error)
+{
+	const struct iod_device *d = userdata;
+
+	return sd_bus_message_append(reply, "u", (uint32_t)(d->logging ? d->n_log_ranges : 0));
 }
 
 static int property_get_migration_flags(sd_bus *bus, const char *path, const char *interface,
@@ -67,6 +88,8 @@ const sd_bus_vtable iod_device_vtable[] = {
 	SD_BUS_PROPERTY("IommuDirtyTracking", "b", iod_bus_property_get_bool,
 			DEVICE_OFF(hw.dirty_tracking), CONST),
 	SD_BUS_PROPERTY("TrackingMode", "s", property_get_tracking, 0, CONST),
+	SD_BUS_PROPERTY("DirtySource", "s", property_get_dirty_source, 0, CONST),
+	SD_BUS_PROPERTY("DmaLoggingRanges", "u", property_get_log_ranges, 0, 0),
 	SD_BUS_PROPERTY("DmaLogging", "b", iod_bus_property_get_bool,
 			DEVICE_OFF(features.dma_logging), CONST),
 	SD_BUS_PROPERTY("Migration", "b", iod_bus_property_get_bool, DEVICE_OFF(features.migration),

@@ -159,6 +159,7 @@ struct iod_device *iod_device_free(struct iod_device *d)
 	free(d->cdev);
 	free(d->path);
 	free(d->fdname);
+	free(d->log_ranges);
 	free(d);
 	return NULL;
 }
@@ -173,7 +174,12 @@ int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_r
 	d->bound = true;
 
 	r = iod_iommufd_hw_info(ictx, d->dev_id, &d->hw);
-	if (r < 0)
+	if (r == -ENOENT) {
+		/* The id the bind gave is no iommufd device: the device has no IOMMU of its own
+		 * and VFIO made it an iommufd access (an emulated IOMMU: mdev devices). */
+		d->emulated = true;
+		d->hw = (struct iod_hw_info){};
+	} else if (r < 0)
 		return iod_reason_kernel(why, r, "Failed to read the IOMMU capabilities of %s",
 					 d->name);
 
@@ -184,6 +190,19 @@ int iod_device_bind(struct iod_device *d, struct iod_iommufd *ictx, struct iod_r
 		d->features = (struct iod_vfio_features){};
 	}
 	return 0;
+}
+
+const char *iod_dirty_source_to_string(enum iod_dirty_source source)
+{
+	switch (source) {
+	case IOD_SOURCE_IOMMU:
+		return "iommu";
+	case IOD_SOURCE_DEVICE_LOG:
+		return "device-log";
+	case IOD_SOURCE_FALLBACK:
+		return "fallback";
+	}
+	return "unknown";
 }
 
 const char *iod_iommu_type_to_string(uint32_t type)

@@ -16,6 +16,13 @@
 
 struct iod_session;
 
+/* Where a device's DMA writes are seen. */
+enum iod_dirty_source {
+	IOD_SOURCE_IOMMU, /* the dirty bits of its HWPT */
+	IOD_SOURCE_DEVICE_LOG, /* the device's own DMA log (VFIO_DEVICE_FEATURE_DMA_LOGGING_*) */
+	IOD_SOURCE_FALLBACK, /* nowhere: its mapped ranges count as always dirty */
+};
+
 struct iod_device {
 	struct iod_session *session;
 	uint32_t index; /* object path .../device/<index>, never reused within a session */
@@ -29,6 +36,18 @@ struct iod_device {
 	bool bound;
 	struct iod_hw_info hw;
 	struct iod_vfio_features features;
+	/* No IOMMU of its own (an mdev, or another device VFIO reaches guest memory for
+	 * through an iommufd access): attached to the IOAS itself, never to a HWPT. */
+	bool emulated;
+	enum iod_dirty_source source;
+	/* Device DMA logging, while started: over log_ranges (IOVA, sorted, disjoint: the
+	 * mapped ranges merged to what the device takes) at log_page_size. log_max_ranges is
+	 * what the device takes, as far as known (IOD_VFIO_LOG_MAX_RANGES until it said E2BIG). */
+	bool logging;
+	uint64_t log_page_size;
+	struct iod_range *log_ranges;
+	size_t n_log_ranges;
+	size_t log_max_ranges;
 	bool lost; /* the device went away (hot-unplug) */
 	sd_event_source *req_source; /* VFIO's release request eventfd (uevent.c), owns the fd */
 	bool req_unsupported; /* no release request channel: only uevents say it goes */
@@ -66,6 +85,9 @@ bool iod_device_spec_valid(const char *spec);
 #define IOD_DEVICE_NEEDS_ROOT                                                               \
 	"Only root may name a device, which the daemon then opens; open the cdev yourself " \
 	"and pass the fd"
+
+/* "iommu", "device-log", "fallback". */
+const char *iod_dirty_source_to_string(enum iod_dirty_source source);
 
 /* "none", "intel-vtd", "arm-smmuv3", ... or "unknown". */
 const char *iod_iommu_type_to_string(uint32_t type);

@@ -129,17 +129,58 @@ static int method_add_region(sd_bus_message *m, void *userdata, sd_bus_error *er
 
 struct attach_options {
 	bool dirty_tracking;
+	const char *dirty_source;
 };
 
 static const struct iod_bus_option attach_options_table[] = {
 	{"dirty_tracking", 'b', offsetof(struct attach_options, dirty_tracking)},
+	{"dirty_source", 's', offsetof(struct attach_options, dirty_source)},
 	{},
 };
+
+/* The options' source: dirty_source ("auto", "iommu", "device", "none"); dirty_tracking
+ * false is "none" and contradicts any other but "auto". */
+static int attach_source_choice(const struct attach_options *o, enum iod_source_choice *ret,
+				sd_bus_error *error)
+{
+	static const char *const names[] = {
+		[IOD_CHOOSE_AUTO] = "auto",
+		[IOD_CHOOSE_IOMMU] = "iommu",
+		[IOD_CHOOSE_DEVICE] = "device",
+		[IOD_CHOOSE_NONE] = "none",
+	};
+	enum iod_source_choice c = IOD_CHOOSE_AUTO;
+	char q[IOD_QUOTE_MAX];
+	size_t i;
+
+	if (o->dirty_source) {
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strcmp(o->dirty_source, names[i]) == 0)
+				break;
+		if (i == sizeof(names) / sizeof(names[0]))
+			return sd_bus_error_setf(
+				error, SD_BUS_ERROR_INVALID_ARGS,
+				"Option dirty_source: \"%s\" is not one of auto, iommu, device, none",
+				iod_quote(o->dirty_source, q));
+		c = (enum iod_source_choice)i;
+	}
+	if (!o->dirty_tracking) {
+		if (c != IOD_CHOOSE_AUTO && c != IOD_CHOOSE_NONE)
+			return sd_bus_error_setf(
+				error, SD_BUS_ERROR_INVALID_ARGS,
+				"Options dirty_tracking false and dirty_source \"%s\" contradict each other",
+				names[c]);
+		c = IOD_CHOOSE_NONE;
+	}
+	*ret = c;
+	return 0;
+}
 
 static int attach_common(sd_bus_message *m, struct iod_session *s, const char *spec, int fd,
 			 sd_bus_error *error)
 {
 	struct attach_options o = {.dirty_tracking = true};
+	enum iod_source_choice choice = IOD_CHOOSE_AUTO;
 	struct iod_device *d = NULL;
 	struct iod_reason why = {};
 	char q[IOD_QUOTE_MAX];
@@ -147,6 +188,9 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	int r;
 
 	r = iod_bus_read_options(m, attach_options_table, &o, error);
+	if (r < 0)
+		return r;
+	r = attach_source_choice(&o, &choice, error);
 	if (r < 0)
 		return r;
 
@@ -169,7 +213,7 @@ static int attach_common(sd_bus_message *m, struct iod_session *s, const char *s
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	r = iod_session_attach_device(s, d, o.dirty_tracking, &why);
+	r = iod_session_attach_device(s, d, choice, &why);
 	if (r < 0) {
 		iod_device_free(d);
 		return reply_reason(error, r, &why);

@@ -40,7 +40,8 @@ int iod_session_ensure_journal(struct iod_session *s)
 
 struct harvest_ctx {
 	struct iod_session *session;
-	const struct iod_session_hwpt *hwpt;
+	const struct iod_session_hwpt *hwpt; /* the HWPT read, or NULL for ... */
+	const struct iod_device *dev; /* ... the device whose DMA log is read */
 	unsigned flags;
 	const atomic_bool *cancel; /* checked between slices; NULL: never cancelled */
 	/* The dirty rate to count the read pages into: a read that clears, while the rate is
@@ -59,10 +60,38 @@ static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t len
 	struct iod_session *s = c->session;
 
 	s->read_error = (struct iod_read_error){
-		.hwpt_id = c->hwpt->hw.id, .iova = iova, .length = length, .err = r};
+		.hwpt_id = c->hwpt ? c->hwpt->hw.id : 0,
+		.device = c->dev ? c->dev->name : NULL,
+		.iova = iova,
+		.length = length,
+		.err = r,
+	};
+	if (c->dev)
+		return log_debug_errno(r,
+				       "Failed to read the DMA log of %s at [0x%" PRIx64
+				       ", +0x%" PRIx64 "): %m",
+				       c->dev->name, iova, length);
 	return log_debug_errno(
 		r, "Failed to read dirty bits of hwpt %u at [0x%" PRIx64 ", +0x%" PRIx64 "): %m",
 		c->hwpt->hw.id, iova, length);
+}
+
+/* Read-and-clear (or, for a HWPT with IOD_READ_NO_CLEAR, read) [iova, +length) into buf.
+ * A device's log is always cleared: its bits are in the log after this either way. */
+static int read_bits(struct harvest_ctx *c, uint64_t iova, uint64_t length, uint64_t page,
+		     uint64_t *buf)
+{
+	if (c->dev)
+		return iod_vfio_log_report(c->dev->fd, iova, length, page, buf);
+	return iod_hwpt_read_dirty(c->session->ictx, c->hwpt->hw.id, iova, length, page, buf,
+				   c->flags);
+}
+
+/* What a rate sample counts the bits under: the HWPT, or the device's HWPT (0 for a device
+ * without one). */
+static uint32_t rate_id(const struct harvest_ctx *c)
+{
+	return c->dev ? c->dev->hwpt_id : c->hwpt->hw.id;
 }
 
 /* Read one mapped piece of one HWPT, slice by slice, into the accumulating plane. */
@@ -88,9 +117,8 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 
 			if (cancelled(c))
 				return -ECANCELED;
-			r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page,
-						direct + (done >> shift) / IOD_BITS_PER_WORD,
-						c->flags);
+			r = read_bits(c, p->iova + done, len, page,
+				      direct + (done >> shift) / IOD_BITS_PER_WORD);
 			if (r < 0)
 				return read_failed(c, r, p->iova + done, len);
 			done += len;
@@ -109,13 +137,12 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 		/* Read-and-clear leaves the only copy of the bits in this buffer until they are
 		 * merged: it lives in a memfd that the next instance replays (journal.h). */
 		buf = iod_journal_begin(s->journal, p->gpa + done, nbits, shift);
-		r = iod_hwpt_read_dirty(s->ictx, c->hwpt->hw.id, p->iova + done, len, page, buf,
-					c->flags);
+		r = read_bits(c, p->iova + done, len, page, buf);
 		/* A read that failed half way may have cleared what it returned: merge that too. */
 		if (!iod_bitmap_is_empty(buf, nbits, 0, nbits)) {
 			if (c->rate)
-				iod_rate_record(c->rate, c->hwpt->hw.id, (p->gpa + done) >> shift,
-						buf, nbits);
+				iod_rate_record(c->rate, rate_id(c), (p->gpa + done) >> shift, buf,
+						nbits);
 			k = iod_log_merge(s->log, p->gpa + done, buf, 0, nbits, shift);
 			if (k < 0) {
 				iod_journal_end(s->journal);
@@ -130,10 +157,29 @@ static int harvest_piece(const struct iod_mapping *p, void *userdata)
 	return 0;
 }
 
-/* Harvest [iova, iova + length) of every tracking HWPT (the whole map with length 0); with
- * cancel set, stop with -ECANCELED between two slices once *cancel is. */
-static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only, uint64_t iova,
-			 uint64_t length, unsigned flags, const atomic_bool *cancel)
+/* Read one HWPT's or one device's bits of [iova, +length) (the whole map with length 0). */
+static int harvest_one(struct harvest_ctx *c, uint64_t iova, uint64_t length)
+{
+	struct iod_session *s = c->session;
+	int r;
+
+	if (length)
+		return iod_iova_map_foreach(s->map, iova, length, harvest_piece, c);
+	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+	     p = iod_iova_map_next(s->map, p)) {
+		r = harvest_piece(p, c);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Harvest [iova, iova + length) of every tracking HWPT and every logging device (the whole
+ * map with length 0; only that HWPT or that device if one is set); with cancel set, stop with
+ * -ECANCELED between two slices once *cancel is. */
+static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
+			 const struct iod_device *only_dev, uint64_t iova, uint64_t length,
+			 unsigned flags, const atomic_bool *cancel)
 {
 	int r;
 
@@ -142,7 +188,7 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 		return r;
 
 	s->read_error = (struct iod_read_error){};
-	for (size_t i = 0; i < s->n_hwpts; i++) {
+	for (size_t i = 0; i < s->n_hwpts && !only_dev; i++) {
 		struct harvest_ctx c = {
 			.session = s,
 			.hwpt = &s->hwpts[i],
@@ -155,18 +201,27 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 			continue;
 		if (!c.hwpt->hw.dirty_capable || !c.hwpt->hw.tracking)
 			continue;
-		if (length == 0) {
-			for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
-			     p = iod_iova_map_next(s->map, p)) {
-				r = harvest_piece(p, &c);
-				if (r < 0)
-					return r;
-			}
-		} else {
-			r = iod_iova_map_foreach(s->map, iova, length, harvest_piece, &c);
-			if (r < 0)
-				return r;
-		}
+		r = harvest_one(&c, iova, length);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < s->n_devices && !only; i++) {
+		/* A device's log is always cleared, so the rate always counts it. */
+		struct harvest_ctx c = {
+			.session = s,
+			.dev = s->devices[i],
+			.flags = flags,
+			.cancel = cancel,
+			.rate = s->rate,
+		};
+
+		if (only_dev && only_dev != c.dev)
+			continue;
+		if (!c.dev->logging || c.dev->lost)
+			continue;
+		r = harvest_one(&c, iova, length);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -174,7 +229,12 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
 			      uint64_t iova, uint64_t length, unsigned flags)
 {
-	return harvest_hwpts(s, only, iova, length, flags, NULL);
+	return harvest_hwpts(s, only, NULL, iova, length, flags, NULL);
+}
+
+int iod_session_harvest_device(struct iod_session *s, const struct iod_device *d)
+{
+	return harvest_hwpts(s, NULL, d, 0, 0, 0, NULL);
 }
 
 /*
@@ -221,6 +281,11 @@ void iod_session_fail_harvest(struct iod_session *s, const char *when, int r)
 
 	if (e->err != r || r == 0)
 		iod_session_fail(s, "%s failed: %s", when, iod_strerror(r));
+	else if (e->device)
+		iod_session_fail(s,
+				 "%s failed: reading the DMA log of %s at IOVA [0x%" PRIx64
+				 ", +0x%" PRIx64 "): %s",
+				 when, e->device, e->iova, e->length, iod_strerror(r));
 	else if (r == -EINVAL && s->ctx->holes == IOD_HOLES_STRICT)
 		iod_session_fail(s,
 				 "%s failed: the kernel reports IOVA [0x%" PRIx64 ", +0x%" PRIx64
@@ -264,6 +329,18 @@ int iod_session_start(struct iod_session *s, struct iod_reason *why)
 			goto rollback;
 		}
 	}
+	for (size_t k = 0; k < s->n_devices; k++) {
+		struct iod_device *d = s->devices[k];
+
+		if (d->source != IOD_SOURCE_DEVICE_LOG || d->lost)
+			continue;
+		r = iod_session_devlog_start(s, d, false, why);
+		if (r < 0) {
+			while (k-- > 0)
+				iod_session_devlog_stop(s, s->devices[k]);
+			goto rollback;
+		}
+	}
 
 	s->tracking = true;
 	s->last_round_usec = iod_now_usec();
@@ -298,6 +375,8 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 			return iod_reason_kernel(why, r, "Failed to mark fallback ranges");
 	}
 
+	for (size_t i = 0; i < s->n_devices; i++)
+		iod_session_devlog_stop(s, s->devices[i]);
 	for (size_t i = 0; i < s->n_hwpts; i++) {
 		struct iod_session_hwpt *h = &s->hwpts[i];
 
@@ -344,7 +423,7 @@ int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
 
 int iod_session_harvest_read(struct iod_session *s, bool peek, const atomic_bool *cancel)
 {
-	return harvest_hwpts(s, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0, cancel);
+	return harvest_hwpts(s, NULL, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0, cancel);
 }
 
 int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, uint64_t t0,
@@ -437,7 +516,7 @@ int iod_session_rate_sample(struct iod_session *s, struct iod_reason *why)
 	r = iod_session_harvest_begin(s, why);
 	if (r < 0)
 		return r;
-	r = harvest_hwpts(s, NULL, 0, 0, 0, NULL);
+	r = harvest_hwpts(s, NULL, NULL, 0, 0, 0, NULL);
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits, as in a harvest. */
 		iod_session_fail_harvest(s, "dirty rate sample", r);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What the files of a session share and nobody else may use. One session is written in five
+ * What the files of a session share and nobody else may use. One session is written in six
  * files, each calling only those listed before it:
  *
  *   session.c          lifecycle, owner, the kernel context, adopt, failure, state strings
+ *   session-devlog.c   device DMA logging: the ranges a logging device is started over
  *   session-harvest.c  Start/Stop, harvest (through the journal), acknowledge, dirty ranges,
  *                      the dirty rate's samples (rate.h below it)
  *   session-memory.c   guest memory regions, devices and their HWPTs
@@ -39,18 +40,48 @@ void iod_session_hwpt_remove(struct iod_session *s, struct iod_session_hwpt *h);
 bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_session_hwpt *h);
 bool iod_session_has_fallback(const struct iod_session *s);
 
+/* session-devlog.c */
+
+/*
+ * Start d's DMA logging over the session's mapped IOVA, merged to what d takes (nothing is
+ * started while nothing is mapped). With keep_old, restart it over those ranges and the ones
+ * it logs now: the caller has read its log out first, and what it writes between that read
+ * and the restart is not seen (iod_session_devlog_restart() in session-viommu.c marks it).
+ * NotDirtyCapable if the device logs at another page size than the session's.
+ */
+int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool keep_old,
+			     struct iod_reason *why);
+/* Stop d's DMA logging (what it logged is gone: read it first). */
+void iod_session_devlog_stop(struct iod_session *s, struct iod_device *d);
+/* d logs all of [iova, iova + length). */
+bool iod_session_devlog_covers(const struct iod_device *d, uint64_t iova, uint64_t length);
+
 /* session-harvest.c */
 
 /* Harvest [iova, iova + length) of every tracking HWPT (of only that one if set; the whole
  * map with length 0) into the accumulating plane of the log. */
 int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
 			      uint64_t iova, uint64_t length, unsigned flags);
+/* Read and clear d's DMA log over every mapped area into the accumulating plane. */
+int iod_session_harvest_device(struct iod_session *s, const struct iod_device *d);
 /* Mark the mapped areas (inside [iova, +length), or all with length 0) dirty. */
 int iod_session_mark_mapped(struct iod_session *s, uint64_t iova, uint64_t length);
 /* A harvest failed with r: fail the session, saying what the kernel refused. */
 void iod_session_fail_harvest(struct iod_session *s, const char *when, int r);
 
 /* session-memory.c */
+
+/*
+ * Device DMA logging follows the mappings. Before maps[i] (those not recorded[i]) enter the
+ * IOAS: read out the log of every device whose ranges must grow for them (a device forgets
+ * its log when it stops); follow[k] (n_devices entries) says which. After they entered:
+ * restart those devices over their old ranges and the new mappings, marking the mapped
+ * parts of their old ranges dirty (what they wrote meanwhile was seen by nobody). A failure
+ * fails the session.
+ */
+void iod_session_devlog_report_before_map(struct iod_session *s, const struct iod_mapping *maps,
+					  const bool *recorded, size_t n, bool *follow);
+void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow);
 
 /* The region that holds all of [gpa, gpa + length), or NULL. */
 struct iod_region *iod_session_region_containing(struct iod_session *s, uint64_t gpa,

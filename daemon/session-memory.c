@@ -119,10 +119,90 @@ static int regions_grow(struct iod_session *s)
 	return 0;
 }
 
+/* --- device DMA logging follows the mappings ---------------------------------------------- */
+
+/* d logs DMA (or is to, once something is mapped) and some fresh entry of maps lies outside
+ * the ranges it logs. */
+static bool devlog_must_follow(const struct iod_session *s, const struct iod_device *d,
+			       const struct iod_mapping *maps, const bool *recorded, size_t n)
+{
+	if (!s->tracking || d->source != IOD_SOURCE_DEVICE_LOG || d->lost)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!recorded[i] && !iod_session_devlog_covers(d, maps[i].iova, maps[i].length))
+			return true;
+	return false;
+}
+
+/* Before the mappings change (session-internal.h). */
+void iod_session_devlog_report_before_map(struct iod_session *s, const struct iod_mapping *maps,
+					  const bool *recorded, size_t n, bool *follow)
+{
+	int r;
+
+	for (size_t k = 0; k < s->n_devices; k++) {
+		struct iod_device *d = s->devices[k];
+
+		follow[k] = devlog_must_follow(s, d, maps, recorded, n);
+		if (!follow[k] || !d->logging || s->failed)
+			continue;
+		r = iod_session_harvest_device(s, d);
+		if (r < 0)
+			iod_session_fail_harvest(s, "reading the DMA log before a map", r);
+	}
+}
+
+/* After the mappings changed (session-internal.h). A device cannot change its ranges while
+ * it logs, so it stops and starts again; what it wrote between the read before the map and
+ * the start is seen by nobody, so the mapped parts of its old ranges are marked dirty. */
+void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow)
+{
+	for (size_t k = 0; k < s->n_devices; k++) {
+		struct iod_device *d = s->devices[k];
+		_cleanup_free_ struct iod_range *old = NULL;
+		struct iod_reason why = {};
+		size_t n_old = d->n_log_ranges;
+		int r;
+
+		if (!follow[k])
+			continue;
+		if (d->logging && n_old > 0) {
+			old = malloc(n_old * sizeof(*old));
+			if (!old) {
+				iod_session_fail(s,
+						 "restarting the DMA logging of %s: out of memory",
+						 d->name);
+				continue;
+			}
+			memcpy(old, d->log_ranges, n_old * sizeof(*old));
+		} else {
+			n_old = 0;
+		}
+		r = iod_session_devlog_start(s, d, true, &why);
+		if (r < 0) {
+			iod_session_fail(s, "the DMA logging of %s could not follow a map: %s",
+					 d->name, why.text[0] ? why.text : iod_strerror(r));
+			continue;
+		}
+		for (size_t i = 0; i < n_old; i++) {
+			r = iod_session_mark_mapped(s, old[i].start, old[i].length);
+			if (r < 0) {
+				iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
+						 iod_strerror(r));
+				break;
+			}
+		}
+		log_info("Session %s: DMA logging of %s follows the mappings: %zu ranges now, "
+			 "%zu marked dirty while it restarted.",
+			 s->name, d->name, d->n_log_ranges, n_old);
+	}
+}
+
 int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint64_t size,
 			   uint64_t gpa, struct iod_reason *why)
 {
 	struct iod_region g = {.gpa = gpa, .length = size, .offset = offset, .fd = -EBADF};
+	_cleanup_free_ bool *follow = NULL;
 	uint64_t align = iod_session_alignment(s), bytes, end;
 	struct statfs sf;
 	struct stat st;
@@ -205,6 +285,15 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 	}
 
 	if (!s->options.viommu) {
+		const struct iod_mapping m = {.iova = gpa, .gpa = gpa, .length = size};
+		const bool recorded = false;
+
+		follow = calloc(s->n_devices + 1, sizeof(*follow));
+		if (!follow) {
+			r = -ENOMEM;
+			goto fail_log;
+		}
+		iod_session_devlog_report_before_map(s, &m, &recorded, 1, follow);
 		r = iod_ioas_map(s->ictx, s->ioas_id, g.va, size, gpa,
 				 IOD_MAP_READ | IOD_MAP_WRITE);
 		if (r < 0) {
@@ -225,6 +314,8 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 
 	s->regions[s->n_regions++] = g;
 	s->log_bytes += bytes;
+	if (follow)
+		iod_session_devlog_follow_maps(s, follow);
 	log_debug("Session %s: memory [0x%" PRIx64 ", +0x%" PRIx64 ") from fd offset 0x%" PRIx64,
 		  s->name, gpa, size, offset);
 	return 0;
@@ -368,11 +459,107 @@ fail:
 	return r;
 }
 
-int iod_session_attach_device(struct iod_session *s, struct iod_device *d, bool allow_dirty,
-			      struct iod_reason *why)
+/* Undo what attach did with d's HWPT (or with the IOAS, for a device without one). */
+static void detach_from_hwpt(struct iod_session *s, struct iod_device *d)
+{
+	struct iod_session_hwpt *h = iod_session_hwpt_find(s, d->hwpt_id);
+	int r;
+
+	r = iod_vfio_detach(d->fd);
+	if (r < 0 && !d->lost)
+		log_warning_errno(r, "Failed to detach %s, ignoring: %m", d->name);
+	if (h && d->source == IOD_SOURCE_DEVICE_LOG)
+		h->log_users--;
+	if (h && --h->users == 0 && h->owned) {
+		r = iod_iommufd_destroy(s->ictx, h->hw.id);
+		if (r < 0)
+			log_warning_errno(r, "Failed to destroy hwpt %u, ignoring: %m", h->hw.id);
+		iod_session_hwpt_remove(s, h);
+	}
+	d->hwpt_id = 0;
+}
+
+/* d's source as choice asks, before anything is attached: NotDirtyCapable for a source the
+ * device does not have. The IOMMU may still refuse a dirty HWPT (attach_device()). */
+static int choose_source(struct iod_session *s, struct iod_device *d, enum iod_source_choice choice,
+			 struct iod_reason *why)
+{
+	bool iommu = d->hw.dirty_tracking && !d->emulated, log = d->features.dma_logging;
+
+	switch (choice) {
+	case IOD_CHOOSE_AUTO:
+		d->source = iommu ? IOD_SOURCE_IOMMU
+			    : log ? IOD_SOURCE_DEVICE_LOG
+				  : IOD_SOURCE_FALLBACK;
+		return 0;
+	case IOD_CHOOSE_IOMMU:
+		if (!iommu)
+			return iod_reasonf(
+				why, -EOPNOTSUPP, IOD_ERROR_NOT_DIRTY_CAPABLE,
+				"%s: %s cannot track dirty pages (dirty_source \"iommu\")", d->name,
+				d->emulated ? "the device has no IOMMU, which" : "its IOMMU");
+		d->source = IOD_SOURCE_IOMMU;
+		return 0;
+	case IOD_CHOOSE_DEVICE:
+		if (!log)
+			return iod_reasonf(why, -EOPNOTSUPP, IOD_ERROR_NOT_DIRTY_CAPABLE,
+					   "%s does not log its DMA (no VFIO DMA logging; "
+					   "dirty_source \"device\")",
+					   d->name);
+		d->source = IOD_SOURCE_DEVICE_LOG;
+		return 0;
+	case IOD_CHOOSE_NONE:
+		d->source = IOD_SOURCE_FALLBACK;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Attach d as its source says: a dirty HWPT, or a plain one, or (no IOMMU) the IOAS. */
+static int attach_device(struct iod_session *s, struct iod_device *d, enum iod_source_choice choice,
+			 struct iod_reason *why)
+{
+	struct iod_session_hwpt *h;
+	int r;
+
+	if (d->source == IOD_SOURCE_IOMMU) {
+		r = attach_to_hwpt(s, d, true, why);
+		if (r != -EOPNOTSUPP)
+			return r;
+		if (choice == IOD_CHOOSE_IOMMU)
+			return iod_reasonf(
+				why, r, IOD_ERROR_NOT_DIRTY_CAPABLE,
+				"The IOMMU of %s refused a dirty tracking HWPT (dirty_source \"iommu\")",
+				d->name);
+		d->source = d->features.dma_logging ? IOD_SOURCE_DEVICE_LOG : IOD_SOURCE_FALLBACK;
+		log_info("Session %s: the IOMMU of %s refused a dirty tracking HWPT, using %s.",
+			 s->name, d->name,
+			 d->source == IOD_SOURCE_DEVICE_LOG ? "the device's DMA log"
+							    : "the fallback");
+	}
+	if (d->emulated) {
+		/* An iommufd access: VFIO reads and writes guest memory for the device through
+		 * the IOAS's mappings; there is no HWPT. */
+		r = iod_vfio_attach(d->fd, s->ioas_id, NULL);
+		if (r < 0)
+			return iod_reason_kernel(why, r, "Failed to attach %s to ioas %u", d->name,
+						 s->ioas_id);
+		d->hwpt_id = 0;
+		return 0;
+	}
+	r = attach_to_hwpt(s, d, false, why);
+	if (r < 0)
+		return r;
+	h = iod_session_hwpt_find(s, d->hwpt_id);
+	if (h && d->source == IOD_SOURCE_DEVICE_LOG)
+		h->log_users++;
+	return 0;
+}
+
+int iod_session_attach_device(struct iod_session *s, struct iod_device *d,
+			      enum iod_source_choice choice, struct iod_reason *why)
 {
 	struct iod_device **p;
-	bool dirty;
 	int r;
 
 	r = iod_session_check_device_limit(s, why);
@@ -390,23 +577,19 @@ int iod_session_attach_device(struct iod_session *s, struct iod_device *d, bool 
 	r = iod_device_bind(d, s->ictx, why);
 	if (r < 0)
 		return r;
-
-	dirty = allow_dirty && d->hw.dirty_tracking;
-	if (dirty) {
-		r = attach_to_hwpt(s, d, true, why);
-		if (r == -EOPNOTSUPP) {
-			log_info(
-				"Session %s: the IOMMU of %s refused a dirty tracking HWPT, using the fallback.",
-				s->name, d->name);
-			dirty = false;
-		} else if (r < 0) {
+	r = choose_source(s, d, choice, why);
+	if (r < 0)
+		return r;
+	r = attach_device(s, d, choice, why);
+	if (r < 0)
+		return r;
+	if (s->tracking && d->source == IOD_SOURCE_DEVICE_LOG) {
+		/* A device new to the session has written nothing the session must see yet. */
+		r = iod_session_devlog_start(s, d, false, why);
+		if (r < 0) {
+			detach_from_hwpt(s, d);
 			return r;
 		}
-	}
-	if (!dirty) {
-		r = attach_to_hwpt(s, d, false, why);
-		if (r < 0)
-			return r;
 	}
 
 	d->session = s;
@@ -420,21 +603,17 @@ int iod_session_attach_device(struct iod_session *s, struct iod_device *d, bool 
 	if (r < 0)
 		goto fail;
 	s->devices[s->n_devices++] = d;
-	log_info("Session %s: attached %s (dev %u) to hwpt %u, %s.", s->name, d->name, d->dev_id,
-		 d->hwpt_id, dirty ? "hardware dirty tracking" : "fallback (always dirty)");
+	log_info("Session %s: attached %s (dev %u) to %s %u, dirty pages from %s.", s->name,
+		 d->name, d->dev_id, d->emulated ? "ioas" : "hwpt",
+		 d->emulated ? s->ioas_id : d->hwpt_id,
+		 d->source == IOD_SOURCE_IOMMU	      ? "the IOMMU"
+		 : d->source == IOD_SOURCE_DEVICE_LOG ? "the device's DMA log"
+						      : "nowhere: fallback (always dirty)");
 	return 0;
 
 fail:
-	(void)iod_vfio_detach(d->fd);
-	{
-		struct iod_session_hwpt *h = iod_session_hwpt_find(s, d->hwpt_id);
-
-		if (h && --h->users == 0 && h->owned) {
-			(void)iod_iommufd_destroy(s->ictx, h->hw.id);
-			iod_session_hwpt_remove(s, h);
-		}
-	}
-	d->hwpt_id = 0;
+	iod_session_devlog_stop(s, d);
+	detach_from_hwpt(s, d);
 	return -ENOMEM;
 }
 
@@ -451,6 +630,20 @@ int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struc
 		return iod_reasonf(why, -ENXIO, IOD_ERROR_NO_SUCH_DEVICE,
 				   "The device is not in session %s", s->name);
 
+	if (d->logging && !d->lost) {
+		/* Its log goes with it: keep its bits. */
+		r = iod_session_harvest_device(s, d);
+		if (r < 0)
+			iod_session_fail_harvest(
+				s, "reading the DMA log before detaching the device", r);
+	}
+	iod_session_devlog_stop(s, d);
+	if (s->tracking && d->emulated && d->source == IOD_SOURCE_FALLBACK) {
+		r = iod_session_mark_mapped(s, 0, 0);
+		if (r < 0)
+			iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
+					 iod_strerror(r));
+	}
 	if (h && h->users == 1 && s->tracking) {
 		/* The HWPT goes with its last device: keep its bits. */
 		if (h->hw.dirty_capable && h->hw.tracking) {
@@ -466,15 +659,7 @@ int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struc
 		}
 	}
 
-	r = iod_vfio_detach(d->fd);
-	if (r < 0 && !d->lost)
-		log_warning_errno(r, "Failed to detach %s, ignoring: %m", d->name);
-	if (h && --h->users == 0 && h->owned) {
-		r = iod_iommufd_destroy(s->ictx, h->hw.id);
-		if (r < 0)
-			log_warning_errno(r, "Failed to destroy hwpt %u, ignoring: %m", h->hw.id);
-		iod_session_hwpt_remove(s, h);
-	}
+	detach_from_hwpt(s, d);
 
 	memmove(&s->devices[i], &s->devices[i + 1], (s->n_devices - i - 1) * sizeof(*s->devices));
 	s->n_devices--;

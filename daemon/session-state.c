@@ -81,6 +81,8 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 		sd->dirty_capable = iod_session_hwpt_find((struct iod_session *)s, d->hwpt_id) &&
 				    iod_session_hwpt_find((struct iod_session *)s, d->hwpt_id)
 					    ->hw.dirty_capable;
+		sd->emulated = d->emulated;
+		sd->device_log = d->source == IOD_SOURCE_DEVICE_LOG;
 		st.n_devices++;
 		if ((r = strdup_or_null(d->name, &sd->name)) < 0 ||
 		    (r = strdup_or_null(d->fdname, &sd->fdname)) < 0)
@@ -188,6 +190,43 @@ static void unmap_unrecorded(struct iod_session *s)
 			"Session %s: unmapped %" PRIu64
 			" bytes in %u gap(s) of ioas %u that the state did not record (the previous instance died between mapping and saving).",
 			s->name, total, areas, s->ioas_id);
+}
+
+/*
+ * A device that logged its DMA before the restart still does, over ranges nobody recorded,
+ * and what it logged since the last read is in the device only. Start it anew over the
+ * mappings and count all of them dirty: the next round copies everything it could have
+ * written. A device that cannot start again fails the session.
+ */
+static void restart_device_logs(struct iod_session *s)
+{
+	bool marked = false;
+
+	for (size_t i = 0; i < s->n_devices; i++) {
+		struct iod_device *d = s->devices[i];
+		struct iod_reason why = {};
+		int r;
+
+		if (d->source != IOD_SOURCE_DEVICE_LOG)
+			continue;
+		(void)iod_vfio_log_stop(d->fd);
+		r = iod_session_devlog_start(s, d, false, &why);
+		if (r < 0) {
+			iod_session_fail(s, "the DMA logging of %s did not start again: %s",
+					 d->name, why.text[0] ? why.text : iod_strerror(r));
+			continue;
+		}
+		if (!marked) {
+			r = iod_session_mark_mapped(s, 0, 0);
+			if (r < 0)
+				iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
+						 iod_strerror(r));
+			marked = true;
+		}
+		log_info("Session %s: DMA logging of %s restarted; every mapped page counts as "
+			 "dirty once.",
+			 s->name, d->name);
+	}
 }
 
 int iod_session_from_state(struct iod_context *c, const struct iod_state_session *st,
@@ -316,9 +355,15 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 		d->hwpt_id = sd->hwpt_id;
 		d->bound = true;
 		d->hw.dirty_tracking = sd->dirty_capable;
+		d->emulated = sd->emulated;
+		d->source = sd->device_log	? IOD_SOURCE_DEVICE_LOG
+			    : sd->dirty_capable ? IOD_SOURCE_IOMMU
+						: IOD_SOURCE_FALLBACK;
 		/* What the device offers is not recorded: ask the kernel again, as at attach (the
-		 * fd is still bound to the session's iommufd). */
-		r = s->ictx ? iod_iommufd_hw_info(s->ictx, d->dev_id, &d->hw) : -EBADF;
+		 * fd is still bound to the session's iommufd). An emulated device has no IOMMU. */
+		r = d->emulated ? 0
+		    : s->ictx	? iod_iommufd_hw_info(s->ictx, d->dev_id, &d->hw)
+				: -EBADF;
 		if (r < 0)
 			log_warning_errno(
 				r,
@@ -338,6 +383,8 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 		h = iod_session_hwpt_find(s, d->hwpt_id);
 		if (h)
 			h->users++;
+		if (h && d->source == IOD_SOURCE_DEVICE_LOG)
+			h->log_users++;
 		if (d->index >= s->next_device_index)
 			s->next_device_index = d->index + 1;
 		s->devices[s->n_devices++] = TAKE_PTR(d);
@@ -351,6 +398,8 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 	s->last_round_usec = iod_now_usec();
 	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
 		unmap_unrecorded(s);
+	if (s->tracking)
+		restart_device_logs(s);
 
 	*ret = TAKE_PTR(s);
 	return 0;

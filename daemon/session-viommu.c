@@ -196,7 +196,7 @@ static void map_undo(struct iod_session *s, const struct iod_mapping *e)
 int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
 			  size_t n, struct iod_reason *why)
 {
-	_cleanup_free_ bool *recorded = NULL;
+	_cleanup_free_ bool *recorded = NULL, *follow = NULL;
 	size_t i, fresh = 0;
 	int r;
 
@@ -233,6 +233,10 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 		if (r < 0)
 			return r;
 	}
+	follow = calloc(s->n_devices + 1, sizeof(*follow));
+	if (!follow)
+		return iod_reason_kernel(why, -ENOMEM, "Failed to check the batch");
+	iod_session_devlog_report_before_map(s, maps, recorded, n, follow);
 	for (i = 0; i < n; i++) {
 		if (recorded[i])
 			continue;
@@ -240,8 +244,10 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 		if (r < 0)
 			break;
 	}
-	if (i == n)
+	if (i == n) {
+		iod_session_devlog_follow_maps(s, follow);
 		return 0;
+	}
 	/* All or nothing: what this call mapped goes again. */
 	for (size_t k = i; k-- > 0;)
 		if (!recorded[k])

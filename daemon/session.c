@@ -128,7 +128,9 @@ struct iod_session *iod_session_free(struct iod_session *s)
 	for (size_t i = s->n_devices; i > 0; i--) {
 		struct iod_device *d = s->devices[i - 1];
 
-		if (d->hwpt_id && s->ictx && !s->keep_kernel) {
+		if (d->logging && !s->keep_kernel)
+			(void)iod_vfio_log_stop(d->fd);
+		if ((d->hwpt_id || d->emulated) && s->ictx && !s->keep_kernel) {
 			int r = iod_vfio_detach(d->fd);
 			if (r < 0)
 				log_debug_errno(r, "Failed to detach device %s, ignoring: %m",
@@ -444,13 +446,22 @@ bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_
 	/* A nested HWPT's DMA goes through its nest parent, which has the dirty bits. */
 	if (h->parent_id)
 		return false;
-	return !h->hw.dirty_capable && (h->users > 0 || s->mode == IOD_MODE_ADOPT);
+	return !h->hw.dirty_capable && (h->users > h->log_users || s->mode == IOD_MODE_ADOPT);
+}
+
+/* A device without an IOMMU or a DMA log: it is on no HWPT, so ask it. */
+static bool device_is_fallback(const struct iod_device *d)
+{
+	return d->emulated && d->source == IOD_SOURCE_FALLBACK;
 }
 
 bool iod_session_has_fallback(const struct iod_session *s)
 {
 	for (size_t i = 0; i < s->n_hwpts; i++)
 		if (iod_session_hwpt_is_fallback(s, &s->hwpts[i]))
+			return true;
+	for (size_t i = 0; i < s->n_devices; i++)
+		if (device_is_fallback(s->devices[i]))
 			return true;
 	return false;
 }
@@ -519,6 +530,13 @@ const char *iod_session_tracking_mode_string(const struct iod_session *s)
 		    (h->users > 0 || s->mode == IOD_MODE_ADOPT || s->options.nested))
 			hw = true;
 		else if (iod_session_hwpt_is_fallback(s, h))
+			fb = true;
+	}
+	/* A device logging its own DMA is as exact as a dirty HWPT. */
+	for (size_t i = 0; i < s->n_devices; i++) {
+		if (s->devices[i]->source == IOD_SOURCE_DEVICE_LOG)
+			hw = true;
+		else if (device_is_fallback(s->devices[i]))
 			fb = true;
 	}
 	if (hw && fb)

@@ -46,12 +46,14 @@ struct iod_session_hwpt {
 	struct iod_hwpt hw;
 	bool owned; /* allocated by the daemon */
 	unsigned users; /* devices attached (owner mode) */
+	unsigned log_users; /* ... of them logging their own DMA (not a fallback for them) */
 	uint32_t parent_id; /* a nested HWPT (stage 1): its nest parent; 0 for a paging HWPT */
 };
 
 /* The dirty read that failed last, for the reason a failed session gives. */
 struct iod_read_error {
 	uint32_t hwpt_id;
+	const char *device; /* a device's DMA log (its name, valid while it is attached) */
 	uint64_t iova, length;
 	int err;
 };
@@ -200,12 +202,22 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 int iod_session_unmap_batch(struct iod_session *s, const char *array,
 			    const struct iod_mapping *ranges, size_t n, struct iod_reason *why);
 
+/* Where AttachDevice's option dirty_source asks a device's dirty pages to come from. */
+enum iod_source_choice {
+	IOD_CHOOSE_AUTO, /* the IOMMU if it can track, else the device's DMA log, else none */
+	IOD_CHOOSE_IOMMU, /* the IOMMU, or NotDirtyCapable */
+	IOD_CHOOSE_DEVICE, /* the device's DMA log, or NotDirtyCapable */
+	IOD_CHOOSE_NONE, /* none: the fallback (its mapped ranges always dirty) */
+};
+
 /*
- * Owner mode: attach an opened device (the session takes it over on success). With
- * allow_dirty false the device goes on a plain HWPT even if its IOMMU could track.
+ * Owner mode: attach an opened device (the session takes it over on success), its dirty
+ * pages coming from the source choice asks for (d->source says which it got). A device
+ * with no IOMMU of its own (d->emulated) is attached to the IOAS itself. While tracking, a
+ * logging device starts logging at once.
  */
-int iod_session_attach_device(struct iod_session *s, struct iod_device *d, bool allow_dirty,
-			      struct iod_reason *why);
+int iod_session_attach_device(struct iod_session *s, struct iod_device *d,
+			      enum iod_source_choice choice, struct iod_reason *why);
 /* Detach and free a device; a last user of a HWPT has it harvested first. */
 int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struct iod_reason *why);
 struct iod_device *iod_session_find_device(struct iod_session *s, uint32_t index);

@@ -67,8 +67,10 @@ struct iod_state_device {
 	char *name; /* PCI address, cdev path or "fd" */
 	char *fdname; /* fd-store name of the device fd; NULL in adopt mode */
 	uint32_t dev_id; /* iommufd device id; 0 when unknown (adopt) */
-	uint32_t hwpt_id;
+	uint32_t hwpt_id; /* 0 only for an emulated device */
 	bool dirty_capable;
+	bool emulated; /* no IOMMU of its own: attached to the IOAS, on no HWPT */
+	bool device_log; /* its dirty pages come from its own DMA log */
 };
 
 struct iod_state_region {

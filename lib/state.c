@@ -436,6 +436,19 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 		r = check_fdname(c, "devices[%zu].fdname", i, d->fdname, owner_mode);
 		if (r < 0)
 			return r;
+		if (d->device_log && d->dirty_capable)
+			return fail(c,
+				    "devices[%zu]: a device that logs its own DMA (device_log) is "
+				    "on a HWPT that cannot track (dirty_capable false)",
+				    i);
+		if (d->emulated) {
+			if (d->hwpt_id != 0 || d->dirty_capable)
+				return fail(c,
+					    "devices[%zu]: an emulated device is on no HWPT "
+					    "(hwpt_id 0, dirty_capable false)",
+					    i);
+			continue;
+		}
 		while (lo < hi) {
 			size_t mid = lo + (hi - lo) / 2;
 
@@ -729,6 +742,11 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 		    (r = add(e, "dev_id", json_object_new_int64(d->dev_id))) < 0 ||
 		    (r = add(e, "hwpt_id", json_object_new_int64(d->hwpt_id))) < 0 ||
 		    (r = add(e, "dirty_capable", json_object_new_boolean(d->dirty_capable))) < 0)
+			return r;
+		/* Only when set: a document without them reads as before. */
+		if (d->emulated && (r = add(e, "emulated", json_object_new_boolean(true))) < 0)
+			return r;
+		if (d->device_log && (r = add(e, "device_log", json_object_new_boolean(true))) < 0)
 			return r;
 	}
 
@@ -1042,8 +1060,9 @@ static int alloc_array(void **ret, size_t n, size_t size)
 
 /* All required but the last: parent_id (nested hwpts only) came later. */
 static const char *const hwpt_keys[] = {"id", "dirty_capable", "tracking", "owned", "parent_id"};
-static const char *const device_keys[] = {"index",  "name",    "fdname",
-					  "dev_id", "hwpt_id", "dirty_capable"};
+/* All required but the last two: emulated and device_log (device DMA logging) came later. */
+static const char *const device_keys[] = {"index",   "name",	      "fdname",	  "dev_id",
+					  "hwpt_id", "dirty_capable", "emulated", "device_log"};
 static const char *const region_keys[] = {"gpa", "length", "offset", "fdname"};
 static const char *const mapping_keys[] = {"iova", "gpa", "length"};
 /* All required but the last N_SESSION_OPTIONAL: disconnect_policy and event_seq came later. */
@@ -1203,14 +1222,19 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 	for (size_t i = 0; i < n; i++) {
 		struct iod_state_device *d = &s->devices[i];
 
-		if ((r = get_element(c, a, "devices", i, device_keys, ELEMENTSOF(device_keys), path,
-				     sizeof(path), &e)) < 0 ||
+		if ((r = get_element_opt(c, a, "devices", i, device_keys, ELEMENTSOF(device_keys),
+					 2, path, sizeof(path), &e)) < 0 ||
 		    (r = get_u32(c, e, path, "index", &d->index)) < 0 ||
 		    (r = get_string(c, e, path, "name", false, &d->name)) < 0 ||
 		    (r = get_string(c, e, path, "fdname", true, &d->fdname)) < 0 ||
 		    (r = get_u32(c, e, path, "dev_id", &d->dev_id)) < 0 ||
 		    (r = get_u32(c, e, path, "hwpt_id", &d->hwpt_id)) < 0 ||
 		    (r = get_bool(c, e, path, "dirty_capable", &d->dirty_capable)) < 0)
+			return r;
+		if ((json_object_object_get_ex(e, "emulated", NULL) &&
+		     (r = get_bool(c, e, path, "emulated", &d->emulated)) < 0) ||
+		    (json_object_object_get_ex(e, "device_log", NULL) &&
+		     (r = get_bool(c, e, path, "device_log", &d->device_log)) < 0))
 			return r;
 	}
 

@@ -429,6 +429,16 @@ static void test_memory_validation(sd_bus *bus)
 	call_err(bus, "device: unknown option", E_INVALID_ARGS, "Unknown option", path,
 		 IOD_SESSION_INTERFACE, "AttachDevice", "sa{sv}", "0000:00:01.0", 1, "bogus", "b",
 		 1);
+	call_err(bus, "device: unknown dirty_source", E_INVALID_ARGS,
+		 "dirty_source: \"dma\" is not one of auto, iommu, device, none", path,
+		 IOD_SESSION_INTERFACE, "AttachDeviceFd", "ha{sv}", p[0], 1, "dirty_source", "s",
+		 "dma");
+	call_err(bus, "device: dirty_source of the wrong type", E_INVALID_ARGS, NULL, path,
+		 IOD_SESSION_INTERFACE, "AttachDeviceFd", "ha{sv}", p[0], 1, "dirty_source", "b",
+		 1);
+	call_err(bus, "device: dirty_tracking false contradicts dirty_source device",
+		 E_INVALID_ARGS, "contradict", path, IOD_SESSION_INTERFACE, "AttachDeviceFd",
+		 "ha{sv}", p[0], 2, "dirty_tracking", "b", 0, "dirty_source", "s", "device");
 	call_err(bus, "device: a pipe is not a VFIO cdev", E_INVALID_ARGS, "not a VFIO device",
 		 path, IOD_SESSION_INTERFACE, "AttachDeviceFd", "ha{sv}", p[0], 0);
 	call_err(bus, "device: /dev/null is not a VFIO cdev", E_INVALID_ARGS, NULL, path,

@@ -136,9 +136,10 @@ static struct iod_state *golden_state(void)
 	s->n_devices = 2;
 	s->devices = xcalloc(2, sizeof(*s->devices));
 	s->devices[0] = (struct iod_state_device){
-		0, xstrdup("0000:00:04.0"), xstrdup("vm-a.dev0"), 3, 5, true};
+		0, xstrdup("0000:00:04.0"), xstrdup("vm-a.dev0"), 3, 5, true, false, false};
 	s->devices[1] = (struct iod_state_device){
-		1, xstrdup("/dev/vfio/devices/vfio1"), xstrdup("vm-a.dev1"), 4, 6, false};
+		1,    xstrdup("/dev/vfio/devices/vfio1"), xstrdup("vm-a.dev1"), 4, 6, false, false,
+		false};
 	s->n_regions = 2;
 	s->regions = xcalloc(2, sizeof(*s->regions));
 	s->regions[0] = (struct iod_state_region){0, 0x80000000, 0, xstrdup("vm-a.mem0")};
@@ -162,7 +163,7 @@ static struct iod_state *golden_state(void)
 	s->hwpts[0] = (struct iod_state_hwpt){9, true, false, false, 0};
 	s->n_devices = 1;
 	s->devices = xcalloc(1, sizeof(*s->devices));
-	s->devices[0] = (struct iod_state_device){3, xstrdup("fd"), NULL, 0, 9, true};
+	s->devices[0] = (struct iod_state_device){3, xstrdup("fd"), NULL, 0, 9, true, false, false};
 	s->n_regions = 1;
 	s->regions = xcalloc(1, sizeof(*s->regions));
 	s->regions[0] = (struct iod_state_region){0, 0x40000000, 0, NULL};
@@ -223,6 +224,8 @@ static void assert_state_equal(const struct iod_state *a, const struct iod_state
 			ck_assert_uint_eq(x->devices[i].dev_id, y->devices[i].dev_id);
 			ck_assert_uint_eq(x->devices[i].hwpt_id, y->devices[i].hwpt_id);
 			ck_assert_int_eq(x->devices[i].dirty_capable, y->devices[i].dirty_capable);
+			ck_assert_int_eq(x->devices[i].emulated, y->devices[i].emulated);
+			ck_assert_int_eq(x->devices[i].device_log, y->devices[i].device_log);
 		}
 		ck_assert_uint_eq(x->n_regions, y->n_regions);
 		for (size_t i = 0; i < x->n_regions; i++) {
@@ -363,6 +366,54 @@ START_TEST(test_nested_round_trip)
 	ck_assert(back->sessions[1].flags & IOD_SESSION_F_NESTED);
 	ck_assert_uint_eq(back->sessions[1].hwpts[2].parent_id, 9);
 	ck_assert_uint_eq(back->sessions[0].hwpts[0].parent_id, 0);
+}
+END_TEST
+
+/* Device DMA logging: an emulated device (no HWPT) and a logging device on a plain HWPT
+ * round-trip; the keys are written only when set; contradictions are refused. */
+START_TEST(test_device_source_round_trip)
+{
+	_cleanup_(iod_state_freep) struct iod_state *st = golden_state(), *back = NULL;
+	_cleanup_free_ char *json = NULL, *reason = NULL;
+	struct iod_state_session *s = &st->sessions[0];
+	struct iod_state_device *d;
+
+	s->devices = realloc(s->devices, 3 * sizeof(*s->devices));
+	ck_assert_ptr_nonnull(s->devices);
+	s->n_devices = 3;
+	s->devices[1].device_log = true; /* on hwpt 6, which cannot track */
+	s->devices[2] = (struct iod_state_device){
+		2,   xstrdup("/dev/vfio/devices/vfio2"), xstrdup("vm-a.dev2"), 7, 0, false, true,
+		true};
+	round_trip(st, &json);
+	ck_assert_ptr_nonnull(
+		strstr(json, "\"hwpt_id\":6,\"dirty_capable\":false,\"device_log\":true}"));
+	ck_assert_ptr_nonnull(strstr(
+		json,
+		"\"hwpt_id\":0,\"dirty_capable\":false,\"emulated\":true,\"device_log\":true}"));
+	ck_assert_ptr_null(strstr(golden, "emulated"));
+	ck_assert_ptr_null(strstr(golden, "device_log"));
+	ck_assert_int_eq(iod_state_from_json(json, &back, &reason), 0);
+	ck_assert(back->sessions[0].devices[2].emulated);
+	ck_assert(back->sessions[0].devices[1].device_log);
+	ck_assert(!back->sessions[0].devices[0].device_log);
+
+	d = &s->devices[2];
+	d->hwpt_id = 5; /* an emulated device on a HWPT */
+	ck_assert_int_eq(iod_state_validate(st, &reason), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(reason, "devices[2]: an emulated device is on no HWPT"));
+	d->hwpt_id = 0;
+	d->emulated = false; /* hwpt 0 without being emulated */
+	free(reason);
+	reason = NULL;
+	ck_assert_int_eq(iod_state_validate(st, &reason), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(reason, "devices[2].hwpt_id: 0 is not one of"));
+	d->emulated = true;
+	s->devices[0].device_log = true; /* logging, yet on a dirty HWPT */
+	free(reason);
+	reason = NULL;
+	ck_assert_int_eq(iod_state_validate(st, &reason), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(reason, "devices[0]: a device that logs its own DMA"));
 }
 END_TEST
 
@@ -1872,6 +1923,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_before_policy);
 	tcase_add_test(tc, test_policy_round_trip);
 	tcase_add_test(tc, test_nested_round_trip);
+	tcase_add_test(tc, test_device_source_round_trip);
 	tcase_add_test(tc, test_empty_state);
 	tcase_add_test(tc, test_restarts_round_trip);
 	tcase_add_test(tc, test_empty_session_round_trip);
