@@ -379,6 +379,10 @@ static const char *const device_props[] = {
 	"iommu_dirty_tracking",
 	"TrackingMode",
 	"tracking_mode",
+	"DirtySource",
+	"dirty_source",
+	"DmaLoggingRanges",
+	"dma_logging_ranges",
 	"DmaLogging",
 	"dma_logging",
 	"Migration",
@@ -413,15 +417,15 @@ static int cmd_devices(sd_bus *bus, char **args)
 	if (arg_json) {
 		print_json(list);
 	} else {
-		printf("%-16s %-26s %-11s %5s %-9s %-11s %-9s\n", "NAME", "CDEV", "IOMMU", "HWPT",
-		       "TRACKING", "DMA-LOGGING", "MIGRATION");
+		printf("%-16s %-26s %-11s %5s %-9s %-10s %-11s %-9s\n", "NAME", "CDEV", "IOMMU",
+		       "HWPT", "TRACKING", "SOURCE", "DMA-LOGGING", "MIGRATION");
 		for (size_t i = 0; i < json_object_array_length(list); i++) {
 			struct json_object *d = json_object_array_get_idx(list, i), *v;
 
 #define F(key) (json_object_object_get_ex(d, key, &v) ? json_object_get_string(v) : "-")
-			printf("%-16s %-26s %-11s %5s %-9s %-11s %-9s\n", F("name"), F("cdev"),
-			       F("iommu_type"), F("hwpt_id"), F("tracking_mode"), F("dma_logging"),
-			       F("migration"));
+			printf("%-16s %-26s %-11s %5s %-9s %-10s %-11s %-9s\n", F("name"),
+			       F("cdev"), F("iommu_type"), F("hwpt_id"), F("tracking_mode"),
+			       F("dirty_source"), F("dma_logging"), F("migration"));
 #undef F
 		}
 	}
