@@ -38,6 +38,13 @@ void iod_session_hwpt_remove(struct iod_session *s, struct iod_session_hwpt *h);
 /* A HWPT that cannot track but carries DMA: its mapped ranges count as always dirty. */
 bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_session_hwpt *h);
 bool iod_session_has_fallback(const struct iod_session *s);
+/*
+ * Adopt mode: forget the fallback HWPTs the client destroyed (IOMMU_DESTROY succeeds only
+ * once no device is attached, so no DMA goes through them any more). Only after a round
+ * marked their mapped ranges: that round holds what their devices wrote before they left.
+ * Returns how many went.
+ */
+size_t iod_session_drop_gone_fallbacks(struct iod_session *s);
 
 /* session-harvest.c */
 

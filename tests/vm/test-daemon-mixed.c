@@ -20,7 +20,9 @@
  *    unmapped in it: Unmap marks them first) plus the pages MarkDirty reported outside them,
  *    nothing else of the region; GetDirtyRate counts each of h0 and h1 exactly. Then the
  *    VMM detaches the fallback device and destroys hf: the next round still has everything
- *    dirtied before (nothing lost), the session neither fails nor stops tracking.
+ *    dirtied before (nothing lost, hf's windows whole), the session neither fails nor stops
+ *    tracking; after that round hf has left the session (Hwpts), which is "hardware" and
+ *    precise again, and the round after is exactly the pages marked, precise.
  *
  * What the daemon's model allows, and so what is checked:
  *  - one IOAS per session, and every HWPT of an IOAS maps all of it: a range can never be
@@ -32,11 +34,9 @@
  *    session;
  *  - an adopted session has no Device objects (its devices are the VMM's): the per-device
  *    TrackingMode exists in owner mode only, which needs VFIO cdevs (none in this machine);
- *  - adopt mode has no call that takes a HWPT out of a session, so the daemon cannot learn
- *    that the fallback device left: after the detach it stays "mixed", not precise, and
- *    keeps counting the mapped windows as dirty (more than was dirtied, never less). The
- *    test pins this down; when the daemon can be told, those checks must become "hardware",
- *    precise and exact.
+ *  - adopt mode has no call that takes a HWPT out of a session and the daemon cannot see
+ *    the VMM's devices: it learns that the fallback device left when the VMM destroys its
+ *    HWPT (the kernel allows that only once no device is attached), at the next Harvest.
  *
  * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last.
  */
@@ -503,9 +503,9 @@ static void rate_baseline(void)
 /*
  * Close a sample: each of the session's n_prec precise HWPTs counts exactly the pages
  * marked on it, the VM the distinct pages marked on any; the fallback HWPT has no entry, and
- * the VM's numbers are not precise (the fallback device's writes are not in them).
+ * while there is one the VM's numbers are not precise (its device's writes are not in them).
  */
-static void check_rate(const char *what, unsigned n_prec)
+static void check_rate(const char *what, unsigned n_prec, bool want_precise)
 {
 	struct rate r;
 
@@ -519,7 +519,8 @@ static void check_rate(const char *what, unsigned n_prec)
 	get_rate(&r);
 	dt_assert(r.samples == want_rate.samples, "%s: %" PRIu64 " samples, want %" PRIu64, what,
 		  r.samples, want_rate.samples);
-	dt_assert(!r.precise, "%s: GetDirtyRate precise with a fallback HWPT in the session", what);
+	dt_assert(r.precise == want_precise, "%s: GetDirtyRate precise %d, want %d", what,
+		  r.precise, want_precise);
 	dt_assert(r.dirty == want_rate.vm_dirty, "%s: VM dirty pages %" PRIu64 ", marked %" PRIu64,
 		  what, r.dirty, want_rate.vm_dirty);
 	dt_assert(r.ws == set_count_union(&window[0], &window[1]),
@@ -538,8 +539,9 @@ static void check_rate(const char *what, unsigned n_prec)
 			  what, r.hwpt[i].id, r.hwpt[i].ws, dt_pageset_count(&window[i]));
 	}
 	dt_pass("%s: GetDirtyRate exact per dirty tracking HWPT (%" PRIu64 " + %" PRIu64
-		" pages), no rate for the fallback hwpt %u, precise false",
-		what, r.hwpt[0].dirty, n_prec > 1 ? r.hwpt[1].dirty : 0, vmm.fb_hwpt);
+		" pages), no rate for the fallback hwpt %u, precise %s",
+		what, r.hwpt[0].dirty, n_prec > 1 ? r.hwpt[1].dirty : 0, vmm.fb_hwpt,
+		want_precise ? "true" : "false");
 }
 
 /* ---- session 1: one dirty tracking HWPT and the fallback, IOVA = GPA --------------------- */
@@ -569,7 +571,7 @@ static void run_identity(void)
 	rate_baseline();
 	mark_random(0, &all, 40);
 	n_marked = (unsigned)dt_pageset_count(&marked);
-	check_rate("mixed, sample 1", 1);
+	check_rate("mixed, sample 1", 1, false);
 	dt_assert(!harvest("mixed, round 1", &want), "mixed, round 1: Harvest says precise");
 	dt_pass("mixed, round 1: exactly the %" PRIu64
 		" pages mapped (the fallback marks every mapped range of the session's IOAS, here "
@@ -648,7 +650,7 @@ static void run_viommu(void)
 	mark_random(0, &w1, 30);
 	mark_random(1, &w1, 15);
 	mark_random(1, &w2, 15);
-	check_rate("mixed3, sample 1", 2);
+	check_rate("mixed3, sample 1", 2, false);
 	want_windows(&want, w12, 2);
 	mark_dirty(&want, GUEST_GPA + 3 * SZ_1M, 2 * LOG_PAGE);
 	mark_dirty(&want, GUEST_GPA + 7 * SZ_1M + 3 * LOG_PAGE, LOG_PAGE);
@@ -660,7 +662,7 @@ static void run_viommu(void)
 
 	/* Round 2: W2 dirtied, then unmapped (Unmap marks it for the fallback), W3 mapped. */
 	mark_random(0, &w2, 20);
-	check_rate("mixed3, sample 2", 2);
+	check_rate("mixed3, sample 2", 2, false);
 	window_unmap(&w2);
 	window_map(&w3);
 	want_windows(&want, w123, 3);
@@ -672,7 +674,7 @@ static void run_viommu(void)
 	/* Round 3: W2 is gone: its pages are dirty only where MarkDirty says so. */
 	mark_random(0, &w1, 10);
 	mark_random(1, &w3, 10);
-	check_rate("mixed3, sample 3", 2);
+	check_rate("mixed3, sample 3", 2, false);
 	want_windows(&want, w13, 2);
 	mark_dirty(&want, w2.gpa + LOG_PAGE, LOG_PAGE);
 	dt_assert(!harvest("mixed3, round 3", &want), "mixed3, round 3: Harvest says precise");
@@ -689,7 +691,7 @@ static void run_viommu(void)
 	dt_assert(r == 0, "destroying the mock device without dirty tracking: %s", iod_strerror(r));
 	r = iod_iommufd_destroy(vmm.ictx, vmm.fb_hwpt);
 	dt_assert(r == 0, "destroying hwpt %u: %s", vmm.fb_hwpt, iod_strerror(r));
-	check_rate("mixed3, sample 4 (the fallback detached)", 2);
+	check_rate("mixed3, sample 4 (the fallback detached)", 2, false);
 	dt_assert(!harvest("mixed3, round 4 (the fallback detached)", &want),
 		  "mixed3, round 4: Harvest says precise");
 	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "LogComplete", 'b'),
@@ -705,24 +707,23 @@ static void run_viommu(void)
 		"page): nothing lost; the session tracks on, its log complete",
 		vmm.fb_hwpt);
 
-	/*
-	 * Round 5. Adopt mode has no call that takes a HWPT out of a session, so the daemon
-	 * cannot know that the fallback HWPT carries no DMA any more: it stays "mixed" and counts W1
-	 * and W3 as dirty (a superset, never less). Pinned down here; when the daemon learns
-	 * of the detach, this round must be exactly the marked pages, precise, "hardware".
-	 */
+	/* After the round that counted it last, the destroyed HWPT has left the session: it
+	 * is "hardware" and precise again. */
+	check_mode("mixed3, after the detach", "hardware", true);
+	check_hwpts("mixed3, after the detach", hwpts, 2, true);
+
+	/* Round 5: exactly the pages marked on h0 and h1 and the one MarkDirty reported. */
 	mark_random(0, &w1, 5);
 	mark_random(1, &w3, 5);
-	check_rate("mixed3, sample 5", 2);
-	want_windows(&want, w13, 2);
-	dt_assert(!harvest("mixed3, round 5", &want), "mixed3, round 5: Harvest says precise");
-	check_mode("mixed3, after the detach", "mixed", false);
-	check_hwpts("mixed3, after the detach", hwpts, 3, true);
-	printf("LIMITATION: adopt mode cannot be told that hwpt %u went: after the detach the "
-	       "session stays \"mixed\", not precise, W1 and W3 always dirty\n",
-	       vmm.fb_hwpt);
-	dt_pass("mixed3, round 5: still W1 and W3 whole (the fallback hwpt is still counted), "
-		"the pages marked among them; precise false; GetDirtyRate exact per HWPT");
+	check_rate("mixed3, sample 5", 2, true);
+	set_clear(&want);
+	set_or(&want, &marked);
+	mark_dirty(&want, GUEST_GPA + 2 * SZ_1M, LOG_PAGE);
+	dt_assert(harvest("mixed3, round 5", &want), "mixed3, round 5: Harvest not precise");
+	dt_pass("mixed3, round 5: TrackingMode \"hardware\", Precise true, Hwpts without hwpt %u; "
+		"the round is exactly the pages marked on hwpt %u and %u and the MarkDirty page, "
+		"precise",
+		vmm.fb_hwpt, vmm.hwpt[0], vmm.hwpt[1]);
 
 	scall("Destroy", "");
 	free(want.bits);
