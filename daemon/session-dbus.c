@@ -662,6 +662,11 @@ static void harvest_done(struct iod_session *s, sd_bus_message *m,
 
 	r = iod_session_harvest_end(s, req->peek, read_result, t0, &res, &why);
 	harvest_persist(s, req->peek || r < 0, req->failed_before);
+	if (r >= 0 && res.hwpts_changed) {
+		(void)iod_persist_save(iod_manager_of(s->ctx));
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "Hwpts", "TrackingMode",
+						   "Precise", NULL);
+	}
 	if (r < 0)
 		r = reply_reason(&error, r, &why);
 	else if (req->ranges)

@@ -430,7 +430,7 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 			    struct iod_harvest_result *ret, struct iod_reason *why)
 {
 	uint64_t dirty = 0, now;
-	bool precise;
+	bool precise, hwpts_changed = false;
 	int r = read_result;
 
 	if (r == -ECANCELED)
@@ -449,9 +449,16 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 	}
 	precise = iod_session_precise(s);
 	if (iod_session_has_fallback(s)) {
+		/* First see which fallback HWPTs the client destroyed, then mark: the mark comes
+		 * after the destroy, so it covers every write through them. */
+		bool gone = iod_session_find_gone_fallbacks(s) > 0;
+
 		r = iod_session_mark_mapped(s, 0, 0);
 		if (r < 0)
 			return iod_reason_kernel(why, r, "Failed to mark fallback ranges");
+		/* Marked: a fallback HWPT the client destroyed has had its last round. */
+		if (gone)
+			hwpts_changed = iod_session_drop_gone_fallbacks(s) > 0;
 	}
 
 	if (peek) {
@@ -468,6 +475,7 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 		.dirty_pages = dirty,
 		.duration_usec = now - t0,
 		.precise = precise,
+		.hwpts_changed = hwpts_changed,
 	};
 	if (!peek) {
 		uint64_t elapsed = now - s->last_round_usec, new_pages;

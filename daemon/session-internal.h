@@ -39,6 +39,15 @@ void iod_session_hwpt_remove(struct iod_session *s, struct iod_session_hwpt *h);
 /* A HWPT that cannot track but carries DMA: its mapped ranges count as always dirty. */
 bool iod_session_hwpt_is_fallback(const struct iod_session *s, const struct iod_session_hwpt *h);
 bool iod_session_has_fallback(const struct iod_session *s);
+/*
+ * Adopt mode: forget the fallback HWPTs the client destroyed (IOMMU_DESTROY succeeds only
+ * once no device is attached, so no DMA goes through them any more). find flags them (and
+ * returns how many); the caller then marks the mapped ranges, so that the mark comes after
+ * the destroy and holds all their devices wrote; drop removes the flagged ones (returns how
+ * many went).
+ */
+size_t iod_session_find_gone_fallbacks(struct iod_session *s);
+size_t iod_session_drop_gone_fallbacks(struct iod_session *s);
 
 /* session-devlog.c */
 

@@ -466,6 +466,45 @@ bool iod_session_has_fallback(const struct iod_session *s)
 	return false;
 }
 
+size_t iod_session_find_gone_fallbacks(struct iod_session *s)
+{
+	size_t n = 0;
+
+	if (s->mode != IOD_MODE_ADOPT)
+		return 0;
+	for (size_t i = 0; i < s->n_hwpts; i++) {
+		struct iod_session_hwpt *h = &s->hwpts[i];
+		bool capable;
+
+		/* ENOENT: no HWPT has the id. Whatever has it now (ids are reused), it is not
+		 * the HWPT the client named, which is gone. */
+		h->gone = iod_session_hwpt_is_fallback(s, h) &&
+			  hwpt_probe(s->ictx, h->hw.id, s->options.page_size, &capable) == -ENOENT;
+		n += h->gone;
+	}
+	return n;
+}
+
+size_t iod_session_drop_gone_fallbacks(struct iod_session *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_hwpts;) {
+		struct iod_session_hwpt *h = &s->hwpts[i];
+
+		if (!h->gone) {
+			i++;
+			continue;
+		}
+		log_info("Session %s: hwpt %u no longer exists: its devices left it, and its "
+			 "mappings no longer count as always dirty.",
+			 s->name, h->hw.id);
+		iod_session_hwpt_remove(s, h);
+		n++;
+	}
+	return n;
+}
+
 /* --- failure ---------------------------------------------------------------------------- */
 
 void iod_session_fail(struct iod_session *s, const char *format, ...)

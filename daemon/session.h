@@ -47,6 +47,7 @@ struct iod_session_hwpt {
 	bool owned; /* allocated by the daemon */
 	unsigned users; /* devices attached (owner mode) */
 	unsigned log_users; /* ... of them logging their own DMA (not a fallback for them) */
+	bool gone; /* adopt mode: the client destroyed it (iod_session_find_gone_fallbacks()) */
 	uint32_t parent_id; /* a nested HWPT (stage 1): its nest parent; 0 for a paging HWPT */
 };
 
@@ -239,10 +240,14 @@ struct iod_harvest_result {
 	uint64_t dirty_pages;
 	uint64_t duration_usec;
 	bool precise;
+	/* Adopt mode: a fallback HWPT the client destroyed left the session after this round
+	 * (Hwpts, TrackingMode and Precise changed). */
+	bool hwpts_changed;
 };
 /*
  * One round: read-and-clear every HWPT per mapped area into the log, mark the mapped areas
- * of fallback devices dirty, then snapshot the log into its round plane. With peek, the
+ * of fallback devices dirty (then, in adopt mode, forget the fallback HWPTs the client
+ * destroyed), then snapshot the log into its round plane. With peek, the
  * hardware is read without clearing, no round starts, and dirty_pages counts the round
  * plane and the accumulating plane together.
  */
