@@ -1142,8 +1142,6 @@ static void test_channel_mark(sd_bus *bus)
 	static const struct event outside[] = {
 		{0, 0x200000, 0x1000}, {0, 0x201000, 0x1000}, {0, 0x220000, 0x1000}};
 	static const struct event across[] = {{0, 0x21f000, 0x2000}};
-	static const struct event three[] = {
-		{0, 0x200000, 0x1000}, {0, 0x204000, 0x2000}, {0, 0x205000, 0x2000}};
 	static const struct event last_page[] = {{0, 0x21f000, 0x1000}};
 	static uint8_t buf[IOD_EVENT_MAX_BATCH_BYTES + 64] __attribute__((aligned(8)));
 	struct iod_event_batch *b = (struct iod_event_batch *)buf;
@@ -1221,8 +1219,16 @@ static void test_channel_mark(sd_bus *bus)
 				     IOD_SESSION_INTERFACE, "Acknowledge", "t", round));
 
 	/* Accepted: the channel's marks and the bus's in the next round, and nothing else. */
-	len = channel_packet(buf, IOD_EVENT_MARK, 11, three, N_EVENTS(three));
-	channel_raw(fd, buf, len);
+	{
+		static const struct iod_range written[] = {
+			{0x200000, 0x1000}, {0x204000, 0x2000}, {0x205000, 0x2000}};
+		int r = iod_channel_mark(fd, 11, written, 0);
+
+		result(r == -EINVAL, "channel mark: the library refuses an empty batch", "%d", r);
+		r = iod_channel_mark(fd, 11, written, ELEMENTSOF(written));
+		result(r == 0, "channel mark: iod_channel_mark() sends three ranges", "%s",
+		       strerror(-r));
+	}
 	channel_expect(bus, "channel mark: three ranges", fd, path, 11, NULL, NULL,
 		       IOD_EVENT_NO_ENTRY);
 	expect_u64(bus, "channel mark: the batch's seq is the session's", path,
