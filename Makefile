@@ -96,7 +96,7 @@ $(B)/iodirtyd: $(B)/daemon/iodirtyd.o $(DAEMON_CORE) $(LIBIODIRTY)
 CLIENT_LIB_SRCS := client/bus-client.c client/event-channel.c
 CLIENT_LIB_OBJS := $(CLIENT_LIB_SRCS:%.c=$(B)/%.o)
 CLIENT_LIB := $(B)/libiodirty-client.a
-CLIENT_SO_VERSION := 0.2.0
+CLIENT_SO_VERSION := 0.3.0
 CLIENT_SO := $(B)/libiodirty-client.so.$(CLIENT_SO_VERSION)
 CLIENT_LIBS = $(SYSTEMD_LIBS) $(JSON_LIBS)
 

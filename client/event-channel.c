@@ -36,10 +36,10 @@ int iod_channel_open(sd_bus *bus, const char *path, int *ret_fd, uint64_t *ret_l
 	return 0;
 }
 
-int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struct iod_mapping *v,
-		     size_t n)
+/* One batch of n entries, e[] filled by the caller. */
+static int send_batch(int fd, enum iod_event_type type, uint64_t seq,
+		      const struct iod_event_entry *e, size_t n)
 {
-	struct iod_event_entry e[IOD_EVENT_MAX_ENTRIES];
 	struct iod_event_batch b = {
 		.version = IOD_EVENT_CHANNEL_VERSION,
 		.type = (uint16_t)type,
@@ -48,26 +48,45 @@ int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struc
 	};
 	struct iovec iov[2] = {
 		{.iov_base = &b, .iov_len = sizeof(b)},
-		{.iov_base = e, .iov_len = n * sizeof(e[0])},
+		{.iov_base = (void *)e, .iov_len = n * sizeof(e[0])},
 	};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
 	ssize_t k;
 
-	if (n == 0 || n > IOD_EVENT_MAX_ENTRIES || seq == 0 ||
-	    (type != IOD_EVENT_MAP && type != IOD_EVENT_UNMAP))
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		e[i] = (struct iod_event_entry){
-			.iova = v[i].iova,
-			.gpa = type == IOD_EVENT_MAP ? v[i].gpa : 0,
-			.length = v[i].length,
-		};
 	do
 		k = sendmsg(fd, &msg, MSG_NOSIGNAL);
 	while (k < 0 && errno == EINTR);
 	if (k < 0)
 		return -errno;
 	return k == (ssize_t)(sizeof(b) + n * sizeof(e[0])) ? 0 : -EMSGSIZE;
+}
+
+int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struct iod_mapping *v,
+		     size_t n)
+{
+	struct iod_event_entry e[IOD_EVENT_MAX_ENTRIES];
+
+	if (n == 0 || n > IOD_EVENT_MAX_ENTRIES || seq == 0 || seq == UINT64_MAX ||
+	    (type != IOD_EVENT_MAP && type != IOD_EVENT_UNMAP && type != IOD_EVENT_MARK))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		e[i] = (struct iod_event_entry){
+			.iova = type == IOD_EVENT_MARK ? 0 : v[i].iova,
+			.gpa = type == IOD_EVENT_UNMAP ? 0 : v[i].gpa,
+			.length = v[i].length,
+		};
+	return send_batch(fd, type, seq, e, n);
+}
+
+int iod_channel_mark(int fd, uint64_t seq, const struct iod_range *ranges, size_t n)
+{
+	struct iod_event_entry e[IOD_EVENT_MAX_ENTRIES];
+
+	if (n == 0 || n > IOD_EVENT_MAX_ENTRIES || seq == 0 || seq == UINT64_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		e[i] = (struct iod_event_entry){.gpa = ranges[i].start, .length = ranges[i].length};
+	return send_batch(fd, IOD_EVENT_MARK, seq, e, n);
 }
 
 int iod_channel_recv(int fd, struct iod_channel_completion *ret)

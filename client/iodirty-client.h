@@ -5,7 +5,7 @@
  *  - connecting to the bus the daemon serves on, with fd passing negotiated;
  *  - Session1.MapBatch and UnmapBatch calls built from an array of events;
  *  - the event channel (Session1.OpenEventChannel, wire format iod-event-channel.h): open
- *    it, send a batch, read a completion;
+ *    it, send a batch (vIOMMU events, or the writes the caller reports), read a completion;
  *  - the one reader of the dirty log memfd a Harvest hands out (iod-dirty-log.h):
  *    iod_log_open_fd_ro() checks the whole layout before anything is read, maps it
  *    read-only, and iod_log_next_dirty() walks a round's dirty pages reading only the pages
@@ -71,15 +71,37 @@ int iod_bus_new_batch(sd_bus *bus, const char *path, bool map, const struct iod_
 int iod_channel_open(sd_bus *bus, const char *path, int *ret_fd, uint64_t *ret_last_seq);
 
 /*
- * Send one batch: type IOD_EVENT_MAP (v[i] = iova, gpa, length) or IOD_EVENT_UNMAP (iova,
- * length; gpa is sent as 0), 1..IOD_EVENT_MAX_ENTRIES entries, seq > 0. Blocks while the
- * socket is full. Returns 0 or -errno (-EINVAL for arguments the channel would refuse).
+ * Send one batch: type IOD_EVENT_MAP (v[i] = iova, gpa, length), IOD_EVENT_UNMAP (iova,
+ * length; gpa is sent as 0) or IOD_EVENT_MARK (gpa, length; iova is sent as 0),
+ * 1..IOD_EVENT_MAX_ENTRIES entries, 0 < seq < UINT64_MAX. Blocks while the socket is full.
+ * Returns 0 or -errno (-EINVAL for arguments the channel would refuse).
  * Read the completions as you go: the daemon stops reading a channel whose completions are
  * not read, and a client that only sends then blocks here for good (or use a non-blocking
  * fd and poll for both directions).
  */
 int iod_channel_send(int fd, enum iod_event_type type, uint64_t seq, const struct iod_mapping *v,
 		     size_t n);
+
+/*
+ * Report writes to guest memory that no IOMMU sees (an emulated device's, the VMM's own,
+ * pinned pages), as Session1.MarkDirty does on the bus: one mark batch of the n GPA ranges
+ * (start, length; 1..IOD_EVENT_MAX_ENTRIES, each aligned to the session's log page and
+ * inside one region), numbered seq like every batch (0 < seq < UINT64_MAX). Blocks while the
+ * socket is full. Returns 0 or -errno (-EINVAL for arguments the channel would refuse).
+ *
+ * The completion (iod_channel_recv()) says whether the daemon took them: error 0, the pages
+ * are in the log and the next Harvest has them; an error names the bad range (entry) and
+ * nothing was marked. A write is in a round only if its completion was read before that
+ * round's Harvest was called (proto/event-channel.md, "Reported writes"). A daemon older
+ * than this function answers InvalidArgs ("batch type 3"): use MarkDirty there.
+ * Since libiodirty-client 0.3 (symbol version LIBIODIRTY_CLIENT_0.3).
+ *
+ *	struct iod_range w = {.start = gpa, .length = 4096};
+ *
+ *	iod_channel_mark(fd, ++seq, &w, 1);
+ *	iod_channel_recv(fd, &c);   // c.error 0: the next Harvest has the page
+ */
+int iod_channel_mark(int fd, uint64_t seq, const struct iod_range *ranges, size_t n);
 
 /* A completion, as read and checked by iod_channel_recv(). */
 struct iod_channel_completion {

@@ -43,6 +43,7 @@ struct iod_event_channel {
  */
 static uint8_t packet[IOD_EVENT_MAX_BATCH_BYTES + 1] __attribute__((aligned(8)));
 static struct iod_mapping entries[IOD_EVENT_MAX_ENTRIES];
+static struct iod_range ranges[IOD_EVENT_MAX_ENTRIES];
 
 static void channel_free(struct iod_event_channel *ch)
 {
@@ -199,8 +200,9 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 			"a packet of more than %zu bytes (%zu): at most %u entries per batch",
 			(size_t)IOD_EVENT_MAX_BATCH_BYTES, len, IOD_EVENT_MAX_ENTRIES);
 	memcpy(&b, packet, sizeof(b));
-	if (b.type != IOD_EVENT_MAP && b.type != IOD_EVENT_UNMAP)
-		return complete_invalid(ch, seq, 0, "batch type %u: 1 (map) or 2 (unmap)", b.type);
+	if (b.type != IOD_EVENT_MAP && b.type != IOD_EVENT_UNMAP && b.type != IOD_EVENT_MARK)
+		return complete_invalid(ch, seq, 0, "batch type %u: 1 (map), 2 (unmap) or 3 (mark)",
+					b.type);
 	if (b.flags != 0 || b.reserved != 0)
 		return complete_invalid(ch, seq, 0,
 					"batch flags 0x%" PRIx32 ", reserved 0x%" PRIx32
@@ -227,16 +229,33 @@ static int handle_batch(struct iod_event_channel *ch, size_t len)
 						"entries[%" PRIu32 "]: gpa 0x%" PRIx64
 						" in an unmap (must be 0)",
 						i, v[i].gpa);
-		entries[i] = (struct iod_mapping){
-			.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].length};
+		if (b.type == IOD_EVENT_MARK && v[i].iova != 0)
+			return complete_invalid(ch, seq, (size_t)i + 1,
+						"entries[%" PRIu32 "]: iova 0x%" PRIx64
+						" in a mark (must be 0)",
+						i, v[i].iova);
+		if (b.type == IOD_EVENT_MARK)
+			ranges[i] = (struct iod_range){.start = v[i].gpa, .length = v[i].length};
+		else
+			entries[i] = (struct iod_mapping){
+				.iova = v[i].iova, .gpa = v[i].gpa, .length = v[i].length};
 	}
 
 	/* A resend of a batch that was applied (its completion was lost with the daemon). */
 	if (seq <= s->event_seq)
 		return complete(ch, seq, IOD_EVENT_COMPLETION_REPLAYED, 0, 0, NULL, NULL);
 
-	r = iod_events_apply(s, b.type == IOD_EVENT_MAP, "entries", entries, b.count, seq, &why,
-			     &changed);
+	if (b.type == IOD_EVENT_MARK) {
+		/* MarkDirty's checks and marks (every range checked before any is marked); the
+		 * marks are in the log's memfd, durable as the log is. The seq is not journaled
+		 * on its own: it is saved with the next journaled batch or snapshot, and a mark
+		 * batch resent after a restart marks its pages once more, which loses nothing. */
+		r = iod_session_mark_batch(s, "entries", ranges, b.count, &why);
+		if (r >= 0)
+			s->event_seq = seq;
+	} else
+		r = iod_events_apply(s, b.type == IOD_EVENT_MAP, "entries", entries, b.count, seq,
+				     &why, &changed);
 	owe_signal(ch, &changed);
 	if (r < 0) {
 		sd_bus_error e = SD_BUS_ERROR_NULL;

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A session's event channel (Session1.OpenEventChannel): the daemon's end of a
- * SOCK_SEQPACKET pair on which the session's owner sends batches of vIOMMU events and gets
- * one completion per batch (wire format: iod-event-channel.h, proto/event-channel.md).
+ * SOCK_SEQPACKET pair on which the session's owner sends batches of vIOMMU events or of the
+ * writes it reports (MarkDirty) and gets one completion per batch (wire format:
+ * iod-event-channel.h, proto/event-channel.md).
  *
- * A batch is checked like MapBatch/UnmapBatch and applied through the same path
- * (iod_events_apply()); its completion goes out once the batch is durable. The channel
+ * A batch is checked like MapBatch/UnmapBatch/MarkDirty and applied through the same path
+ * (iod_events_apply(), iod_session_mark_batch()); its completion goes out once the batch is
+ * durable. The channel
  * answers in order and holds at most one completion the socket had no room for: until the
  * client reads it, the channel reads nothing more (the client's backlog stays in its own
  * socket buffer, which the kernel caps). PropertiesChanged for the mappings is sent once per

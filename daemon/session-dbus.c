@@ -414,9 +414,10 @@ static int method_unmap_batch(sd_bus_message *m, void *userdata, sd_bus_error *e
 static int method_mark_dirty(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	struct iod_session *s = userdata;
+	_cleanup_free_ struct iod_range *v = NULL;
 	struct iod_reason why = {};
 	uint64_t gpa, size;
-	size_t n = 0;
+	size_t n = 0, allocated = 0;
 	int r;
 	HOLD_WHILE_HARVESTING(m, userdata, method_mark_dirty);
 
@@ -427,7 +428,6 @@ static int method_mark_dirty(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return reply_reason(error, r, &why);
 
-	/* Every range is checked before any is marked: a bad one marks nothing. */
 	r = sd_bus_message_enter_container(m, 'a', "(tt)");
 	if (r < 0)
 		return r;
@@ -436,31 +436,27 @@ static int method_mark_dirty(sd_bus_message *m, void *userdata, sd_bus_error *er
 			return sd_bus_error_setf(error, IOD_ERROR_LIMIT_EXCEEDED,
 						 "More than %d ranges in one MarkDirty call",
 						 MARK_DIRTY_MAX);
-		r = iod_session_mark_check(s, gpa, size, &why);
-		if (r < 0) {
-			char text[sizeof(why.text)];
+		if (n == allocated) {
+			size_t k = allocated ? 2 * allocated : 64;
+			struct iod_range *w = reallocarray(v, k, sizeof(*v));
 
-			if (snprintf(text, sizeof(text), "ranges[%zu]: %s", n, why.text) >= 0)
-				memcpy(why.text, text, sizeof(text));
-			return reply_reason(error, r, &why);
+			if (!w)
+				return -ENOMEM;
+			v = w;
+			allocated = k;
 		}
-		n++;
-	}
-	if (r < 0)
-		return r;
-	r = sd_bus_message_rewind(m, false);
-	if (r < 0)
-		return r;
-	while ((r = sd_bus_message_read(m, "(tt)", &gpa, &size)) > 0) {
-		r = iod_session_mark(s, gpa, size, &why);
-		if (r < 0)
-			return reply_reason(error, r, &why);
+		v[n++] = (struct iod_range){.start = gpa, .length = size};
 	}
 	if (r < 0)
 		return r;
 	r = sd_bus_message_exit_container(m);
 	if (r < 0)
 		return r;
+
+	/* Every range is checked before any is marked: a bad one marks nothing. */
+	r = iod_session_mark_batch(s, "ranges", v, n, &why);
+	if (r < 0)
+		return reply_reason(error, r, &why);
 	return sd_bus_reply_method_return(m, NULL);
 }
 

@@ -30,6 +30,11 @@ int iod_session_fdname_new(char **ret, const struct iod_session *s, const char *
 	_printf_(3, 4);
 /* Owner mode: open the iommufd and allocate the IOAS, at the first need (idempotent). */
 int iod_session_ensure_kernel(struct iod_session *s, struct iod_reason *why);
+/*
+ * The error in why is about entry i of a batch: it becomes why's entry, and with array set
+ * its text starts with "array[i]: ". Returns err.
+ */
+int iod_session_reason_at(struct iod_reason *why, int err, const char *array, size_t i);
 /* SessionFailed with the reason of the failure, if the session failed. */
 int iod_session_check_failed(struct iod_session *s, struct iod_reason *why);
 /* Unmap and close a region's memory; the struct itself stays. */

@@ -668,9 +668,8 @@ int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struc
 	return 0;
 }
 
-/* MarkDirty (session.h): a range the client wrote itself, checked, then marked. */
-int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
-			   struct iod_reason *why)
+/* MarkDirty (session.h): ranges the client wrote itself, every one checked, then marked. */
+static int mark_check(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why)
 {
 	int r;
 
@@ -685,13 +684,29 @@ int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
 	return 0;
 }
 
-int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why)
+int iod_session_mark_batch(struct iod_session *s, const char *array, const struct iod_range *ranges,
+			   size_t n, struct iod_reason *why)
 {
 	int r;
 
-	r = iod_log_mark(s->log, gpa, size);
+	r = iod_session_mark_begin(s, why);
 	if (r < 0)
-		return iod_reason_kernel(
-			why, r, "Failed to mark GPA [0x%" PRIx64 ", +0x%" PRIx64 ")", gpa, size);
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = mark_check(s, ranges[i].start, ranges[i].length, why);
+		if (r < 0)
+			return iod_session_reason_at(why, r, array, i);
+	}
+	for (size_t i = 0; i < n; i++) {
+		r = iod_log_mark(s->log, ranges[i].start, ranges[i].length);
+		if (r < 0) {
+			/* Not after the checks (the log covers every region); should it happen,
+			 * the ranges before this one stay marked: reported, never lost. */
+			r = iod_reason_kernel(why, r,
+					      "Failed to mark GPA [0x%" PRIx64 ", +0x%" PRIx64 ")",
+					      ranges[i].start, ranges[i].length);
+			return iod_session_reason_at(why, r, array, i);
+		}
+	}
 	return 0;
 }

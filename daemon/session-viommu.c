@@ -13,24 +13,8 @@
 #include "logging.h"
 #include "session-internal.h"
 
-/*
- * Map and Unmap are batches of one: MapBatch and UnmapBatch share every check and every step
- * with them. With array set, an error about one entry names it ("maps[3]: ...").
- */
-static int reason_at(struct iod_reason *why, int err, const char *array, size_t i)
-{
-	char text[sizeof(why->text)];
-
-	if (!why)
-		return err;
-	why->entry_plus_one = i + 1;
-	if (!array)
-		return err;
-	if (snprintf(text, sizeof(text), "%s[%zu]: %s", array, i, why->text) >= 0)
-		memcpy(why->text, text, sizeof(text));
-	return err;
-}
-
+/* Map and Unmap are batches of one: MapBatch and UnmapBatch share every check and every step
+ * with them. */
 static int check_viommu(const struct iod_session *s, const char *what, struct iod_reason *why)
 {
 	if (s->options.viommu)
@@ -65,7 +49,7 @@ static int check_events(const struct iod_session *s, const char *array,
 		if (r >= 0 && with_gpa)
 			r = iod_session_check_range(s, "gpa", events[i].gpa, events[i].length, why);
 		if (r < 0)
-			return reason_at(why, r, array, i);
+			return iod_session_reason_at(why, r, array, i);
 	}
 	return 0;
 }
@@ -146,7 +130,7 @@ static int check_disjoint(const char *array, const struct iod_mapping *e, size_t
 				"IOVA [0x%" PRIx64 ", 0x%" PRIx64
 				") overlaps %s[%zu] of the same batch",
 				e[b].iova, e[b].iova + e[b].length, array ? array : "entries", a);
-		r = reason_at(why, r, array, b);
+		r = iod_session_reason_at(why, r, array, b);
 	}
 	free(v);
 	return r;
@@ -214,7 +198,7 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 	for (i = 0; i < n; i++) {
 		r = check_map(s, &maps[i], why);
 		if (r < 0)
-			return reason_at(why, r, array, i);
+			return iod_session_reason_at(why, r, array, i);
 		recorded[i] = r > 0;
 		fresh += !recorded[i];
 	}
@@ -252,7 +236,7 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 	for (size_t k = i; k-- > 0;)
 		if (!recorded[k])
 			map_undo(s, &maps[k]);
-	return reason_at(why, r, array, i);
+	return iod_session_reason_at(why, r, array, i);
 }
 
 int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
@@ -380,7 +364,7 @@ int iod_session_unmap_batch(struct iod_session *s, const char *array,
 	for (size_t i = 0; i < n; i++) {
 		r = check_unmap(s, &ranges[i], why);
 		if (r < 0)
-			return reason_at(why, r, array, i);
+			return iod_session_reason_at(why, r, array, i);
 		present += find_mapped(s, ranges[i].iova, ranges[i].length, &hit);
 	}
 	/* Nothing of it is mapped: distinct, so that a client retrying an Unmap whose reply it
@@ -401,7 +385,7 @@ int iod_session_unmap_batch(struct iod_session *s, const char *array,
 	for (size_t i = 0; i < n; i++) {
 		r = unmap_one(s, &ranges[i], why);
 		if (r < 0)
-			return reason_at(why, r, array, i);
+			return iod_session_reason_at(why, r, array, i);
 	}
 	return 0;
 }

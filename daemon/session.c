@@ -537,6 +537,20 @@ bool iod_session_log_complete(const struct iod_session *s)
 	return !(iod_log_flags(s->log) & IOD_LOG_F_INCOMPLETE);
 }
 
+int iod_session_reason_at(struct iod_reason *why, int err, const char *array, size_t i)
+{
+	char text[sizeof(why->text)];
+
+	if (!why)
+		return err;
+	why->entry_plus_one = i + 1;
+	if (!array)
+		return err;
+	if (snprintf(text, sizeof(text), "%s[%zu]: %s", array, i, why->text) >= 0)
+		memcpy(why->text, text, sizeof(text));
+	return err;
+}
+
 int iod_session_check_failed(struct iod_session *s, struct iod_reason *why)
 {
 	if (!s->failed)

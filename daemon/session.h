@@ -282,15 +282,17 @@ int iod_session_dirty_ranges(struct iod_session *s, bool peek, bool iova_space, 
 			     struct iod_range **ret_ranges, size_t *ret_n, bool *ret_truncated,
 			     uint64_t *ret_unmapped);
 /*
- * MarkDirty: writes the client made itself (an emulated device, pages a device pinned) as
- * GPA ranges, marked in the accumulating plane: the next round has them. check validates
- * one range (page-aligned, inside one region); mark_begin checks the session's state; mark
- * marks a range that passed check.
+ * MarkDirty: writes the client made itself (an emulated device, the VMM's own writes, pages
+ * a device pinned) as n GPA ranges, marked in the accumulating plane: the next round has
+ * them. From the bus (MarkDirty) and the event channel (a mark batch) alike. The session
+ * must track and not have failed (NotTracking, SessionFailed); every range is checked
+ * (not empty, page-aligned, no overflow, inside one region) before any is marked, so a bad
+ * one marks nothing and is named as "array[i]" (why->entry_plus_one). The caller holds it
+ * back while the session harvests, like every request that touches the log.
  */
 int iod_session_mark_begin(struct iod_session *s, struct iod_reason *why);
-int iod_session_mark_check(struct iod_session *s, uint64_t gpa, uint64_t size,
-			   struct iod_reason *why);
-int iod_session_mark(struct iod_session *s, uint64_t gpa, uint64_t size, struct iod_reason *why);
+int iod_session_mark_batch(struct iod_session *s, const char *array, const struct iod_range *ranges,
+			   size_t n, struct iod_reason *why);
 /*
  * The dirty rate (GetDirtyRate). A sample reads and clears every tracking HWPT into the
  * accumulating plane of the log, exactly as a harvest does (so a later round reports every

@@ -13,11 +13,15 @@
  *	struct iod_event_batch  (24 bytes)
  *	struct iod_event_entry  [count]  (24 bytes each)
  *
- * A batch is a MapBatch (type IOD_EVENT_MAP: iova, gpa, length) or an UnmapBatch
- * (IOD_EVENT_UNMAP: iova, length; gpa must be 0), checked and applied exactly as those
- * D-Bus methods do: every entry is checked before anything changes, a bad entry is named in
- * the completion and the batch changes nothing, an unmap's ranges are harvested into the
- * log before they leave the IOAS.
+ * A batch is a MapBatch (type IOD_EVENT_MAP: iova, gpa, length), an UnmapBatch
+ * (IOD_EVENT_UNMAP: iova, length; gpa must be 0) or a MarkDirty (IOD_EVENT_MARK: gpa,
+ * length; iova must be 0), checked and applied exactly as those D-Bus methods do: every entry
+ * is checked before anything changes, a bad entry is named in the completion and the batch
+ * changes nothing, an unmap's ranges are harvested into the log before they leave the IOAS,
+ * a mark's ranges are in the log's accumulating plane (the next Harvest) on completion.
+ * A batch has one type; batches apply in the order sent, the entries of one in their order.
+ * The mark type came after the first release of version 1: a daemon without it refuses a
+ * mark batch as an unknown type (InvalidArgs, "batch type 3"), and changes nothing.
  *
  * Daemon to client: one completion per batch, in the order the batches were sent.
  *
@@ -27,7 +31,8 @@
  *
  * A completion with error 0 means the batch is applied and durable: the events are in the
  * daemon's state journal and an unmap's pre-unmap harvest is in the dirty log, so a daemon
- * that restarts after it keeps them.
+ * that restarts after it keeps them; a mark batch's pages are in the dirty log (its seq is
+ * saved with the next journaled batch: resent after a restart, it is marked again).
  *
  * Sequence numbers make a resend safe. Every batch carries seq, which must be greater than
  * the seq of every batch the session applied before (on any channel). The daemon keeps the
@@ -54,6 +59,7 @@
 enum iod_event_type {
 	IOD_EVENT_MAP = 1,
 	IOD_EVENT_UNMAP = 2,
+	IOD_EVENT_MARK = 3, /* MarkDirty: gpa, length; iova must be 0 */
 };
 
 struct iod_event_batch {
@@ -66,8 +72,8 @@ struct iod_event_batch {
 };
 
 struct iod_event_entry {
-	uint64_t iova;
-	uint64_t gpa; /* IOD_EVENT_MAP only; 0 in an unmap */
+	uint64_t iova; /* 0 in a mark */
+	uint64_t gpa; /* IOD_EVENT_MAP and IOD_EVENT_MARK; 0 in an unmap */
 	uint64_t length;
 };
 

@@ -640,8 +640,8 @@ static size_t channel_packet(void *buf, uint16_t type, uint64_t seq, const struc
 
 	memcpy(buf, &b, sizeof(b));
 	for (size_t i = 0; i < n; i++)
-		e[i] = (struct iod_event_entry){.iova = v[i].iova,
-						.gpa = type == IOD_EVENT_MAP ? v[i].gpa : 0,
+		e[i] = (struct iod_event_entry){.iova = type == IOD_EVENT_MARK ? 0 : v[i].iova,
+						.gpa = type == IOD_EVENT_UNMAP ? 0 : v[i].gpa,
 						.length = v[i].size};
 	return sizeof(b) + n * sizeof(*e);
 }
@@ -776,9 +776,9 @@ static void test_event_channel(sd_bus *bus)
 	channel_raw(fd, buf, len);
 	channel_expect(bus, "channel: seq 2^64 - 1 (nothing could follow it)", fd, path, UINT64_MAX,
 		       E_INVALID_ARGS, "seq 0xffffffffffffffff", IOD_EVENT_NO_ENTRY);
-	len = channel_packet(buf, 3, 8, good, 1);
+	len = channel_packet(buf, 4, 8, good, 1);
 	channel_raw(fd, buf, len);
-	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS, "type 3",
+	channel_expect(bus, "channel: an unknown type", fd, path, 8, E_INVALID_ARGS, "type 4",
 		       IOD_EVENT_NO_ENTRY);
 	len = channel_packet(buf, IOD_EVENT_MAP, 9, good, 1);
 	b->flags = 0x4;
@@ -1134,6 +1134,144 @@ static void test_mark_dirty(sd_bus *bus)
 	result(got[0] == 0, "mark: acknowledged marks are gone from the next round",
 	       "round %" PRIu64 ": %s", round, got);
 	destroy(bus, "mark");
+	close(mem);
+}
+
+/*
+ * A mark batch on the event channel: MarkDirty's checks and semantics, the entry named in the
+ * completion, nothing marked by a refused batch, and the next round has exactly the pages
+ * of the accepted ones (with those of MarkDirty on the bus).
+ */
+static void test_channel_mark(sd_bus *bus)
+{
+	static const struct event one[] = {{0, 0x200000, 0x1000}};
+	static const struct event unaligned[] = {{0, 0x200000, 0x1000}, {0, 0x200800, 0x1000}};
+	static const struct event empty[] = {{0, 0x200000, 0}};
+	static const struct event overflow[] = {{0, 0x200000, 0x1000},
+						{0, UINT64_C(0xfffffffffffff000), 0x2000}};
+	static const struct event outside[] = {
+		{0, 0x200000, 0x1000}, {0, 0x201000, 0x1000}, {0, 0x220000, 0x1000}};
+	static const struct event across[] = {{0, 0x21f000, 0x2000}};
+	static const struct event last_page[] = {{0, 0x21f000, 0x1000}};
+	static uint8_t buf[IOD_EVENT_MAX_BATCH_BYTES + 64] __attribute__((aligned(8)));
+	struct iod_event_batch *b = (struct iod_event_batch *)buf;
+	struct iod_event_entry *e = (struct iod_event_entry *)(buf + sizeof(*b));
+	int mem = make_memfd(2 * 65536, false), fd;
+	uint64_t round = 0, last = 0;
+	char path[256], got[512];
+	size_t len;
+
+	session_path("chanmark", path, sizeof(path));
+	create(bus, "channel mark: create", "chanmark", true, "destroy");
+	sd_bus_message_unref(call_ok(bus, "channel mark: memory", path, IOD_SESSION_INTERFACE,
+				     "AddMemory", "httt", mem, 0, 2 * 65536, 0x200000));
+	fd = channel_open(bus, "channel mark: open the channel", path, &last);
+	if (fd < 0)
+		goto out;
+	len = channel_packet(buf, IOD_EVENT_MARK, 1, one, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: before Start", fd, path, 1, E_PREFIX "NotTracking",
+		       "Start", IOD_EVENT_NO_ENTRY);
+	sd_bus_message_unref(
+		call_ok(bus, "channel mark: start", path, IOD_SESSION_INTERFACE, "Start", NULL));
+
+	/* Each bad entry is named; the good entries before it are not marked. */
+	len = channel_packet(buf, IOD_EVENT_MARK, 2, unaligned, N_EVENTS(unaligned));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: unaligned names entries[1]", fd, path, 2, E_INVALID_ARGS,
+		       "entries[1]: gpa 0x200800", 1);
+	len = channel_packet(buf, IOD_EVENT_MARK, 3, empty, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: length 0", fd, path, 3, E_INVALID_ARGS,
+		       "entries[0]: size must not be 0", 0);
+	len = channel_packet(buf, IOD_EVENT_MARK, 4, overflow, N_EVENTS(overflow));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: overflow", fd, path, 4, E_PREFIX "InvalidRange",
+		       "entries[1]", 1);
+	len = channel_packet(buf, IOD_EVENT_MARK, 5, outside, N_EVENTS(outside));
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: outside the memory", fd, path, 5,
+		       E_PREFIX "InvalidRange",
+		       "entries[2]: GPA range [0x220000, +0x1000) is not inside one region", 2);
+	len = channel_packet(buf, IOD_EVENT_MARK, 6, across, 1);
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: across the end of the memory", fd, path, 6,
+		       E_PREFIX "InvalidRange", "entries[0]", 0);
+	len = channel_packet(buf, IOD_EVENT_MARK, 7, unaligned, N_EVENTS(unaligned));
+	e[1] = (struct iod_event_entry){.iova = 0x1000, .gpa = 0x201000, .length = 0x1000};
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: an iova in a mark names its entry", fd, path, 7,
+		       E_INVALID_ARGS, "entries[1]: iova 0x1000 in a mark (must be 0)", 1);
+	len = channel_packet(buf, IOD_EVENT_MARK, 8, one, 1);
+	b->flags = 0x1;
+	channel_raw(fd, buf, len);
+	channel_expect(bus, "channel mark: unknown flags", fd, path, 8, E_INVALID_ARGS, "flags 0x1",
+		       IOD_EVENT_NO_ENTRY);
+	len = channel_packet(buf, IOD_EVENT_MARK, 9, one, 1);
+	channel_raw(fd, buf, len + 24);
+	channel_expect(bus, "channel mark: trailing data after the entries", fd, path, 9,
+		       E_INVALID_ARGS, "1 entries in 72 bytes (want 48)", IOD_EVENT_NO_ENTRY);
+	memset(buf, 0, sizeof(buf));
+	len = channel_packet(buf, IOD_EVENT_MARK, 10, one, 1);
+	b->count = IOD_EVENT_MAX_ENTRIES + 1;
+	for (uint32_t i = 0; i < b->count; i++)
+		e[i] = (struct iod_event_entry){.gpa = 0x200000, .length = 0x1000};
+	channel_raw(fd, buf, sizeof(*b) + (IOD_EVENT_MAX_ENTRIES + 1) * sizeof(*e));
+	channel_expect(bus, "channel mark: too many entries", fd, path, 0, E_INVALID_ARGS,
+		       "at most 1024 entries", IOD_EVENT_NO_ENTRY);
+	expect_u64(bus, "channel mark: refused batches applied nothing", path,
+		   IOD_SESSION_INTERFACE, "EventSequence", 't', 0);
+	ranges_text(bus, "channel mark: harvest after the refusals", path, got, sizeof(got),
+		    &round);
+	result(got[0] == 0, "channel mark: refused batches marked nothing", "round %" PRIu64 ": %s",
+	       round, got);
+	sd_bus_message_unref(call_ok(bus, "channel mark: acknowledge the empty round", path,
+				     IOD_SESSION_INTERFACE, "Acknowledge", "t", round));
+
+	/* Accepted: the channel's marks and the bus's in the next round, and nothing else. */
+	{
+		static const struct iod_range written[] = {
+			{0x200000, 0x1000}, {0x204000, 0x2000}, {0x205000, 0x2000}};
+		int r = iod_channel_mark(fd, 11, written, 0);
+
+		result(r == -EINVAL, "channel mark: the library refuses an empty batch", "%d", r);
+		r = iod_channel_mark(fd, 11, written, ELEMENTSOF(written));
+		result(r == 0, "channel mark: iod_channel_mark() sends three ranges", "%s",
+		       strerror(-r));
+	}
+	channel_expect(bus, "channel mark: three ranges", fd, path, 11, NULL, NULL,
+		       IOD_EVENT_NO_ENTRY);
+	expect_u64(bus, "channel mark: the batch's seq is the session's", path,
+		   IOD_SESSION_INTERFACE, "EventSequence", 't', 11);
+	sd_bus_message_unref(call_ok(bus, "channel mark: the last page on the bus", path,
+				     IOD_SESSION_INTERFACE, "MarkDirty", "a(tt)", 1,
+				     (uint64_t)0x21f000, (uint64_t)0x1000));
+	ranges_text(bus, "channel mark: harvest", path, got, sizeof(got), &round);
+	result(strcmp(got, "0x200000+0x1000,0x204000+0x3000,0x21f000+0x1000,") == 0,
+	       "channel mark: the round has exactly the marked pages", "round %" PRIu64 ": %s",
+	       round, got);
+	sd_bus_message_unref(call_ok(bus, "channel mark: acknowledge", path, IOD_SESSION_INTERFACE,
+				     "Acknowledge", "t", round));
+	/* A resend of an applied batch is a replay: nothing is marked again. */
+	len = channel_packet(buf, IOD_EVENT_MARK, 11, last_page, 1);
+	channel_raw(fd, buf, len);
+	{
+		struct iod_channel_completion c;
+		int r = iod_channel_recv(fd, &c);
+
+		result(r == 0 && c.seq == 11 && c.error == 0 &&
+			       (c.flags & IOD_EVENT_COMPLETION_REPLAYED),
+		       "channel mark: a resent batch is a replay",
+		       "r %d seq %" PRIu64 " error %d flags 0x%x", r, r == 0 ? c.seq : 0,
+		       r == 0 ? c.error : 0, r == 0 ? c.flags : 0);
+	}
+	ranges_text(bus, "channel mark: next harvest", path, got, sizeof(got), &round);
+	result(got[0] == 0,
+	       "channel mark: the replay marked nothing, the acknowledged marks are gone",
+	       "round %" PRIu64 ": %s", round, got);
+	close(fd);
+out:
+	destroy(bus, "chanmark");
 	close(mem);
 }
 
@@ -1750,6 +1888,7 @@ int main(int argc, char *argv[])
 	test_event_channel(bus);
 	test_harvest(bus);
 	test_mark_dirty(bus);
+	test_channel_mark(bus);
 	test_dirty_rate(bus);
 	test_limits(bus);
 	test_named_devices(bus);

@@ -13,11 +13,13 @@
  * marked on B.
  *
  * B's own calls sent during its harvest (a Map and an Unmap of a small extra range, then
- * HarvestRanges) and a batch on B's own event channel (a Map of the same range again) wait
- * for the harvest and are served after it, in order: the replies come in the order sent,
- * HarvestRanges makes round 2 (and reports round 1's pages, not acknowledged), the channel's
- * Map succeeds only after the held Unmap, and its completion arrives after the Harvest's
- * reply.
+ * HarvestRanges) and two batches on B's own event channel (a Map of the same range again,
+ * then a mark of a page nothing else dirtied: a reported write) wait for the harvest and
+ * are served after it, in order: the replies come in the order sent, HarvestRanges makes
+ * round 2 (and reports round 1's pages, not acknowledged), the channel's Map succeeds only
+ * after the held Unmap, its completion arrives after the Harvest's reply, and the marked
+ * page is in neither round 1 nor round 2 but in round 3: a mark is held like a bus call and
+ * never lands inside a running harvest.
  *
  * Then the same with Destroy: a harvest in flight when B is destroyed; its caller and the
  * calls held for it get answers, and the daemon serves A as before.
@@ -352,11 +354,13 @@ static void others_go_on(void)
 {
 	struct iod_mapping e = {.iova = B_EXTRA_IOVA, .gpa = B_EXTRA_GPA, .length = 16 * LOG_PAGE};
 	struct iod_mapping u = {.iova = B_EXTRA_IOVA, .length = 16 * LOG_PAGE};
+	/* a page of B's region that b_mark_all() leaves clean */
+	const struct iod_range written = {.start = 2 * LOG_PAGE, .length = LOG_PAGE};
 	unsigned dbus_done = 0, chan_done = 0, i = 0;
 	struct iod_channel_completion c;
 	bool b_sent = false;
-	struct dt_pageset got;
-	uint64_t t0, t_a, nr, b_seq = 0;
+	struct dt_pageset got, want;
+	uint64_t t0, t_a, nr, b_seq = 0, map_seq = 0, mark_seq = 0;
 	int b_chan = -1;
 
 	b_setup("vm-b");
@@ -386,8 +390,11 @@ static void others_go_on(void)
 		/* B's own channel batch, once A was served: B's harvest runs by now. It maps
 		 * the extra range again: right only after the held Map and Unmap. */
 		if (i == 2) {
-			dt_assert(iod_channel_send(b_chan, IOD_EVENT_MAP, ++b_seq, &e, 1) >= 0,
-				  "B's channel send");
+			dt_assert(iod_channel_send(b_chan, IOD_EVENT_MAP, map_seq = ++b_seq, &e,
+						   1) >= 0 &&
+					  iod_channel_mark(b_chan, mark_seq = ++b_seq, &written,
+							   1) >= 0,
+				  "B's channel sends");
 			b_sent = true;
 		}
 		dt_assert(!b_sent || readable(b_chan) == false || harvest_answered(bus_b),
@@ -415,15 +422,18 @@ static void others_go_on(void)
 		  "B's rounds %" PRIu64 " (Harvest) and %" PRIu64 " (HarvestRanges), want 1 and 2",
 		  rb.harvest_round, rb.ranges_round);
 	if (!b_sent)
-		dt_assert(iod_channel_send(b_chan, IOD_EVENT_MAP, ++b_seq, &e, 1) >= 0,
-			  "B's channel send");
-	dt_assert(iod_channel_recv(b_chan, &c) >= 0 && c.seq == b_seq && c.error == 0,
+		dt_assert(iod_channel_send(b_chan, IOD_EVENT_MAP, map_seq = ++b_seq, &e, 1) >= 0 &&
+				  iod_channel_mark(b_chan, mark_seq = ++b_seq, &written, 1) >= 0,
+			  "B's channel sends");
+	dt_assert(iod_channel_recv(b_chan, &c) >= 0 && c.seq == map_seq && c.error == 0,
 		  "B's channel map after the held Unmap: %s %s", c.name, c.message);
+	dt_assert(iod_channel_recv(b_chan, &c) >= 0 && c.seq == mark_seq && c.error == 0,
+		  "B's channel mark: %s %s", c.name, c.message);
 	dt_assert(iod_channel_send(b_chan, IOD_EVENT_UNMAP, ++b_seq, &u, 1) >= 0 &&
 			  iod_channel_recv(b_chan, &c) >= 0 && c.error == 0,
 		  "B's channel unmap: %s %s", c.name, c.message);
 	vmm_unmap(&vb, B_EXTRA_IOVA, e.length);
-	dt_pass("B's calls and channel batch sent during its harvest are served after it, in "
+	dt_pass("B's calls and channel batches sent during its harvest are served after it, in "
 		"order (its HarvestRanges makes round 2)");
 
 	/* exact bits: B's round 1, carried into round 2 (not acknowledged) */
@@ -432,12 +442,17 @@ static void others_go_on(void)
 		  dt_pageset_count(&marked_b));
 	expect_equal(rb.ranges, &marked_b, "B's rounds 1 and 2");
 	call(bus_b, path_b, "Acknowledge", "t", rb.ranges_round);
-	/* nothing new on B since: its next round is empty */
+	/* since then on B only the mark sent during the harvest: its next round has that page */
 	dt_pageset_init(&got, B_SIZE, LOG_SHIFT);
+	dt_pageset_init(&want, B_SIZE, LOG_SHIFT);
+	dt_pageset_add(&want, written.start);
 	nr = harvest_into(bus_b, path_b, &got);
-	dt_assert(dt_pageset_count(&got) == 0, "B's round %" PRIu64 " after: %" PRIu64 " pages", nr,
-		  dt_pageset_count(&got));
+	expect_equal(&got, &want, "B's round 3 (the mark sent during its harvest)");
+	dt_assert(nr == 3, "B's round after the mark is %" PRIu64 ", want 3", nr);
 	free(got.bits);
+	free(want.bits);
+	dt_pass("B's mark batch sent during its harvest is in neither that round nor the "
+		"HarvestRanges held behind it, but in the next one");
 	/* A's log: exactly what A marked */
 	dt_pageset_init(&got, A_SIZE, LOG_SHIFT);
 	(void)harvest_into(bus_a, path_a, &got);

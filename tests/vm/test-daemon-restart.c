@@ -18,6 +18,8 @@
  *  - between the Harvest reply and Acknowledge, and between the HarvestRanges reply and
  *    Acknowledge: the round survives (PendingRound is still its number), and the new
  *    instance accepts Acknowledge of it.
+ * Before an idle kill the VMM also reports a write of its own (MarkDirty on the bus or a mark
+ * batch on the event channel, answered): that page must come out of a later round too.
  * After each restart the daemon holds as many fds as the previous instances did, the store
  * holds exactly the session's iommufd, log and journal memfds and one state, and the session
  * is still tracking. At the end the union of the delivered rounds must equal the set of
@@ -142,6 +144,7 @@ static struct {
 	unsigned marks, harvests, idle_kills, harvest_kills, ack_kills, terms, replies_lost,
 		acked_after_restart, journal_merges;
 	unsigned ranges_rounds, ranges_harvest_kills, ranges_ack_kills;
+	unsigned reports, chan_reports;
 } stats;
 
 /* Mark n log pages dirty (page numbers from GUEST_GPA), as a device writing them would
@@ -372,9 +375,48 @@ static void check_bits_in_iommu(void)
 	}
 }
 
+/*
+ * A write the VMM made itself (no IOMMU saw it), reported before the kill: MarkDirty on the
+ * bus, or a mark batch on the session's event channel. Accepted, it is in the log memfd,
+ * which the fd store keeps: a later round must deliver the page.
+ */
+static void report_random(void)
+{
+	uint64_t page = rng_below(GUEST_PAGES), tries = 0;
+	struct iod_range w;
+
+	/* a page nothing marked yet: only the report can deliver it */
+	while (dt_pageset_test(&marked, (GUEST_GPA >> LOG_SHIFT) + page)) {
+		dt_assert(++tries < GUEST_PAGES, "every page is marked: nothing left to report");
+		page = (page + 1) % GUEST_PAGES;
+	}
+	w = (struct iod_range){.start = GUEST_GPA + page * LOG_PAGE, .length = LOG_PAGE};
+	if (rng_below(2)) {
+		sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, "MarkDirty", NULL, "a(tt)",
+					     1, w.start, w.length));
+	} else {
+		struct iod_channel_completion c = {};
+		uint64_t last = 0;
+		int fd = -1, r;
+
+		r = iod_channel_open(bus, spath, &fd, &last);
+		dt_assert(r == 0, "OpenEventChannel: %s", iod_strerror(r));
+		r = iod_channel_mark(fd, last + 1, &w, 1);
+		if (r == 0)
+			r = iod_channel_recv(fd, &c);
+		dt_assert(r == 0 && c.seq == last + 1 && c.error == 0, "mark batch: %s %s %s",
+			  iod_strerror(r), c.name, c.message);
+		close(fd);
+		stats.chan_reports++;
+	}
+	dt_pageset_add(&marked, w.start);
+	stats.reports++;
+}
+
 static void kill_idle(void)
 {
 	mark_random(1 + (unsigned)rng_below(40));
+	report_random();
 	dt_assert(kill(daemon_pid, kill_signal()) == 0, "kill: %s", strerror(errno));
 	check_after_restart();
 	check_bits_in_iommu();
@@ -1625,8 +1667,10 @@ int main(void)
 			  "delivered pages differ from marked");
 	}
 	dt_pass("union of %u delivered rounds (%u of them HarvestRanges) = the %" PRIu64
-		" pages marked (%u marks), exactly",
-		stats.harvests, stats.ranges_rounds, dt_pageset_count(&marked), stats.marks);
+		" pages marked (%u marks by the device, %u writes reported before an idle kill, "
+		"%u of them on the event channel), exactly",
+		stats.harvests, stats.ranges_rounds, dt_pageset_count(&marked), stats.marks,
+		stats.reports, stats.chan_reports);
 
 	/* Negative control: a page never marked before, marked after the last harvest, is not
 	 * delivered. (A random page could be one marked earlier: then nothing would differ.) */

@@ -21,6 +21,13 @@
  *       mappings fill holes the full copy skipped, which the devices then write. The full
  *       copy skips holes (skip_holes): the destination must equal the source byte for byte,
  *       and the bytes skipped must be exactly the log pages never populated.
+ *   test-migrate reported [--seeds=N] [--seed=S] [--size=MIB] [--unreported=N|final]
+ *       No IOMMU at all: an owner session with guest memory and no device, whose
+ *       "emulated device" writes guest memory with the CPU and reports every write with
+ *       MarkDirty (mark batches on the event channel, some MarkDirty calls on the bus)
+ *       before the next Harvest. The destination must equal the source byte for byte.
+ *       With --unreported one write is not reported (after dirty round N, or in the
+ *       pause) and the run must be detected as a mismatch of exactly that page.
  *   test-migrate edu [--seed=S]
  *       Owner mode with the edu device (IOD_EDU_PCI) attached by fd: its DMA engine
  *       copies guest pages to other guest pages while the migration runs (fallback: the
@@ -909,6 +916,350 @@ static int cmd_mock(int argc, char **argv)
 	if (!drop)
 		print_downtime_summary();
 	printf("%s: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", seeds, failed);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ========================= reported writes: emulated devices only ========================== */
+
+/*
+ * test-migrate reported: a VM whose only "device" is emulated. Its writes go into guest
+ * memory with the CPU, and no IOMMU sees them: the workload reports every write itself,
+ * with a mark batch on the session's event channel (three ticks in four) or MarkDirty on
+ * the bus (the fourth), and reads the completion or reply before it returns, so before
+ * the orchestrator's next Harvest. The session is an owner session with memory and no
+ * device at all; the destination must equal the source byte for byte.
+ *
+ * With --unreported=N one write is not reported: the first one after dirty round N was
+ * copied (final: in the pause, before the final round), into a page nothing wrote before
+ * and nothing writes after, so no round can carry it by chance. The run must then be
+ * detected as a mismatch (the negative control: a write nobody reports is lost).
+ */
+#define REPORTED_GPA UINT64_C(0x100000000)
+#define REPORTED_PAGE UINT64_C(4096)
+#define REPORTED_NONE UINT64_C(0)
+
+enum { PAGE_UNTOUCHED, PAGE_WRITTEN, PAGE_UNREPORTED };
+
+struct reported_vm {
+	uint8_t *mem;
+	int memfd;
+	uint64_t size;
+	uint8_t *page_state; /* per page: PAGE_* */
+	sd_bus *bus;
+	const char *path;
+	int chan;
+	bool chan_open;
+	uint64_t seq;
+	uint64_t writes, chan_batches, chan_ranges, bus_calls, bus_ranges;
+	/* the broken variant: 0 none, N after dirty round N, IOD_MIGRATE_DROP_FINAL the pause */
+	uint64_t unreported_after;
+	bool paused;
+	uint64_t unreported_gpa; /* the write left unreported (0: none yet) */
+};
+
+struct reported_run {
+	struct image *img; /* first: image_write() */
+	struct reported_vm *vm;
+};
+
+static int reported_mark_bus(struct reported_vm *vm, const struct iod_range *w, size_t n)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *msg = NULL;
+	int r;
+
+	r = sd_bus_message_new_method_call(vm->bus, &msg, IOD_BUS_NAME, vm->path,
+					   IOD_SESSION_INTERFACE, "MarkDirty");
+	if (r >= 0)
+		r = sd_bus_message_open_container(msg, 'a', "(tt)");
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = sd_bus_message_append(msg, "(tt)", w[i].start, w[i].length);
+	if (r >= 0)
+		r = sd_bus_message_close_container(msg);
+	if (r >= 0)
+		r = sd_bus_call(vm->bus, msg, 0, &error, NULL);
+	if (r < 0)
+		printf("MarkDirty: %s\n", error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(msg);
+	vm->bus_calls++;
+	vm->bus_ranges += n;
+	return r;
+}
+
+static int reported_mark_channel(struct reported_vm *vm, const struct iod_range *w, size_t n)
+{
+	struct iod_channel_completion c;
+	int r;
+
+	if (!vm->chan_open) {
+		r = iod_channel_open(vm->bus, vm->path, &vm->chan, &vm->seq);
+		if (r < 0) {
+			printf("OpenEventChannel: %s\n", strerror(-r));
+			return r;
+		}
+		vm->chan_open = true;
+	}
+	r = iod_channel_mark(vm->chan, ++vm->seq, w, n);
+	if (r >= 0)
+		r = iod_channel_recv(vm->chan, &c);
+	if (r < 0) {
+		printf("mark batch %" PRIu64 ": %s\n", vm->seq, strerror(-r));
+		return r;
+	}
+	if (c.seq != vm->seq || c.error != 0) {
+		printf("mark batch %" PRIu64 ": completion for %" PRIu64 ": %s: %s (entry %" PRIu32
+		       ")\n",
+		       vm->seq, c.seq, c.name, c.message, c.entry);
+		return c.error ? c.error : -EPROTO;
+	}
+	vm->chan_batches++;
+	vm->chan_ranges += n;
+	return 0;
+}
+
+/* One step of the emulated device: a few writes with the CPU, then their report. */
+static int reported_step(struct reported_run *run)
+{
+	struct reported_vm *vm = run->vm;
+	uint64_t pages = vm->size / REPORTED_PAGE;
+	struct iod_range w[4];
+	size_t n = 0, k = 1 + rng() % ELEMENTSOF(w);
+	bool leave_out = false;
+
+	if (vm->unreported_after != REPORTED_NONE && vm->unreported_gpa == 0)
+		leave_out = vm->paused ||
+			    (vm->unreported_after != IOD_MIGRATE_DROP_FINAL &&
+			     run->img->full_done && run->img->rounds >= vm->unreported_after);
+	if (leave_out) {
+		/* A page nothing wrote: no round has it, and the full copy read it before. */
+		uint64_t p = rng() % pages;
+
+		for (uint64_t tries = 0; vm->page_state[p] != PAGE_UNTOUCHED; tries++) {
+			if (tries == pages)
+				die("no page left that nothing wrote");
+			p = (p + 1) % pages;
+		}
+		rng_fill(vm->mem + p * REPORTED_PAGE + 100, 200);
+		vm->page_state[p] = PAGE_UNREPORTED;
+		vm->unreported_gpa = REPORTED_GPA + p * REPORTED_PAGE;
+		vm->writes++;
+		printf("# a write left unreported: GPA 0x%" PRIx64 " (after round %u%s)\n",
+		       vm->unreported_gpa, run->img->rounds, vm->paused ? ", in the pause" : "");
+	}
+	for (size_t i = 0; i < k; i++) {
+		uint64_t first = rng() % pages, np = 1 + rng() % (rng() % 16 == 0 ? 32 : 3);
+		uint64_t head = rng() % 64, tail = rng() % 64;
+		bool clash = false;
+
+		if (first + np > pages)
+			np = pages - first;
+		for (uint64_t p = first; p < first + np; p++)
+			clash |= vm->page_state[p] == PAGE_UNREPORTED;
+		if (clash)
+			continue; /* the unreported page is never written again */
+		/* partial writes: the first and last bytes need not be touched */
+		rng_fill(vm->mem + first * REPORTED_PAGE + head, np * REPORTED_PAGE - head - tail);
+		memset(vm->page_state + first, PAGE_WRITTEN, np);
+		w[n++] = (struct iod_range){.start = REPORTED_GPA + first * REPORTED_PAGE,
+					    .length = np * REPORTED_PAGE};
+		vm->writes++;
+	}
+	if (n == 0)
+		return 0;
+	return rng() % 4 == 0 ? reported_mark_bus(vm, w, n) : reported_mark_channel(vm, w, n);
+}
+
+static int reported_started(struct iod_migrate *m, void *userdata)
+{
+	struct reported_run *run = userdata;
+
+	run->vm->bus = iod_migrate_bus(m);
+	run->vm->path = iod_migrate_session_path(m);
+	return 0;
+}
+
+static int reported_tick(struct iod_migrate *m, void *userdata)
+{
+	return reported_step(userdata);
+}
+
+/* The device writes once more right before it stops: the final round is never empty. */
+static int reported_pause(struct iod_migrate *m, void *userdata)
+{
+	struct reported_run *run = userdata;
+
+	run->vm->paused = true;
+	return reported_step(run);
+}
+
+/* One seed. Returns the number of differing pages (0: the destination equals the source). */
+static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t unreported,
+			     bool *ret_error)
+{
+	struct reported_vm vm = {.size = size, .unreported_after = unreported};
+	struct image img = {.gpa = REPORTED_GPA, .size = size};
+	struct reported_run run = {.img = &img, .vm = &vm};
+	struct iod_migrate_ops ops = {
+		.started = reported_started,
+		.tick = reported_tick,
+		.pause = reported_pause,
+		.write = image_write,
+		.round = print_round,
+	};
+	struct iod_migrate_result res = {};
+	struct iod_migrate *m = NULL;
+	uint64_t bad, first;
+	char name[64];
+	int r;
+
+	rng_state = seed ? seed : 1;
+	vm.memfd = memfd_new(size, true, &vm.mem);
+	rng_fill(vm.mem, size);
+	vm.page_state = calloc(size / REPORTED_PAGE, 1);
+	img.p = calloc(1, size);
+	if (!vm.page_state || !img.p)
+		die("out of memory");
+
+	snprintf(name, sizeof(name), "reported-%" PRIu64, seed);
+	{
+		struct iod_migrate_config c = {
+			.session = name,
+			.mode = IOD_MIGRATE_OWNER, /* memory and no device: nothing does DMA */
+			.memfd = vm.memfd,
+			.size = size,
+			.gpa = REPORTED_GPA,
+			.mem = vm.mem,
+			.page_size = REPORTED_PAGE,
+			.converge_pages = 32,
+			.max_rounds = 12,
+			.batch_bytes = 64 * 1024,
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, &run, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, &res);
+	*ret_error = r < 0;
+	if (r < 0)
+		printf("FAIL: seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
+		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
+	iod_migrate_free(m);
+	if (vm.chan_open)
+		close(vm.chan);
+
+	bad = count_bad_pages(img.p, vm.mem, size, &first);
+	printf("seed %" PRIu64 ": %u dirty rounds%s%s, %" PRIu64 " bytes copied, %" PRIu64
+	       " CPU writes reported in %" PRIu64 " mark batches (%" PRIu64 " ranges) and %" PRIu64
+	       " MarkDirty calls (%" PRIu64 " ranges): %s",
+	       seed, res.rounds, res.converged ? " (converged)" : "",
+	       res.precise ? ", precise" : ", imprecise", res.total_bytes, vm.writes,
+	       vm.chan_batches, vm.chan_ranges, vm.bus_calls, vm.bus_ranges,
+	       bad ? "MISMATCH" : "destination == source");
+	if (bad)
+		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
+		       REPORTED_GPA + first);
+	printf("\n");
+	if (r >= 0 && (!res.precise || vm.writes == 0 || vm.chan_batches == 0 || vm.bus_calls == 0))
+		*ret_error = true;
+	if (unreported != REPORTED_NONE && vm.unreported_gpa == 0) {
+		printf("FAIL: seed %" PRIu64 ": the migration ended before the write to leave "
+		       "unreported\n",
+		       seed);
+		*ret_error = true;
+	}
+	if (unreported != REPORTED_NONE && bad &&
+	    (bad != 1 || REPORTED_GPA + first != vm.unreported_gpa)) {
+		printf("FAIL: seed %" PRIu64 ": pages other than the unreported one differ\n",
+		       seed);
+		*ret_error = true;
+	}
+	free(img.p);
+	free(vm.page_state);
+	munmap(vm.mem, size);
+	close(vm.memfd);
+	return bad;
+}
+
+static int cmd_reported(int argc, char **argv)
+{
+	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20), seeds = 1,
+		 size = 32 * SZ_1M, unreported = REPORTED_NONE;
+	bool seed_given = false;
+	unsigned failed = 0;
+	sd_bus *bus = NULL;
+	int c;
+
+	static const struct option options[] = {
+		{"seed", required_argument, NULL, 's'},
+		{"seeds", required_argument, NULL, 'n'},
+		{"size", required_argument, NULL, 'S'},
+		{"unreported", required_argument, NULL, 'u'},
+		{"verbose", no_argument, NULL, 'v'},
+		{},
+	};
+	while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			seed = strtoull(optarg, NULL, 0);
+			seed_given = true;
+			break;
+		case 'n':
+			seeds = strtoull(optarg, NULL, 0);
+			break;
+		case 'S':
+			size = strtoull(optarg, NULL, 0) * SZ_1M;
+			break;
+		case 'u':
+			unreported = strcmp(optarg, "final") == 0 ? IOD_MIGRATE_DROP_FINAL
+								  : strtoull(optarg, NULL, 0);
+			if (unreported == REPORTED_NONE)
+				die("--unreported=N: a dirty round from 1, or final");
+			break;
+		case 'v':
+			verbose_rounds = true;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
+		skip("no bus at %s", bus_address);
+	if (!seed_given)
+		printf("seeds %" PRIu64 " .. %" PRIu64 " (replay one with --seed=N)\n", seed,
+		       seed + seeds - 1);
+	for (uint64_t i = 0; i < seeds; i++) {
+		bool error = false;
+		uint64_t bad = reported_one(bus, seed + i, size, unreported, &error);
+
+		if (error) {
+			failed++;
+		} else if (unreported != REPORTED_NONE) {
+			if (bad == 0) {
+				printf("FAIL: seed %" PRIu64
+				       ": a write was not reported and yet the destination "
+				       "matches: the check cannot see a lost write\n",
+				       seed + i);
+				failed++;
+			} else {
+				printf("PASS: seed %" PRIu64
+				       ": the unreported write is detected (exactly its page "
+				       "differs)\n",
+				       seed + i);
+			}
+		} else if (bad) {
+			printf("FAIL: seed %" PRIu64
+			       ": replay with: test-migrate reported --seed=%" PRIu64
+			       " --verbose\n",
+			       seed + i, seed + i);
+			failed++;
+		}
+	}
+	sd_bus_flush_close_unref(bus);
+	printf("%s: reported writes: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS",
+	       seeds, failed);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
@@ -2014,7 +2365,7 @@ int main(int argc, char **argv)
 	bus_address = getenv("IOD_BUS_ADDRESS");
 	if (argc < 2) {
 		fprintf(stderr,
-			"usage: test-migrate mock|sparse|edu|demo-mock|demo-edu [OPTIONS]\n");
+			"usage: test-migrate mock|sparse|reported|edu|demo-mock|demo-edu [OPTIONS]\n");
 		return 2;
 	}
 	if (!bus_address || !*bus_address)
@@ -2027,6 +2378,8 @@ int main(int argc, char **argv)
 		return cmd_edu(argc, argv);
 	if (strcmp(argv[0], "sparse") == 0)
 		return cmd_sparse(argc, argv);
+	if (strcmp(argv[0], "reported") == 0)
+		return cmd_reported(argc, argv);
 	if (strcmp(argv[0], "demo-mock") == 0)
 		return cmd_demo_mock(argc, argv);
 	if (strcmp(argv[0], "workload-mock") == 0)
