@@ -238,6 +238,11 @@ void iod_rate_close(struct iod_rate *r, uint64_t now_usec)
 		} else {
 			s->vm_pages = count_distinct(runs, n);
 			free(runs);
+			/* A page that two reads of one HWPT returned (a Harvest or an Unmap, then
+			 * the sample) was dirtied once in this sample, as far as anyone can tell. */
+			for (size_t i = 0; i < s->n_parts; i++)
+				s->parts[i].pages = count_distinct(s->parts[i].runs,
+								   s->parts[i].n_runs);
 		}
 		if (r->n == IOD_RATE_MAX_SAMPLES)
 			drop_oldest(r);

@@ -64,7 +64,7 @@ struct iod_rate_result {
 				 newest; 0 with no sample */
 	uint64_t samples;
 	uint64_t dirty_pages; /* summed over the samples: a page dirtied in two samples counts
-				 twice, a page of two HWPTs in one sample once */
+				 twice, a page of two HWPTs, or read twice, in one sample once */
 	uint64_t pages_per_sec;
 	uint64_t working_set_pages; /* distinct pages over the samples */
 	bool exact; /* the working set is exact (no sample lost its runs to the cap) */

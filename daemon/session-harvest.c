@@ -45,7 +45,8 @@ struct harvest_ctx {
 	unsigned flags;
 	const atomic_bool *cancel; /* checked between slices; NULL: never cancelled */
 	/* The dirty rate to count the read pages into: a read that clears, while the rate is
-	 * measured (a read without clearing leaves the pages to the next one). */
+	 * measured (a read without clearing leaves the pages to the next one; the read before
+	 * an Unmap clears while the rate is measured, for that reason). */
 	struct iod_rate *rate;
 };
 

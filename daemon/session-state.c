@@ -36,6 +36,7 @@ int iod_session_to_state(const struct iod_session *s, struct iod_state_session *
 		.ioas_id = s->ioas_id,
 		.page_shift = iod_log_page_shift(s->log),
 		.rounds = iod_log_rounds(s->log),
+		.pending_round = iod_session_pending_round(s),
 		.event_seq = s->event_seq,
 	};
 	size_t i = 0;
@@ -394,7 +395,14 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 	s->failed = st->flags & IOD_SESSION_F_FAILED;
 	if (s->failed)
 		s->failure = strdup("the log was incomplete before the daemon restarted");
-	s->round_pending = iod_log_count_round(s->log) > 0;
+	/*
+	 * The round the client holds stays pending until it acknowledges it, with dirty pages
+	 * or without. The state says so (pending_round); a state older than that key does not,
+	 * but a round plane with pages is pending all the same. The log may be a round ahead of
+	 * the state (killed between a Harvest's snapshot and its journal record, before the
+	 * reply): a round that was pending is merged into that one, which is pending then.
+	 */
+	s->round_pending = st->pending_round != 0 || iod_log_count_round(s->log) > 0;
 	s->last_round_usec = iod_now_usec();
 	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
 		unmap_unrecorded(s);

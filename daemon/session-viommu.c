@@ -267,8 +267,13 @@ static int check_unmap(struct iod_session *s, const struct iod_mapping *e, struc
 	return 0;
 }
 
-/* Before a range leaves the IOAS, its dirty bits go into the log (read without clearing);
- * if that fails, the session fails and the unmap still happens. */
+/*
+ * Before a range leaves the IOAS, its dirty bits go into the log; if that fails, the session
+ * fails and the unmap still happens. Without a dirty rate the read does not clear. While the
+ * rate is measured it reads and clears, as a sample does, and counts the pages into the
+ * pending sample: after the unmap no sample can read them, and should the kernel refuse the
+ * unmap (the range stays mapped), the next sample does not count them again.
+ */
 static void harvest_before_unmap(struct iod_session *s, const struct iod_mapping *e)
 {
 	struct iod_mapping hit;
@@ -276,7 +281,7 @@ static void harvest_before_unmap(struct iod_session *s, const struct iod_mapping
 
 	if (!s->tracking || s->failed || !find_mapped(s, e->iova, e->length, &hit))
 		return;
-	r = iod_session_harvest_hwpts(s, NULL, e->iova, e->length, IOD_READ_NO_CLEAR);
+	r = iod_session_harvest_hwpts(s, NULL, e->iova, e->length, s->rate ? 0 : IOD_READ_NO_CLEAR);
 	if (r < 0) {
 		char when[96];
 

@@ -178,8 +178,9 @@ int iod_session_add_region(struct iod_session *s, uint64_t gpa, uint64_t size,
 			   struct iod_reason *why);
 
 /*
- * vIOMMU events. Unmap harvests the range (no clear) into the log before removing it; if
- * that fails the session fails, and the unmap still happens (returns 0).
+ * vIOMMU events. Unmap harvests the range into the log before removing it (no clear, but
+ * read-and-clear and counted into the dirty rate while it is measured); if that fails the
+ * session fails, and the unmap still happens (returns 0).
  */
 int iod_session_map(struct iod_session *s, uint64_t iova, uint64_t gpa, uint64_t length,
 		    struct iod_reason *why);

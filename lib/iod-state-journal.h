@@ -55,7 +55,10 @@
 enum iod_state_journal_type {
 	IOD_SJ_MAP = 1, /* count mappings {iova, gpa, length} added to the session */
 	IOD_SJ_UNMAP = 2, /* count ranges {iova, length}: every mapping inside is removed */
-	IOD_SJ_ROUNDS = 3, /* the session's "rounds" is now count */
+	/* the session's "rounds" is now count, and that round is pending ("pending_round"):
+	 * the daemon appends one for each Harvest that starts a round, and saves the whole
+	 * state at an Acknowledge */
+	IOD_SJ_ROUNDS = 3,
 };
 /*
  * In a MAP or UNMAP record's type: the record is a batch of the session's event channel

@@ -9,7 +9,7 @@
  * out-of-range numbers, duplicate names or ids, overlapping regions or mappings, unaligned
  * addresses, references to unknown objects and a generation without a successor are all
  * rejected with a reason. Every key is required but the root's "restarts", a session's
- * "disconnect_policy" and "event_seq", and a
+ * "disconnect_policy", "event_seq" and "pending_round", and a
  * hwpt's "parent_id", which version 1 documents written before they were added lack (a
  * hwpt without "parent_id" is not nested). A session with the flag "nested" has a nest
  * parent first in "hwpts", dirty capable, and nothing else but nested hwpts whose
@@ -90,6 +90,9 @@ struct iod_state_session {
 	unsigned page_shift; /* log page size */
 	uint64_t flags; /* IOD_SESSION_F_* */
 	uint64_t rounds;
+	/* The round the client holds and has not acknowledged: rounds, or 0 when none is (or
+	 * the document is older than the key: the round plane of the log may then tell). */
+	uint64_t pending_round;
 	uint64_t event_seq; /* the event channel's last applied batch (0: none) */
 	char *iommufd_fdname;
 	char *log_fdname;

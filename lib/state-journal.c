@@ -389,7 +389,9 @@ static int apply_record(struct replay *rp, const struct record *rec, const uint8
 			       "journal record %llu at %llu: no session \"%s\" in the state",
 			       (unsigned long long)rec->seq, (unsigned long long)off, name);
 	if (type == IOD_SJ_ROUNDS) {
+		/* A new round is the client's until it acknowledges it, which saves it all. */
 		rp->st->sessions[si].rounds = rec->count;
+		rp->st->sessions[si].pending_round = rec->count;
 		return 0;
 	}
 	r = session_map(rp, (size_t)si, &map);
@@ -539,7 +541,7 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 {
 	struct replay rp = {.st = st};
 	uint64_t end = __atomic_load_n(&j->h->end, __ATOMIC_ACQUIRE), off, seq = 1;
-	uint64_t *saved_rounds = NULL, *saved_seq = NULL;
+	uint64_t *saved_rounds = NULL, *saved_pending = NULL, *saved_seq = NULL;
 	struct iod_mapping **new_maps = NULL;
 	size_t *new_n = NULL;
 	int r = 0;
@@ -560,14 +562,16 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 	rp.maps = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*rp.maps));
 	rp.by_name = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*rp.by_name));
 	saved_rounds = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*saved_rounds));
+	saved_pending = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*saved_pending));
 	saved_seq = calloc(st->n_sessions ? st->n_sessions : 1, sizeof(*saved_seq));
-	if (!rp.maps || !rp.by_name || !saved_rounds || !saved_seq) {
+	if (!rp.maps || !rp.by_name || !saved_rounds || !saved_pending || !saved_seq) {
 		r = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0; i < st->n_sessions; i++) {
 		rp.by_name[i] = i;
 		saved_rounds[i] = st->sessions[i].rounds;
+		saved_pending[i] = st->sessions[i].pending_round;
 		saved_seq[i] = st->sessions[i].event_seq;
 	}
 	qsort_r(rp.by_name, st->n_sessions, sizeof(*rp.by_name), by_name_cmp, st);
@@ -613,6 +617,7 @@ int iod_state_journal_apply(const struct iod_state_journal *j, struct iod_state 
 undo:
 	for (size_t i = 0; i < st->n_sessions; i++) {
 		st->sessions[i].rounds = saved_rounds[i];
+		st->sessions[i].pending_round = saved_pending[i];
 		st->sessions[i].event_seq = saved_seq[i];
 	}
 out:
@@ -621,6 +626,7 @@ out:
 	free(new_maps);
 	free(new_n);
 	free(saved_rounds);
+	free(saved_pending);
 	free(saved_seq);
 	replay_done(&rp);
 	return r;

@@ -13,11 +13,11 @@
  * range (json-c reads them back exactly; the strict parser rejects anything larger instead
  * of letting json-c clamp it), except that a generation of 2^64-1 is refused: it has no
  * successor, so the next save would wrap to 0 and look older than every other state.
- * Absent fd names are null. A session's disconnect_policy and event_seq are the optional
- * keys: disconnect_policy is written unless it is IOD_STATE_DISCONNECT_UNSET, which is what
- * a document without it (from a daemon that did not record it) reads back as; event_seq is
- * written when it is not 0, which a document without it reads back as. The root's restarts
- * is optional in the same way as event_seq.
+ * Absent fd names are null. A session's disconnect_policy, event_seq and pending_round are
+ * the optional keys: disconnect_policy is written unless it is IOD_STATE_DISCONNECT_UNSET,
+ * which is what a document without it (from a daemon that did not record it) reads back as;
+ * event_seq and pending_round are written when they are not 0, which a document without
+ * them reads back as. The root's restarts is optional in the same way as event_seq.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,7 +34,7 @@
 #include "iod-util.h"
 
 #define STATE_MAX_DEPTH 8 /* the document needs 5 */
-#define STATE_MAX_KEYS 16 /* the largest object of the document has 15 keys */
+#define STATE_MAX_KEYS 17 /* the largest object of the document, a session, has 17 keys */
 #define FDNAME_MAX 255 /* systemd's limit for FDNAME= */
 #define OWNER_MAX 255 /* D-Bus names */
 #define DEVICE_NAME_MAX 4095
@@ -365,6 +365,11 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 	page = UINT64_C(1) << s->page_shift;
 	if (s->flags & ~IOD_SESSION_F_ALL)
 		return fail(c, "flags: unknown flags 0x%" PRIx64, s->flags & ~IOD_SESSION_F_ALL);
+	if (s->pending_round != 0 && s->pending_round != s->rounds)
+		return fail(c,
+			    "pending_round: %" PRIu64 " is not the current round %" PRIu64
+			    " (rounds): only the last round can be pending",
+			    s->pending_round, s->rounds);
 	if (s->owner && !ascii_text_valid(s->owner, OWNER_MAX, ""))
 		return fail(c, "owner: must be 1 to %d printable ASCII characters", OWNER_MAX);
 	r = check_fdname(c, "iommufd_fdname", 0, s->iommufd_fdname, owner_mode);
@@ -709,8 +714,14 @@ static int session_to_json(const struct iod_state_session *s, struct json_object
 		if (r < 0)
 			return r;
 	}
-	if ((r = add(o, "rounds", json_object_new_uint64(s->rounds))) < 0 ||
-	    (r = add_string_or_null(o, "iommufd_fdname", s->iommufd_fdname)) < 0 ||
+	if ((r = add(o, "rounds", json_object_new_uint64(s->rounds))) < 0)
+		return r;
+	if (s->pending_round) {
+		r = add(o, "pending_round", json_object_new_uint64(s->pending_round));
+		if (r < 0)
+			return r;
+	}
+	if ((r = add_string_or_null(o, "iommufd_fdname", s->iommufd_fdname)) < 0 ||
 	    (r = add_string_or_null(o, "log_fdname", s->log_fdname)) < 0)
 		return r;
 
@@ -1065,14 +1076,15 @@ static const char *const device_keys[] = {"index",   "name",	      "fdname",	  "
 					  "hwpt_id", "dirty_capable", "emulated", "device_log"};
 static const char *const region_keys[] = {"gpa", "length", "offset", "fdname"};
 static const char *const mapping_keys[] = {"iova", "gpa", "length"};
-/* All required but the last N_SESSION_OPTIONAL: disconnect_policy and event_seq came later. */
+/* All required but the last N_SESSION_OPTIONAL: disconnect_policy, event_seq and
+ * pending_round came later. */
 static const char *const session_keys[] = {
-	"name",	      "uid",	 "owner",   "mode",	      "ioas_id",
-	"page_shift", "flags",	 "rounds",  "iommufd_fdname", "log_fdname",
-	"hwpts",      "devices", "regions", "mappings",	      "disconnect_policy",
-	"event_seq",
+	"name",	      "uid",	       "owner",	  "mode",	    "ioas_id",
+	"page_shift", "flags",	       "rounds",  "iommufd_fdname", "log_fdname",
+	"hwpts",      "devices",       "regions", "mappings",	    "disconnect_policy",
+	"event_seq",  "pending_round",
 };
-#define N_SESSION_OPTIONAL 2
+#define N_SESSION_OPTIONAL 3
 /* All required but the last: restarts came later. */
 static const char *const root_keys[] = {"version", "generation", "sessions", "restarts"};
 
@@ -1186,6 +1198,8 @@ static int parse_session(struct ctx *c, struct json_object *o, struct iod_state_
 	s->page_shift = (unsigned)u;
 	if ((r = parse_flags(c, o, &s->flags)) < 0 ||
 	    (r = get_uint(c, o, "", "rounds", UINT64_MAX, &s->rounds)) < 0 ||
+	    (json_object_object_get_ex(o, "pending_round", NULL) &&
+	     (r = get_uint(c, o, "", "pending_round", UINT64_MAX, &s->pending_round)) < 0) ||
 	    (json_object_object_get_ex(o, "event_seq", NULL) &&
 	     (r = get_uint(c, o, "", "event_seq", UINT64_MAX, &s->event_seq)) < 0) ||
 	    (r = get_string(c, o, "", "iommufd_fdname", true, &s->iommufd_fdname)) < 0 ||

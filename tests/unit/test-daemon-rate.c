@@ -97,6 +97,38 @@ START_TEST(test_two_hwpts_and_working_set)
 }
 END_TEST
 
+/* A page that two reads of one HWPT return in one sample (a Harvest, or the harvest before
+ * an Unmap, then the sample) counts once in that sample, for the HWPT as for the VM. */
+START_TEST(test_page_read_twice_in_one_sample)
+{
+	struct iod_rate *r = NULL;
+	struct iod_rate_result res;
+
+	ck_assert_int_eq(iod_rate_new(IOD_RATE_MAX_RUNS, 0, &r), 0);
+	iod_rate_close(r, 1000); /* the baseline */
+	record(r, 1, 0, 10, 5);
+	record(r, 2, 0, 12, 1);
+	record(r, 1, 0, 12, 6); /* 12..14 again, 15..17 new */
+	iod_rate_close(r, 2000);
+	res = query(r, 1000000, 1);
+	ck_assert_uint_eq(res.dirty_pages, 8);
+	ck_assert_uint_eq(res.working_set_pages, 8);
+	res = query(r, 1000000, IOD_RATE_ALL_HWPTS);
+	ck_assert_uint_eq(res.dirty_pages, 8);
+	res = query(r, 1000000, 2);
+	ck_assert_uint_eq(res.dirty_pages, 1);
+
+	/* the next sample counts them again: they were dirtied again */
+	record(r, 1, 0, 10, 2);
+	iod_rate_close(r, 3000);
+	res = query(r, 1000000, 1);
+	ck_assert_uint_eq(res.dirty_pages, 10);
+	ck_assert_uint_eq(res.working_set_pages, 8);
+	ck_assert(res.exact);
+	iod_rate_free(r);
+}
+END_TEST
+
 START_TEST(test_window_drops_old_samples)
 {
 	struct iod_rate *r = NULL;
@@ -154,6 +186,7 @@ static Suite *rate_suite(void)
 
 	tcase_add_test(tc, test_baseline_not_counted);
 	tcase_add_test(tc, test_two_hwpts_and_working_set);
+	tcase_add_test(tc, test_page_read_twice_in_one_sample);
 	tcase_add_test(tc, test_window_drops_old_samples);
 	tcase_add_test(tc, test_cap);
 	suite_add_tcase(s, tc);

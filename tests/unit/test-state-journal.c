@@ -78,8 +78,10 @@ static void expect_applied(const struct iod_state *st)
 	ck_assert_uint_eq(s->mappings[0].length, 0x2000);
 	ck_assert_uint_eq(s->mappings[1].iova, 0x300000);
 	ck_assert_uint_eq(s->rounds, 7);
+	ck_assert_uint_eq(s->pending_round, 7); /* a round's record: the client holds it */
 	ck_assert_uint_eq(st->sessions[1].n_mappings, 0);
 	ck_assert_uint_eq(st->sessions[1].rounds, 0);
+	ck_assert_uint_eq(st->sessions[1].pending_round, 0);
 }
 
 static void append_three(struct iod_state_journal *j)
@@ -226,6 +228,8 @@ START_TEST(test_identical_map_again_changes_nothing)
 }
 END_TEST
 
+/* A refused journal leaves no round pending that it made (assert_refused compares the whole
+ * state, pending_round included). */
 START_TEST(test_record_of_an_unknown_session_is_refused)
 {
 	_cleanup_(iod_state_journal_freep) struct iod_state_journal *j = journal(4096, 5);

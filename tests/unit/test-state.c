@@ -205,6 +205,8 @@ static void assert_state_equal(const struct iod_state *a, const struct iod_state
 		ck_assert_uint_eq(x->page_shift, y->page_shift);
 		ck_assert_uint_eq(x->flags, y->flags);
 		ck_assert_uint_eq(x->rounds, y->rounds);
+		ck_assert_uint_eq(x->pending_round, y->pending_round);
+		ck_assert_uint_eq(x->event_seq, y->event_seq);
 
 		ck_assert_uint_eq(x->n_hwpts, y->n_hwpts);
 		for (size_t i = 0; i < x->n_hwpts; i++) {
@@ -414,6 +416,36 @@ START_TEST(test_device_source_round_trip)
 	reason = NULL;
 	ck_assert_int_eq(iod_state_validate(st, &reason), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(reason, "devices[0]: a device that logs its own DMA"));
+}
+END_TEST
+
+/* The pending round is optional: written after "rounds" when not 0, absent reads as 0 (the
+ * golden document, as every document of a daemon that did not record it); a round that is
+ * not the current one cannot be pending. */
+START_TEST(test_pending_round_round_trip)
+{
+	_cleanup_(iod_state_freep) struct iod_state *st = golden_state(), *back = NULL, *old = NULL;
+	_cleanup_free_ char *json = NULL, *reason = NULL;
+
+	ck_assert_ptr_null(strstr(golden, "pending_round"));
+	ck_assert_int_eq(iod_state_from_json(golden, &old, NULL), 0);
+	ck_assert_uint_eq(old->sessions[0].pending_round, 0);
+
+	st->sessions[0].pending_round = 3; /* rounds 3 */
+	round_trip(st, &json);
+	ck_assert_ptr_nonnull(strstr(json, "\"rounds\":3,\"pending_round\":3,\"iommufd_fdname\""));
+	ck_assert_int_eq(iod_state_from_json(json, &back, &reason), 0);
+	ck_assert_uint_eq(back->sessions[0].pending_round, 3);
+	ck_assert_uint_eq(back->sessions[1].pending_round, 0);
+	/* session 1 has none pending: not written */
+	ck_assert_ptr_null(strstr(strstr(json, "pending_round") + 1, "pending_round"));
+
+	st->sessions[0].pending_round = 2; /* a round a later Harvest merged */
+	ck_assert_int_eq(iod_state_validate(st, &reason), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(reason, "pending_round: 2 is not the current round 3"));
+	free(json);
+	json = NULL;
+	ck_assert_int_eq(iod_state_to_json(st, &json), -EINVAL);
 }
 END_TEST
 
@@ -848,6 +880,13 @@ static const struct reject_case {
 	{"/sessions/0/rounds", DELETE, -EBADMSG, "sessions[0].rounds", "missing"},
 	{"/sessions/0/rounds", "-1", -EBADMSG, "sessions[0].rounds", "negative"},
 	{"/sessions/0/rounds", "\"0x3\"", -EBADMSG, "sessions[0].rounds", "expected an integer"},
+	{"/sessions/0/pending_round", "2", -EBADMSG, "sessions[0].pending_round",
+	 "is not the current round 3"},
+	{"/sessions/1/pending_round", "1", -EBADMSG, "sessions[1].pending_round",
+	 "is not the current round 0"},
+	{"/sessions/0/pending_round", "-3", -EBADMSG, "sessions[0].pending_round", "negative"},
+	{"/sessions/0/pending_round", "true", -EBADMSG, "sessions[0].pending_round",
+	 "expected an integer"},
 	{"/sessions/0/iommufd_fdname", DELETE, -EBADMSG, "sessions[0].iommufd_fdname", "missing"},
 	{"/sessions/0/iommufd_fdname", "null", -EBADMSG, "sessions[0].iommufd_fdname",
 	 "required in owner mode"},
@@ -1085,6 +1124,8 @@ static const struct accept_case accepted_changes[] = {
 	{"/sessions/0/mappings/2/gpa", "\"0xffffffffffffd000\""}, /* ends 4 KiB below 2^64 */
 	{"/generation", "18446744073709551614"}, /* the last one with a successor */
 	{"/sessions/0/rounds", "18446744073709551615"},
+	{"/sessions/0/pending_round", "3"},
+	{"/sessions/0/pending_round", "0"}, /* written by no daemon, read as absent */
 	{"/sessions/0/uid", "4294967295"},
 	{"/sessions/0/ioas_id", "0"},
 	{"/sessions/1/ioas_id", "4294967295"},
@@ -1926,6 +1967,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_device_source_round_trip);
 	tcase_add_test(tc, test_empty_state);
 	tcase_add_test(tc, test_restarts_round_trip);
+	tcase_add_test(tc, test_pending_round_round_trip);
 	tcase_add_test(tc, test_empty_session_round_trip);
 	tcase_add_test(tc, test_rich_round_trip);
 	tcase_add_test(tc, test_free_null);

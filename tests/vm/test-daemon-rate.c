@@ -19,7 +19,10 @@
  *    marked, exactly (the sampler's reads went into the log);
  *  - with the daemon's timer sampling every 10 ms while pages are marked and Harvests run
  *    (on the daemon's harvest thread), the working set over the window is exactly the
- *    distinct pages marked, per VM and per HWPT, and again nothing is lost.
+ *    distinct pages marked, per VM and per HWPT, and again nothing is lost;
+ *  - in a second session, with a vIOMMU: pages dirtied in a window that is unmapped before
+ *    the sample closes count in that sample, once (Unmap reads them into the log and the
+ *    rate), never again in the next one, and they reach the log.
  *
  * IOD_TEST_SEED=<n> repeats a run; a failing run prints its seed last.
  */
@@ -125,8 +128,8 @@ static uint64_t pageset_count_union(const struct dt_pageset *a, const struct dt_
 	return n;
 }
 
-/* Mark the log page at guest page index page dirty on device dev's HWPT. */
-static void mark(int dev, uint64_t page)
+/* Mark the log page at IOVA iova, guest page index page, dirty on device dev's HWPT. */
+static void mark_at(int dev, uint64_t iova, uint64_t page)
 {
 	const uint64_t nbits = LOG_PAGE / mock_page;
 	uint64_t marks = (UINT64_C(1) << nbits) - 1;
@@ -134,7 +137,7 @@ static void mark(int dev, uint64_t page)
 		.size = sizeof(cmd),
 		.op = IOD_MOCK_OP_DIRTY,
 		.id = vmm.hwpt[dev],
-		.dirty = {.iova = GUEST_GPA + (page << LOG_SHIFT),
+		.dirty = {.iova = iova,
 			  .length = nbits * mock_page,
 			  .page_size = mock_page,
 			  .uptr = (uintptr_t)&marks},
@@ -146,6 +149,12 @@ static void mark(int dev, uint64_t page)
 		  (uint64_t)cmd.dirty.out_nr_dirty);
 	dt_pageset_add(&sample[dev], page << LOG_SHIFT);
 	dt_pageset_add(&all_marked, page << LOG_SHIFT);
+}
+
+/* The same where the IOAS maps guest memory at IOVA = GPA. */
+static void mark(int dev, uint64_t page)
+{
+	mark_at(dev, GUEST_GPA + (page << LOG_SHIFT), page);
 }
 
 /* Mark n random pages on dev, from the first span pages (small spans make overlaps), a
@@ -470,6 +479,117 @@ static void run_concurrent(void)
 		free(marked_here[i].bits);
 }
 
+/* ---- a vIOMMU session: windows that are unmapped between two samples -------------------- */
+
+struct window {
+	const char *name;
+	uint64_t iova, page, npages; /* page: the first guest page index it maps */
+};
+
+static const struct window wa = {"A", 256 * SZ_1M, 256, 256};
+static const struct window wb = {"B", 512 * SZ_1M, 1024, 128};
+
+/* As a VMM with a vIOMMU does it: the IOAS first, then the event (before, for an unmap). */
+static void window_map(const struct window *w)
+{
+	int r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest + (w->page << LOG_SHIFT),
+			     w->npages << LOG_SHIFT, w->iova, IOD_MAP_READ | IOD_MAP_WRITE);
+
+	dt_assert(r == 0, "IOAS map of window %s: %s", w->name, iod_strerror(r));
+	scall("Map", "ttt", w->iova, GUEST_GPA + (w->page << LOG_SHIFT), w->npages << LOG_SHIFT);
+}
+
+static void window_unmap(const struct window *w)
+{
+	int r;
+
+	scall("Unmap", "tt", w->iova, w->npages << LOG_SHIFT);
+	r = iod_ioas_unmap(vmm.ictx, vmm.ioas, w->iova, w->npages << LOG_SHIFT, NULL);
+	dt_assert(r == 0, "IOAS unmap of window %s: %s", w->name, iod_strerror(r));
+}
+
+/* Mark n random pages of w on dev, through its IOVA. */
+static void mark_window(int dev, const struct window *w, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t k = rng_below(w->npages);
+
+		mark_at(dev, w->iova + (k << LOG_SHIFT), w->page + k);
+	}
+}
+
+static void adopt_viommu(void)
+{
+	sd_bus_message *reply;
+	const char *path;
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}",
+			"rate-viommu", vmm.fd, vmm.ioas, 2, vmm.hwpt[0], vmm.hwpt[1], 1, "viommu",
+			"b", 1);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
+	free(spath);
+	spath = strdup(path);
+	sd_bus_message_unref(reply);
+	scall("AddRegion", "tt", GUEST_GPA, GUEST_SIZE);
+}
+
+/*
+ * Pages dirtied in a window that is unmapped before the sample closes: Unmap harvests them
+ * into the log, and they count in that sample, once: not lost from the rate (the HWPT no
+ * longer has them once the window is gone), not counted again by the next sample, whose
+ * pages are only those marked in it, the window mapped again at the same IOVA included.
+ */
+static void run_viommu(void)
+{
+	struct rate r;
+
+	adopt_viommu();
+	window_map(&wa);
+	window_map(&wb);
+	scall("Start", "");
+
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	dt_assert(r.samples == 0, "the first call of session rate-viommu has %" PRIu64 " samples",
+		  r.samples);
+	memset(&want, 0, sizeof(want));
+	for (int i = 0; i < NDEV; i++) {
+		pageset_clear(&sample[i]);
+		pageset_clear(&window[i]);
+	}
+
+	/* Sample 1: both windows dirtied on both HWPTs, then window B unmapped. */
+	mark_window(0, &wa, 20);
+	mark_window(1, &wa, 10);
+	mark_window(0, &wb, 25);
+	mark_window(1, &wb, 15);
+	window_unmap(&wb);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "vIOMMU sample 1 (window B dirtied, then unmapped)");
+
+	/* Sample 2: B mapped again at the same IOVA and dirtied again, some of the same pages
+	 * among them; A dirtied; then B unmapped with A still mapped. Sample 1's pages of B
+	 * must not count again. */
+	window_map(&wb);
+	mark_window(0, &wb, 10);
+	mark_window(1, &wa, 10);
+	window_unmap(&wb);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "vIOMMU sample 2 (B mapped again, dirtied, unmapped)");
+
+	/* Sample 3: nothing of B, which is gone; A only. */
+	mark_window(0, &wa, 5);
+	close_sample();
+	get_rate(INTERVAL_USEC, WINDOW_USEC, &r);
+	check_rate(&r, "vIOMMU sample 3 (A only)");
+
+	/* The pages of the unmapped windows reached the log too, exactly. */
+	harvest();
+	check_nothing_lost("after the vIOMMU samples");
+	scall("Destroy", "");
+}
+
 int main(void)
 {
 	seed = rng_seed();
@@ -490,6 +610,7 @@ int main(void)
 	run();
 	run_concurrent();
 	scall("Destroy", "");
+	run_viommu();
 
 	sd_bus_unref(bus);
 	print_seed();

@@ -17,7 +17,8 @@
  *    reply;
  *  - between the Harvest reply and Acknowledge, and between the HarvestRanges reply and
  *    Acknowledge: the round survives (PendingRound is still its number), and the new
- *    instance accepts Acknowledge of it.
+ *    instance accepts Acknowledge of it; a round with no dirty page too
+ *    (empty_round_survives_restart).
  * Before an idle kill the VMM also reports a write of its own (MarkDirty on the bus or a mark
  * batch on the event channel, answered): that page must come out of a later round too.
  * After each restart the daemon holds as many fds as the previous instances did, the store
@@ -535,6 +536,45 @@ static void kill_before_ranges_ack(void)
 		  "round %" PRIu64 " is still pending after its Acknowledge", nr);
 	stats.acked_after_restart++;
 	stats.ranges_ack_kills++;
+}
+
+/*
+ * A round with no dirty page that the client holds and has not acknowledged is as pending
+ * after a restart (SIGKILL: the last state plus its journal; SIGTERM: a full save) as
+ * before: PendingRound is its number, and Acknowledge of it clears it. An acknowledged one
+ * stays acknowledged. Its round plane is empty, so only the state can say it is pending.
+ */
+static void empty_round_survives_restart(void)
+{
+	static const int signals[] = {SIGKILL, SIGTERM};
+	uint64_t nr;
+
+	acknowledge(harvest()); /* nothing left in the IOMMU or the log */
+	for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+		nr = harvest();
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "LastRoundDirtyPages", 't') == 0,
+			  "round %" PRIu64 " has dirty pages: nothing was marked", nr);
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+			  "the empty round %" PRIu64 " is not pending before the restart", nr);
+		dt_assert(kill(daemon_pid, signals[i]) == 0, "kill: %s", strerror(errno));
+		check_after_restart();
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == nr,
+			  "the empty round %" PRIu64 " is no longer pending after %s", nr,
+			  strsignal(signals[i]));
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "Rounds", 't') == nr,
+			  "Rounds is not %" PRIu64 " after %s", nr, strsignal(signals[i]));
+		acknowledge(nr);
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == 0,
+			  "round %" PRIu64 " is still pending after its Acknowledge", nr);
+		dt_assert(kill(daemon_pid, signals[i]) == 0, "kill: %s", strerror(errno));
+		check_after_restart();
+		dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "PendingRound", 't') == 0,
+			  "the acknowledged round %" PRIu64 " is pending again after %s", nr,
+			  strsignal(signals[i]));
+	}
+	dt_pass("an unacknowledged round with no dirty page stays pending across SIGKILL and "
+		"SIGTERM, and its Acknowledge by the next instance clears it; an acknowledged "
+		"one stays acknowledged");
 }
 
 /* ---- the disconnect policy across a restart --------------------------------------------- */
@@ -1654,6 +1694,7 @@ int main(void)
 		stats.ranges_ack_kills, stats.acked_after_restart, stats.terms);
 	dt_pass("fd counts constant: the daemon %u fds after each restart, the store 5",
 		baseline_fds);
+	empty_round_survives_restart();
 
 	/* The last round, then the comparison. */
 	nr = harvest();
