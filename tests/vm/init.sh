@@ -46,10 +46,10 @@ if [ "$shape" = vfio ] || [ "$shape" = demo ] || [ "$shape" = demo-vfio ]; then
 fi
 
 # The test device for device DMA logging (tests/vm/testdev/, tests/vm/testdev.h) in the
-# shapes without a vIOMMU: two devices, at most 8 logged ranges each. Not in the vfio
-# shapes, where the edu device is expected to be vfio0.
+# mock shape, where its tests run: two devices, at most 8 logged ranges each. Not in the
+# vfio shapes, where the edu device is expected to be vfio0.
 case $shape in
-mock | demo-mock | bench)
+mock)
 	if iod-insmod /iodirty/modules/iodirty-testdev.ko devices=2 max_ranges=8; then
 		echo "init: iodirty-testdev loaded"
 	else

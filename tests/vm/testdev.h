@@ -3,7 +3,7 @@
  * The guest tier's test devices for device DMA logging, for test programs in the guest:
  *
  * - testdevK: the VFIO devices of iodirty-testdev.ko (tests/vm/testdev/), loaded by the
- *   guest's init in the mock shapes (mock, demo-mock, bench) with devices=2 max_ranges=8.
+ *   guest's init (tests/vm/init.sh) in the mock shape with devices=2 max_ranges=8.
  *   Emulated IOMMU (attach to an IOAS, not a HWPT), DMA logging over a software bitmap,
  *   and a debugfs knob that makes the device write guest memory through its iommufd
  *   access. It only writes while its cdev is open, bound and attached to an IOAS that maps
