@@ -16,6 +16,10 @@ done
 for w in guest-daemon.sh guest-migrate.sh; do
 	check "$w reports a passing program" "sh /iodirty/$w true >/dev/null 2>&1"
 done
+if [ "$shape" = mock ]; then
+	check "the test device module is loaded" "[ -d /sys/bus/platform/devices/iodirty-testdev.0/vfio-dev ] && [ -d /sys/kernel/debug/iodirty-testdev/testdev0 ]"
+	check "the mtty mdev type exists" "[ -e /sys/class/mdev_bus/mtty/mdev_supported_types/mtty-1/create ]"
+fi
 if [ "$shape" = vfio ]; then
 	check "the edu device is bound to vfio-pci" "[ -n \"\${IOD_EDU_PCI:-}\" ] && [ \"\$(basename \"\$(readlink /sys/bus/pci/devices/\$IOD_EDU_PCI/driver)\")\" = vfio-pci ]"
 	check "its VFIO cdev exists" "ls /sys/bus/pci/devices/\$IOD_EDU_PCI/vfio-dev/ | grep -q vfio && [ -c /dev/vfio/devices/vfio0 ]"

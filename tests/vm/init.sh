@@ -45,6 +45,19 @@ if [ "$shape" = vfio ] || [ "$shape" = demo ] || [ "$shape" = demo-vfio ]; then
 	done
 fi
 
+# The test device for device DMA logging (tests/vm/testdev/, tests/vm/testdev.h) in the
+# mock shape, where its tests run: two devices, at most 8 logged ranges each. Not in the
+# vfio shapes, where the edu device is expected to be vfio0.
+case $shape in
+mock)
+	if iod-insmod /iodirty/modules/iodirty-testdev.ko devices=2 max_ranges=8; then
+		echo "init: iodirty-testdev loaded"
+	else
+		echo "init: loading iodirty-testdev failed"
+	fi
+	;;
+esac
+
 # Fault injection: make failslab and fail_page_alloc usable through fail-nth.
 for f in failslab fail_page_alloc; do
 	k=/sys/kernel/debug/$f

@@ -37,6 +37,13 @@ VM_TEST_BINS += $(VM_HARNESS)
 $(VM_HARNESS): $(B)/vm/fdstore-harness.o
 	$(CC) $(ALL_LDFLAGS) $(VM_LDFLAGS) $^ -o $@
 
+# The guest's module loader (finit_module; tests/vm/iod-insmod.c). libc only, static.
+VM_INSMOD := $(B)/vm/iod-insmod
+VM_TEST_BINS += $(VM_INSMOD)
+
+$(VM_INSMOD): $(B)/vm/iod-insmod.o
+	$(CC) $(ALL_LDFLAGS) $(VM_LDFLAGS) $^ -o $@
+
 .PHONY: vm-tests
 vm-tests: $(VM_TEST_BINS) ## guest-tier test programs (run by tests/vm/run)
 
