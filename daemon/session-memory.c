@@ -496,8 +496,10 @@ static int choose_source(struct iod_session *s, struct iod_device *d, enum iod_s
 		if (!iommu)
 			return iod_reasonf(
 				why, -EOPNOTSUPP, IOD_ERROR_NOT_DIRTY_CAPABLE,
-				"%s: %s cannot track dirty pages (dirty_source \"iommu\")", d->name,
-				d->emulated ? "the device has no IOMMU, which" : "its IOMMU");
+				d->emulated ? "%s has no IOMMU of its own (dirty_source \"iommu\")"
+					    : "The IOMMU of %s cannot track dirty pages "
+					      "(dirty_source \"iommu\")",
+				d->name);
 		d->source = IOD_SOURCE_IOMMU;
 		return 0;
 	case IOD_CHOOSE_DEVICE:
