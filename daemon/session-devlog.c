@@ -40,11 +40,13 @@ static size_t normalize(struct iod_range *r, size_t n)
 	return out + 1;
 }
 
-/* The session's mapped IOVA, plus (keep_old) the ranges d logs now, normalized. */
+/* The session's mapped IOVA, plus (keep_old) the ranges d logs now, plus the IOVA of the
+ * maps not recorded yet, normalized. */
 static int wanted_ranges(struct iod_session *s, const struct iod_device *d, bool keep_old,
+			 const struct iod_mapping *maps, const bool *recorded, size_t n_maps,
 			 struct iod_range **ret, size_t *ret_n)
 {
-	size_t n = 0, cap = keep_old ? d->n_log_ranges : 0;
+	size_t n = 0, cap = (keep_old ? d->n_log_ranges : 0) + n_maps;
 	struct iod_range *r;
 
 	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
@@ -59,6 +61,9 @@ static int wanted_ranges(struct iod_session *s, const struct iod_device *d, bool
 	if (keep_old)
 		for (size_t i = 0; i < d->n_log_ranges; i++)
 			r[n++] = d->log_ranges[i];
+	for (size_t i = 0; i < n_maps; i++)
+		if (!recorded || !recorded[i])
+			r[n++] = (struct iod_range){maps[i].iova, maps[i].length};
 	*ret_n = normalize(r, n);
 	*ret = r;
 	return 0;
@@ -78,6 +83,7 @@ bool iod_session_devlog_covers(const struct iod_device *d, uint64_t iova, uint64
 }
 
 int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool keep_old,
+			     const struct iod_mapping *maps, const bool *recorded, size_t n_maps,
 			     struct iod_reason *why)
 {
 	uint64_t want_page = UINT64_C(1) << iod_log_page_shift(s->log), page;
@@ -87,14 +93,14 @@ int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool k
 
 	if (d->logging && !keep_old)
 		return 0;
-	ret = wanted_ranges(s, d, keep_old, &r, &n);
+	ret = wanted_ranges(s, d, keep_old, maps, recorded, n_maps, &r, &n);
 	if (ret < 0)
 		return ret;
-	if (d->logging) {
-		/* Restarting: the caller read the log out and stops it now. */
-		(void)iod_vfio_log_stop(d->fd);
-		d->logging = false;
-	}
+	/* Restarting (the caller read the log out), or starting a device whose log may still
+	 * run from before (a daemon that died between starting it and saving its state): a
+	 * device refuses a second start, and what an old log holds is not the session's. */
+	(void)iod_vfio_log_stop(d->fd);
+	d->logging = false;
 	if (n == 0)
 		/* Nothing is mapped, so the device cannot write: it starts at the first Map. */
 		return 0;
@@ -102,7 +108,10 @@ int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool k
 		d->log_max_ranges = IOD_VFIO_LOG_MAX_RANGES;
 
 	for (;;) {
+		/* Merged in place: a retry merges the merged set further (the same as merging
+		 * the original set to the smaller count). */
 		k = iod_vfio_log_merge_ranges(r, n, d->log_max_ranges);
+		n = k;
 		page = want_page;
 		ret = iod_vfio_log_start(d->fd, r, k, &page);
 		if (ret != -E2BIG || d->log_max_ranges == 1)

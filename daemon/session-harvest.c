@@ -62,11 +62,12 @@ static int read_failed(struct harvest_ctx *c, int r, uint64_t iova, uint64_t len
 
 	s->read_error = (struct iod_read_error){
 		.hwpt_id = c->hwpt ? c->hwpt->hw.id : 0,
-		.device = c->dev ? c->dev->name : NULL,
 		.iova = iova,
 		.length = length,
 		.err = r,
 	};
+	if (c->dev)
+		snprintf(s->read_error.device, sizeof(s->read_error.device), "%s", c->dev->name);
 	if (c->dev)
 		return log_debug_errno(r,
 				       "Failed to read the DMA log of %s at [0x%" PRIx64
@@ -218,7 +219,9 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 
 		if (only_dev && only_dev != c.dev)
 			continue;
-		if (!c.dev->logging || c.dev->lost)
+		/* Not lost: a lost device is read once more as it is detached, on the event
+		 * loop's thread, and lost is that thread's. */
+		if (!c.dev->logging)
 			continue;
 		r = harvest_one(&c, iova, length);
 		if (r < 0)
@@ -236,6 +239,20 @@ int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hw
 int iod_session_harvest_device(struct iod_session *s, const struct iod_device *d)
 {
 	return harvest_hwpts(s, NULL, d, 0, 0, 0, NULL);
+}
+
+int iod_session_harvest_devices(struct iod_session *s, uint64_t iova, uint64_t length)
+{
+	int r;
+
+	for (size_t i = 0; i < s->n_devices; i++) {
+		if (!s->devices[i]->logging)
+			continue;
+		r = harvest_hwpts(s, NULL, s->devices[i], iova, length, 0, NULL);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 /*
@@ -282,7 +299,7 @@ void iod_session_fail_harvest(struct iod_session *s, const char *when, int r)
 
 	if (e->err != r || r == 0)
 		iod_session_fail(s, "%s failed: %s", when, iod_strerror(r));
-	else if (e->device)
+	else if (e->device[0])
 		iod_session_fail(s,
 				 "%s failed: reading the DMA log of %s at IOVA [0x%" PRIx64
 				 ", +0x%" PRIx64 "): %s",
@@ -335,7 +352,7 @@ int iod_session_start(struct iod_session *s, struct iod_reason *why)
 
 		if (d->source != IOD_SOURCE_DEVICE_LOG || d->lost)
 			continue;
-		r = iod_session_devlog_start(s, d, false, why);
+		r = iod_session_devlog_start(s, d, false, NULL, NULL, 0, why);
 		if (r < 0) {
 			while (k-- > 0)
 				iod_session_devlog_stop(s, s->devices[k]);
@@ -444,7 +461,9 @@ int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, u
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits; EINVAL for an area
 		 * the session mapped says bits are lost, peek or not. */
-		if (!peek || r == -EINVAL)
+		if (!peek || r == -EINVAL || s->read_error.device[0])
+			/* A device's log is read and cleared even by a peek: a read that failed
+			 * half way may have lost its bits. */
 			iod_session_fail_harvest(s, "harvest", r);
 		return iod_reason_kernel(why, r, "Failed to harvest session %s", s->name);
 	}

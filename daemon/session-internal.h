@@ -57,13 +57,15 @@ size_t iod_session_drop_gone_fallbacks(struct iod_session *s);
 /* session-devlog.c */
 
 /*
- * Start d's DMA logging over the session's mapped IOVA, merged to what d takes (nothing is
- * started while nothing is mapped). With keep_old, restart it over those ranges and the ones
- * it logs now: the caller has read its log out first, and what it writes between that read
- * and the restart is not seen (iod_session_devlog_restart() in session-viommu.c marks it).
+ * Start d's DMA logging over the session's mapped IOVA and the maps not recorded[] yet
+ * (maps may be NULL), merged to what d takes (nothing is started while nothing is to be
+ * logged). With keep_old, restart it over those ranges and the ones it logs now: the caller
+ * has read its log out first, and must mark what it may have written between that read and
+ * the restart (iod_session_devlog_prepare_map()). Any log the device runs is stopped first.
  * NotDirtyCapable if the device logs at another page size than the session's.
  */
 int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool keep_old,
+			     const struct iod_mapping *maps, const bool *recorded, size_t n_maps,
 			     struct iod_reason *why);
 /* Stop d's DMA logging (what it logged is gone: read it first). */
 void iod_session_devlog_stop(struct iod_session *s, struct iod_device *d);
@@ -78,6 +80,8 @@ int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hw
 			      uint64_t iova, uint64_t length, unsigned flags);
 /* Read and clear d's DMA log over every mapped area into the accumulating plane. */
 int iod_session_harvest_device(struct iod_session *s, const struct iod_device *d);
+/* Read and clear every logging device's DMA log over [iova, iova + length). */
+int iod_session_harvest_devices(struct iod_session *s, uint64_t iova, uint64_t length);
 /* Mark the mapped areas (inside [iova, +length), or all with length 0) dirty. */
 int iod_session_mark_mapped(struct iod_session *s, uint64_t iova, uint64_t length);
 /* A harvest failed with r: fail the session, saying what the kernel refused. */
@@ -87,15 +91,13 @@ void iod_session_fail_harvest(struct iod_session *s, const char *when, int r);
 
 /*
  * Device DMA logging follows the mappings. Before maps[i] (those not recorded[i]) enter the
- * IOAS: read out the log of every device whose ranges must grow for them (a device forgets
- * its log when it stops); follow[k] (n_devices entries) says which. After they entered:
- * restart those devices over their old ranges and the new mappings, marking the mapped
- * parts of their old ranges dirty (what they wrote meanwhile was seen by nobody). A failure
- * fails the session.
+ * IOAS, every logging device whose ranges do not cover them is read out, restarted over its
+ * old ranges, the mappings and the new ones, and the mapped parts of its old ranges are
+ * marked dirty (what it wrote between the read and the restart was seen by nobody). So the
+ * new mappings are logged before any DMA can reach them. A failure fails the session.
  */
-void iod_session_devlog_report_before_map(struct iod_session *s, const struct iod_mapping *maps,
-					  const bool *recorded, size_t n, bool *follow);
-void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow);
+void iod_session_devlog_prepare_map(struct iod_session *s, const struct iod_mapping *maps,
+				    const bool *recorded, size_t n);
 
 /* The region that holds all of [gpa, gpa + length), or NULL. */
 struct iod_region *iod_session_region_containing(struct iod_session *s, uint64_t gpa,

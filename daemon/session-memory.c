@@ -134,28 +134,12 @@ static bool devlog_must_follow(const struct iod_session *s, const struct iod_dev
 	return false;
 }
 
-/* Before the mappings change (session-internal.h). */
-void iod_session_devlog_report_before_map(struct iod_session *s, const struct iod_mapping *maps,
-					  const bool *recorded, size_t n, bool *follow)
-{
-	int r;
-
-	for (size_t k = 0; k < s->n_devices; k++) {
-		struct iod_device *d = s->devices[k];
-
-		follow[k] = devlog_must_follow(s, d, maps, recorded, n);
-		if (!follow[k] || !d->logging || s->failed)
-			continue;
-		r = iod_session_harvest_device(s, d);
-		if (r < 0)
-			iod_session_fail_harvest(s, "reading the DMA log before a map", r);
-	}
-}
-
-/* After the mappings changed (session-internal.h). A device cannot change its ranges while
- * it logs, so it stops and starts again; what it wrote between the read before the map and
- * the start is seen by nobody, so the mapped parts of its old ranges are marked dirty. */
-void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow)
+/* Before maps enter the IOAS (session-internal.h). A device cannot change its ranges while
+ * it logs, so it is read out, stopped and started again over more; what it wrote between
+ * the read and the start is seen by nobody, so the mapped parts of its old ranges are marked
+ * dirty. The new mappings are logged before they exist: no DMA can reach them unseen. */
+void iod_session_devlog_prepare_map(struct iod_session *s, const struct iod_mapping *maps,
+				    const bool *recorded, size_t n)
 {
 	for (size_t k = 0; k < s->n_devices; k++) {
 		struct iod_device *d = s->devices[k];
@@ -164,7 +148,7 @@ void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow)
 		size_t n_old = d->n_log_ranges;
 		int r;
 
-		if (!follow[k])
+		if (!devlog_must_follow(s, d, maps, recorded, n))
 			continue;
 		if (d->logging && n_old > 0) {
 			old = malloc(n_old * sizeof(*old));
@@ -175,10 +159,13 @@ void iod_session_devlog_follow_maps(struct iod_session *s, const bool *follow)
 				continue;
 			}
 			memcpy(old, d->log_ranges, n_old * sizeof(*old));
+			r = iod_session_harvest_device(s, d);
+			if (r < 0)
+				iod_session_fail_harvest(s, "reading the DMA log before a map", r);
 		} else {
 			n_old = 0;
 		}
-		r = iod_session_devlog_start(s, d, true, &why);
+		r = iod_session_devlog_start(s, d, true, maps, recorded, n, &why);
 		if (r < 0) {
 			iod_session_fail(s, "the DMA logging of %s could not follow a map: %s",
 					 d->name, why.text[0] ? why.text : iod_strerror(r));
@@ -202,7 +189,6 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 			   uint64_t gpa, struct iod_reason *why)
 {
 	struct iod_region g = {.gpa = gpa, .length = size, .offset = offset, .fd = -EBADF};
-	_cleanup_free_ bool *follow = NULL;
 	uint64_t align = iod_session_alignment(s), bytes, end;
 	struct statfs sf;
 	struct stat st;
@@ -288,12 +274,7 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 		const struct iod_mapping m = {.iova = gpa, .gpa = gpa, .length = size};
 		const bool recorded = false;
 
-		follow = calloc(s->n_devices + 1, sizeof(*follow));
-		if (!follow) {
-			r = -ENOMEM;
-			goto fail_log;
-		}
-		iod_session_devlog_report_before_map(s, &m, &recorded, 1, follow);
+		iod_session_devlog_prepare_map(s, &m, &recorded, 1);
 		r = iod_ioas_map(s->ictx, s->ioas_id, g.va, size, gpa,
 				 IOD_MAP_READ | IOD_MAP_WRITE);
 		if (r < 0) {
@@ -314,8 +295,6 @@ int iod_session_add_memory(struct iod_session *s, int fd, uint64_t offset, uint6
 
 	s->regions[s->n_regions++] = g;
 	s->log_bytes += bytes;
-	if (follow)
-		iod_session_devlog_follow_maps(s, follow);
 	log_debug("Session %s: memory [0x%" PRIx64 ", +0x%" PRIx64 ") from fd offset 0x%" PRIx64,
 		  s->name, gpa, size, offset);
 	return 0;
@@ -460,14 +439,20 @@ fail:
 }
 
 /* Undo what attach did with d's HWPT (or with the IOAS, for a device without one). */
-static void detach_from_hwpt(struct iod_session *s, struct iod_device *d)
+static void vfio_detach(struct iod_device *d)
+{
+	int r = iod_vfio_detach(d->fd);
+
+	if (r < 0 && !d->lost)
+		log_warning_errno(r, "Failed to detach %s, ignoring: %m", d->name);
+}
+
+/* d is detached: let go of its HWPT (destroyed with its last device). */
+static void release_hwpt(struct iod_session *s, struct iod_device *d)
 {
 	struct iod_session_hwpt *h = iod_session_hwpt_find(s, d->hwpt_id);
 	int r;
 
-	r = iod_vfio_detach(d->fd);
-	if (r < 0 && !d->lost)
-		log_warning_errno(r, "Failed to detach %s, ignoring: %m", d->name);
 	if (h && d->source == IOD_SOURCE_DEVICE_LOG)
 		h->log_users--;
 	if (h && --h->users == 0 && h->owned) {
@@ -477,6 +462,12 @@ static void detach_from_hwpt(struct iod_session *s, struct iod_device *d)
 		iod_session_hwpt_remove(s, h);
 	}
 	d->hwpt_id = 0;
+}
+
+static void detach_from_hwpt(struct iod_session *s, struct iod_device *d)
+{
+	vfio_detach(d);
+	release_hwpt(s, d);
 }
 
 /* d's source as choice asks, before anything is attached: NotDirtyCapable for a source the
@@ -517,28 +508,12 @@ static int choose_source(struct iod_session *s, struct iod_device *d, enum iod_s
 	return -EINVAL;
 }
 
-/* Attach d as its source says: a dirty HWPT, or a plain one, or (no IOMMU) the IOAS. */
-static int attach_device(struct iod_session *s, struct iod_device *d, enum iod_source_choice choice,
-			 struct iod_reason *why)
+/* A device that is not on a dirty HWPT: on a plain HWPT, or (no IOMMU) on the IOAS. */
+static int attach_plain(struct iod_session *s, struct iod_device *d, struct iod_reason *why)
 {
 	struct iod_session_hwpt *h;
 	int r;
 
-	if (d->source == IOD_SOURCE_IOMMU) {
-		r = attach_to_hwpt(s, d, true, why);
-		if (r != -EOPNOTSUPP)
-			return r;
-		if (choice == IOD_CHOOSE_IOMMU)
-			return iod_reasonf(
-				why, r, IOD_ERROR_NOT_DIRTY_CAPABLE,
-				"The IOMMU of %s refused a dirty tracking HWPT (dirty_source \"iommu\")",
-				d->name);
-		d->source = d->features.dma_logging ? IOD_SOURCE_DEVICE_LOG : IOD_SOURCE_FALLBACK;
-		log_info("Session %s: the IOMMU of %s refused a dirty tracking HWPT, using %s.",
-			 s->name, d->name,
-			 d->source == IOD_SOURCE_DEVICE_LOG ? "the device's DMA log"
-							    : "the fallback");
-	}
 	if (d->emulated) {
 		/* An iommufd access: VFIO reads and writes guest memory for the device through
 		 * the IOAS's mappings; there is no HWPT. */
@@ -556,6 +531,40 @@ static int attach_device(struct iod_session *s, struct iod_device *d, enum iod_s
 	if (h && d->source == IOD_SOURCE_DEVICE_LOG)
 		h->log_users++;
 	return 0;
+}
+
+/* Attach d as its source says: a dirty HWPT, or a plain one, or (no IOMMU) the IOAS. */
+static int attach_device(struct iod_session *s, struct iod_device *d, enum iod_source_choice choice,
+			 struct iod_reason *why)
+{
+	int r;
+
+	if (d->source == IOD_SOURCE_IOMMU) {
+		r = attach_to_hwpt(s, d, true, why);
+		if (r != -EOPNOTSUPP)
+			return r;
+		if (choice == IOD_CHOOSE_IOMMU)
+			return iod_reasonf(
+				why, r, IOD_ERROR_NOT_DIRTY_CAPABLE,
+				"The IOMMU of %s refused a dirty tracking HWPT (dirty_source \"iommu\")",
+				d->name);
+		d->source = d->features.dma_logging ? IOD_SOURCE_DEVICE_LOG : IOD_SOURCE_FALLBACK;
+		log_info("Session %s: the IOMMU of %s refused a dirty tracking HWPT, using %s.",
+			 s->name, d->name,
+			 d->source == IOD_SOURCE_DEVICE_LOG ? "the device's DMA log"
+							    : "the fallback");
+	}
+	if (s->tracking && d->source == IOD_SOURCE_DEVICE_LOG) {
+		/* Logging before the device can reach guest memory: none of its writes goes
+		 * unseen. */
+		r = iod_session_devlog_start(s, d, false, NULL, NULL, 0, why);
+		if (r < 0)
+			return r;
+	}
+	r = attach_plain(s, d, why);
+	if (r < 0)
+		iod_session_devlog_stop(s, d);
+	return r;
 }
 
 int iod_session_attach_device(struct iod_session *s, struct iod_device *d,
@@ -585,14 +594,6 @@ int iod_session_attach_device(struct iod_session *s, struct iod_device *d,
 	r = attach_device(s, d, choice, why);
 	if (r < 0)
 		return r;
-	if (s->tracking && d->source == IOD_SOURCE_DEVICE_LOG) {
-		/* A device new to the session has written nothing the session must see yet. */
-		r = iod_session_devlog_start(s, d, false, why);
-		if (r < 0) {
-			detach_from_hwpt(s, d);
-			return r;
-		}
-	}
 
 	d->session = s;
 	d->index = s->next_device_index++;
@@ -632,36 +633,39 @@ int iod_session_detach_device(struct iod_session *s, struct iod_device *d, struc
 		return iod_reasonf(why, -ENXIO, IOD_ERROR_NO_SUCH_DEVICE,
 				   "The device is not in session %s", s->name);
 
-	if (d->logging && !d->lost) {
-		/* Its log goes with it: keep its bits. */
+	/* First the device stops reaching guest memory: all it wrote is then in its log, in
+	 * its HWPT's bits, or (fallback) in the mapped ranges, and is taken below. */
+	vfio_detach(d);
+	if (d->logging) {
 		r = iod_session_harvest_device(s, d);
-		if (r < 0)
-			iod_session_fail_harvest(
-				s, "reading the DMA log before detaching the device", r);
-	}
-	iod_session_devlog_stop(s, d);
-	if (s->tracking && d->emulated && d->source == IOD_SOURCE_FALLBACK) {
-		r = iod_session_mark_mapped(s, 0, 0);
-		if (r < 0)
-			iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
-					 iod_strerror(r));
-	}
-	if (h && h->users == 1 && s->tracking) {
-		/* The HWPT goes with its last device: keep its bits. */
-		if (h->hw.dirty_capable && h->hw.tracking) {
-			r = iod_session_harvest_hwpts(s, h, 0, 0, 0);
-			if (r < 0)
-				iod_session_fail_harvest(s, "harvest before detaching the device",
-							 r);
-		} else if (iod_session_hwpt_is_fallback(s, h)) {
+		if (r < 0) {
+			/* Unreadable (it may be gone): all it could reach counts as written. */
+			log_warning_errno(r,
+					  "Session %s: cannot read the DMA log of %s (%m), marking "
+					  "every mapped page.",
+					  s->name, d->name);
 			r = iod_session_mark_mapped(s, 0, 0);
 			if (r < 0)
 				iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
 						 iod_strerror(r));
 		}
 	}
-
-	detach_from_hwpt(s, d);
+	iod_session_devlog_stop(s, d);
+	if (s->tracking && d->source == IOD_SOURCE_FALLBACK) {
+		/* Also when it shares a plain HWPT with a logging device, which stops being a
+		 * fallback once this one leaves. */
+		r = iod_session_mark_mapped(s, 0, 0);
+		if (r < 0)
+			iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
+					 iod_strerror(r));
+	}
+	if (h && h->users == 1 && s->tracking && h->hw.dirty_capable && h->hw.tracking) {
+		/* The HWPT goes with its last device: keep its bits. */
+		r = iod_session_harvest_hwpts(s, h, 0, 0, 0);
+		if (r < 0)
+			iod_session_fail_harvest(s, "harvest before detaching the device", r);
+	}
+	release_hwpt(s, d);
 
 	memmove(&s->devices[i], &s->devices[i + 1], (s->n_devices - i - 1) * sizeof(*s->devices));
 	s->n_devices--;

@@ -197,7 +197,9 @@ static void unmap_unrecorded(struct iod_session *s)
  * A device that logged its DMA before the restart still does, over ranges nobody recorded,
  * and what it logged since the last read is in the device only. Start it anew over the
  * mappings and count all of them dirty: the next round copies everything it could have
- * written. A device that cannot start again fails the session.
+ * written. A device that cannot start again fails the session. A session that does not
+ * track stops any log its devices run (a daemon may have died between starting one and
+ * saving that the session tracks).
  */
 static void restart_device_logs(struct iod_session *s)
 {
@@ -211,7 +213,9 @@ static void restart_device_logs(struct iod_session *s)
 		if (d->source != IOD_SOURCE_DEVICE_LOG)
 			continue;
 		(void)iod_vfio_log_stop(d->fd);
-		r = iod_session_devlog_start(s, d, false, &why);
+		if (!s->tracking)
+			continue;
+		r = iod_session_devlog_start(s, d, false, NULL, NULL, 0, &why);
 		if (r < 0) {
 			iod_session_fail(s, "the DMA logging of %s did not start again: %s",
 					 d->name, why.text[0] ? why.text : iod_strerror(r));
@@ -406,8 +410,7 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 	s->last_round_usec = iod_now_usec();
 	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
 		unmap_unrecorded(s);
-	if (s->tracking)
-		restart_device_logs(s);
+	restart_device_logs(s);
 
 	*ret = TAKE_PTR(s);
 	return 0;

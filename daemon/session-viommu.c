@@ -180,7 +180,7 @@ static void map_undo(struct iod_session *s, const struct iod_mapping *e)
 int iod_session_map_batch(struct iod_session *s, const char *array, const struct iod_mapping *maps,
 			  size_t n, struct iod_reason *why)
 {
-	_cleanup_free_ bool *recorded = NULL, *follow = NULL;
+	_cleanup_free_ bool *recorded = NULL;
 	size_t i, fresh = 0;
 	int r;
 
@@ -217,10 +217,7 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 		if (r < 0)
 			return r;
 	}
-	follow = calloc(s->n_devices + 1, sizeof(*follow));
-	if (!follow)
-		return iod_reason_kernel(why, -ENOMEM, "Failed to check the batch");
-	iod_session_devlog_report_before_map(s, maps, recorded, n, follow);
+	iod_session_devlog_prepare_map(s, maps, recorded, n);
 	for (i = 0; i < n; i++) {
 		if (recorded[i])
 			continue;
@@ -228,10 +225,8 @@ int iod_session_map_batch(struct iod_session *s, const char *array, const struct
 		if (r < 0)
 			break;
 	}
-	if (i == n) {
-		iod_session_devlog_follow_maps(s, follow);
+	if (i == n)
 		return 0;
-	}
 	/* All or nothing: what this call mapped goes again. */
 	for (size_t k = i; k-- > 0;)
 		if (!recorded[k])
@@ -337,6 +332,14 @@ static int unmap_one(struct iod_session *s, const struct iod_mapping *e, struct 
 		r = iod_iova_map_foreach(s->map, e->iova, e->length, unmap_piece, &c);
 	if (r < 0)
 		done = c.failed.iova - e->iova;
+	if (done > 0 && s->tracking && !s->failed) {
+		/* A device's log outlives the mapping: read it again now that no DMA can reach
+		 * the range, through the translation that is still known. */
+		int k = iod_session_harvest_devices(s, e->iova, done);
+
+		if (k < 0)
+			iod_session_fail_harvest(s, "reading the DMA logs after an unmap", k);
+	}
 	if (done > 0) {
 		int k = iod_iova_map_remove(s->map, e->iova, done, NULL);
 

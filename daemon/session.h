@@ -54,7 +54,7 @@ struct iod_session_hwpt {
 /* The dirty read that failed last, for the reason a failed session gives. */
 struct iod_read_error {
 	uint32_t hwpt_id;
-	const char *device; /* a device's DMA log (its name, valid while it is attached) */
+	char device[64]; /* a device's DMA log: its name (cut short); "" for a HWPT */
 	uint64_t iova, length;
 	int err;
 };
@@ -261,11 +261,13 @@ int iod_session_harvest(struct iod_session *s, bool peek, struct iod_harvest_res
  * returns 0 or -errno; end takes read's result and t0 (CLOCK_MONOTONIC before begin) and
  * does the rest of the round: failure, fallback marks, snapshot, statistics.
  *
- * read is the only one that may run on another thread. It reads s->ictx, s->hwpts, s->map
- * and the log's table and writes the accumulating plane of the log, the harvest journal and
- * s->read_error, nothing else: while it runs nobody may change the first three or touch the
- * last three (the caller holds every request of the session back), and everything else of
- * the session may be read. With cancel set it stops between two slices once *cancel is
+ * read is the only one that may run on another thread. It reads s->ictx, s->hwpts, s->map,
+ * s->devices (each logging device's fd, name, HWPT id, logging flag and ranges) and the log's
+ * table, reads and clears the devices' DMA logs, and writes the accumulating plane of the
+ * log, the harvest journal, s->read_error and (while a dirty rate is measured) s->rate,
+ * nothing else: while it runs nobody may change the first four or touch the last four (the
+ * caller holds every request of the session back, and a device leaves only after the read
+ * settled), and everything else of the session may be read. With cancel set it stops between two slices once *cancel is
  * true and returns -ECANCELED, which end turns into an error that fails nothing.
  */
 int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why);

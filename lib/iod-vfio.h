@@ -73,7 +73,8 @@ size_t iod_vfio_log_merge_ranges(struct iod_range *ranges, size_t n, size_t max)
 /*
  * DMA_LOGGING_START over n sorted, disjoint, page-aligned ranges (1 <= n <=
  * IOD_VFIO_LOG_MAX_RANGES) with *page_size, which the device may change (it says so by
- * writing it back). -E2BIG: more ranges than the device takes; -EBUSY: already started.
+ * writing it back). -E2BIG: more ranges than the device takes; -EINVAL also when it is started
+ * already (Linux drivers refuse a second start).
  */
 int iod_vfio_log_start(int device_fd, const struct iod_range *ranges, size_t n,
 		       uint64_t *page_size);

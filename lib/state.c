@@ -442,10 +442,11 @@ static int validate_session(struct ctx *c, const struct iod_state_session *s)
 		if (r < 0)
 			return r;
 		if (d->device_log && d->dirty_capable)
-			return fail(c,
-				    "devices[%zu]: a device that logs its own DMA (device_log) is "
-				    "on a HWPT that cannot track (dirty_capable false)",
-				    i);
+			return fail(
+				c,
+				"devices[%zu]: a device that logs its own DMA (device_log) is "
+				"on a HWPT that can track (dirty_capable true): it must be false",
+				i);
 		if (d->emulated) {
 			if (d->hwpt_id != 0 || d->dirty_capable)
 				return fail(c,
