@@ -194,6 +194,62 @@ static void unmap_unrecorded(struct iod_session *s)
 }
 
 /*
+ * The pages of an owner session's mappings come from the address space of the instance that
+ * mapped them (IOMMU_IOAS_MAP of its own mmap of the memory fd), which died with it. An IOMMU
+ * domain (any HWPT of the session) pinned them and holds them still. Without one, as in a
+ * session whose devices are all emulated (an mdev, a device that logs its DMA through an
+ * iommufd access) or that has no device yet, nothing does: every access of an emulated
+ * device fails with EFAULT, for good, and a device attached later finds no pages to map.
+ * Map each recorded mapping again from this instance's mapping of the memory. A recorded
+ * mapping the kernel no longer has (a death between the IOAS unmap and the save) stays
+ * unmapped, for the client's Unmap to forget.
+ */
+static void remap_unpinned(struct iod_session *s)
+{
+	size_t n = 0;
+	int r;
+
+	for (const struct iod_mapping *p = iod_iova_map_first(s->map); p;
+	     p = iod_iova_map_next(s->map, p)) {
+		const struct iod_region *g = iod_session_region_containing(s, p->gpa, p->length);
+		uint64_t unmapped = 0;
+
+		if (!g || !g->va) {
+			iod_session_fail(s,
+					 "IOVA [0x%" PRIx64 ", +0x%" PRIx64 ") maps GPA 0x%" PRIx64
+					 ", which is in no memory of the session",
+					 p->iova, p->length, p->gpa);
+			return;
+		}
+		r = iod_ioas_unmap(s->ictx, s->ioas_id, p->iova, p->length, &unmapped);
+		if (r == -ENOENT || (r == 0 && unmapped == 0))
+			continue;
+		if (r < 0) {
+			iod_session_fail(s,
+					 "IOVA [0x%" PRIx64 ", +0x%" PRIx64
+					 ") maps memory of the previous instance and could not be "
+					 "unmapped: %s",
+					 p->iova, p->length, iod_strerror(r));
+			return;
+		}
+		r = iod_ioas_map(s->ictx, s->ioas_id, (uint8_t *)g->va + (p->gpa - g->gpa),
+				 p->length, p->iova, IOD_MAP_READ | IOD_MAP_WRITE);
+		if (r < 0) {
+			iod_session_fail(s,
+					 "IOVA [0x%" PRIx64 ", +0x%" PRIx64
+					 ") could not be mapped again from this instance: %s",
+					 p->iova, p->length, iod_strerror(r));
+			return;
+		}
+		n++;
+	}
+	if (n > 0)
+		log_info("Session %s: mapped %zu range(s) of guest memory again from this instance "
+			 "(no IOMMU domain pins the previous instance's pages).",
+			 s->name, n);
+}
+
+/*
  * A device that logged its DMA before the restart still does, over ranges nobody recorded,
  * and what it logged since the last read is in the device only. Start it anew over the
  * mappings and count all of them dirty: the next round copies everything it could have
@@ -408,8 +464,11 @@ int iod_session_from_state(struct iod_context *c, const struct iod_state_session
 	 */
 	s->round_pending = st->pending_round != 0 || iod_log_count_round(s->log) > 0;
 	s->last_round_usec = iod_now_usec();
-	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id)
+	if (s->mode == IOD_MODE_OWNER && s->ictx && s->ioas_id) {
 		unmap_unrecorded(s);
+		if (s->n_hwpts == 0)
+			remap_unpinned(s);
+	}
 	restart_device_logs(s);
 
 	*ret = TAKE_PTR(s);

@@ -28,6 +28,9 @@
  *   ioas-unmap NAME IOAS IOVA LENGTH
  *                       unmap that range from the IOAS behind the daemon's back (a death
  *                       between an IOAS unmap and the save): "ok unmapped=N" or "error TEXT"
+ *   hold                from now on, a daemon that exits is not started again (status
+ *                       says pid=0 once it is down): "ok"
+ *   release             end hold, and start the daemon if it is down: "ok"
  *   setenv NAME=VALUE   set NAME in the environment of the daemon's next starts: "ok"
  *   unsetenv NAME       remove it again: "ok"
  *   quit                SIGTERM, no restart; reply "ok status=S" once it exited, close the
@@ -94,7 +97,7 @@ static size_t n_store;
 
 static pid_t daemon_pid;
 static unsigned starts, exits, watchdog_kills;
-static bool ready, quitting;
+static bool ready, quitting, holding;
 static int last_status;
 static uint64_t watchdog_deadline, abort_deadline;
 static int kill_signal;
@@ -474,6 +477,8 @@ static void stop_daemon(void)
 	kill(daemon_pid, SIGTERM);
 }
 
+static __attribute__((noreturn)) void quit_now(int code);
+
 static void handle_command(struct client *c, char *cmd)
 {
 	int sig;
@@ -509,6 +514,14 @@ static void handle_command(struct client *c, char *cmd)
 		reply(c, setenv(cmd + 7, eq + 1, 1) == 0 ? "ok" : "error setenv");
 	} else if (strncmp(cmd, "unsetenv ", 9) == 0) {
 		reply(c, unsetenv(cmd + 9) == 0 ? "ok" : "error unsetenv");
+	} else if (strcmp(cmd, "hold") == 0) {
+		holding = true;
+		reply(c, "ok");
+	} else if (strcmp(cmd, "release") == 0) {
+		holding = false;
+		reply(c, "ok");
+		if (daemon_pid <= 0 && !quitting)
+			daemon_start();
 	} else if (strcmp(cmd, "freeze") == 0) {
 		if (daemon_pid > 0)
 			kill(daemon_pid, SIGSTOP);
@@ -518,6 +531,8 @@ static void handle_command(struct client *c, char *cmd)
 		c->wait_exit = true;
 		if (daemon_pid > 0)
 			stop_daemon();
+		else
+			quit_now(0); /* held down: nothing to stop */
 	} else {
 		reply(c, "error unknown command");
 	}
@@ -555,6 +570,18 @@ static void control_accept(void)
 
 /* --- main loop ------------------------------------------------------------------------- */
 
+static __attribute__((noreturn)) void quit_now(int code)
+{
+	say("quitting; closing %zu stored fds", n_store);
+	store_clear();
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		if (clients[i].fd >= 0 && clients[i].wait_exit)
+			reply(&clients[i], "ok status=%d", code);
+	unlink(control_path);
+	unlink(notify_path);
+	exit(0);
+}
+
 static void daemon_exited(int status)
 {
 	exits++;
@@ -568,17 +595,11 @@ static void daemon_exited(int status)
 	kill_at = 0;
 	watchdog_deadline = abort_deadline = 0;
 
-	if (quitting) {
-		int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-
-		say("quitting; closing %zu stored fds", n_store);
-		store_clear();
-		for (int i = 0; i < MAX_CLIENTS; i++)
-			if (clients[i].fd >= 0 && clients[i].wait_exit)
-				reply(&clients[i], "ok status=%d", code);
-		unlink(control_path);
-		unlink(notify_path);
-		exit(0);
+	if (quitting)
+		quit_now(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	if (holding) {
+		say("holding: not starting the daemon again until release");
+		return;
 	}
 	daemon_start();
 }

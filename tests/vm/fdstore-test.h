@@ -110,4 +110,16 @@ static inline pid_t harness_wait_ready(unsigned n)
 	return (pid_t)harness_field(r, "pid");
 }
 
+/* After "hold" and a kill: wait (up to 10 s) until no daemon runs. */
+static inline void harness_wait_down(void)
+{
+	const char *r = harness("status");
+
+	for (int i = 0; i < 1000 && harness_field(r, "pid") != 0; i++) {
+		usleep(10000);
+		r = harness("status");
+	}
+	dt_assert(harness_field(r, "pid") == 0, "the daemon is still running: %s", r);
+}
+
 #endif
