@@ -193,33 +193,23 @@ static void check_subset(const struct dt_pageset *got, const char *what)
 
 static void harvest(void)
 {
-	struct dt_pageset round;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_pageset got;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_assert(precise, "round %" PRIu64 " is not precise with hardware tracking only", nr);
-	dt_pageset_init(&round, GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &round, false);
-	dt_assert(n == dirty,
-		  "round %" PRIu64 ": the round plane holds %" PRIu64
-		  " pages, Harvest said %" PRIu64,
-		  nr, n, dirty);
-	check_subset(&round, "Harvest");
-	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
-		harvested.bits[w] |= round.bits[w];
-	free(round.bits);
-	sd_bus_message_unref(reply);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_SIZE, LOG_SHIFT, &got);
+	dt_assert(round.precise, "round %" PRIu64 " is not precise with hardware tracking only",
+		  round.nr);
+	check_subset(&got, "Harvest");
+	for (uint64_t w = 0; w < iod_bitmap_words(got.npages); w++)
+		harvested.bits[w] |= got.bits[w];
+	free(got.bits);
 	stats.harvest++;
 	/* now and then leave a round unacknowledged: the next one must carry it */
 	if (rng_below(5) == 0) {
 		stats.unacked++;
 		return;
 	}
-	scall("Acknowledge", "t", nr);
+	dt_acknowledge(bus, spath, round.nr);
 }
 
 static void harvest_ranges(void)

@@ -370,27 +370,17 @@ static void check_hwpts(const char *what, const uint32_t *ids, unsigned n, bool 
 static bool harvest(const char *what, const struct dt_pageset *want)
 {
 	struct dt_pageset got;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	set_init(&got);
-	n = dt_log_read(fd, &got, false);
-	dt_assert(n == dirty,
-		  "%s: round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64, what,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, what, GPA_END, LOG_SHIFT, &got);
 	check_equal(&got, want, what);
 	check_subset(&marked, &got, what);
 	free(got.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
-	printf("harvest: %s: round %" PRIu64 ", %" PRIu64 " dirty pages, precise %d\n", what, nr,
-	       dirty, precise);
+	dt_acknowledge(bus, spath, round.nr);
+	printf("harvest: %s: round %" PRIu64 ", %" PRIu64 " dirty pages, precise %d\n", what,
+	       round.nr, round.dirty, round.precise);
 	set_clear(&marked);
-	return precise;
+	return round.precise;
 }
 
 /* The same through HarvestRanges in GPA space: also the number of ranges. */

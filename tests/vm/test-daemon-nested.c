@@ -306,26 +306,17 @@ static uint64_t pageset_minus(const struct dt_pageset *a, const struct dt_pagese
 static void harvest(struct dt_pageset *got)
 {
 	struct dt_pageset abs;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_assert(precise, "round %" PRIu64 " is not precise", nr);
-	dt_pageset_init(&abs, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &abs, false);
-	dt_assert(n == dirty, "round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_GPA + GUEST_SIZE, LOG_SHIFT, &abs);
+	dt_assert(round.precise, "round %" PRIu64 " is not precise", round.nr);
 	dt_pageset_init(got, GUEST_SIZE, LOG_SHIFT);
 	for (uint64_t p = GUEST_GPA >> LOG_SHIFT; p < abs.npages; p++)
 		if (dt_pageset_test(&abs, p))
 			dt_pageset_add(got, (p << LOG_SHIFT) - GUEST_GPA);
-	dt_assert(dt_pageset_count(got) == n, "dirty pages outside guest memory");
+	dt_assert(dt_pageset_count(got) == round.dirty, "dirty pages outside guest memory");
 	free(abs.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
+	dt_acknowledge(bus, spath, round.nr);
 }
 
 /* Mark k random pages on the parent at their GPA; want gets them. */

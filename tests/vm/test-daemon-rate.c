@@ -233,24 +233,15 @@ static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct rate *
 static void harvest(void)
 {
 	struct dt_pageset abs;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_pageset_init(&abs, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &abs, false);
-	dt_assert(n == dirty, "round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_GPA + GUEST_SIZE, LOG_SHIFT, &abs);
 	for (uint64_t p = GUEST_GPA >> LOG_SHIFT; p < abs.npages; p++)
 		if (dt_pageset_test(&abs, p))
 			dt_pageset_add(&harvested, (p << LOG_SHIFT) - GUEST_GPA);
 	free(abs.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
-	printf("harvest: round %" PRIu64 ", %" PRIu64 " dirty pages\n", nr, dirty);
+	dt_acknowledge(bus, spath, round.nr);
+	printf("harvest: round %" PRIu64 ", %" PRIu64 " dirty pages\n", round.nr, round.dirty);
 }
 
 /* Expected numbers, kept as the samples close. */
