@@ -49,6 +49,7 @@
 #include "huge-buffer.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -56,7 +57,7 @@
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
 #define MAX_MAPPINGS 160
-#define NDEV 2
+#define NDEV MOCK_VMM_NDEV
 
 static uint64_t seed;
 static uint64_t mock_page;
@@ -68,19 +69,11 @@ static void print_seed(void)
 
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
 
-struct vmm {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
-	uint8_t *guest;
-};
-
 struct mapping {
 	uint64_t iova, gpa, size;
 };
 
-static struct vmm vmm;
+static struct mock_vmm vmm;
 static struct mapping maps[MAX_MAPPINGS];
 static size_t n_maps;
 
@@ -92,53 +85,19 @@ static int mock_dirty(uint32_t hwpt, uint64_t iova, uint64_t npages, unsigned ha
 {
 	const uint64_t per = LOG_PAGE / mock_page, nbits = npages * per;
 	uint64_t marks[64] = {};
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = hwpt,
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)marks},
-	};
 
 	dt_assert(nbits <= 64 * 64, "too many pages to mark at once");
 	for (uint64_t i = 0; i < nbits; i++)
 		if (halves == 0 || (halves & (1u << (i % per))))
 			marks[i / 64] |= UINT64_C(1) << (i % 64);
-	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	*ret_nr = cmd.dirty.out_nr_dirty;
-	return 0;
+	return iod_mock_dirty(vmm.fd, hwpt, iova, nbits, mock_page, marks, ret_nr);
 }
 
 static void vmm_setup(void)
 {
-	int r;
-
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	/* base page IOPTEs: a huge one would make every page under it dirty */
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
-		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
-		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
-			  strerror(-r));
-	}
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	mock_vmm_open(&vmm);
+	mock_vmm_dirty_hwpts(&vmm);
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
 	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64 " MiB of guest memory\n", vmm.fd,
 	       vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M);
 }

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +40,7 @@
 #include "daemon-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -49,7 +49,7 @@
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
 #define NPAGES (GUEST_SIZE >> LOG_SHIFT)
-#define NDEV 2
+#define NDEV MOCK_VMM_NDEV
 #define INTERVAL_USEC (UINT64_C(60) * 1000000)
 #define WINDOW_USEC (UINT64_C(3600) * 1000000)
 
@@ -61,43 +61,14 @@ static void print_seed(void)
 	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
 }
 
-static struct {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
-	uint8_t *guest;
-} vmm;
+static struct mock_vmm vmm;
 
 static void vmm_setup(void)
 {
-	int r;
-
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
-		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
-		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
-			  strerror(-r));
-	}
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
-	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest, GUEST_SIZE, GUEST_GPA,
-			 IOD_MAP_READ | IOD_MAP_WRITE);
-	dt_assert(r == 0, "map guest memory: %s", iod_strerror(r));
+	mock_vmm_open(&vmm);
+	mock_vmm_dirty_hwpts(&vmm);
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
+	mock_vmm_map_guest(&vmm, GUEST_SIZE, GUEST_GPA);
 	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64
 	       " MiB of guest memory at GPA 0x%" PRIx64 "\n",
 	       vmm.fd, vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M, GUEST_GPA);
@@ -131,22 +102,7 @@ static uint64_t pageset_count_union(const struct dt_pageset *a, const struct dt_
 /* Mark the log page at IOVA iova, guest page index page, dirty on device dev's HWPT. */
 static void mark_at(int dev, uint64_t iova, uint64_t page)
 {
-	const uint64_t nbits = LOG_PAGE / mock_page;
-	uint64_t marks = (UINT64_C(1) << nbits) - 1;
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = vmm.hwpt[dev],
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)&marks},
-	};
-
-	dt_assert(ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) == 0, "mock DIRTY on hwpt %u: %s",
-		  vmm.hwpt[dev], strerror(errno));
-	dt_assert(cmd.dirty.out_nr_dirty == nbits, "mock DIRTY marked %" PRIu64 " IOPTEs",
-		  (uint64_t)cmd.dirty.out_nr_dirty);
+	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE, mock_page);
 	dt_pageset_add(&sample[dev], page << LOG_SHIFT);
 	dt_pageset_add(&all_marked, page << LOG_SHIFT);
 }
