@@ -786,15 +786,22 @@ static struct iod_migrate_config seed_config(const char *name, int memfd, const 
 	};
 }
 
-/* Run one seed's migration (prefix names it in the FAIL line). 0, or a negative errno. */
+/*
+ * Run one seed's migration (prefix names it in the FAIL line) with the mode's hooks: it
+ * copies into the image userdata starts with (image_write()), and prints its rounds
+ * (print_round()). 0, or a negative errno.
+ */
 static int seed_migrate(sd_bus *bus, const char *prefix, uint64_t seed,
-			const struct iod_migrate_config *c, const struct iod_migrate_ops *ops,
+			const struct iod_migrate_config *c, const struct iod_migrate_ops *hooks,
 			void *userdata, struct iod_migrate_result *ret_res)
 {
+	struct iod_migrate_ops ops = *hooks;
 	struct iod_migrate *m = NULL;
 	int r;
 
-	r = iod_migrate_new(bus, c, ops, userdata, &m);
+	ops.write = image_write;
+	ops.round = print_round;
+	r = iod_migrate_new(bus, c, &ops, userdata, &m);
 	if (r < 0)
 		die("iod_migrate_new: %s", strerror(-r));
 	r = iod_migrate_run(m, ret_res);
@@ -930,12 +937,10 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 	struct mock_vm vm;
 	struct image img = {.gpa = MOCK_GPA, .size = size};
 	struct mock_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
+	struct iod_migrate_ops hooks = {
 		.prepare = mock_prepare,
 		.tick = mock_tick,
 		.pause = mock_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	struct iod_migrate_config c;
 	struct iod_migrate_result res;
@@ -961,7 +966,7 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 	c.hwpts = vm.hwpt;
 	c.n_hwpts = N_DEVS;
 	c.drop_round = drop_round;
-	r = seed_migrate(bus, "", seed, &c, &ops, &run, &res);
+	r = seed_migrate(bus, "", seed, &c, &hooks, &run, &res);
 	*ret_error = r < 0;
 
 	printf("seed %" PRIu64 ": %u dirty rounds%s, %" PRIu64 " bytes copied, %" PRIu64
@@ -977,22 +982,6 @@ static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t dro
 	free(img.p);
 	mock_vm_teardown(&vm);
 	return bad;
-}
-
-static int cmd_mock(int argc, char **argv)
-{
-	static const struct seeds_mode mode = {
-		.name = "mock",
-		.summary = "",
-		.control = "drop-round",
-		.control_zero = true,
-		.lost = "round",
-		.undetected = "the dropped round was not copied",
-		.detected = "the dropped round is detected",
-		.one = mock_one,
-	};
-
-	return seeds_run(&mode, argc, argv);
 }
 
 /* ========================= reported writes: emulated devices only ========================== */
@@ -1176,12 +1165,10 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 	struct reported_vm vm = {.size = size, .unreported_after = unreported};
 	struct image img = {.gpa = REPORTED_GPA, .size = size};
 	struct reported_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
+	struct iod_migrate_ops hooks = {
 		.started = reported_started,
 		.tick = reported_tick,
 		.pause = reported_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	struct iod_migrate_config c;
 	struct iod_migrate_result res = {};
@@ -1201,7 +1188,7 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 	c = seed_config(name, vm.memfd, vm.mem, size, REPORTED_GPA);
 	c.mode = IOD_MIGRATE_OWNER; /* memory and no device: nothing does DMA */
 	c.page_size = REPORTED_PAGE;
-	r = seed_migrate(bus, "", seed, &c, &ops, &run, &res);
+	r = seed_migrate(bus, "", seed, &c, &hooks, &run, &res);
 	*ret_error = r < 0;
 	if (vm.chan_open)
 		close(vm.chan);
@@ -1234,9 +1221,19 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 	return bad;
 }
 
-static int cmd_reported(int argc, char **argv)
-{
-	static const struct seeds_mode mode = {
+/* test-migrate mock and test-migrate reported. */
+static const struct seeds_mode seeds_modes[] = {
+	{
+		.name = "mock",
+		.summary = "",
+		.control = "drop-round",
+		.control_zero = true,
+		.lost = "round",
+		.undetected = "the dropped round was not copied",
+		.detected = "the dropped round is detected",
+		.one = mock_one,
+	},
+	{
 		.name = "reported",
 		.summary = "reported writes: ",
 		.control = "unreported",
@@ -1245,10 +1242,8 @@ static int cmd_reported(int argc, char **argv)
 		.undetected = "a write was not reported",
 		.detected = "the unreported write is detected (exactly its page differs)",
 		.one = reported_one,
-	};
-
-	return seeds_run(&mode, argc, argv);
-}
+	},
+};
 
 /* ============================ sparse memory: holes skipped ================================ */
 
@@ -1334,12 +1329,10 @@ static bool sparse_one(sd_bus *bus, uint64_t seed, uint64_t size)
 	struct mock_vm vm;
 	struct image img = {.gpa = MOCK_GPA, .size = size, .pos = MOCK_GPA};
 	struct mock_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
+	struct iod_migrate_ops hooks = {
 		.prepare = mock_prepare,
 		.tick = sparse_tick,
 		.pause = mock_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	const uint64_t per = SPARSE_LOG_PAGE / 4096;
 	uint64_t want = 0, populated = 0, kernel, bad, first;
@@ -1386,7 +1379,7 @@ static bool sparse_one(sd_bus *bus, uint64_t seed, uint64_t size)
 	c.n_hwpts = N_DEVS;
 	c.converge_pages = 8;
 	c.skip_holes = true;
-	r = seed_migrate(bus, "sparse ", seed, &c, &ops, &run, &res);
+	r = seed_migrate(bus, "sparse ", seed, &c, &hooks, &run, &res);
 	if (r < 0)
 		ok = false;
 
@@ -2480,16 +2473,15 @@ int main(int argc, char **argv)
 		skip("IOD_BUS_ADDRESS is not set: run under guest-migrate.sh");
 	argv++;
 	argc--;
-	if (strcmp(argv[0], "mock") == 0)
-		return cmd_mock(argc, argv);
+	for (size_t i = 0; i < ELEMENTSOF(seeds_modes); i++)
+		if (strcmp(argv[0], seeds_modes[i].name) == 0)
+			return seeds_run(&seeds_modes[i], argc, argv);
 	if (strcmp(argv[0], "edu") == 0)
 		return cmd_edu(argc, argv);
 	if (strcmp(argv[0], "devlog") == 0)
 		return cmd_devlog(argc, argv);
 	if (strcmp(argv[0], "sparse") == 0)
 		return cmd_sparse(argc, argv);
-	if (strcmp(argv[0], "reported") == 0)
-		return cmd_reported(argc, argv);
 	if (strcmp(argv[0], "demo-mock") == 0)
 		return cmd_demo_mock(argc, argv);
 	if (strcmp(argv[0], "workload-mock") == 0)
