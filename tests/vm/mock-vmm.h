@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "daemon-test.h"
 #include "iodirty.h"
@@ -31,6 +32,7 @@ struct mock_vmm {
 	uint32_t stdev[MOCK_VMM_NDEV], idev[MOCK_VMM_NDEV]; /* the mock devices */
 	uint32_t hwpt[MOCK_VMM_NDEV]; /* each device's dirty tracking HWPT, if it has one */
 	uint8_t *guest; /* guest memory */
+	uint64_t mock_page; /* the size of a mock IOPTE: half the CPU page */
 };
 
 /*
@@ -42,6 +44,7 @@ static inline void mock_vmm_open(struct mock_vmm *vmm)
 {
 	int r;
 
+	vmm->mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
 	r = iod_iommufd_open(NULL, &vmm->ictx);
 	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
 	vmm->fd = iod_iommufd_fd(vmm->ictx);
@@ -90,17 +93,17 @@ static inline void mock_vmm_map_guest(struct mock_vmm *vmm, uint64_t size, uint6
 }
 
 /*
- * Mark the page of page_size bytes at iova dirty on hwpt, all its mock IOPTEs (of
- * mock_page bytes each), as a device writing it would: the mock must mark every one.
+ * Mark the page of page_size bytes at iova dirty on hwpt, all its mock IOPTEs, as a device
+ * writing it would: the mock must mark every one.
  */
 static inline void mock_vmm_mark(const struct mock_vmm *vmm, uint32_t hwpt, uint64_t iova,
-				 uint64_t page_size, uint64_t mock_page)
+				 uint64_t page_size)
 {
-	const uint64_t nbits = page_size / mock_page;
+	const uint64_t nbits = page_size / vmm->mock_page;
 	uint64_t marks = (UINT64_C(1) << nbits) - 1, nr = 0;
 	int r;
 
-	r = iod_mock_dirty(vmm->fd, hwpt, iova, nbits, mock_page, &marks, &nr);
+	r = iod_mock_dirty(vmm->fd, hwpt, iova, nbits, vmm->mock_page, &marks, &nr);
 	dt_assert(r == 0, "mock DIRTY on hwpt %u: %s", hwpt, strerror(-r));
 	dt_assert(nr == nbits, "mock DIRTY marked %" PRIu64 " IOPTEs", nr);
 }

@@ -59,14 +59,6 @@
 #define MAX_MAPPINGS 160
 #define NDEV MOCK_VMM_NDEV
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
 
 struct mapping {
@@ -83,14 +75,14 @@ static size_t n_maps;
 static int mock_dirty(uint32_t hwpt, uint64_t iova, uint64_t npages, unsigned halves,
 		      uint64_t *ret_nr)
 {
-	const uint64_t per = LOG_PAGE / mock_page, nbits = npages * per;
+	const uint64_t per = LOG_PAGE / vmm.mock_page, nbits = npages * per;
 	uint64_t marks[64] = {};
 
 	dt_assert(nbits <= 64 * 64, "too many pages to mark at once");
 	for (uint64_t i = 0; i < nbits; i++)
 		if (halves == 0 || (halves & (1u << (i % per))))
 			marks[i / 64] |= UINT64_C(1) << (i % 64);
-	return iod_mock_dirty(vmm.fd, hwpt, iova, nbits, mock_page, marks, ret_nr);
+	return iod_mock_dirty(vmm.fd, hwpt, iova, nbits, vmm.mock_page, marks, ret_nr);
 }
 
 static void vmm_setup(void)
@@ -422,7 +414,7 @@ static void op_mark(void)
 	dev = (unsigned)rng_below(NDEV);
 	r = mock_dirty(vmm.hwpt[dev], m->iova + first * LOG_PAGE, npages, halves, &nr);
 	dt_assert(r == 0, "mock DIRTY: %s", strerror(-r));
-	want = npages * (halves == 0 ? LOG_PAGE / mock_page : 1);
+	want = npages * (halves == 0 ? LOG_PAGE / vmm.mock_page : 1);
 	dt_assert(nr == want, "the mock marked %" PRIu64 " IOPTEs, want %" PRIu64, nr, want);
 	for (uint64_t i = 0; i < npages; i++)
 		dt_pageset_add(&marked, m->gpa + (first + i) * LOG_PAGE);
@@ -917,7 +909,7 @@ static void huge_pages_are_not_precise(void)
 	int fd, precise;
 	void *buf;
 
-	buf = vm_huge_buffer(size, IOD_MOCK_HUGE_IOPTE_PAGES * mock_page, &why);
+	buf = vm_huge_buffer(size, IOD_MOCK_HUGE_IOPTE_PAGES * vmm.mock_page, &why);
 	dt_assert(buf, "no huge buffer in the test guest: %s", why);
 	dt_assert(iod_ioas_alloc(vmm.ictx, &ioas) == 0, "IOAS alloc"); /* huge pages on */
 	cmd.id = ioas;
@@ -1232,9 +1224,8 @@ int main(void)
 	unsigned ops = o ? (unsigned)strtoul(o, NULL, 0) : 3000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();

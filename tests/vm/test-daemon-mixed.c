@@ -68,14 +68,6 @@
 #define INTERVAL_USEC (UINT64_C(60) * 1000000) /* the daemon's timer never samples */
 #define WINDOW_USEC (UINT64_C(3600) * 1000000)
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
 
 /* The dirty tracking devices on h0 and h1 (vmm.hwpt[]), and the fallback device. */
@@ -218,7 +210,7 @@ static struct dt_pageset sample[NPREC], window[NPREC], marked;
 /* Mark the log page at iova (translating to gpa) dirty on vmm.hwpt[dev]. */
 static void mark(int dev, uint64_t iova, uint64_t gpa)
 {
-	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE, mock_page);
+	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE);
 	dt_pageset_add(&sample[dev], gpa);
 	dt_pageset_add(&marked, gpa);
 }
@@ -684,9 +676,8 @@ static void run_viommu(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -702,7 +693,7 @@ int main(void)
 
 	sd_bus_unref(bus);
 	free(spath);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }

@@ -61,14 +61,6 @@ struct mock_hwpt_selftest {
 	uint32_t iotlb;
 };
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
 /* The mock devices are on nested HWPTs (the children) over one dirty tracking nest parent:
  * vmm.hwpt[] is not used. */
 static struct mock_vmm vmm;
@@ -80,9 +72,9 @@ static struct {
  * marked, or a negative errno. */
 static int64_t mock_dirty(uint32_t hwpt, uint64_t iova)
 {
-	const uint64_t nbits = LOG_PAGE / mock_page;
+	const uint64_t nbits = LOG_PAGE / vmm.mock_page;
 	uint64_t marks = (UINT64_C(1) << nbits) - 1, nr = 0;
-	int r = iod_mock_dirty(vmm.fd, hwpt, iova, nbits, mock_page, &marks, &nr);
+	int r = iod_mock_dirty(vmm.fd, hwpt, iova, nbits, vmm.mock_page, &marks, &nr);
 
 	return r < 0 ? r : (int64_t)nr;
 }
@@ -168,7 +160,7 @@ static void check_mock_facts(void)
 	dt_assert(n == -ENOENT, "DIRTY on a nested child: %" PRId64 " (%s), want ENOENT", n,
 		  n < 0 ? strerror((int)-n) : "marked");
 	n = mock_dirty(nest.parent, gpa);
-	dt_assert(n == (int64_t)(LOG_PAGE / mock_page),
+	dt_assert(n == (int64_t)(LOG_PAGE / vmm.mock_page),
 		  "DIRTY on the parent at GPA marked %" PRId64, n);
 	/* read back at the same GPA, page by page: exactly that one bit */
 	r = iod_hwpt_read_dirty(vmm.ictx, nest.parent, GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word,
@@ -298,7 +290,7 @@ static void mark_random(struct dt_pageset *want, unsigned k)
 		uint64_t off = rng_below(GUEST_SIZE / LOG_PAGE) * LOG_PAGE;
 		int64_t n = mock_dirty(nest.parent, GUEST_GPA + off);
 
-		dt_assert(n == (int64_t)(LOG_PAGE / mock_page),
+		dt_assert(n == (int64_t)(LOG_PAGE / vmm.mock_page),
 			  "DIRTY at GPA 0x%" PRIx64 " marked %" PRId64, GUEST_GPA + off, n);
 		dt_pageset_add(want, off);
 	}
@@ -374,9 +366,8 @@ static void check_state(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -393,7 +384,7 @@ int main(void)
 	scall("Destroy", "");
 
 	sd_bus_unref(bus);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }

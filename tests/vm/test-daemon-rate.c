@@ -53,14 +53,6 @@
 #define INTERVAL_USEC (UINT64_C(60) * 1000000)
 #define WINDOW_USEC (UINT64_C(3600) * 1000000)
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
 static struct mock_vmm vmm;
 
 static void vmm_setup(void)
@@ -102,7 +94,7 @@ static uint64_t pageset_count_union(const struct dt_pageset *a, const struct dt_
 /* Mark the log page at IOVA iova, guest page index page, dirty on device dev's HWPT. */
 static void mark_at(int dev, uint64_t iova, uint64_t page)
 {
-	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE, mock_page);
+	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE);
 	dt_pageset_add(&sample[dev], page << LOG_SHIFT);
 	dt_pageset_add(&all_marked, page << LOG_SHIFT);
 }
@@ -539,9 +531,8 @@ static void run_viommu(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -560,7 +551,7 @@ int main(void)
 	run_viommu();
 
 	sd_bus_unref(bus);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }
