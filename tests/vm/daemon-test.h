@@ -336,4 +336,64 @@ static inline uint64_t dt_harvest_ack(sd_bus *bus, const char *spath, uint64_t b
 	return round.dirty;
 }
 
+/* ---- GetDirtyRate ---------------------------------------------------------------------- */
+
+#define DT_RATE_MAX_HWPTS 8
+
+/* What GetDirtyRate answered: the session's rate, and the rate of each of its HWPTs. */
+struct dt_rate {
+	uint64_t window_usec, samples, dirty, pps, ws;
+	int precise;
+	unsigned n_hwpts;
+	struct {
+		uint32_t id;
+		unsigned n_devices;
+		uint64_t dirty, pps, ws;
+	} hwpt[DT_RATE_MAX_HWPTS];
+};
+
+/* GetDirtyRate of the session at spath (interval_usec, window_usec), printed; it must list
+ * fewer than max_hwpts HWPTs. */
+static inline void dt_get_rate(sd_bus *bus, const char *spath, uint64_t interval_usec,
+			       uint64_t window_usec, unsigned max_hwpts, struct dt_rate *ret)
+{
+	sd_bus_message *reply;
+	struct dt_rate r = {};
+	const char *dev;
+
+	dt_assert(max_hwpts <= DT_RATE_MAX_HWPTS, "%u HWPTs, at most %d", max_hwpts,
+		  DT_RATE_MAX_HWPTS);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
+			"t", interval_usec, "window_usec", "t", window_usec);
+	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
+				      &r.ws, &r.precise) > 0,
+		  "GetDirtyRate reply");
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
+	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
+		dt_assert(r.n_hwpts < max_hwpts, "more HWPTs than the session has");
+		dt_assert(sd_bus_message_read(reply, "u", &r.hwpt[r.n_hwpts].id) > 0,
+			  "GetDirtyRate reply");
+		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
+			  "GetDirtyRate reply");
+		while (sd_bus_message_read(reply, "o", &dev) > 0)
+			r.hwpt[r.n_hwpts].n_devices++;
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
+					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
+			  "GetDirtyRate reply");
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		r.n_hwpts++;
+	}
+	sd_bus_message_unref(reply);
+	printf("rate: window %" PRIu64 " us, %" PRIu64 " sample(s), %" PRIu64
+	       " dirty pages, %" PRIu64 " pages/s, working set %" PRIu64 ", precise %d\n",
+	       r.window_usec, r.samples, r.dirty, r.pps, r.ws, r.precise);
+	for (unsigned i = 0; i < r.n_hwpts; i++)
+		printf("rate:   hwpt %u (%u devices): %" PRIu64 " dirty pages, %" PRIu64
+		       " pages/s, working set %" PRIu64 "\n",
+		       r.hwpt[i].id, r.hwpt[i].n_devices, r.hwpt[i].dirty, r.hwpt[i].pps,
+		       r.hwpt[i].ws);
+	*ret = r;
+}
+
 #endif

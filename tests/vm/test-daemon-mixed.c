@@ -377,52 +377,10 @@ static bool harvest_ranges(const char *what, const struct dt_pageset *want, unsi
 
 /* ---- GetDirtyRate: exact per precise HWPT -------------------------------------------------- */
 
-struct rate {
-	uint64_t window_usec, samples, dirty, pps, ws;
-	int precise;
-	unsigned n_hwpts;
-	struct {
-		uint32_t id;
-		unsigned n_devices;
-		uint64_t dirty, pps, ws;
-	} hwpt[NPREC + 1];
-};
-
-static void get_rate(struct rate *ret)
+/* h0, h1 and (listed without a rate) hf. */
+static void get_rate(struct dt_rate *ret)
 {
-	sd_bus_message *reply;
-	struct rate r = {};
-	const char *dev;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
-			"t", INTERVAL_USEC, "window_usec", "t", WINDOW_USEC);
-	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
-				      &r.ws, &r.precise) > 0,
-		  "GetDirtyRate reply");
-	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
-	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
-		dt_assert(r.n_hwpts <= NPREC, "more HWPTs than the session has");
-		dt_assert(sd_bus_message_read(reply, "u", &r.hwpt[r.n_hwpts].id) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
-			  "GetDirtyRate reply");
-		while (sd_bus_message_read(reply, "o", &dev) > 0)
-			r.hwpt[r.n_hwpts].n_devices++;
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
-					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		r.n_hwpts++;
-	}
-	sd_bus_message_unref(reply);
-	printf("rate: %" PRIu64 " sample(s), %" PRIu64 " dirty pages, working set %" PRIu64
-	       ", precise %d\n",
-	       r.samples, r.dirty, r.ws, r.precise);
-	for (unsigned i = 0; i < r.n_hwpts; i++)
-		printf("rate:   hwpt %u: %" PRIu64 " dirty pages, working set %" PRIu64 "\n",
-		       r.hwpt[i].id, r.hwpt[i].dirty, r.hwpt[i].ws);
-	*ret = r;
+	dt_get_rate(bus, spath, INTERVAL_USEC, WINDOW_USEC, NPREC + 1, ret);
 }
 
 /* What the samples so far must show. */
@@ -433,7 +391,7 @@ static struct {
 /* The first call: a baseline, no sample. */
 static void rate_baseline(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	get_rate(&r);
 	dt_assert(r.samples == 0, "the first GetDirtyRate has %" PRIu64 " samples", r.samples);
@@ -451,7 +409,7 @@ static void rate_baseline(void)
  */
 static void check_rate(const char *what, unsigned n_prec, bool want_precise)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	want_rate.samples++;
 	want_rate.vm_dirty += set_count_union(&sample[0], &sample[1]);

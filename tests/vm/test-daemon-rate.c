@@ -126,55 +126,9 @@ static struct dt_pageset harvested;
 #define scall(member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
 
-struct rate {
-	uint64_t window_usec, samples, dirty, pps, ws;
-	int precise;
-	unsigned n_hwpts;
-	struct {
-		uint32_t id;
-		unsigned n_devices;
-		uint64_t dirty, pps, ws;
-	} hwpt[NDEV];
-};
-
-static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct rate *ret)
+static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct dt_rate *ret)
 {
-	sd_bus_message *reply;
-	struct rate r = {};
-	uint32_t id;
-	const char *dev;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
-			"t", interval_usec, "window_usec", "t", window_usec);
-	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
-				      &r.ws, &r.precise) > 0,
-		  "GetDirtyRate reply");
-	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
-	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
-		dt_assert(r.n_hwpts < NDEV, "more HWPTs than the session has");
-		dt_assert(sd_bus_message_read(reply, "u", &id) > 0, "GetDirtyRate reply");
-		r.hwpt[r.n_hwpts].id = id;
-		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
-			  "GetDirtyRate reply");
-		while (sd_bus_message_read(reply, "o", &dev) > 0)
-			r.hwpt[r.n_hwpts].n_devices++;
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
-					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		r.n_hwpts++;
-	}
-	sd_bus_message_unref(reply);
-	printf("rate: window %" PRIu64 " us, %" PRIu64 " sample(s), %" PRIu64
-	       " dirty pages, %" PRIu64 " pages/s, working set %" PRIu64 ", precise %d\n",
-	       r.window_usec, r.samples, r.dirty, r.pps, r.ws, r.precise);
-	for (unsigned i = 0; i < r.n_hwpts; i++)
-		printf("rate:   hwpt %u (%u devices): %" PRIu64 " dirty pages, %" PRIu64
-		       " pages/s, working set %" PRIu64 "\n",
-		       r.hwpt[i].id, r.hwpt[i].n_devices, r.hwpt[i].dirty, r.hwpt[i].pps,
-		       r.hwpt[i].ws);
-	*ret = r;
+	dt_get_rate(bus, spath, interval_usec, window_usec, NDEV, ret);
 }
 
 /* Harvest one round into harvested and acknowledge it. */
@@ -209,7 +163,7 @@ static void close_sample(void)
 	}
 }
 
-static void check_rate(const struct rate *r, const char *what)
+static void check_rate(const struct dt_rate *r, const char *what)
 {
 	dt_assert(r->samples == want.samples, "%s: %" PRIu64 " samples, want %" PRIu64, what,
 		  r->samples, want.samples);
@@ -276,7 +230,7 @@ static void adopt(void)
 
 static void run(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	/* Before the first call: the baseline's, in the log, not in the rate. */
 	mark_random(0, 10, NPAGES);
@@ -369,7 +323,7 @@ static void run_concurrent(void)
 {
 	struct dt_pageset marked_here[NDEV];
 	uint64_t end, n_marks = 0, n_harvests = 0;
-	struct rate r;
+	struct dt_rate r;
 
 	/* Stop ends the rate; after Start the next call is a new baseline. */
 	scall("Stop", "");
@@ -480,7 +434,7 @@ static void adopt_viommu(void)
  */
 static void run_viommu(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	adopt_viommu();
 	window_map(&wa);
