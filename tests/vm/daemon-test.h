@@ -137,6 +137,42 @@ static inline sd_bus *dt_connect(void)
 		sd_bus_error_free(&_e);                                                          \
 	} while (0)
 
+/* ---- sessions -------------------------------------------------------------------------- */
+
+/* CreateSession name, with or without a vIOMMU: the session's path (to free). */
+static inline char *dt_create_session(sd_bus *bus, const char *name, bool viommu)
+{
+	sd_bus_message *reply;
+	const char *path;
+	char *ret;
+
+	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", name, 1,
+			"viommu", "b", (int)viommu);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "CreateSession reply");
+	ret = strdup(path);
+	sd_bus_message_unref(reply);
+	return ret;
+}
+
+/* AttachDeviceFd fd to the session at spath, with dirty_source source (NULL: the daemon's
+ * choice): the device's path (to free). */
+static inline char *dt_attach_fd(sd_bus *bus, const char *spath, int fd, const char *source)
+{
+	sd_bus_message *reply;
+	const char *path;
+	char *ret;
+
+	if (source)
+		reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDeviceFd", NULL, "ha{sv}", fd, 1,
+				"dirty_source", "s", source);
+	else
+		reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDeviceFd", NULL, "ha{sv}", fd, 0);
+	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AttachDeviceFd reply");
+	ret = strdup(path);
+	sd_bus_message_unref(reply);
+	return ret;
+}
+
 static inline char *dt_get_string(sd_bus *bus, const char *path, const char *iface,
 				  const char *prop)
 {
@@ -243,6 +279,121 @@ static inline uint64_t dt_log_read(int fd, struct dt_pageset *set, bool accum)
 	}
 	iod_log_free(log);
 	return n;
+}
+
+/* What Harvest answered. */
+struct dt_round {
+	uint64_t nr, dirty, usec;
+	bool precise;
+};
+
+/*
+ * Harvest on the session at spath, its round plane read into set (initialised for guest
+ * memory [0, bytes) in pages of 1 << shift), which must hold as many pages as Harvest said
+ * (what names the check in a failure). The round is not acknowledged: see dt_acknowledge().
+ */
+static inline struct dt_round dt_harvest(sd_bus *bus, const char *spath, const char *what,
+					 uint64_t bytes, unsigned shift, struct dt_pageset *set)
+{
+	struct dt_round round;
+	sd_bus_message *reply;
+	int fd, precise;
+	uint64_t n;
+
+	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
+	dt_assert(sd_bus_message_read(reply, "thtbt", &round.nr, &fd, &round.dirty, &precise,
+				      &round.usec) > 0,
+		  "Harvest reply");
+	round.precise = precise;
+	dt_pageset_init(set, bytes, shift);
+	n = dt_log_read(fd, set, false);
+	dt_assert(n == round.dirty,
+		  "%s: round %" PRIu64 ": the log holds %" PRIu64 " pages, Harvest said %" PRIu64,
+		  what, round.nr, n, round.dirty);
+	sd_bus_message_unref(reply);
+	return round;
+}
+
+static inline void dt_acknowledge(sd_bus *bus, const char *spath, uint64_t nr)
+{
+	sd_bus_message_unref(
+		dt_call(bus, spath, DT_SES_IFACE, "Acknowledge", NULL, "t", (uint64_t)nr));
+}
+
+/*
+ * One Harvest round of the session at spath (see dt_harvest()), acknowledged and printed:
+ * the number of dirty pages, and in ret_precise whether the round is precise.
+ */
+static inline uint64_t dt_harvest_ack(sd_bus *bus, const char *spath, uint64_t bytes,
+				      unsigned shift, struct dt_pageset *set, bool *ret_precise)
+{
+	struct dt_round round = dt_harvest(bus, spath, "Harvest", bytes, shift, set);
+
+	dt_acknowledge(bus, spath, round.nr);
+	printf("round %" PRIu64 ": %" PRIu64 " dirty pages, precise %s, %" PRIu64 " us\n", round.nr,
+	       round.dirty, round.precise ? "true" : "false", round.usec);
+	*ret_precise = round.precise;
+	return round.dirty;
+}
+
+/* ---- GetDirtyRate ---------------------------------------------------------------------- */
+
+#define DT_RATE_MAX_HWPTS 8
+
+/* What GetDirtyRate answered: the session's rate, and the rate of each of its HWPTs. */
+struct dt_rate {
+	uint64_t window_usec, samples, dirty, pps, ws;
+	int precise;
+	unsigned n_hwpts;
+	struct {
+		uint32_t id;
+		unsigned n_devices;
+		uint64_t dirty, pps, ws;
+	} hwpt[DT_RATE_MAX_HWPTS];
+};
+
+/* GetDirtyRate of the session at spath (interval_usec, window_usec), printed; it must list
+ * fewer than max_hwpts HWPTs. */
+static inline void dt_get_rate(sd_bus *bus, const char *spath, uint64_t interval_usec,
+			       uint64_t window_usec, unsigned max_hwpts, struct dt_rate *ret)
+{
+	sd_bus_message *reply;
+	struct dt_rate r = {};
+	const char *dev;
+
+	dt_assert(max_hwpts <= DT_RATE_MAX_HWPTS, "%u HWPTs, at most %d", max_hwpts,
+		  DT_RATE_MAX_HWPTS);
+	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
+			"t", interval_usec, "window_usec", "t", window_usec);
+	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
+				      &r.ws, &r.precise) > 0,
+		  "GetDirtyRate reply");
+	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
+	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
+		dt_assert(r.n_hwpts < max_hwpts, "more HWPTs than the session has");
+		dt_assert(sd_bus_message_read(reply, "u", &r.hwpt[r.n_hwpts].id) > 0,
+			  "GetDirtyRate reply");
+		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
+			  "GetDirtyRate reply");
+		while (sd_bus_message_read(reply, "o", &dev) > 0)
+			r.hwpt[r.n_hwpts].n_devices++;
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
+					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
+			  "GetDirtyRate reply");
+		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
+		r.n_hwpts++;
+	}
+	sd_bus_message_unref(reply);
+	printf("rate: window %" PRIu64 " us, %" PRIu64 " sample(s), %" PRIu64
+	       " dirty pages, %" PRIu64 " pages/s, working set %" PRIu64 ", precise %d\n",
+	       r.window_usec, r.samples, r.dirty, r.pps, r.ws, r.precise);
+	for (unsigned i = 0; i < r.n_hwpts; i++)
+		printf("rate:   hwpt %u (%u devices): %" PRIu64 " dirty pages, %" PRIu64
+		       " pages/s, working set %" PRIu64 "\n",
+		       r.hwpt[i].id, r.hwpt[i].n_devices, r.hwpt[i].dirty, r.hwpt[i].pps,
+		       r.hwpt[i].ws);
+	*ret = r;
 }
 
 #endif

@@ -120,4 +120,28 @@ static inline int iod_mock_replace(int fd, uint32_t stdev, uint32_t pt_id)
 	return ioctl(fd, IOD_MOCK_CMD, &cmd) < 0 ? -errno : 0;
 }
 
+/*
+ * Mark the IOPTEs set in marks (nbits of them, page_size bytes each from iova) dirty on
+ * hwpt, as a device writing them would; ret_nr: how many the mock marked. 0 or a
+ * negative errno.
+ */
+static inline int iod_mock_dirty(int fd, uint32_t hwpt, uint64_t iova, uint64_t nbits,
+				 uint64_t page_size, const uint64_t *marks, uint64_t *ret_nr)
+{
+	struct iod_mock_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOD_MOCK_OP_DIRTY,
+		.id = hwpt,
+		.dirty = {.iova = iova,
+			  .length = nbits * page_size,
+			  .page_size = page_size,
+			  .uptr = (uintptr_t)marks},
+	};
+
+	if (ioctl(fd, IOD_MOCK_CMD, &cmd) < 0)
+		return -errno;
+	*ret_nr = cmd.dirty.out_nr_dirty;
+	return 0;
+}
+
 #endif

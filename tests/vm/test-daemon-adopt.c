@@ -49,6 +49,7 @@
 #include "huge-buffer.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -56,31 +57,15 @@
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
 #define MAX_MAPPINGS 160
-#define NDEV 2
-
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
+#define NDEV MOCK_VMM_NDEV
 
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
-
-struct vmm {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
-	uint8_t *guest;
-};
 
 struct mapping {
 	uint64_t iova, gpa, size;
 };
 
-static struct vmm vmm;
+static struct mock_vmm vmm;
 static struct mapping maps[MAX_MAPPINGS];
 static size_t n_maps;
 
@@ -90,55 +75,21 @@ static size_t n_maps;
 static int mock_dirty(uint32_t hwpt, uint64_t iova, uint64_t npages, unsigned halves,
 		      uint64_t *ret_nr)
 {
-	const uint64_t per = LOG_PAGE / mock_page, nbits = npages * per;
+	const uint64_t per = LOG_PAGE / vmm.mock_page, nbits = npages * per;
 	uint64_t marks[64] = {};
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = hwpt,
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)marks},
-	};
 
 	dt_assert(nbits <= 64 * 64, "too many pages to mark at once");
 	for (uint64_t i = 0; i < nbits; i++)
 		if (halves == 0 || (halves & (1u << (i % per))))
 			marks[i / 64] |= UINT64_C(1) << (i % 64);
-	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	*ret_nr = cmd.dirty.out_nr_dirty;
-	return 0;
+	return iod_mock_dirty(vmm.fd, hwpt, iova, nbits, vmm.mock_page, marks, ret_nr);
 }
 
 static void vmm_setup(void)
 {
-	int r;
-
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	/* base page IOPTEs: a huge one would make every page under it dirty */
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
-		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
-		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
-			  strerror(-r));
-	}
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	mock_vmm_open(&vmm);
+	mock_vmm_dirty_hwpts(&vmm);
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
 	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64 " MiB of guest memory\n", vmm.fd,
 	       vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M);
 }
@@ -193,33 +144,23 @@ static void check_subset(const struct dt_pageset *got, const char *what)
 
 static void harvest(void)
 {
-	struct dt_pageset round;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_pageset got;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_assert(precise, "round %" PRIu64 " is not precise with hardware tracking only", nr);
-	dt_pageset_init(&round, GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &round, false);
-	dt_assert(n == dirty,
-		  "round %" PRIu64 ": the round plane holds %" PRIu64
-		  " pages, Harvest said %" PRIu64,
-		  nr, n, dirty);
-	check_subset(&round, "Harvest");
-	for (uint64_t w = 0; w < iod_bitmap_words(round.npages); w++)
-		harvested.bits[w] |= round.bits[w];
-	free(round.bits);
-	sd_bus_message_unref(reply);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_SIZE, LOG_SHIFT, &got);
+	dt_assert(round.precise, "round %" PRIu64 " is not precise with hardware tracking only",
+		  round.nr);
+	check_subset(&got, "Harvest");
+	for (uint64_t w = 0; w < iod_bitmap_words(got.npages); w++)
+		harvested.bits[w] |= got.bits[w];
+	free(got.bits);
 	stats.harvest++;
 	/* now and then leave a round unacknowledged: the next one must carry it */
 	if (rng_below(5) == 0) {
 		stats.unacked++;
 		return;
 	}
-	scall("Acknowledge", "t", nr);
+	dt_acknowledge(bus, spath, round.nr);
 }
 
 static void harvest_ranges(void)
@@ -473,7 +414,7 @@ static void op_mark(void)
 	dev = (unsigned)rng_below(NDEV);
 	r = mock_dirty(vmm.hwpt[dev], m->iova + first * LOG_PAGE, npages, halves, &nr);
 	dt_assert(r == 0, "mock DIRTY: %s", strerror(-r));
-	want = npages * (halves == 0 ? LOG_PAGE / mock_page : 1);
+	want = npages * (halves == 0 ? LOG_PAGE / vmm.mock_page : 1);
 	dt_assert(nr == want, "the mock marked %" PRIu64 " IOPTEs, want %" PRIu64, nr, want);
 	for (uint64_t i = 0; i < npages; i++)
 		dt_pageset_add(&marked, m->gpa + (first + i) * LOG_PAGE);
@@ -968,7 +909,7 @@ static void huge_pages_are_not_precise(void)
 	int fd, precise;
 	void *buf;
 
-	buf = vm_huge_buffer(size, IOD_MOCK_HUGE_IOPTE_PAGES * mock_page, &why);
+	buf = vm_huge_buffer(size, IOD_MOCK_HUGE_IOPTE_PAGES * vmm.mock_page, &why);
 	dt_assert(buf, "no huge buffer in the test guest: %s", why);
 	dt_assert(iod_ioas_alloc(vmm.ictx, &ioas) == 0, "IOAS alloc"); /* huge pages on */
 	cmd.id = ioas;
@@ -1283,9 +1224,8 @@ int main(void)
 	unsigned ops = o ? (unsigned)strtoul(o, NULL, 0) : 3000;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();

@@ -41,37 +41,6 @@ static sd_bus *bus;
 static uint8_t *mem; /* the test's view of the guest memory memfd */
 static int memfd = -EBADF;
 
-static char *create(const char *name, bool viommu)
-{
-	sd_bus_message *reply;
-	const char *path;
-	char *ret;
-
-	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", name, 1,
-			"viommu", "b", (int)viommu);
-	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "CreateSession reply");
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	return ret;
-}
-
-static char *attach_fd(const char *spath, int fd, const char *source)
-{
-	sd_bus_message *reply;
-	const char *path;
-	char *ret;
-
-	if (source)
-		reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDeviceFd", NULL, "ha{sv}", fd, 1,
-				"dirty_source", "s", source);
-	else
-		reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDeviceFd", NULL, "ha{sv}", fd, 0);
-	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AttachDeviceFd reply");
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	return ret;
-}
-
 #define scall(spath, member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
 
@@ -83,29 +52,6 @@ static void expect_string(const char *path, const char *iface, const char *prop,
 	free(s);
 }
 
-/* One Harvest round read from the log memfd, acknowledged. */
-static uint64_t harvest(const char *spath, struct dt_pageset *set, bool *ret_precise)
-{
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_pageset_init(set, GPA_BASE + MEM_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, set, false);
-	dt_assert(n == dirty,
-		  "round %" PRIu64 ": %" PRIu64 " pages in the log, Harvest said %" PRIu64, nr, n,
-		  dirty);
-	sd_bus_message_unref(reply);
-	scall(spath, "Acknowledge", "t", nr);
-	*ret_precise = precise;
-	printf("round %" PRIu64 ": %" PRIu64 " dirty pages, precise %s\n", nr, dirty,
-	       precise ? "true" : "false");
-	return dirty;
-}
-
 /* The round must be exactly want (GPA pages). */
 static void expect_round(const char *spath, const struct dt_pageset *want, const char *what)
 {
@@ -113,7 +59,7 @@ static void expect_round(const char *spath, const struct dt_pageset *want, const
 	bool precise;
 	uint64_t n;
 
-	n = harvest(spath, &got, &precise);
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &got, &precise);
 	dt_assert(precise, "%s: the round is not precise", what);
 	for (uint64_t p = 0; p < got.npages; p++)
 		dt_assert(dt_pageset_test(&got, p) == dt_pageset_test(want, p),
@@ -152,13 +98,14 @@ static void test_flat(void)
 	struct testdev_state st;
 	char *spath, *dpath;
 	bool precise;
+	uint64_t n;
 	int fd;
 
-	spath = create("devlog-flat", false);
+	spath = dt_create_session(bus, "devlog-flat", false);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	fd = testdev_open(0);
 	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
-	dpath = attach_fd(spath, fd, NULL);
+	dpath = dt_attach_fd(bus, spath, fd, NULL);
 	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
 	expect_string(dpath, DT_DEV_IFACE, "IommuType", "none");
 	expect_string(dpath, DT_DEV_IFACE, "TrackingMode", "hardware");
@@ -210,11 +157,12 @@ static void test_flat(void)
 	fd = testdev_open(0);
 	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
 	free(dpath);
-	dpath = attach_fd(spath, fd, "none");
+	dpath = dt_attach_fd(bus, spath, fd, "none");
 	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "fallback");
 	expect_string(spath, DT_SES_IFACE, "TrackingMode", "fallback");
 	dt_assert(testdev_read_state(0, &st) == 0 && !st.logging, "a fallback device logs");
-	dt_assert(harvest(spath, &got, &precise) == MEM_SIZE / LOG_PAGE && !precise,
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &got, &precise);
+	dt_assert(n == MEM_SIZE / LOG_PAGE && !precise,
 		  "a fallback round is every mapped page, imprecise");
 	free(got.bits);
 	dt_pass("flat: dirty_source \"iommu\" is NotDirtyCapable without an IOMMU, \"none\" is the fallback");
@@ -248,11 +196,11 @@ static void test_viommu(void)
 	unsigned n_ranges;
 	int fd, r;
 
-	spath = create("devlog-viommu", true);
+	spath = dt_create_session(bus, "devlog-viommu", true);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	fd = testdev_open(1);
 	dt_assert(fd >= 0, "opening testdev1: %s", strerror(-fd));
-	dpath = attach_fd(spath, fd, "device");
+	dpath = dt_attach_fd(bus, spath, fd, "device");
 	for (unsigned i = 0; i < N_MAPS; i++)
 		scall(spath, "Map", "ttt", map_iova(i), map_gpa(i), MAP_LEN);
 	scall(spath, "Start", "");
@@ -342,9 +290,9 @@ static void test_mtty(void)
 	fd = mtty_open(uuid);
 	dt_assert(fd >= 0, "opening the mtty mdev: %s", strerror(-fd));
 
-	spath = create("devlog-mtty", false);
+	spath = dt_create_session(bus, "devlog-mtty", false);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
-	dpath = attach_fd(spath, fd, NULL);
+	dpath = dt_attach_fd(bus, spath, fd, NULL);
 	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "Migration", 'b'), "Migration");
 	reply = dt_call(bus, dpath, "org.freedesktop.DBus.Properties", "Get", NULL, "ss",

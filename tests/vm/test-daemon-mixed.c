@@ -46,7 +46,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -55,6 +54,7 @@
 #include "daemon-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -64,81 +64,49 @@
 #define GPA_END (GUEST_GPA + GUEST_SIZE)
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
-#define NPREC 2 /* dirty tracking mock devices */
+#define NPREC MOCK_VMM_NDEV /* dirty tracking mock devices */
 #define INTERVAL_USEC (UINT64_C(60) * 1000000) /* the daemon's timer never samples */
 #define WINDOW_USEC (UINT64_C(3600) * 1000000)
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
 /* ---- the VMM's side: iommufd, IOAS, mock devices ---------------------------------------- */
 
+/* The dirty tracking devices on h0 and h1 (vmm.hwpt[]), and the fallback device. */
+static struct mock_vmm vmm;
 static struct {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NPREC], idev[NPREC], hwpt[NPREC]; /* dirty tracking */
-	uint32_t fb_stdev, fb_idev, fb_hwpt; /* MOCK_FLAGS_DEVICE_NO_DIRTY, on a plain HWPT */
-	uint8_t *guest;
-} vmm;
+	uint32_t stdev, idev, hwpt; /* MOCK_FLAGS_DEVICE_NO_DIRTY, on a plain HWPT */
+} fb;
 
 static void vmm_setup(void)
 {
 	uint32_t id;
 	int r;
 
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NPREC; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
-		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
-		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
-			  strerror(-r));
-	}
+	mock_vmm_open(&vmm);
+	mock_vmm_dirty_hwpts(&vmm);
 
-	r = iod_mock_domain(vmm.fd, vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &vmm.fb_stdev, NULL,
-			    &vmm.fb_idev);
+	r = iod_mock_domain(vmm.fd, vmm.ioas, IOD_MOCK_DEV_NO_DIRTY, &fb.stdev, NULL, &fb.idev);
 	dt_assert(r == 0, "mock device without dirty tracking: %s", strerror(-r));
-	r = iod_hwpt_alloc(vmm.ictx, vmm.fb_idev, vmm.ioas, IOD_HWPT_DIRTY, &id);
+	r = iod_hwpt_alloc(vmm.ictx, fb.idev, vmm.ioas, IOD_HWPT_DIRTY, &id);
 	dt_assert(
 		r == -EOPNOTSUPP,
 		"a dirty tracking HWPT for the device without dirty tracking: %s, want EOPNOTSUPP",
 		r == 0 ? "allocated" : iod_strerror(r));
-	r = iod_mock_replace(vmm.fd, vmm.fb_stdev, vmm.hwpt[0]);
+	r = iod_mock_replace(vmm.fd, fb.stdev, vmm.hwpt[0]);
 	dt_assert(r == -EINVAL,
 		  "attaching the device without dirty tracking to dirty hwpt %u: %s, want EINVAL",
 		  vmm.hwpt[0], r == 0 ? "attached" : strerror(-r));
 	dt_pass("the kernel refuses dirty tracking for a MOCK_FLAGS_DEVICE_NO_DIRTY device: "
 		"IOMMU_HWPT_ALLOC EOPNOTSUPP, attach to a dirty HWPT EINVAL");
-	r = iod_hwpt_alloc(vmm.ictx, vmm.fb_idev, vmm.ioas, 0, &vmm.fb_hwpt);
+	r = iod_hwpt_alloc(vmm.ictx, fb.idev, vmm.ioas, 0, &fb.hwpt);
 	dt_assert(r == 0, "plain HWPT: %s", iod_strerror(r));
-	r = iod_mock_replace(vmm.fd, vmm.fb_stdev, vmm.fb_hwpt);
-	dt_assert(r == 0, "attach the device without dirty tracking to hwpt %u: %s", vmm.fb_hwpt,
+	r = iod_mock_replace(vmm.fd, fb.stdev, fb.hwpt);
+	dt_assert(r == 0, "attach the device without dirty tracking to hwpt %u: %s", fb.hwpt,
 		  strerror(-r));
 
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
 	printf("vmm: iommufd %d, ioas %u, dirty tracking hwpts %u %u, fallback hwpt %u, %" PRIu64
 	       " MiB of guest memory at GPA 0x%" PRIx64 "\n",
-	       vmm.fd, vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], vmm.fb_hwpt, GUEST_SIZE / SZ_1M,
-	       GUEST_GPA);
+	       vmm.fd, vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], fb.hwpt, GUEST_SIZE / SZ_1M, GUEST_GPA);
 }
 
 /* The VMM maps guest memory at gpa to iova in its IOAS. */
@@ -242,22 +210,7 @@ static struct dt_pageset sample[NPREC], window[NPREC], marked;
 /* Mark the log page at iova (translating to gpa) dirty on vmm.hwpt[dev]. */
 static void mark(int dev, uint64_t iova, uint64_t gpa)
 {
-	const uint64_t nbits = LOG_PAGE / mock_page;
-	uint64_t marks = (UINT64_C(1) << nbits) - 1;
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = vmm.hwpt[dev],
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)&marks},
-	};
-
-	dt_assert(ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) == 0, "mock DIRTY on hwpt %u: %s",
-		  vmm.hwpt[dev], strerror(errno));
-	dt_assert(cmd.dirty.out_nr_dirty == nbits, "mock DIRTY marked %" PRIu64 " IOPTEs",
-		  (uint64_t)cmd.dirty.out_nr_dirty);
+	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE);
 	dt_pageset_add(&sample[dev], gpa);
 	dt_pageset_add(&marked, gpa);
 }
@@ -341,7 +294,7 @@ static void check_hwpts(const char *what, const uint32_t *ids, unsigned n, bool 
 	dt_assert(r >= 0, "reading Hwpts: %s", e.message ? e.message : strerror(-r));
 	dt_assert(sd_bus_message_enter_container(reply, 'a', "(ubbu)") > 0, "Hwpts");
 	while (sd_bus_message_read(reply, "(ubbu)", &id, &capable, &on, &users) > 0) {
-		bool fallback = id == vmm.fb_hwpt;
+		bool fallback = id == fb.hwpt;
 
 		dt_assert(i < n, "%s: Hwpts has more than %u entries", what, n);
 		dt_assert(id == ids[i], "%s: Hwpts[%u] is hwpt %u, want %u", what, i, id, ids[i]);
@@ -370,27 +323,17 @@ static void check_hwpts(const char *what, const uint32_t *ids, unsigned n, bool 
 static bool harvest(const char *what, const struct dt_pageset *want)
 {
 	struct dt_pageset got;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	set_init(&got);
-	n = dt_log_read(fd, &got, false);
-	dt_assert(n == dirty,
-		  "%s: round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64, what,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, what, GPA_END, LOG_SHIFT, &got);
 	check_equal(&got, want, what);
 	check_subset(&marked, &got, what);
 	free(got.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
-	printf("harvest: %s: round %" PRIu64 ", %" PRIu64 " dirty pages, precise %d\n", what, nr,
-	       dirty, precise);
+	dt_acknowledge(bus, spath, round.nr);
+	printf("harvest: %s: round %" PRIu64 ", %" PRIu64 " dirty pages, precise %d\n", what,
+	       round.nr, round.dirty, round.precise);
 	set_clear(&marked);
-	return precise;
+	return round.precise;
 }
 
 /* The same through HarvestRanges in GPA space: also the number of ranges. */
@@ -434,52 +377,10 @@ static bool harvest_ranges(const char *what, const struct dt_pageset *want, unsi
 
 /* ---- GetDirtyRate: exact per precise HWPT -------------------------------------------------- */
 
-struct rate {
-	uint64_t window_usec, samples, dirty, pps, ws;
-	int precise;
-	unsigned n_hwpts;
-	struct {
-		uint32_t id;
-		unsigned n_devices;
-		uint64_t dirty, pps, ws;
-	} hwpt[NPREC + 1];
-};
-
-static void get_rate(struct rate *ret)
+/* h0, h1 and (listed without a rate) hf. */
+static void get_rate(struct dt_rate *ret)
 {
-	sd_bus_message *reply;
-	struct rate r = {};
-	const char *dev;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
-			"t", INTERVAL_USEC, "window_usec", "t", WINDOW_USEC);
-	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
-				      &r.ws, &r.precise) > 0,
-		  "GetDirtyRate reply");
-	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
-	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
-		dt_assert(r.n_hwpts <= NPREC, "more HWPTs than the session has");
-		dt_assert(sd_bus_message_read(reply, "u", &r.hwpt[r.n_hwpts].id) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
-			  "GetDirtyRate reply");
-		while (sd_bus_message_read(reply, "o", &dev) > 0)
-			r.hwpt[r.n_hwpts].n_devices++;
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
-					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		r.n_hwpts++;
-	}
-	sd_bus_message_unref(reply);
-	printf("rate: %" PRIu64 " sample(s), %" PRIu64 " dirty pages, working set %" PRIu64
-	       ", precise %d\n",
-	       r.samples, r.dirty, r.ws, r.precise);
-	for (unsigned i = 0; i < r.n_hwpts; i++)
-		printf("rate:   hwpt %u: %" PRIu64 " dirty pages, working set %" PRIu64 "\n",
-		       r.hwpt[i].id, r.hwpt[i].dirty, r.hwpt[i].ws);
-	*ret = r;
+	dt_get_rate(bus, spath, INTERVAL_USEC, WINDOW_USEC, NPREC + 1, ret);
 }
 
 /* What the samples so far must show. */
@@ -490,7 +391,7 @@ static struct {
 /* The first call: a baseline, no sample. */
 static void rate_baseline(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	get_rate(&r);
 	dt_assert(r.samples == 0, "the first GetDirtyRate has %" PRIu64 " samples", r.samples);
@@ -508,7 +409,7 @@ static void rate_baseline(void)
  */
 static void check_rate(const char *what, unsigned n_prec, bool want_precise)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	want_rate.samples++;
 	want_rate.vm_dirty += set_count_union(&sample[0], &sample[1]);
@@ -541,7 +442,7 @@ static void check_rate(const char *what, unsigned n_prec, bool want_precise)
 	}
 	dt_pass("%s: GetDirtyRate exact per dirty tracking HWPT (%" PRIu64 " + %" PRIu64
 		" pages), no rate for the fallback hwpt %u, precise %s",
-		what, r.hwpt[0].dirty, n_prec > 1 ? r.hwpt[1].dirty : 0, vmm.fb_hwpt,
+		what, r.hwpt[0].dirty, n_prec > 1 ? r.hwpt[1].dirty : 0, fb.hwpt,
 		want_precise ? "true" : "false");
 }
 
@@ -549,7 +450,7 @@ static void check_rate(const char *what, unsigned n_prec, bool want_precise)
 
 static void run_identity(void)
 {
-	const uint32_t hwpts[] = {vmm.hwpt[0], vmm.fb_hwpt};
+	const uint32_t hwpts[] = {vmm.hwpt[0], fb.hwpt};
 	const struct window_map all = {"all", GUEST_GPA, GUEST_GPA, GUEST_SIZE};
 	struct dt_pageset want;
 	unsigned n_marked;
@@ -563,7 +464,7 @@ static void run_identity(void)
 	check_hwpts("mixed, tracking", hwpts, 2, true);
 	dt_pass("session [hwpt %u, hwpt %u]: TrackingMode \"mixed\", Precise false, Hwpts: "
 		"hwpt %u tracks, hwpt %u cannot; no Device objects (adopt mode)",
-		vmm.hwpt[0], vmm.fb_hwpt, vmm.hwpt[0], vmm.fb_hwpt);
+		vmm.hwpt[0], fb.hwpt, vmm.hwpt[0], fb.hwpt);
 
 	/* The fallback makes every mapped range of the IOAS dirty: here, the whole region. */
 	set_init(&want);
@@ -627,7 +528,7 @@ static void want_windows(struct dt_pageset *want, const struct window_map *const
 
 static void run_viommu(void)
 {
-	const uint32_t hwpts[] = {vmm.hwpt[0], vmm.hwpt[1], vmm.fb_hwpt};
+	const uint32_t hwpts[] = {vmm.hwpt[0], vmm.hwpt[1], fb.hwpt};
 	const struct window_map *w12[] = {&w1, &w2}, *w123[] = {&w1, &w2, &w3}, *w13[] = {&w1, &w3};
 	struct dt_pageset want;
 	int r;
@@ -642,7 +543,7 @@ static void run_viommu(void)
 	check_hwpts("mixed3, tracking", hwpts, 3, true);
 	dt_pass("session [hwpt %u, hwpt %u, hwpt %u] with a vIOMMU: TrackingMode \"mixed\", "
 		"Precise false, Hwpts: two track, hwpt %u cannot",
-		vmm.hwpt[0], vmm.hwpt[1], vmm.fb_hwpt, vmm.fb_hwpt);
+		vmm.hwpt[0], vmm.hwpt[1], fb.hwpt, fb.hwpt);
 	set_init(&want);
 
 	/* Round 1: both precise HWPTs (overlapping pages in W1), MarkDirty outside the
@@ -689,10 +590,10 @@ static void run_viommu(void)
 	mark_random(1, &w3, 10);
 	want_windows(&want, w13, 2);
 	mark_dirty(&want, GUEST_GPA + 4 * SZ_1M, LOG_PAGE);
-	r = iod_iommufd_destroy(vmm.ictx, vmm.fb_stdev);
+	r = iod_iommufd_destroy(vmm.ictx, fb.stdev);
 	dt_assert(r == 0, "destroying the mock device without dirty tracking: %s", iod_strerror(r));
-	r = iod_iommufd_destroy(vmm.ictx, vmm.fb_hwpt);
-	dt_assert(r == 0, "destroying hwpt %u: %s", vmm.fb_hwpt, iod_strerror(r));
+	r = iod_iommufd_destroy(vmm.ictx, fb.hwpt);
+	dt_assert(r == 0, "destroying hwpt %u: %s", fb.hwpt, iod_strerror(r));
 	check_rate("mixed3, sample 4 (the fallback detached)", 2, false);
 	dt_assert(!harvest("mixed3, round 4 (the fallback detached)", &want),
 		  "mixed3, round 4: Harvest says precise");
@@ -707,7 +608,7 @@ static void run_viommu(void)
 	dt_pass("mixed3, round 4: the fallback device detached and hwpt %u destroyed: the "
 		"round has every page marked before (W1, W3 as the fallback's, the MarkDirty "
 		"page): nothing lost; the session tracks on, its log complete",
-		vmm.fb_hwpt);
+		fb.hwpt);
 
 	/* After the round that counted it last, the destroyed HWPT has left the session: it
 	 * is "hardware" and precise again. */
@@ -725,7 +626,7 @@ static void run_viommu(void)
 	dt_pass("mixed3, round 5: TrackingMode \"hardware\", Precise true, Hwpts without hwpt %u; "
 		"the round is exactly the pages marked on hwpt %u and %u and the MarkDirty page, "
 		"precise",
-		vmm.fb_hwpt, vmm.hwpt[0], vmm.hwpt[1]);
+		fb.hwpt, vmm.hwpt[0], vmm.hwpt[1]);
 
 	scall("Destroy", "");
 	free(want.bits);
@@ -733,9 +634,8 @@ static void run_viommu(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -751,7 +651,7 @@ int main(void)
 
 	sd_bus_unref(bus);
 	free(spath);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }

@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -44,6 +43,7 @@
 #include "daemon-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -51,7 +51,7 @@
 #define GUEST_SIZE (32 * SZ_1M)
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
-#define NDEV 2
+#define NDEV MOCK_VMM_NDEV
 #define ROUNDS 6
 
 /* The mock's stage 1 description (the kernel's struct iommu_hwpt_selftest, not uapi). */
@@ -61,42 +61,22 @@ struct mock_hwpt_selftest {
 	uint32_t iotlb;
 };
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
+/* The mock devices are on nested HWPTs (the children) over one dirty tracking nest parent:
+ * vmm.hwpt[] is not used. */
+static struct mock_vmm vmm;
 static struct {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NDEV], idev[NDEV];
 	uint32_t parent, child[NDEV];
-	uint8_t *guest;
-} vmm;
+} nest;
 
 /* Mark the log page at iova of hwpt dirty (both of its mock IOPTEs). Returns the IOPTEs
  * marked, or a negative errno. */
 static int64_t mock_dirty(uint32_t hwpt, uint64_t iova)
 {
-	const uint64_t nbits = LOG_PAGE / mock_page;
-	uint64_t marks = (UINT64_C(1) << nbits) - 1;
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = hwpt,
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)&marks},
-	};
+	const uint64_t nbits = LOG_PAGE / vmm.mock_page;
+	uint64_t marks = (UINT64_C(1) << nbits) - 1, nr = 0;
+	int r = iod_mock_dirty(vmm.fd, hwpt, iova, nbits, vmm.mock_page, &marks, &nr);
 
-	if (ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) < 0)
-		return -errno;
-	return (int64_t)cmd.dirty.out_nr_dirty;
+	return r < 0 ? r : (int64_t)nr;
 }
 
 static uint32_t alloc_child(uint32_t idev, uint32_t parent)
@@ -116,20 +96,7 @@ static void vmm_setup(void)
 	bool can = false;
 	int r;
 
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-	}
+	mock_vmm_open(&vmm);
 
 	/* The probe ProbeDevice runs, on the lib: a mock IOMMU can give a dirty nest parent. */
 	r = iod_hwpt_probe_nest_parent(vmm.ictx, vmm.idev[0], vmm.ioas, &can);
@@ -138,29 +105,25 @@ static void vmm_setup(void)
 	dt_pass("the mock device can have a dirty tracking nest parent (probe says yes)");
 
 	r = iod_hwpt_alloc(vmm.ictx, vmm.idev[0], vmm.ioas, IOD_HWPT_NEST_PARENT | IOD_HWPT_DIRTY,
-			   &vmm.parent);
+			   &nest.parent);
 	dt_assert(r == 0, "dirty nest parent: %s", iod_strerror(r));
 	for (int i = 0; i < NDEV; i++) {
-		vmm.child[i] = alloc_child(vmm.idev[i], vmm.parent);
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.child[i]);
-		dt_assert(r == 0, "attach mock device %d to nested hwpt %u: %s", i, vmm.child[i],
+		nest.child[i] = alloc_child(vmm.idev[i], nest.parent);
+		r = iod_mock_replace(vmm.fd, vmm.stdev[i], nest.child[i]);
+		dt_assert(r == 0, "attach mock device %d to nested hwpt %u: %s", i, nest.child[i],
 			  strerror(-r));
 	}
-	dt_assert(iod_hwpt_is_nested(vmm.ictx, vmm.child[0]) == 1, "child 0 is not nested");
-	dt_assert(iod_hwpt_is_nested(vmm.ictx, vmm.parent) == 0, "the parent looks nested");
+	dt_assert(iod_hwpt_is_nested(vmm.ictx, nest.child[0]) == 1, "child 0 is not nested");
+	dt_assert(iod_hwpt_is_nested(vmm.ictx, nest.parent) == 0, "the parent looks nested");
 	dt_assert(iod_hwpt_is_nested(vmm.ictx, vmm.ioas) == 0, "the IOAS looks nested");
 	dt_pass("iod_hwpt_is_nested tells the children from the parent and the IOAS");
 
 	/* Guest memory at IOVA = GPA: the nest parent is the stage 2, GPA -> host. */
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
-	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest, GUEST_SIZE, GUEST_GPA,
-			 IOD_MAP_READ | IOD_MAP_WRITE);
-	dt_assert(r == 0, "map guest memory: %s", iod_strerror(r));
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
+	mock_vmm_map_guest(&vmm, GUEST_SIZE, GUEST_GPA);
 	printf("vmm: iommufd %d, ioas %u, nest parent %u, nested children %u %u, "
 	       "%" PRIu64 " MiB of guest memory at GPA 0x%" PRIx64 "\n",
-	       vmm.fd, vmm.ioas, vmm.parent, vmm.child[0], vmm.child[1], GUEST_SIZE / SZ_1M,
+	       vmm.fd, vmm.ioas, nest.parent, nest.child[0], nest.child[1], GUEST_SIZE / SZ_1M,
 	       GUEST_GPA);
 }
 
@@ -190,26 +153,27 @@ static void check_mock_facts(void)
 	int64_t n;
 	int r;
 
-	r = iod_hwpt_set_tracking(vmm.ictx, &(struct iod_hwpt){.id = vmm.parent}, true);
+	r = iod_hwpt_set_tracking(vmm.ictx, &(struct iod_hwpt){.id = nest.parent}, true);
 	dt_assert(r == 0, "enable tracking on the parent: %s", iod_strerror(r));
 
-	n = mock_dirty(vmm.child[0], gpa);
+	n = mock_dirty(nest.child[0], gpa);
 	dt_assert(n == -ENOENT, "DIRTY on a nested child: %" PRId64 " (%s), want ENOENT", n,
 		  n < 0 ? strerror((int)-n) : "marked");
-	n = mock_dirty(vmm.parent, gpa);
-	dt_assert(n == (int64_t)(LOG_PAGE / mock_page),
+	n = mock_dirty(nest.parent, gpa);
+	dt_assert(n == (int64_t)(LOG_PAGE / vmm.mock_page),
 		  "DIRTY on the parent at GPA marked %" PRId64, n);
 	/* read back at the same GPA, page by page: exactly that one bit */
-	r = iod_hwpt_read_dirty(vmm.ictx, vmm.parent, GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word, 0);
+	r = iod_hwpt_read_dirty(vmm.ictx, nest.parent, GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word,
+				0);
 	dt_assert(r == 0, "read the parent: %s", iod_strerror(r));
 	dt_assert(word == UINT64_C(1) << 5, "parent bits 0x%016" PRIx64 ", want only bit 5", word);
 	/* the child has no bitmap of its own */
 	word = 0;
-	r = iod_hwpt_read_dirty(vmm.ictx, vmm.child[0], GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word,
+	r = iod_hwpt_read_dirty(vmm.ictx, nest.child[0], GUEST_GPA, 64 * LOG_PAGE, LOG_PAGE, &word,
 				IOD_READ_QUIET);
 	dt_assert(r == -ENOENT, "dirty read of a nested child: %s, want ENOENT", iod_strerror(r));
 
-	r = iod_hwpt_set_tracking(vmm.ictx, &(struct iod_hwpt){.id = vmm.parent, .tracking = true},
+	r = iod_hwpt_set_tracking(vmm.ictx, &(struct iod_hwpt){.id = nest.parent, .tracking = true},
 				  false);
 	dt_assert(r == 0, "disable tracking on the parent: %s", iod_strerror(r));
 	dt_pass("the mock marks the nest parent, at GPA; a nested child has no dirty bits (ENOENT)");
@@ -229,20 +193,20 @@ static void check_adopt_refusals(void)
 	int r;
 
 	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", SD_BUS_ERROR_INVALID_ARGS,
-		      "exclude each other", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 1, vmm.parent, 2,
-		      "nested", "b", 1, "viommu", "b", 1);
+		      "exclude each other", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 1, nest.parent,
+		      2, "nested", "b", 1, "viommu", "b", 1);
 	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", SD_BUS_ERROR_INVALID_ARGS,
 		      "needs its nest parent", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 0, 1,
 		      "nested", "b", 1);
 	/* a child first: it is no paging HWPT, so no nest parent */
 	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", SD_BUS_ERROR_INVALID_ARGS,
-		      "is not a HWPT", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 2, vmm.child[0],
-		      vmm.parent, 1, "nested", "b", 1);
+		      "is not a HWPT", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 2, nest.child[0],
+		      nest.parent, 1, "nested", "b", 1);
 	/* the parent twice over: the second is not nested */
 	r = iod_hwpt_alloc(vmm.ictx, vmm.idev[0], vmm.ioas, IOD_HWPT_NEST_PARENT, &plain);
 	dt_assert(r == 0, "nest parent without dirty tracking: %s", iod_strerror(r));
 	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", SD_BUS_ERROR_INVALID_ARGS,
-		      "hwpt_ids[1]: object", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 2, vmm.parent,
+		      "hwpt_ids[1]: object", "shuaua{sv}", "bad", vmm.fd, vmm.ioas, 2, nest.parent,
 		      plain, 1, "nested", "b", 1);
 	/* a nest parent that cannot track (the SMMUv3 case) */
 	dt_call_fails(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", IOD_ERROR_NOT_DIRTY_CAPABLE,
@@ -261,7 +225,7 @@ static void adopt(void)
 	char *mode;
 
 	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "AdoptSession", NULL, "shuaua{sv}", "nested",
-			vmm.fd, vmm.ioas, 3, vmm.parent, vmm.child[0], vmm.child[1], 1, "nested",
+			vmm.fd, vmm.ioas, 3, nest.parent, nest.child[0], nest.child[1], 1, "nested",
 			"b", 1);
 	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AdoptSession reply");
 	spath = strdup(path);
@@ -306,26 +270,17 @@ static uint64_t pageset_minus(const struct dt_pageset *a, const struct dt_pagese
 static void harvest(struct dt_pageset *got)
 {
 	struct dt_pageset abs;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_assert(precise, "round %" PRIu64 " is not precise", nr);
-	dt_pageset_init(&abs, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &abs, false);
-	dt_assert(n == dirty, "round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_GPA + GUEST_SIZE, LOG_SHIFT, &abs);
+	dt_assert(round.precise, "round %" PRIu64 " is not precise", round.nr);
 	dt_pageset_init(got, GUEST_SIZE, LOG_SHIFT);
 	for (uint64_t p = GUEST_GPA >> LOG_SHIFT; p < abs.npages; p++)
 		if (dt_pageset_test(&abs, p))
 			dt_pageset_add(got, (p << LOG_SHIFT) - GUEST_GPA);
-	dt_assert(dt_pageset_count(got) == n, "dirty pages outside guest memory");
+	dt_assert(dt_pageset_count(got) == round.dirty, "dirty pages outside guest memory");
 	free(abs.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
+	dt_acknowledge(bus, spath, round.nr);
 }
 
 /* Mark k random pages on the parent at their GPA; want gets them. */
@@ -333,9 +288,9 @@ static void mark_random(struct dt_pageset *want, unsigned k)
 {
 	for (unsigned i = 0; i < k; i++) {
 		uint64_t off = rng_below(GUEST_SIZE / LOG_PAGE) * LOG_PAGE;
-		int64_t n = mock_dirty(vmm.parent, GUEST_GPA + off);
+		int64_t n = mock_dirty(nest.parent, GUEST_GPA + off);
 
-		dt_assert(n == (int64_t)(LOG_PAGE / mock_page),
+		dt_assert(n == (int64_t)(LOG_PAGE / vmm.mock_page),
 			  "DIRTY at GPA 0x%" PRIx64 " marked %" PRId64, GUEST_GPA + off, n);
 		dt_pageset_add(want, off);
 	}
@@ -378,7 +333,7 @@ static void negative_control(void)
 	while (dt_pageset_test(&want, off >> LOG_SHIFT))
 		off += LOG_PAGE; /* never the page of a recorded mark */
 	/* the mark dropped from the expectation: made on the parent, not added to want */
-	dt_assert(mock_dirty(vmm.parent, GUEST_GPA + off) > 0, "DIRTY for the control");
+	dt_assert(mock_dirty(nest.parent, GUEST_GPA + off) > 0, "DIRTY for the control");
 	harvest(&got);
 	spurious = pageset_minus(&got, &want);
 	dt_assert(spurious >= 1 && pageset_minus(&want, &got) == 0,
@@ -403,7 +358,7 @@ static void check_state(void)
 	dt_assert(sd_bus_message_read(reply, "s", &json) > 0, "DumpState reply");
 	dt_assert(strstr(json, "\"nested\""), "the state does not record the nested flag: %s",
 		  json);
-	snprintf(want, sizeof(want), "\"parent_id\":%u", vmm.parent);
+	snprintf(want, sizeof(want), "\"parent_id\":%u", nest.parent);
 	dt_assert(strstr(json, want), "the state does not record %s: %s", want, json);
 	sd_bus_message_unref(reply);
 	dt_pass("DumpState records the session as nested, with its children's parent");
@@ -411,9 +366,8 @@ static void check_state(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -430,7 +384,7 @@ int main(void)
 	scall("Destroy", "");
 
 	sd_bus_unref(bus);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }

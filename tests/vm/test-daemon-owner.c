@@ -104,58 +104,8 @@ static void edu_copy(struct edu *e, uint64_t src_iova, uint64_t dst_iova)
 
 /* ---- sessions ------------------------------------------------------------------------- */
 
-static char *create(const char *name, bool viommu)
-{
-	sd_bus_message *reply;
-	const char *path;
-	char *ret;
-
-	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", name, 1,
-			"viommu", "b", (int)viommu);
-	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "CreateSession reply");
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	return ret;
-}
-
-static char *attach_fd(const char *spath, int fd)
-{
-	sd_bus_message *reply;
-	const char *path;
-	char *ret;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "AttachDeviceFd", NULL, "ha{sv}", fd, 0);
-	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "AttachDeviceFd reply");
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	return ret;
-}
-
 #define scall(spath, member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
-
-/* One Harvest round read from the log memfd, acknowledged. */
-static uint64_t harvest(const char *spath, struct dt_pageset *set, bool *ret_precise)
-{
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_pageset_init(set, GPA_BASE + MEM_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, set, false);
-	dt_assert(n == dirty,
-		  "round %" PRIu64 ": %" PRIu64 " pages in the log, Harvest said %" PRIu64, nr, n,
-		  dirty);
-	sd_bus_message_unref(reply);
-	scall(spath, "Acknowledge", "t", nr);
-	*ret_precise = precise;
-	printf("round %" PRIu64 ": %" PRIu64 " dirty pages, precise %s, %" PRIu64 " us\n", nr,
-	       dirty, precise ? "true" : "false", usec);
-	return dirty;
-}
 
 static void fill(uint64_t gpa, uint8_t seed)
 {
@@ -177,7 +127,7 @@ static void test_identity(void)
 	bool precise;
 	uint64_t n;
 
-	spath = create("edu-owner", false);
+	spath = dt_create_session(bus, "edu-owner", false);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "IoasId", 'u') != 0, "no IOAS");
 	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "MappedBytes", 't') == MEM_SIZE,
@@ -185,7 +135,7 @@ static void test_identity(void)
 
 	e.fd = open(cdev, O_RDWR | O_CLOEXEC);
 	dt_assert(e.fd >= 0, "open %s: %s", cdev, strerror(errno));
-	dpath = attach_fd(spath, e.fd);
+	dpath = dt_attach_fd(bus, spath, e.fd, NULL);
 	s = dt_get_string(bus, spath, DT_SES_IFACE, "TrackingMode");
 	dt_assert(strcmp(s, "fallback") == 0, "TrackingMode %s", s);
 	free(s);
@@ -206,7 +156,7 @@ static void test_identity(void)
 
 	scall(spath, "Start", "");
 	scall(spath, "Start", "");
-	n = harvest(spath, &set, &precise);
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &set, &precise);
 	dt_assert(!precise, "a fallback round must say precise = false");
 	dt_assert(n == MEM_SIZE / LOG_PAGE, "fallback round: %" PRIu64 " pages, want all %" PRIu64,
 		  n, MEM_SIZE / LOG_PAGE);
@@ -220,7 +170,7 @@ static void test_identity(void)
 	dt_assert(same(src, dst), "the device's DMA did not arrive in the memfd");
 	dt_pass("owner: the device's DMA through the daemon's IOAS arrived in the memfd");
 
-	n = harvest(spath, &set, &precise);
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &set, &precise);
 	dt_assert(!precise, "precise");
 	for (uint64_t a = dst & ~(LOG_PAGE - 1); a < dst + EDU_XFER; a += LOG_PAGE)
 		dt_assert(dt_pageset_test(&set, a >> LOG_SHIFT),
@@ -256,13 +206,13 @@ static void test_viommu(void)
 	bool precise;
 	uint64_t n;
 
-	spath = create("edu-viommu", true);
+	spath = dt_create_session(bus, "edu-viommu", true);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "MappedBytes", 't') == 0,
 		  "with a vIOMMU AddMemory maps nothing");
 	e.fd = open(cdev, O_RDWR | O_CLOEXEC);
 	dt_assert(e.fd >= 0, "open %s: %s", cdev, strerror(errno));
-	dpath = attach_fd(spath, e.fd);
+	dpath = dt_attach_fd(bus, spath, e.fd, NULL);
 	scall(spath, "Map", "ttt", iova_a, gpa_a, size_a);
 	scall(spath, "Map", "ttt", iova_b, gpa_b, size_b);
 	scall(spath, "Start", "");
@@ -277,7 +227,7 @@ static void test_viommu(void)
 		  gpa_a + 0x2000);
 	dt_pass("owner, vIOMMU: DMA to an IOVA lands at the GPA Map gave it");
 
-	n = harvest(spath, &set, &precise);
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &set, &precise);
 	dt_assert(!precise, "precise");
 	for (uint64_t p = 0; p < set.npages; p++) {
 		uint64_t a = p << LOG_SHIFT;
@@ -299,7 +249,7 @@ static void test_viommu(void)
 	edu_dma(&e, EDU_BUF + 0x100, iova_a, EDU_XFER, true);
 	for (unsigned i = 0; i < EDU_XFER; i++)
 		dt_assert(mem[gpa_a - GPA_BASE + i] == 0, "DMA to an unmapped IOVA reached memory");
-	n = harvest(spath, &set, &precise);
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &set, &precise);
 	for (uint64_t a = gpa_a; a < gpa_a + size_a; a += LOG_PAGE)
 		dt_assert(dt_pageset_test(&set, a >> LOG_SHIFT),
 			  "unmapped GPA page 0x%" PRIx64 " missing from the next round", a);

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +40,7 @@
 #include "daemon-test.h"
 #include "iodirty.h"
 #include "iommufd-mock.h"
+#include "mock-vmm.h"
 #include "test-rng.h"
 
 #define SZ_1M (UINT64_C(1) << 20)
@@ -49,55 +49,18 @@
 #define LOG_SHIFT 12
 #define LOG_PAGE (UINT64_C(1) << LOG_SHIFT)
 #define NPAGES (GUEST_SIZE >> LOG_SHIFT)
-#define NDEV 2
+#define NDEV MOCK_VMM_NDEV
 #define INTERVAL_USEC (UINT64_C(60) * 1000000)
 #define WINDOW_USEC (UINT64_C(3600) * 1000000)
 
-static uint64_t seed;
-static uint64_t mock_page;
-
-static void print_seed(void)
-{
-	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", seed);
-}
-
-static struct {
-	struct iod_iommufd *ictx;
-	int fd;
-	uint32_t ioas;
-	uint32_t stdev[NDEV], idev[NDEV], hwpt[NDEV];
-	uint8_t *guest;
-} vmm;
+static struct mock_vmm vmm;
 
 static void vmm_setup(void)
 {
-	int r;
-
-	r = iod_iommufd_open(NULL, &vmm.ictx);
-	dt_assert(r == 0, "open /dev/iommu: %s", iod_strerror(r));
-	vmm.fd = iod_iommufd_fd(vmm.ictx);
-	dt_assert(iod_ioas_alloc(vmm.ictx, &vmm.ioas) == 0, "IOAS alloc");
-	dt_assert(iod_ioas_set_huge_pages(vmm.ictx, vmm.ioas, false) == 0, "huge pages off");
-	for (int i = 0; i < NDEV; i++) {
-		r = iod_mock_domain(vmm.fd, vmm.ioas, 0, &vmm.stdev[i], NULL, &vmm.idev[i]);
-		if (r == -ENOTTY || r == -EOPNOTSUPP || r == -EINVAL) {
-			printf("SKIP: the kernel has no iommufd mock devices (CONFIG_IOMMUFD_TEST): %s\n",
-			       strerror(-r));
-			exit(77);
-		}
-		dt_assert(r == 0, "mock device: %s", strerror(-r));
-		r = iod_hwpt_alloc(vmm.ictx, vmm.idev[i], vmm.ioas, IOD_HWPT_DIRTY, &vmm.hwpt[i]);
-		dt_assert(r == 0, "dirty HWPT: %s", iod_strerror(r));
-		r = iod_mock_replace(vmm.fd, vmm.stdev[i], vmm.hwpt[i]);
-		dt_assert(r == 0, "attach the mock device to hwpt %u: %s", vmm.hwpt[i],
-			  strerror(-r));
-	}
-	vmm.guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			 0);
-	dt_assert(vmm.guest != MAP_FAILED, "guest memory: %s", strerror(errno));
-	r = iod_ioas_map(vmm.ictx, vmm.ioas, vmm.guest, GUEST_SIZE, GUEST_GPA,
-			 IOD_MAP_READ | IOD_MAP_WRITE);
-	dt_assert(r == 0, "map guest memory: %s", iod_strerror(r));
+	mock_vmm_open(&vmm);
+	mock_vmm_dirty_hwpts(&vmm);
+	mock_vmm_alloc_guest(&vmm, GUEST_SIZE);
+	mock_vmm_map_guest(&vmm, GUEST_SIZE, GUEST_GPA);
 	printf("vmm: iommufd %d, ioas %u, hwpts %u %u, %" PRIu64
 	       " MiB of guest memory at GPA 0x%" PRIx64 "\n",
 	       vmm.fd, vmm.ioas, vmm.hwpt[0], vmm.hwpt[1], GUEST_SIZE / SZ_1M, GUEST_GPA);
@@ -131,22 +94,7 @@ static uint64_t pageset_count_union(const struct dt_pageset *a, const struct dt_
 /* Mark the log page at IOVA iova, guest page index page, dirty on device dev's HWPT. */
 static void mark_at(int dev, uint64_t iova, uint64_t page)
 {
-	const uint64_t nbits = LOG_PAGE / mock_page;
-	uint64_t marks = (UINT64_C(1) << nbits) - 1;
-	struct iod_mock_cmd cmd = {
-		.size = sizeof(cmd),
-		.op = IOD_MOCK_OP_DIRTY,
-		.id = vmm.hwpt[dev],
-		.dirty = {.iova = iova,
-			  .length = nbits * mock_page,
-			  .page_size = mock_page,
-			  .uptr = (uintptr_t)&marks},
-	};
-
-	dt_assert(ioctl(vmm.fd, IOD_MOCK_CMD, &cmd) == 0, "mock DIRTY on hwpt %u: %s",
-		  vmm.hwpt[dev], strerror(errno));
-	dt_assert(cmd.dirty.out_nr_dirty == nbits, "mock DIRTY marked %" PRIu64 " IOPTEs",
-		  (uint64_t)cmd.dirty.out_nr_dirty);
+	mock_vmm_mark(&vmm, vmm.hwpt[dev], iova, LOG_PAGE);
 	dt_pageset_add(&sample[dev], page << LOG_SHIFT);
 	dt_pageset_add(&all_marked, page << LOG_SHIFT);
 }
@@ -178,79 +126,24 @@ static struct dt_pageset harvested;
 #define scall(member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
 
-struct rate {
-	uint64_t window_usec, samples, dirty, pps, ws;
-	int precise;
-	unsigned n_hwpts;
-	struct {
-		uint32_t id;
-		unsigned n_devices;
-		uint64_t dirty, pps, ws;
-	} hwpt[NDEV];
-};
-
-static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct rate *ret)
+static void get_rate(uint64_t interval_usec, uint64_t window_usec, struct dt_rate *ret)
 {
-	sd_bus_message *reply;
-	struct rate r = {};
-	uint32_t id;
-	const char *dev;
-
-	reply = dt_call(bus, spath, DT_SES_IFACE, "GetDirtyRate", NULL, "a{sv}", 2, "interval_usec",
-			"t", interval_usec, "window_usec", "t", window_usec);
-	dt_assert(sd_bus_message_read(reply, "tttttb", &r.window_usec, &r.samples, &r.dirty, &r.pps,
-				      &r.ws, &r.precise) > 0,
-		  "GetDirtyRate reply");
-	dt_assert(sd_bus_message_enter_container(reply, 'a', "(uaottt)") > 0, "GetDirtyRate reply");
-	while (sd_bus_message_enter_container(reply, 'r', "uaottt") > 0) {
-		dt_assert(r.n_hwpts < NDEV, "more HWPTs than the session has");
-		dt_assert(sd_bus_message_read(reply, "u", &id) > 0, "GetDirtyRate reply");
-		r.hwpt[r.n_hwpts].id = id;
-		dt_assert(sd_bus_message_enter_container(reply, 'a', "o") > 0,
-			  "GetDirtyRate reply");
-		while (sd_bus_message_read(reply, "o", &dev) > 0)
-			r.hwpt[r.n_hwpts].n_devices++;
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		dt_assert(sd_bus_message_read(reply, "ttt", &r.hwpt[r.n_hwpts].dirty,
-					      &r.hwpt[r.n_hwpts].pps, &r.hwpt[r.n_hwpts].ws) > 0,
-			  "GetDirtyRate reply");
-		dt_assert(sd_bus_message_exit_container(reply) >= 0, "GetDirtyRate reply");
-		r.n_hwpts++;
-	}
-	sd_bus_message_unref(reply);
-	printf("rate: window %" PRIu64 " us, %" PRIu64 " sample(s), %" PRIu64
-	       " dirty pages, %" PRIu64 " pages/s, working set %" PRIu64 ", precise %d\n",
-	       r.window_usec, r.samples, r.dirty, r.pps, r.ws, r.precise);
-	for (unsigned i = 0; i < r.n_hwpts; i++)
-		printf("rate:   hwpt %u (%u devices): %" PRIu64 " dirty pages, %" PRIu64
-		       " pages/s, working set %" PRIu64 "\n",
-		       r.hwpt[i].id, r.hwpt[i].n_devices, r.hwpt[i].dirty, r.hwpt[i].pps,
-		       r.hwpt[i].ws);
-	*ret = r;
+	dt_get_rate(bus, spath, interval_usec, window_usec, NDEV, ret);
 }
 
 /* Harvest one round into harvested and acknowledge it. */
 static void harvest(void)
 {
 	struct dt_pageset abs;
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round;
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	dt_pageset_init(&abs, GUEST_GPA + GUEST_SIZE, LOG_SHIFT);
-	n = dt_log_read(fd, &abs, false);
-	dt_assert(n == dirty, "round %" PRIu64 ": the log holds %" PRIu64 ", Harvest said %" PRIu64,
-		  nr, n, dirty);
+	round = dt_harvest(bus, spath, "Harvest", GUEST_GPA + GUEST_SIZE, LOG_SHIFT, &abs);
 	for (uint64_t p = GUEST_GPA >> LOG_SHIFT; p < abs.npages; p++)
 		if (dt_pageset_test(&abs, p))
 			dt_pageset_add(&harvested, (p << LOG_SHIFT) - GUEST_GPA);
 	free(abs.bits);
-	sd_bus_message_unref(reply);
-	scall("Acknowledge", "t", nr);
-	printf("harvest: round %" PRIu64 ", %" PRIu64 " dirty pages\n", nr, dirty);
+	dt_acknowledge(bus, spath, round.nr);
+	printf("harvest: round %" PRIu64 ", %" PRIu64 " dirty pages\n", round.nr, round.dirty);
 }
 
 /* Expected numbers, kept as the samples close. */
@@ -270,7 +163,7 @@ static void close_sample(void)
 	}
 }
 
-static void check_rate(const struct rate *r, const char *what)
+static void check_rate(const struct dt_rate *r, const char *what)
 {
 	dt_assert(r->samples == want.samples, "%s: %" PRIu64 " samples, want %" PRIu64, what,
 		  r->samples, want.samples);
@@ -337,7 +230,7 @@ static void adopt(void)
 
 static void run(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	/* Before the first call: the baseline's, in the log, not in the rate. */
 	mark_random(0, 10, NPAGES);
@@ -430,7 +323,7 @@ static void run_concurrent(void)
 {
 	struct dt_pageset marked_here[NDEV];
 	uint64_t end, n_marks = 0, n_harvests = 0;
-	struct rate r;
+	struct dt_rate r;
 
 	/* Stop ends the rate; after Start the next call is a new baseline. */
 	scall("Stop", "");
@@ -541,7 +434,7 @@ static void adopt_viommu(void)
  */
 static void run_viommu(void)
 {
-	struct rate r;
+	struct dt_rate r;
 
 	adopt_viommu();
 	window_map(&wa);
@@ -592,9 +485,8 @@ static void run_viommu(void)
 
 int main(void)
 {
-	seed = rng_seed();
-	dt_on_fail = print_seed;
-	mock_page = (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+	rng_seed();
+	dt_on_fail = rng_print_seed;
 
 	dt_require_iommufd();
 	vmm_setup();
@@ -613,7 +505,7 @@ int main(void)
 	run_viommu();
 
 	sd_bus_unref(bus);
-	print_seed();
+	rng_print_seed();
 	printf("%u passed\n", dt_passed);
 	return 0;
 }

@@ -767,100 +767,97 @@ static void print_downtime_summary(void)
 	       downtime_ratios[n_downtime_ratios - 1], within, n_downtime_ratios);
 }
 
-/* One seed. Returns the number of differing pages (0: the destination equals the source). */
-static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t drop_round,
-			 bool *ret_error)
+/* ------------------------ what every seed of a mode does ------------------------------------ */
+
+/* The migration config of one seed's run: what the modes share (they add the rest). */
+static struct iod_migrate_config seed_config(const char *name, int memfd, const uint8_t *mem,
+					     uint64_t size, uint64_t gpa)
 {
-	struct mock_vm vm;
-	struct image img = {.gpa = MOCK_GPA, .size = size};
-	struct mock_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
-		.prepare = mock_prepare,
-		.tick = mock_tick,
-		.pause = mock_pause,
-		.write = image_write,
-		.round = print_round,
+	return (struct iod_migrate_config){
+		.session = name,
+		.memfd = memfd,
+		.size = size,
+		.gpa = gpa,
+		.mem = mem,
+		.converge_pages = 32,
+		.max_rounds = 12,
+		.batch_bytes = 64 * 1024,
+		.on_daemon_restart = IOD_MIGRATE_ABORT,
 	};
-	struct iod_migrate_result res;
+}
+
+/*
+ * Run one seed's migration (prefix names it in the FAIL line) with the mode's hooks: it
+ * copies into the image userdata starts with (image_write()), and prints its rounds
+ * (print_round()). 0, or a negative errno.
+ */
+static int seed_migrate(sd_bus *bus, const char *prefix, uint64_t seed,
+			const struct iod_migrate_config *c, const struct iod_migrate_ops *hooks,
+			void *userdata, struct iod_migrate_result *ret_res)
+{
+	struct iod_migrate_ops ops = *hooks;
 	struct iod_migrate *m = NULL;
-	uint64_t bad, first;
-	char name[64];
 	int r;
 
-	rng_state = seed ? seed : 1;
-	mock_vm_setup(&vm, size, true, false);
-	vm.churn_enabled = true;
-	mock_initial_maps(&vm);
-	img.p = malloc(size);
-	if (!img.p)
-		die("out of memory");
-	memset(img.p, 0, size);
-
-	snprintf(name, sizeof(name), "mock-%" PRIu64, seed);
-	{
-		struct iod_migrate_config c = {
-			.session = name,
-			.mode = IOD_MIGRATE_ADOPT,
-			.memfd = vm.memfd,
-			.size = size,
-			.gpa = MOCK_GPA,
-			.mem = vm.mem,
-			.viommu = true,
-			.iommufd = vm.fd,
-			.ioas = vm.ioas,
-			.hwpts = vm.hwpt,
-			.n_hwpts = N_DEVS,
-			.converge_pages = 32,
-			.max_rounds = 12,
-			.batch_bytes = 64 * 1024,
-			.on_daemon_restart = IOD_MIGRATE_ABORT,
-			.drop_round = drop_round,
-		};
-
-		r = iod_migrate_new(bus, &c, &ops, &run, &m);
-		if (r < 0)
-			die("iod_migrate_new: %s", strerror(-r));
-	}
-	r = iod_migrate_run(m, &res);
-	*ret_error = r < 0;
+	ops.write = image_write;
+	ops.round = print_round;
+	r = iod_migrate_new(bus, c, &ops, userdata, &m);
 	if (r < 0)
-		printf("FAIL: seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
-		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
+		die("iod_migrate_new: %s", strerror(-r));
+	r = iod_migrate_run(m, ret_res);
+	if (r < 0)
+		printf("FAIL: %sseed %" PRIu64 ": the migration failed (%s): %s\n", prefix, seed,
+		       iod_migrate_status_to_string(ret_res->status), iod_migrate_error(m));
 	iod_migrate_free(m);
+	return r;
+}
 
-	bad = count_bad_pages(img.p, vm.mem, size, &first);
-	printf("seed %" PRIu64 ": %u dirty rounds%s, %" PRIu64 " bytes copied, %" PRIu64
-	       " DMA writes, %" PRIu64 " map/unmap events (%" PRIu64 " on the event channel), %u "
-	       "mappings at the end: %s",
-	       seed, res.rounds, res.converged ? " (converged)" : "", res.total_bytes, vm.writes,
-	       vm.churn, vm.chan_events, vm.n_mapped, bad ? "MISMATCH" : "destination == source");
+/* End a seed's line with the comparison of the destination (img) with the source (mem) of
+ * size bytes at gpa. Returns the number of pages that differ. */
+static uint64_t print_comparison(const uint8_t *img, const uint8_t *mem, uint64_t size,
+				 uint64_t gpa, uint64_t *ret_first)
+{
+	uint64_t bad = count_bad_pages(img, mem, size, ret_first);
+
+	printf(": %s", bad ? "MISMATCH" : "destination == source");
 	if (bad)
 		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
-		       MOCK_GPA + first);
+		       gpa + *ret_first);
 	printf("\n");
-	if (r >= 0)
-		print_downtime(seed, &res);
-	if (vm.writes == 0 || vm.churn == 0 || vm.chan_events == 0)
-		*ret_error = true;
-	free(img.p);
-	mock_vm_teardown(&vm);
 	return bad;
 }
 
-static int cmd_mock(int argc, char **argv)
+/*
+ * A mode that migrates once per seed (--seed, --seeds, --size, --verbose), with a negative
+ * control (its option makes the run lose something, and the comparison must see it).
+ */
+struct seeds_mode {
+	const char *name; /* test-migrate NAME */
+	const char *summary; /* the last line's words before the count */
+	const char *control; /* the negative control's option: N (a dirty round from 1), final */
+	bool control_zero; /* --CONTROL=0 means no control (else it is refused) */
+	const char *lost; /* what the control loses ("round") */
+	const char *undetected; /* the FAIL line where nothing differs with the control */
+	const char *detected; /* the PASS line where the control is seen */
+	/* One seed: the number of pages that differ, *ret_error where it failed otherwise. */
+	uint64_t (*one)(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t control,
+			bool *ret_error);
+};
+
+static int seeds_run(const struct seeds_mode *mode, int argc, char **argv)
 {
 	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20), seeds = 1,
-		 size = 32 * SZ_1M, drop = 0;
+		 size = 32 * SZ_1M, control = 0;
 	bool seed_given = false;
 	unsigned failed = 0;
 	sd_bus *bus = NULL;
 	int c;
 
-	static const struct option options[] = {
+	const struct option options[] = {
 		{"seed", required_argument, NULL, 's'},
 		{"seeds", required_argument, NULL, 'n'},
 		{"size", required_argument, NULL, 'S'},
-		{"drop-round", required_argument, NULL, 'd'},
+		{mode->control, required_argument, NULL, 'c'},
 		{"verbose", no_argument, NULL, 'v'},
 		{},
 	};
@@ -876,9 +873,11 @@ static int cmd_mock(int argc, char **argv)
 		case 'S':
 			size = strtoull(optarg, NULL, 0) * SZ_1M;
 			break;
-		case 'd':
-			drop = strcmp(optarg, "final") == 0 ? IOD_MIGRATE_DROP_FINAL
-							    : strtoull(optarg, NULL, 0);
+		case 'c':
+			control = strcmp(optarg, "final") == 0 ? IOD_MIGRATE_DROP_FINAL
+							       : strtoull(optarg, NULL, 0);
+			if (control == 0 && !mode->control_zero)
+				die("--%s=N: a dirty round from 1, or final", mode->control);
 			break;
 		case 'v':
 			verbose_rounds = true;
@@ -894,36 +893,95 @@ static int cmd_mock(int argc, char **argv)
 		       seed + seeds - 1);
 	for (uint64_t i = 0; i < seeds; i++) {
 		bool error = false;
-		uint64_t bad = mock_one(bus, seed + i, size, drop, &error);
+		uint64_t bad = mode->one(bus, seed + i, size, control, &error);
 
 		if (error) {
 			failed++;
-		} else if (drop) {
+		} else if (control) {
 			if (bad == 0) {
+				char value[24];
+
+				if (control == IOD_MIGRATE_DROP_FINAL)
+					snprintf(value, sizeof(value), "final");
+				else
+					snprintf(value, sizeof(value), "%" PRIu64, control);
 				printf("FAIL: seed %" PRIu64
-				       ": round %s was not copied and yet the "
-				       "destination matches: the check cannot see a lost round "
-				       "(replay: test-migrate mock --seed=%" PRIu64
-				       " --drop-round=%s)\n",
-				       seed + i, drop == IOD_MIGRATE_DROP_FINAL ? "final" : "N",
-				       seed + i, drop == IOD_MIGRATE_DROP_FINAL ? "final" : "N");
+				       ": %s and yet the destination matches: "
+				       "the check cannot see a lost %s (replay: test-migrate %s "
+				       "--seed=%" PRIu64 " --%s=%s)\n",
+				       seed + i, mode->undetected, mode->lost, mode->name, seed + i,
+				       mode->control, value);
 				failed++;
 			} else {
-				printf("PASS: seed %" PRIu64 ": the dropped round is detected\n",
-				       seed + i);
+				printf("PASS: seed %" PRIu64 ": %s\n", seed + i, mode->detected);
 			}
 		} else if (bad) {
 			printf("FAIL: seed %" PRIu64
-			       ": replay with: test-migrate mock --seed=%" PRIu64 " --verbose\n",
-			       seed + i, seed + i);
+			       ": replay with: test-migrate %s --seed=%" PRIu64 " --verbose\n",
+			       seed + i, mode->name, seed + i);
 			failed++;
 		}
 	}
 	sd_bus_flush_close_unref(bus);
-	if (!drop)
-		print_downtime_summary();
-	printf("%s: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", seeds, failed);
+	if (!control)
+		print_downtime_summary(); /* of the modes that report it */
+	printf("%s: %s%" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS", mode->summary,
+	       seeds, failed);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* One seed. Returns the number of differing pages (0: the destination equals the source). */
+static uint64_t mock_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t drop_round,
+			 bool *ret_error)
+{
+	struct mock_vm vm;
+	struct image img = {.gpa = MOCK_GPA, .size = size};
+	struct mock_run run = {.img = &img, .vm = &vm};
+	struct iod_migrate_ops hooks = {
+		.prepare = mock_prepare,
+		.tick = mock_tick,
+		.pause = mock_pause,
+	};
+	struct iod_migrate_config c;
+	struct iod_migrate_result res;
+	uint64_t bad, first;
+	char name[64];
+	int r;
+
+	rng_state = seed ? seed : 1;
+	mock_vm_setup(&vm, size, true, false);
+	vm.churn_enabled = true;
+	mock_initial_maps(&vm);
+	img.p = malloc(size);
+	if (!img.p)
+		die("out of memory");
+	memset(img.p, 0, size);
+
+	snprintf(name, sizeof(name), "mock-%" PRIu64, seed);
+	c = seed_config(name, vm.memfd, vm.mem, size, MOCK_GPA);
+	c.mode = IOD_MIGRATE_ADOPT;
+	c.viommu = true;
+	c.iommufd = vm.fd;
+	c.ioas = vm.ioas;
+	c.hwpts = vm.hwpt;
+	c.n_hwpts = N_DEVS;
+	c.drop_round = drop_round;
+	r = seed_migrate(bus, "", seed, &c, &hooks, &run, &res);
+	*ret_error = r < 0;
+
+	printf("seed %" PRIu64 ": %u dirty rounds%s, %" PRIu64 " bytes copied, %" PRIu64
+	       " DMA writes, %" PRIu64 " map/unmap events (%" PRIu64 " on the event channel), %u "
+	       "mappings at the end",
+	       seed, res.rounds, res.converged ? " (converged)" : "", res.total_bytes, vm.writes,
+	       vm.churn, vm.chan_events, vm.n_mapped);
+	bad = print_comparison(img.p, vm.mem, size, MOCK_GPA, &first);
+	if (r >= 0)
+		print_downtime(seed, &res);
+	if (vm.writes == 0 || vm.churn == 0 || vm.chan_events == 0)
+		*ret_error = true;
+	free(img.p);
+	mock_vm_teardown(&vm);
+	return bad;
 }
 
 /* ========================= reported writes: emulated devices only ========================== */
@@ -1107,15 +1165,13 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 	struct reported_vm vm = {.size = size, .unreported_after = unreported};
 	struct image img = {.gpa = REPORTED_GPA, .size = size};
 	struct reported_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
+	struct iod_migrate_ops hooks = {
 		.started = reported_started,
 		.tick = reported_tick,
 		.pause = reported_pause,
-		.write = image_write,
-		.round = print_round,
 	};
+	struct iod_migrate_config c;
 	struct iod_migrate_result res = {};
-	struct iod_migrate *m = NULL;
 	uint64_t bad, first;
 	char name[64];
 	int r;
@@ -1129,46 +1185,21 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 		die("out of memory");
 
 	snprintf(name, sizeof(name), "reported-%" PRIu64, seed);
-	{
-		struct iod_migrate_config c = {
-			.session = name,
-			.mode = IOD_MIGRATE_OWNER, /* memory and no device: nothing does DMA */
-			.memfd = vm.memfd,
-			.size = size,
-			.gpa = REPORTED_GPA,
-			.mem = vm.mem,
-			.page_size = REPORTED_PAGE,
-			.converge_pages = 32,
-			.max_rounds = 12,
-			.batch_bytes = 64 * 1024,
-			.on_daemon_restart = IOD_MIGRATE_ABORT,
-		};
-
-		r = iod_migrate_new(bus, &c, &ops, &run, &m);
-		if (r < 0)
-			die("iod_migrate_new: %s", strerror(-r));
-	}
-	r = iod_migrate_run(m, &res);
+	c = seed_config(name, vm.memfd, vm.mem, size, REPORTED_GPA);
+	c.mode = IOD_MIGRATE_OWNER; /* memory and no device: nothing does DMA */
+	c.page_size = REPORTED_PAGE;
+	r = seed_migrate(bus, "", seed, &c, &hooks, &run, &res);
 	*ret_error = r < 0;
-	if (r < 0)
-		printf("FAIL: seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
-		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
-	iod_migrate_free(m);
 	if (vm.chan_open)
 		close(vm.chan);
 
-	bad = count_bad_pages(img.p, vm.mem, size, &first);
 	printf("seed %" PRIu64 ": %u dirty rounds%s%s, %" PRIu64 " bytes copied, %" PRIu64
 	       " CPU writes reported in %" PRIu64 " mark batches (%" PRIu64 " ranges) and %" PRIu64
-	       " MarkDirty calls (%" PRIu64 " ranges): %s",
+	       " MarkDirty calls (%" PRIu64 " ranges)",
 	       seed, res.rounds, res.converged ? " (converged)" : "",
 	       res.precise ? ", precise" : ", imprecise", res.total_bytes, vm.writes,
-	       vm.chan_batches, vm.chan_ranges, vm.bus_calls, vm.bus_ranges,
-	       bad ? "MISMATCH" : "destination == source");
-	if (bad)
-		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
-		       REPORTED_GPA + first);
-	printf("\n");
+	       vm.chan_batches, vm.chan_ranges, vm.bus_calls, vm.bus_ranges);
+	bad = print_comparison(img.p, vm.mem, size, REPORTED_GPA, &first);
 	if (r >= 0 && (!res.precise || vm.writes == 0 || vm.chan_batches == 0 || vm.bus_calls == 0))
 		*ret_error = true;
 	if (unreported != REPORTED_NONE && vm.unreported_gpa == 0) {
@@ -1190,85 +1221,29 @@ static uint64_t reported_one(sd_bus *bus, uint64_t seed, uint64_t size, uint64_t
 	return bad;
 }
 
-static int cmd_reported(int argc, char **argv)
-{
-	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20), seeds = 1,
-		 size = 32 * SZ_1M, unreported = REPORTED_NONE;
-	bool seed_given = false;
-	unsigned failed = 0;
-	sd_bus *bus = NULL;
-	int c;
-
-	static const struct option options[] = {
-		{"seed", required_argument, NULL, 's'},
-		{"seeds", required_argument, NULL, 'n'},
-		{"size", required_argument, NULL, 'S'},
-		{"unreported", required_argument, NULL, 'u'},
-		{"verbose", no_argument, NULL, 'v'},
-		{},
-	};
-	while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
-		switch (c) {
-		case 's':
-			seed = strtoull(optarg, NULL, 0);
-			seed_given = true;
-			break;
-		case 'n':
-			seeds = strtoull(optarg, NULL, 0);
-			break;
-		case 'S':
-			size = strtoull(optarg, NULL, 0) * SZ_1M;
-			break;
-		case 'u':
-			unreported = strcmp(optarg, "final") == 0 ? IOD_MIGRATE_DROP_FINAL
-								  : strtoull(optarg, NULL, 0);
-			if (unreported == REPORTED_NONE)
-				die("--unreported=N: a dirty round from 1, or final");
-			break;
-		case 'v':
-			verbose_rounds = true;
-			break;
-		default:
-			return 2;
-		}
-	}
-	if (iod_bus_client_open(bus_address, false, &bus) < 0)
-		skip("no bus at %s", bus_address);
-	if (!seed_given)
-		printf("seeds %" PRIu64 " .. %" PRIu64 " (replay one with --seed=N)\n", seed,
-		       seed + seeds - 1);
-	for (uint64_t i = 0; i < seeds; i++) {
-		bool error = false;
-		uint64_t bad = reported_one(bus, seed + i, size, unreported, &error);
-
-		if (error) {
-			failed++;
-		} else if (unreported != REPORTED_NONE) {
-			if (bad == 0) {
-				printf("FAIL: seed %" PRIu64
-				       ": a write was not reported and yet the destination "
-				       "matches: the check cannot see a lost write\n",
-				       seed + i);
-				failed++;
-			} else {
-				printf("PASS: seed %" PRIu64
-				       ": the unreported write is detected (exactly its page "
-				       "differs)\n",
-				       seed + i);
-			}
-		} else if (bad) {
-			printf("FAIL: seed %" PRIu64
-			       ": replay with: test-migrate reported --seed=%" PRIu64
-			       " --verbose\n",
-			       seed + i, seed + i);
-			failed++;
-		}
-	}
-	sd_bus_flush_close_unref(bus);
-	printf("%s: reported writes: %" PRIu64 " seeds, %u failed\n", failed ? "FAIL" : "PASS",
-	       seeds, failed);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+/* test-migrate mock and test-migrate reported. */
+static const struct seeds_mode seeds_modes[] = {
+	{
+		.name = "mock",
+		.summary = "",
+		.control = "drop-round",
+		.control_zero = true,
+		.lost = "round",
+		.undetected = "the dropped round was not copied",
+		.detected = "the dropped round is detected",
+		.one = mock_one,
+	},
+	{
+		.name = "reported",
+		.summary = "reported writes: ",
+		.control = "unreported",
+		.control_zero = false,
+		.lost = "write",
+		.undetected = "a write was not reported",
+		.detected = "the unreported write is detected (exactly its page differs)",
+		.one = reported_one,
+	},
+};
 
 /* ============================ sparse memory: holes skipped ================================ */
 
@@ -1354,17 +1329,15 @@ static bool sparse_one(sd_bus *bus, uint64_t seed, uint64_t size)
 	struct mock_vm vm;
 	struct image img = {.gpa = MOCK_GPA, .size = size, .pos = MOCK_GPA};
 	struct mock_run run = {.img = &img, .vm = &vm};
-	struct iod_migrate_ops ops = {
+	struct iod_migrate_ops hooks = {
 		.prepare = mock_prepare,
 		.tick = sparse_tick,
 		.pause = mock_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	const uint64_t per = SPARSE_LOG_PAGE / 4096;
 	uint64_t want = 0, populated = 0, kernel, bad, first;
+	struct iod_migrate_config c;
 	struct iod_migrate_result res;
-	struct iod_migrate *m = NULL;
 	char name[64];
 	bool ok = true;
 	int r;
@@ -1396,52 +1369,28 @@ static bool sparse_one(sd_bus *bus, uint64_t seed, uint64_t size)
 	}
 
 	snprintf(name, sizeof(name), "sparse-%" PRIu64, seed);
-	{
-		struct iod_migrate_config c = {
-			.session = name,
-			.mode = IOD_MIGRATE_ADOPT,
-			.memfd = vm.memfd,
-			.size = size,
-			.gpa = MOCK_GPA,
-			.mem = vm.mem,
-			.page_size = SPARSE_LOG_PAGE,
-			.viommu = true,
-			.iommufd = vm.fd,
-			.ioas = vm.ioas,
-			.hwpts = vm.hwpt,
-			.n_hwpts = N_DEVS,
-			.converge_pages = 8,
-			.max_rounds = 12,
-			.batch_bytes = 64 * 1024,
-			.on_daemon_restart = IOD_MIGRATE_ABORT,
-			.skip_holes = true,
-		};
-
-		r = iod_migrate_new(bus, &c, &ops, &run, &m);
-		if (r < 0)
-			die("iod_migrate_new: %s", strerror(-r));
-	}
-	r = iod_migrate_run(m, &res);
-	if (r < 0) {
-		printf("FAIL: sparse seed %" PRIu64 ": the migration failed (%s): %s\n", seed,
-		       iod_migrate_status_to_string(res.status), iod_migrate_error(m));
+	c = seed_config(name, vm.memfd, vm.mem, size, MOCK_GPA);
+	c.mode = IOD_MIGRATE_ADOPT;
+	c.page_size = SPARSE_LOG_PAGE;
+	c.viommu = true;
+	c.iommufd = vm.fd;
+	c.ioas = vm.ioas;
+	c.hwpts = vm.hwpt;
+	c.n_hwpts = N_DEVS;
+	c.converge_pages = 8;
+	c.skip_holes = true;
+	r = seed_migrate(bus, "sparse ", seed, &c, &hooks, &run, &res);
+	if (r < 0)
 		ok = false;
-	}
-	iod_migrate_free(m);
 
-	bad = count_bad_pages(img.p, vm.mem, size, &first);
 	printf("sparse seed %" PRIu64 ": %" PRIu64 " of %" PRIu64
 	       " pages populated before the migration; first round %" PRIu64
 	       " bytes copied, %" PRIu64 " skipped (never populated: %" PRIu64
 	       "); %u dirty rounds, %" PRIu64 " bytes in all; %" PRIu64 " DMA writes, %" PRIu64
-	       " into skipped memory (mapped %" PRIu64 " times since): %s",
+	       " into skipped memory (mapped %" PRIu64 " times since)",
 	       seed, populated, size / 4096, img.full_bytes, img.skipped, want, res.rounds,
-	       res.total_bytes, vm.writes, vm.hole_writes, vm.hole_maps,
-	       bad ? "MISMATCH" : "destination == source");
-	if (bad)
-		printf(" (%" PRIu64 " pages differ, the first at GPA 0x%" PRIx64 ")", bad,
-		       MOCK_GPA + first);
-	printf("\n");
+	       res.total_bytes, vm.writes, vm.hole_writes, vm.hole_maps);
+	bad = print_comparison(img.p, vm.mem, size, MOCK_GPA, &first);
 	if (bad)
 		ok = false;
 	if (img.skipped != want || res.skipped_bytes != want) {
@@ -2524,16 +2473,15 @@ int main(int argc, char **argv)
 		skip("IOD_BUS_ADDRESS is not set: run under guest-migrate.sh");
 	argv++;
 	argc--;
-	if (strcmp(argv[0], "mock") == 0)
-		return cmd_mock(argc, argv);
+	for (size_t i = 0; i < ELEMENTSOF(seeds_modes); i++)
+		if (strcmp(argv[0], seeds_modes[i].name) == 0)
+			return seeds_run(&seeds_modes[i], argc, argv);
 	if (strcmp(argv[0], "edu") == 0)
 		return cmd_edu(argc, argv);
 	if (strcmp(argv[0], "devlog") == 0)
 		return cmd_devlog(argc, argv);
 	if (strcmp(argv[0], "sparse") == 0)
 		return cmd_sparse(argc, argv);
-	if (strcmp(argv[0], "reported") == 0)
-		return cmd_reported(argc, argv);
 	if (strcmp(argv[0], "demo-mock") == 0)
 		return cmd_demo_mock(argc, argv);
 	if (strcmp(argv[0], "workload-mock") == 0)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng_seed_value __attribute__((unused)); /* what rng_seed() chose */
 
 static inline uint64_t rng(void)
 {
@@ -38,9 +39,15 @@ static inline uint64_t rng_seed(void)
 
 	if (!seed)
 		seed = 1;
-	rng_state = seed;
+	rng_state = rng_seed_value = seed;
 	printf("seed: IOD_TEST_SEED=%" PRIu64 "\n", seed);
 	return seed;
+}
+
+/* The last line of a failing run (e.g. as dt_on_fail): the seed that reproduces it. */
+static inline void rng_print_seed(void)
+{
+	printf("seed: IOD_TEST_SEED=%" PRIu64 " reproduces this run\n", rng_seed_value);
 }
 
 #endif
