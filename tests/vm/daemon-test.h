@@ -205,6 +205,16 @@ static inline uint64_t dt_get_u64(sd_bus *bus, const char *path, const char *ifa
 	return type == 't' ? v : type == 'u' ? u : (uint64_t) !!b;
 }
 
+/* The string property prop of the object at path must be want. */
+static inline void dt_expect_string(sd_bus *bus, const char *path, const char *iface,
+				    const char *prop, const char *want)
+{
+	char *v = dt_get_string(bus, path, iface, prop);
+
+	dt_assert(strcmp(v, want) == 0, "%s is \"%s\", want \"%s\"", prop, v, want);
+	free(v);
+}
+
 /* ---- the dirty log memfd, as a client reads it ----------------------------------------- */
 
 /* A set of pages of guest memory [0, npages << shift): one bit per page. */

@@ -41,6 +41,13 @@ done
 "$@"
 rc=$?
 
+# A program that told the harness to quit got its answer before the harness exits: it still
+# closes the fds it stored (a device's close can take a while). Give it 30 s.
+i=0
+while [ $rc -eq 0 ] && [ $i -lt 600 ] && kill -0 "$harness_pid" 2>/dev/null; do
+	sleep 0.05
+	i=$((i + 1))
+done
 if kill -0 "$harness_pid" 2>/dev/null; then
 	[ $rc -eq 0 ] && { echo "guest-fdstore: the program left the harness running"; rc=1; }
 	kill -TERM "$harness_pid"

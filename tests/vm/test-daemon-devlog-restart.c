@@ -126,30 +126,8 @@ static void print_status(void)
 	printf("harness: %s\n", harness("status"));
 }
 
-static char *create(const char *name, bool with_viommu)
-{
-	sd_bus_message *reply;
-	const char *path;
-	char *ret;
-
-	reply = dt_call(bus, DT_MANAGER, DT_MGR_IFACE, "CreateSession", NULL, "sa{sv}", name, 1,
-			"viommu", "b", (int)with_viommu);
-	dt_assert(sd_bus_message_read(reply, "o", &path) > 0, "CreateSession reply");
-	ret = strdup(path);
-	sd_bus_message_unref(reply);
-	return ret;
-}
-
 #define scall(spath, member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
-
-static void expect_string(const char *path, const char *iface, const char *prop, const char *want)
-{
-	char *s = dt_get_string(bus, path, iface, prop);
-
-	dt_assert(strcmp(s, want) == 0, "%s is \"%s\", want \"%s\"", prop, s, want);
-	free(s);
-}
 
 static void want_init(struct dt_pageset *set)
 {
@@ -159,23 +137,13 @@ static void want_init(struct dt_pageset *set)
 /* One Harvest round read from the log memfd; acknowledged with ack. Its number. */
 static uint64_t harvest(const char *spath, struct dt_pageset *set, bool ack, bool *ret_precise)
 {
-	sd_bus_message *reply;
-	uint64_t nr, dirty, usec, n;
-	int fd, precise;
+	struct dt_round round = dt_harvest(bus, spath, "Harvest", GPA_BASE + MEM_SIZE, LOG_SHIFT,
+					   set);
 
-	reply = dt_call(bus, spath, DT_SES_IFACE, "Harvest", NULL, "a{sv}", 0);
-	dt_assert(sd_bus_message_read(reply, "thtbt", &nr, &fd, &dirty, &precise, &usec) > 0,
-		  "Harvest reply");
-	want_init(set);
-	n = dt_log_read(fd, set, false);
-	dt_assert(n == dirty,
-		  "round %" PRIu64 ": %" PRIu64 " pages in the log, Harvest said %" PRIu64, nr, n,
-		  dirty);
-	sd_bus_message_unref(reply);
 	if (ack)
-		scall(spath, "Acknowledge", "t", nr);
-	*ret_precise = precise;
-	return nr;
+		dt_acknowledge(bus, spath, round.nr);
+	*ret_precise = round.precise;
+	return round.nr;
 }
 
 /* got must equal want, page for page; what names want's pages in a message. */
@@ -318,7 +286,7 @@ static void run_case(const struct layout *l, int sig, enum first_round a)
 	snprintf(name, sizeof(name), "dr-%s-%s-%d", l->name, sig == SIGKILL ? "kill" : "term",
 		 (int)a);
 	printf("case %s: %s, %s, %s\n", name, l->name, signame, first_round_name(a));
-	spath = create(name, l->viommu);
+	spath = dt_create_session(bus, name, l->viommu);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	fd = testdev_open(0);
 	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
@@ -339,7 +307,7 @@ static void run_case(const struct layout *l, int sig, enum first_round a)
 		for (uint64_t o = 0; o < l->maps[i].length; o += LOG_PAGE)
 			dt_pageset_add(&mapped, l->maps[i].gpa + o);
 	}
-	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
 	scall(spath, "Start", "");
 	expect_logging(l, dpath, &before, "after Start");
 
@@ -385,9 +353,9 @@ static void run_case(const struct layout *l, int sig, enum first_round a)
 	dt_assert(names && strstr(names, when), "the store lacks the device fd %s0: %s", when,
 		  reply);
 	free(names);
-	expect_string(spath, DT_SES_IFACE, "State", "tracking");
-	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
-	expect_string(spath, DT_SES_IFACE, "TrackingMode", "hardware");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "State", "tracking");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "TrackingMode", "hardware");
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "DmaLogging", 'b'), "DmaLogging");
 	snprintf(when, sizeof(when), "after the %s restart", signame);
 	expect_logging(l, dpath, &st, when);

@@ -44,14 +44,6 @@ static int memfd = -EBADF;
 #define scall(spath, member, types, ...) \
 	sd_bus_message_unref(dt_call(bus, spath, DT_SES_IFACE, member, NULL, types, ##__VA_ARGS__))
 
-static void expect_string(const char *path, const char *iface, const char *prop, const char *want)
-{
-	char *s = dt_get_string(bus, path, iface, prop);
-
-	dt_assert(strcmp(s, want) == 0, "%s is \"%s\", want \"%s\"", prop, s, want);
-	free(s);
-}
-
 /* The round must be exactly want (GPA pages). */
 static void expect_round(const char *spath, const struct dt_pageset *want, const char *what)
 {
@@ -106,10 +98,10 @@ static void test_flat(void)
 	fd = testdev_open(0);
 	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
 	dpath = dt_attach_fd(bus, spath, fd, NULL);
-	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
-	expect_string(dpath, DT_DEV_IFACE, "IommuType", "none");
-	expect_string(dpath, DT_DEV_IFACE, "TrackingMode", "hardware");
-	expect_string(spath, DT_SES_IFACE, "TrackingMode", "hardware");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "IommuType", "none");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "TrackingMode", "hardware");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "TrackingMode", "hardware");
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "HwptId", 'u') == 0, "HwptId");
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "DmaLogging", 'b'), "DmaLogging");
 	dt_assert(dt_get_u64(bus, spath, DT_SES_IFACE, "Precise", 'b'), "Precise");
@@ -141,7 +133,7 @@ static void test_flat(void)
 	dma(0, GPA_BASE + 0x200000, GPA_BASE + 0x200000, 8, 0x55, &want);
 	scall(spath, "DetachDevice", "o", dpath);
 	dt_assert(testdev_read_state(0, &st) == 0 && !st.logging, "logging after DetachDevice");
-	expect_string(spath, DT_SES_IFACE, "TrackingMode", "none");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "TrackingMode", "none");
 	expect_round(spath, &want, "flat, after DetachDevice");
 	free(want.bits);
 	dt_pass("flat: DetachDevice reads the device's log first and stops it");
@@ -158,8 +150,8 @@ static void test_flat(void)
 	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
 	free(dpath);
 	dpath = dt_attach_fd(bus, spath, fd, "none");
-	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "fallback");
-	expect_string(spath, DT_SES_IFACE, "TrackingMode", "fallback");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "fallback");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "TrackingMode", "fallback");
 	dt_assert(testdev_read_state(0, &st) == 0 && !st.logging, "a fallback device logs");
 	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &got, &precise);
 	dt_assert(n == MEM_SIZE / LOG_PAGE && !precise,
@@ -293,7 +285,7 @@ static void test_mtty(void)
 	spath = dt_create_session(bus, "devlog-mtty", false);
 	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
 	dpath = dt_attach_fd(bus, spath, fd, NULL);
-	expect_string(dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
 	dt_assert(dt_get_u64(bus, dpath, DT_DEV_IFACE, "Migration", 'b'), "Migration");
 	reply = dt_call(bus, dpath, "org.freedesktop.DBus.Properties", "Get", NULL, "ss",
 			DT_DEV_IFACE, "MigrationFlags");

@@ -1620,24 +1620,83 @@ static int edu_pause(struct iod_migrate *m, void *userdata)
 	return edu_quiesce(run->e);
 }
 
+/*
+ * Owner mode with one device passed by fd: guest memory of o->size random bytes at o->gpa in
+ * a memfd, migrated into img (allocated here) with ops (image_write and print_round added),
+ * run as userdata (its first member points to img). Dies if the migration fails. Returns how
+ * many pages differ, the first in *ret_first.
+ */
+struct owner_migration {
+	const char *session;
+	int device_fd;
+	uint64_t gpa, size;
+	unsigned max_rounds;
+	uint64_t max_bandwidth, drop_round;
+};
+
+static uint64_t owner_migrate(const struct owner_migration *o, struct iod_migrate_ops ops,
+			      struct image *img, void *run, struct iod_migrate_result *res,
+			      uint64_t *ret_first)
+{
+	struct iod_migrate *m = NULL;
+	sd_bus *bus = NULL;
+	uint64_t bad;
+	uint8_t *mem;
+	int memfd, r;
+
+	if (iod_bus_client_open(bus_address, false, &bus) < 0)
+		skip("no bus at %s", bus_address);
+	memfd = memfd_new(o->size, true, &mem);
+	rng_fill(mem, o->size);
+	*img = (struct image){.gpa = o->gpa, .size = o->size, .p = calloc(1, o->size)};
+	if (!img->p)
+		die("out of memory");
+	ops.write = image_write;
+	ops.round = print_round;
+	{
+		struct iod_migrate_config c = {
+			.session = o->session,
+			.mode = IOD_MIGRATE_OWNER,
+			.memfd = memfd,
+			.size = o->size,
+			.gpa = o->gpa,
+			.mem = mem,
+			.device_fds = &o->device_fd,
+			.n_device_fds = 1,
+			.converge_pages = 0,
+			.max_rounds = o->max_rounds,
+			.batch_bytes = 256 * 1024,
+			.max_bandwidth = o->max_bandwidth,
+			.on_daemon_restart = IOD_MIGRATE_ABORT,
+			.drop_round = o->drop_round,
+		};
+
+		r = iod_migrate_new(bus, &c, &ops, run, &m);
+		if (r < 0)
+			die("iod_migrate_new: %s", strerror(-r));
+	}
+	r = iod_migrate_run(m, res);
+	if (r < 0)
+		die("the migration failed (%s): %s", iod_migrate_status_to_string(res->status),
+		    iod_migrate_error(m));
+	iod_migrate_free(m);
+	bad = count_bad_pages(img->p, mem, o->size, ret_first);
+	sd_bus_flush_close_unref(bus);
+	return bad;
+}
+
 static int cmd_edu(int argc, char **argv)
 {
 	uint64_t seed = (uint64_t)time(NULL), size = 16 * SZ_1M, bad, first;
 	struct edu e = {.gpa = EDU_GPA, .size = size};
-	struct image img = {.gpa = EDU_GPA, .size = size};
+	struct image img;
 	struct edu_run run = {.img = &img, .e = &e};
-	struct iod_migrate_ops ops = {
+	const struct iod_migrate_ops ops = {
 		.started = edu_started_hook,
 		.tick = edu_tick,
 		.pause = edu_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	struct iod_migrate_result res;
-	struct iod_migrate *m = NULL;
-	sd_bus *bus = NULL;
-	uint8_t *mem;
-	int memfd, r;
 
 	for (int i = 1; i < argc; i++)
 		if (strncmp(argv[i], "--seed=", 7) == 0)
@@ -1647,40 +1706,16 @@ static int cmd_edu(int argc, char **argv)
 	verbose_rounds = true;
 
 	e.fd = edu_open(true);
-	if (iod_bus_client_open(bus_address, false, &bus) < 0)
-		skip("no bus at %s", bus_address);
-	memfd = memfd_new(size, true, &mem);
-	rng_fill(mem, size);
-	img.p = calloc(1, size);
-	if (!img.p)
-		die("out of memory");
-	{
-		struct iod_migrate_config c = {
+	bad = owner_migrate(
+		&(struct owner_migration){
 			.session = "edu",
-			.mode = IOD_MIGRATE_OWNER,
-			.memfd = memfd,
-			.size = size,
+			.device_fd = e.fd,
 			.gpa = EDU_GPA,
-			.mem = mem,
-			.device_fds = &e.fd,
-			.n_device_fds = 1,
-			.converge_pages = 0,
+			.size = size,
 			.max_rounds = 3,
-			.batch_bytes = 256 * 1024,
 			.max_bandwidth = 16 * SZ_1M, /* a slow link: the DMA engine has time */
-			.on_daemon_restart = IOD_MIGRATE_ABORT,
-		};
-
-		r = iod_migrate_new(bus, &c, &ops, &run, &m);
-		if (r < 0)
-			die("iod_migrate_new: %s", strerror(-r));
-	}
-	r = iod_migrate_run(m, &res);
-	if (r < 0)
-		die("the migration failed (%s): %s", iod_migrate_status_to_string(res.status),
-		    iod_migrate_error(m));
-	iod_migrate_free(m);
-	bad = count_bad_pages(img.p, mem, size, &first);
+		},
+		ops, &img, &run, &res, &first);
 	printf("edu: %u dirty rounds, %" PRIu64 " bytes copied, %" PRIu64
 	       " DMA writes into guest memory during the migration, precise: %s\n",
 	       res.rounds, res.total_bytes, e.writes, res.precise ? "yes" : "no (fallback)");
@@ -1693,7 +1728,6 @@ static int cmd_edu(int argc, char **argv)
 		    " (replay: --seed=%" PRIu64 ")",
 		    bad, EDU_GPA + first, seed);
 	printf("PASS: edu DMA during migration: the destination equals the source\n");
-	sd_bus_flush_close_unref(bus);
 	return EXIT_SUCCESS;
 }
 
@@ -1745,20 +1779,15 @@ static int devlog_pause(struct iod_migrate *m, void *userdata)
 static int cmd_devlog(int argc, char **argv)
 {
 	uint64_t seed = (uint64_t)time(NULL), size = 16 * SZ_1M, drop_round = 0, bad, first;
-	struct image img = {.gpa = DEVLOG_GPA, .size = size};
+	struct image img;
 	struct devlog_run run = {.img = &img, .dev = 0, .size = size};
-	struct iod_migrate_ops ops = {
+	const struct iod_migrate_ops ops = {
 		.started = devlog_started,
 		.tick = devlog_tick,
 		.pause = devlog_pause,
-		.write = image_write,
-		.round = print_round,
 	};
 	struct iod_migrate_result res;
-	struct iod_migrate *m = NULL;
-	sd_bus *bus = NULL;
-	uint8_t *mem;
-	int memfd, fd, r;
+	int fd;
 
 	for (int i = 1; i < argc; i++) {
 		if (strncmp(argv[i], "--seed=", 7) == 0)
@@ -1778,41 +1807,17 @@ static int cmd_devlog(int argc, char **argv)
 	if (fd < 0)
 		die("testdev%u: %s (the guest loads iodirty-testdev.ko in the mock shapes)",
 		    run.dev, strerror(-fd));
-	if (iod_bus_client_open(bus_address, false, &bus) < 0)
-		skip("no bus at %s", bus_address);
-	memfd = memfd_new(size, true, &mem);
-	rng_fill(mem, size);
-	img.p = calloc(1, size);
-	if (!img.p)
-		die("out of memory");
-	{
-		struct iod_migrate_config c = {
+	bad = owner_migrate(
+		&(struct owner_migration){
 			.session = "devlog",
-			.mode = IOD_MIGRATE_OWNER,
-			.memfd = memfd,
-			.size = size,
+			.device_fd = fd,
 			.gpa = DEVLOG_GPA,
-			.mem = mem,
-			.device_fds = &fd,
-			.n_device_fds = 1,
-			.converge_pages = 0,
+			.size = size,
 			.max_rounds = 4,
-			.batch_bytes = 256 * 1024,
 			.max_bandwidth = 32 * SZ_1M,
-			.on_daemon_restart = IOD_MIGRATE_ABORT,
 			.drop_round = drop_round,
-		};
-
-		r = iod_migrate_new(bus, &c, &ops, &run, &m);
-		if (r < 0)
-			die("iod_migrate_new: %s", strerror(-r));
-	}
-	r = iod_migrate_run(m, &res);
-	if (r < 0)
-		die("the migration failed (%s): %s", iod_migrate_status_to_string(res.status),
-		    iod_migrate_error(m));
-	iod_migrate_free(m);
-	bad = count_bad_pages(img.p, mem, size, &first);
+		},
+		ops, &img, &run, &res, &first);
 	printf("devlog: %u dirty rounds, %" PRIu64 " bytes copied, %" PRIu64
 	       " device writes during the migration, precise: %s: %s\n",
 	       res.rounds, res.total_bytes, run.writes, res.precise ? "yes" : "no",
@@ -1837,7 +1842,6 @@ static int cmd_devlog(int argc, char **argv)
 		printf("PASS: device DMA logging during migration: the destination equals the "
 		       "source\n");
 	}
-	sd_bus_flush_close_unref(bus);
 	close(fd);
 	return EXIT_SUCCESS;
 }
