@@ -40,6 +40,8 @@ struct iod_device {
 	 * through an iommufd access): attached to the IOAS itself, never to a HWPT. */
 	bool emulated;
 	enum iod_dirty_source source;
+	/* The client asked for source by name (dirty_source "iommu" or "device"), not "auto". */
+	bool source_explicit;
 	/* Device DMA logging, while started: over log_ranges (IOVA, sorted, disjoint: the
 	 * mapped ranges merged to what the device takes) at log_page_size. log_max_ranges is
 	 * what the device takes, as far as known (IOD_VFIO_LOG_MAX_RANGES until it said E2BIG). */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-signals.h"
 #include "logging.h"
 #include "session-internal.h"
 
@@ -142,6 +143,27 @@ int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool k
 	d->logging = true;
 	log_debug("Session %s: DMA logging of %s started over %zu ranges.", s->name, d->name, k);
 	return 0;
+}
+
+void iod_session_devlog_degrade(struct iod_session *s, struct iod_device *d, const char *why)
+{
+	struct iod_session_hwpt *h = iod_session_hwpt_find(s, d->hwpt_id);
+
+	if (d->source != IOD_SOURCE_DEVICE_LOG)
+		return;
+	iod_session_devlog_stop(s, d);
+	if (h)
+		h->log_users--;
+	d->source = IOD_SOURCE_FALLBACK;
+	if (d->path) {
+		(void)iod_bus_emit_device_changed(s->ctx, d->path, "DirtySource", "TrackingMode",
+						  NULL);
+		(void)iod_bus_emit_session_changed(s->ctx, s->path, "TrackingMode", "Precise",
+						   NULL);
+	}
+	log_warning("Session %s: %s: %s; its mapped ranges count as always dirty from now on "
+		    "(fallback).",
+		    s->name, d->name, why);
 }
 
 void iod_session_devlog_stop(struct iod_session *s, struct iod_device *d)

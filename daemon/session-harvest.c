@@ -353,6 +353,13 @@ int iod_session_start(struct iod_session *s, struct iod_reason *why)
 		if (d->source != IOD_SOURCE_DEVICE_LOG || d->lost)
 			continue;
 		r = iod_session_devlog_start(s, d, false, NULL, NULL, 0, why);
+		if (r < 0 && !d->source_explicit) {
+			/* Chosen by "auto": the device still works, as a fallback. Nothing was
+			 * tracked before Start, so nothing is lost. */
+			iod_session_devlog_degrade(s, d, why->text);
+			*why = (struct iod_reason){};
+			continue;
+		}
 		if (r < 0) {
 			while (k-- > 0)
 				iod_session_devlog_stop(s, s->devices[k]);

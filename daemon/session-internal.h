@@ -69,6 +69,9 @@ int iod_session_devlog_start(struct iod_session *s, struct iod_device *d, bool k
 			     struct iod_reason *why);
 /* Stop d's DMA logging (what it logged is gone: read it first). */
 void iod_session_devlog_stop(struct iod_session *s, struct iod_device *d);
+/* d's log cannot serve (why says so): stop it and make d a fallback device. The caller marks
+ * what d may have written unseen. */
+void iod_session_devlog_degrade(struct iod_session *s, struct iod_device *d, const char *why);
 /* d logs all of [iova, iova + length). */
 bool iod_session_devlog_covers(const struct iod_device *d, uint64_t iova, uint64_t length);
 

@@ -167,8 +167,13 @@ void iod_session_devlog_prepare_map(struct iod_session *s, const struct iod_mapp
 		}
 		r = iod_session_devlog_start(s, d, true, maps, recorded, n, &why);
 		if (r < 0) {
-			iod_session_fail(s, "the DMA logging of %s could not follow a map: %s",
-					 d->name, why.text[0] ? why.text : iod_strerror(r));
+			/* Its log stopped: a fallback from now on, and everything mapped counts
+			 * (the maps coming are marked by every later round). */
+			iod_session_devlog_degrade(s, d, why.text[0] ? why.text : iod_strerror(r));
+			r = iod_session_mark_mapped(s, 0, 0);
+			if (r < 0)
+				iod_session_fail(s, "marking the ranges of %s failed: %s", d->name,
+						 iod_strerror(r));
 			continue;
 		}
 		for (size_t i = 0; i < n_old; i++) {
@@ -492,8 +497,10 @@ static int choose_source(struct iod_session *s, struct iod_device *d, enum iod_s
 					      "(dirty_source \"iommu\")",
 				d->name);
 		d->source = IOD_SOURCE_IOMMU;
+		d->source_explicit = true;
 		return 0;
 	case IOD_CHOOSE_DEVICE:
+		d->source_explicit = true;
 		if (!log)
 			return iod_reasonf(why, -EOPNOTSUPP, IOD_ERROR_NOT_DIRTY_CAPABLE,
 					   "%s does not log its DMA (no VFIO DMA logging; "
@@ -558,8 +565,15 @@ static int attach_device(struct iod_session *s, struct iod_device *d, enum iod_s
 		/* Logging before the device can reach guest memory: none of its writes goes
 		 * unseen. */
 		r = iod_session_devlog_start(s, d, false, NULL, NULL, 0, why);
-		if (r < 0)
+		if (r < 0 && d->source_explicit)
 			return r;
+		if (r < 0) {
+			/* "auto": the fallback, which the harvest marks every round. */
+			log_warning("Session %s: %s: %s; using the fallback.", s->name, d->name,
+				    why->text);
+			*why = (struct iod_reason){};
+			d->source = IOD_SOURCE_FALLBACK;
+		}
 	}
 	r = attach_plain(s, d, why);
 	if (r < 0)

@@ -16,6 +16,9 @@
  *    the page; a Map outside the logged ranges restarts the log over more ranges and the
  *    old mapped ranges count as dirty once, then rounds are exact again;
  *  - dirty_source "iommu" is refused for a device without an IOMMU, "none" is the fallback;
+ *  - a device that logs in larger pages than the session's: chosen by "auto" it becomes a
+ *    fallback device at Start (every mapped page, imprecise), asked for by "device" it makes
+ *    Start fail with NotDirtyCapable;
  *  - mtty: DirtySource device-log, migration flags stop-copy and pre-copy, rounds empty.
  */
 #include <errno.h>
@@ -269,6 +272,65 @@ static void test_viommu(void)
 	dt_pass("viommu: Stop stops the device's log");
 }
 
+static void reset_min_page_size(void)
+{
+	(void)testdev_set_min_page_size(4096);
+}
+
+static void test_coarse_device(void)
+{
+	struct dt_pageset got;
+	char *spath, *dpath;
+	bool precise;
+	uint64_t n;
+	int fd, r;
+
+	r = testdev_set_min_page_size(2 * LOG_PAGE);
+	dt_assert(r == 0, "setting the test device's min_page_size: %s", strerror(-r));
+	dt_on_fail = reset_min_page_size;
+
+	/* auto: the log cannot serve the session's pages, the device is a fallback */
+	spath = dt_create_session(bus, "devlog-coarse", false);
+	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
+	fd = testdev_open(0);
+	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
+	dpath = dt_attach_fd(bus, spath, fd, NULL);
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	scall(spath, "Start", "");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "fallback");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "TrackingMode", "fallback");
+	dt_assert(!dt_get_u64(bus, spath, DT_SES_IFACE, "Precise", 'b'), "Precise");
+	n = dt_harvest_ack(bus, spath, GPA_BASE + MEM_SIZE, LOG_SHIFT, &got, &precise);
+	dt_assert(n == MEM_SIZE / LOG_PAGE && !precise,
+		  "the round of a fallback device: %" PRIu64 " pages, precise %d", n, precise);
+	free(got.bits);
+	scall(spath, "Stop", "");
+	scall(spath, "Destroy", "");
+	close(fd);
+	free(dpath);
+	free(spath);
+	dt_pass("coarse device, auto: its log logs 8 KiB pages, so Start makes it a fallback device");
+
+	/* device: asked for by name, Start fails and says why */
+	spath = dt_create_session(bus, "devlog-coarse2", false);
+	scall(spath, "AddMemory", "httt", memfd, UINT64_C(0), MEM_SIZE, GPA_BASE);
+	fd = testdev_open(0);
+	dt_assert(fd >= 0, "opening testdev0: %s", strerror(-fd));
+	dpath = dt_attach_fd(bus, spath, fd, "device");
+	dt_call_fails(bus, spath, DT_SES_IFACE, "Start", "org.iodirty.Error.NotDirtyCapable",
+		      "logs DMA in pages of 8192 bytes", "");
+	dt_expect_string(bus, spath, DT_SES_IFACE, "State", "idle");
+	dt_expect_string(bus, dpath, DT_DEV_IFACE, "DirtySource", "device-log");
+	scall(spath, "Destroy", "");
+	close(fd);
+	free(dpath);
+	free(spath);
+	reset_min_page_size();
+	dt_on_fail = NULL;
+	dt_pass("coarse device, dirty_source \"device\": Start fails with NotDirtyCapable, the "
+		"session stays idle");
+}
+
 static void test_mtty(void)
 {
 	static const char uuid[] = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
@@ -334,6 +396,7 @@ int main(void)
 
 	test_flat();
 	test_viommu();
+	test_coarse_device();
 	test_mtty();
 
 	printf("daemon-devlog: %u passed\n", dt_passed);

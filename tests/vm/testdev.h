@@ -112,6 +112,30 @@ static inline int testdev_dma_write(unsigned k, uint64_t iova, uint64_t len, uin
 	return n == l ? 0 : -EIO;
 }
 
+/*
+ * The smallest page every test device logs from its next START on (the module's run-time
+ * parameter min_page_size; 4096 is its default). Put it back when done: the guest's later
+ * tests share the module.
+ */
+static inline int testdev_set_min_page_size(unsigned size)
+{
+	char v[32];
+	ssize_t n;
+	int fd, l;
+
+	fd = open("/sys/module/iodirty_testdev/parameters/min_page_size", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	l = snprintf(v, sizeof(v), "%u\n", size);
+	n = write(fd, v, (size_t)l);
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (n < 0)
+		return (int)n;
+	return n == l ? 0 : -EIO;
+}
+
 /* What test device k reports in debugfs (testdevK/state). */
 struct testdev_state {
 	char vfio[32]; /* "vfioN" */

@@ -14,6 +14,10 @@
  *   max_ranges=N   the device's limit of logged ranges, 1..256 (default 8). A START with
  *                  more ranges fails with E2BIG, as a real device with a small tracker
  *                  would; vfio core itself allows 256 (PAGE_SIZE / 16).
+ *   min_page_size=N the smallest page the device logs (default 4096; writable at run time
+ *                  in /sys/module/iodirty_testdev/parameters/): a START asking for less
+ *                  gets this, rounded up to a power of two, as a device with a coarse
+ *                  tracker would answer.
  *
  * Each test device K is a platform device /sys/bus/platform/devices/iodirty-testdev.K
  * (bound to this module's driver) whose VFIO cdev is /dev/vfio/devices/vfioN (N from
@@ -60,6 +64,10 @@ MODULE_PARM_DESC(devices, "number of test devices (1..8, default 1)");
 static unsigned int max_ranges = 8;
 module_param(max_ranges, uint, 0444);
 MODULE_PARM_DESC(max_ranges, "logged ranges a device accepts (1..256, default 8); more is E2BIG");
+
+static unsigned int min_page_size = SZ_4K;
+module_param(min_page_size, uint, 0644);
+MODULE_PARM_DESC(min_page_size, "smallest page a device logs (default 4096; run-time writable)");
 
 struct testdev_range {
 	u64 iova; /* aligned down to the logging page size */
@@ -138,6 +146,8 @@ static int testdev_log_start(struct vfio_device *vdev, struct rb_root_cached *ra
 		return -E2BIG;
 	if (ps < SZ_4K)
 		ps = SZ_4K;
+	if (ps < READ_ONCE(min_page_size))
+		ps = READ_ONCE(min_page_size);
 	if (ps > SZ_1G)
 		return -EINVAL;
 	ps = roundup_pow_of_two(ps);
