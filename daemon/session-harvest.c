@@ -176,21 +176,25 @@ static int harvest_one(struct harvest_ctx *c, uint64_t iova, uint64_t length)
 	return 0;
 }
 
-/* Harvest [iova, iova + length) of every tracking HWPT and every logging device (the whole
- * map with length 0; only that HWPT or that device if one is set); with cancel set, stop with
- * -ECANCELED between two slices once *cancel is. */
-static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
-			 const struct iod_device *only_dev, uint64_t iova, uint64_t length,
-			 unsigned flags, const atomic_bool *cancel)
+/* Before a read: the journal it may need, and no read error yet. */
+static int read_begin(struct iod_session *s)
+{
+	int r = iod_session_ensure_journal(s);
+
+	if (r < 0)
+		return r;
+	s->read_error = (struct iod_read_error){};
+	return 0;
+}
+
+/* Read [iova, iova + length) of every tracking HWPT (only that one if set; the whole map with
+ * length 0); with cancel set, stop with -ECANCELED between two slices once *cancel is. */
+static int read_hwpts(struct iod_session *s, const struct iod_session_hwpt *only, uint64_t iova,
+		      uint64_t length, unsigned flags, const atomic_bool *cancel)
 {
 	int r;
 
-	r = iod_session_ensure_journal(s);
-	if (r < 0)
-		return r;
-
-	s->read_error = (struct iod_read_error){};
-	for (size_t i = 0; i < s->n_hwpts && !only_dev; i++) {
+	for (size_t i = 0; i < s->n_hwpts; i++) {
 		struct harvest_ctx c = {
 			.session = s,
 			.hwpt = &s->hwpts[i],
@@ -207,17 +211,25 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 		if (r < 0)
 			return r;
 	}
-	for (size_t i = 0; i < s->n_devices && !only; i++) {
-		/* A device's log is always cleared, so the rate always counts it. */
+	return 0;
+}
+
+/* The same for the DMA log of every logging device (only that one if set). A device's log is
+ * always read and cleared, so the rate always counts it. */
+static int read_devices(struct iod_session *s, const struct iod_device *only, uint64_t iova,
+			uint64_t length, const atomic_bool *cancel)
+{
+	int r;
+
+	for (size_t i = 0; i < s->n_devices; i++) {
 		struct harvest_ctx c = {
 			.session = s,
 			.dev = s->devices[i],
-			.flags = flags,
 			.cancel = cancel,
 			.rate = s->rate,
 		};
 
-		if (only_dev && only_dev != c.dev)
+		if (only && only != c.dev)
 			continue;
 		/* Not lost: a lost device is read once more as it is detached, on the event
 		 * loop's thread, and lost is that thread's. */
@@ -230,29 +242,38 @@ static int harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *o
 	return 0;
 }
 
+/* A whole round's read: every tracking HWPT and every logging device over every mapping. */
+static int read_all(struct iod_session *s, unsigned flags, const atomic_bool *cancel)
+{
+	int r = read_begin(s);
+
+	if (r >= 0)
+		r = read_hwpts(s, NULL, 0, 0, flags, cancel);
+	if (r >= 0)
+		r = read_devices(s, NULL, 0, 0, cancel);
+	return r;
+}
+
 int iod_session_harvest_hwpts(struct iod_session *s, const struct iod_session_hwpt *only,
 			      uint64_t iova, uint64_t length, unsigned flags)
 {
-	return harvest_hwpts(s, only, NULL, iova, length, flags, NULL);
+	int r = read_begin(s);
+
+	return r < 0 ? r : read_hwpts(s, only, iova, length, flags, NULL);
 }
 
 int iod_session_harvest_device(struct iod_session *s, const struct iod_device *d)
 {
-	return harvest_hwpts(s, NULL, d, 0, 0, 0, NULL);
+	int r = read_begin(s);
+
+	return r < 0 ? r : read_devices(s, d, 0, 0, NULL);
 }
 
 int iod_session_harvest_devices(struct iod_session *s, uint64_t iova, uint64_t length)
 {
-	int r;
+	int r = read_begin(s);
 
-	for (size_t i = 0; i < s->n_devices; i++) {
-		if (!s->devices[i]->logging)
-			continue;
-		r = harvest_hwpts(s, NULL, s->devices[i], iova, length, 0, NULL);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return r < 0 ? r : read_devices(s, NULL, iova, length, NULL);
 }
 
 /*
@@ -388,7 +409,7 @@ int iod_session_stop(struct iod_session *s, struct iod_reason *why)
 		return 0;
 
 	/* Keep what the hardware saw so far: into the log before tracking goes off. */
-	r = iod_session_harvest_hwpts(s, NULL, 0, 0, 0);
+	r = read_all(s, 0, NULL);
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits. */
 		iod_session_fail_harvest(s, "harvest before stopping", r);
@@ -448,7 +469,7 @@ int iod_session_harvest_begin(struct iod_session *s, struct iod_reason *why)
 
 int iod_session_harvest_read(struct iod_session *s, bool peek, const atomic_bool *cancel)
 {
-	return harvest_hwpts(s, NULL, NULL, 0, 0, peek ? IOD_READ_NO_CLEAR : 0, cancel);
+	return read_all(s, peek ? IOD_READ_NO_CLEAR : 0, cancel);
 }
 
 int iod_session_harvest_end(struct iod_session *s, bool peek, int read_result, uint64_t t0,
@@ -551,7 +572,7 @@ int iod_session_rate_sample(struct iod_session *s, struct iod_reason *why)
 	r = iod_session_harvest_begin(s, why);
 	if (r < 0)
 		return r;
-	r = harvest_hwpts(s, NULL, NULL, 0, 0, 0, NULL);
+	r = read_all(s, 0, NULL);
 	if (r < 0) {
 		/* A read-and-clear that failed half way may have lost bits, as in a harvest. */
 		iod_session_fail_harvest(s, "dirty rate sample", r);
